@@ -1,0 +1,63 @@
+// swift-tools-version: 6.1
+// negclip: find where CLIP's text encoder learns negation, then fine-tune exactly there.
+//
+// Dependency direction (see ../shared/STYLE.md):
+//   C shims <- TensorKernels <- CLIP (+ SafeTensors, BPETokenizer, CLIPImage)
+//   <- HiddenStateStore / NegationData <- negclip (the only target that prints)
+import PackageDescription
+
+let package = Package(
+    name: "negclip",
+    products: [
+        .executable(name: "negclip", targets: ["negclip"]),
+        .executable(name: "negclip-bench", targets: ["negclip-bench"]),
+        .library(name: "CLIP", targets: ["CLIP"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: system libraries (Debian packages, found through pkg-config)
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", pkgConfig: "hdf5-serial",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // Hot elementwise kernels in C: AVX2/FMA through target attributes + runtime dispatch.
+        .target(name: "CKernels"),
+
+        // MARK: libraries
+        .target(name: "TensorKernels", dependencies: ["CBLAS", "CKernels"]),
+        .target(name: "SafeTensors"),
+        .target(name: "BPETokenizer", dependencies: ["CZlib"]),
+        .target(name: "CLIPImage", dependencies: ["CPNG", "CTurboJPEG"]),
+        .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage"]),
+        .target(name: "HiddenStateStore", dependencies: ["CHDF5"]),
+        .target(name: "NegationData", dependencies: ["CLIPImage", "BPETokenizer"]),
+
+        // MARK: tools
+        .executableTarget(name: "negclip", dependencies: [
+            "CLIP", "HiddenStateStore", "NegationData",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "negclip-bench", dependencies: [
+            "CLIP", "HiddenStateStore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: tests
+        .target(name: "TestSupport", path: "Sources/TestSupport"),
+        .testTarget(name: "TensorKernelsTests", dependencies: ["TensorKernels", "TestSupport"]),
+        .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
+        .testTarget(name: "BPETokenizerTests", dependencies: ["BPETokenizer", "TestSupport"]),
+        .testTarget(name: "CLIPImageTests", dependencies: ["CLIPImage", "TestSupport"]),
+        .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
+        .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "TestSupport"]),
+        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
+    ]
+)

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct NegclipBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "negclip-bench",
+        abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
+        subcommands: [])
+}

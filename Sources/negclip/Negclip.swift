@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Negclip: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "negclip",
+        abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
+        subcommands: [])
+}
