@@ -126,13 +126,14 @@ struct H5Context {
                           .attribute, "H5Acreate \(name)")
     }
 
+    /// A scalar variable-length UTF-8 string (h5py reads it as `str`, not bytes).
     func writeAttribute(_ obj: H5Handle, _ name: String, _ value: String) throws {
-        let bytes = Array(value.utf8)
-        let type = try handle(negclip_fixed_utf8(bytes.count), .datatype, "string type for \(name)")
+        let type = try handle(negclip_vlen_utf8(), .datatype, "vlen string type")
         let space = try handle(H5Screate(H5S_SCALAR), .dataspace, "H5Screate")
         let attr = try replaceAttribute(obj, name, type: type.id, space: space)
-        var buffer = bytes.isEmpty ? [UInt8](repeating: 0, count: 1) : bytes
-        try check(H5Awrite(attr.id, type.id, &buffer), "H5Awrite \(name)")
+        try withCStringArray([value]) { ptrs in
+            try check(H5Awrite(attr.id, type.id, ptrs), "H5Awrite \(name)")
+        }
     }
 
     func writeAttribute(_ obj: H5Handle, _ name: String, _ value: Int64) throws {

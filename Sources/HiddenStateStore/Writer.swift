@@ -64,8 +64,11 @@ public final class HiddenStateWriter {
     public var itemsAppended: Int { itemsCommitted + pending.count }
     public var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
 
-    /// Test hook: runs after a chunk's data is written and before the flush that commits it.
+    /// Test hooks around a commit: after a chunk's data is handed to HDF5 (nothing flushed yet),
+    /// and after the data flush but before `items_written` is bumped. A copy of the `.partial`
+    /// file taken there is what kill -9 at that moment leaves on disk.
     var beforeCommitFlush: (() throws -> Void)?
+    var betweenCommitFlushes: (() throws -> Void)?
 
     private let ctx: H5Context
     private var file: H5Handle?
@@ -502,6 +505,7 @@ public final class HiddenStateWriter {
     private func commitPoint(_ counter: String, _ value: Int64) throws {
         let f = file!
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        try betweenCommitFlushes?()
         try ctx.updateAttribute(f, counter, value)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
     }

@@ -200,8 +200,10 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
     /// The on-disk state a kill -9 leaves: a copy of the `.partial` file taken after a chunk's data
     /// was handed to HDF5 but before the flush that commits it. Resuming from that copy must give
     /// the same content as an uninterrupted run.
-    @Test(arguments: [TokenMode.eos, .all])
-    func resumeFromMidChunkSnapshotEqualsUninterruptedRun(tokens: TokenMode) throws {
+    enum CrashPoint: CaseIterable { case beforeDataFlush, betweenFlushes }
+
+    @Test(arguments: [TokenMode.eos, .all], CrashPoint.allCases)
+    func resumeFromMidChunkSnapshotEqualsUninterruptedRun(tokens: TokenMode, crash: CrashPoint) throws {
         let dir = try Fixtures.tempDir("store")
         defer { try? FileManager.default.removeItem(at: dir) }
         let layout = StoreLayout(layers: [0, 1, 3], numHiddenLayers: 3, width: 6, projectionDim: 4, contextLength: 5,
@@ -214,17 +216,29 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         let snapshot = dir.appendingPathComponent("snapshot")
         let w = try HiddenStateWriter.create(at: url, layout: layout, provenance: testProvenance())
         var commits = 0
-        w.beforeCommitFlush = {
+        let takeSnapshot = {
             commits += 1
             if commits == 3 { try FileManager.default.copyItem(at: partial, to: snapshot) }
+        }
+        switch crash {
+        case .beforeDataFlush: w.beforeCommitFlush = takeSnapshot
+        case .betweenFlushes: w.betweenCommitFlushes = takeSnapshot
         }
         try appendAll(w, items, from: 0, batchSizes: [3])
         w.close()  // the "crash": drop the writer, then put the killed process's file back
         try FileManager.default.removeItem(at: partial)
         try FileManager.default.moveItem(at: snapshot, to: partial)
 
+        do {
+            // Whatever the crash point, the partial file reads as its committed prefix (8 items).
+            let r = try HiddenStateReader(url: partial, allowIncomplete: true)
+            #expect(r.info.itemCount == 8)
+            #expect(try r.itemIDs(items: 7..<8) == ["item-7"])
+            r.close()
+        }
         let resumed = try HiddenStateWriter.resume(at: url, layout: layout, provenance: testProvenance())
         #expect(resumed.itemsCommitted == 8)  // chunks 1 and 2; chunk 3 was never committed
+
         try appendAll(resumed, items, from: resumed.itemsCommitted, batchSizes: [3])
         try resumed.finish()
         let problems = try expectSameContent(url, reference)
@@ -285,4 +299,35 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         try Data(bytes).write(to: f)
         #expect(try SHA256.hex(fileAt: f) == want)
     }
+}
+
+/// Writes `sample-eos.h5` / `sample-all.h5` and their JSON sidecars into $NEGCLIP_EXPORT_SAMPLE_DIR
+/// for the h5py check (`scripts/checks/test_hdf5_store.py` runs this test with the variable set);
+/// without the variable it still writes both into a temporary directory and checks the sidecar
+/// agrees with the reader.
+@Test(arguments: [TokenMode.eos, .all])
+func exportSampleForPythonChecks(tokens: TokenMode) throws {
+    let env = ProcessInfo.processInfo.environment["NEGCLIP_EXPORT_SAMPLE_DIR"]
+    let dir = try env.map { URL(fileURLWithPath: $0) } ?? Fixtures.tempDir("sample")
+    defer { if env == nil { try? FileManager.default.removeItem(at: dir) } }
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let layout = StoreLayout(layers: [0, 1, 3], numHiddenLayers: 3, width: 8, projectionDim: 4, contextLength: 7,
+                             tokens: tokens, includesImages: true, compression: .gzip(level: 4), chunkItems: 4)
+    let items = SyntheticItems(layout: layout, count: 11, seed: 5)
+    let url = dir.appendingPathComponent("sample-\(tokens.rawValue).h5")
+    var sidecar = StoreSidecar(layout: layout, provenance: testProvenance())
+    let w = try HiddenStateWriter.create(at: url, layout: layout, provenance: testProvenance())
+    for r in [0..<3, 3..<10, 10..<11] {
+        try w.append(items.batch(r))
+        sidecar.add(items.batch(r))
+    }
+    let ids = (0..<3).map { "img-\($0)" }
+    try w.appendImages(ids: ids, embeds: items.imageEmbeds(3))
+    sidecar.addImages(ids: ids, embeds: items.imageEmbeds(3))
+    try w.finish()
+    try sidecar.write(to: dir.appendingPathComponent("sample-\(tokens.rawValue).json"))
+    let r = try HiddenStateReader(url: url)
+    let got = try r.eosHiddenStates(layer: 3, items: 10..<11)
+    let report = compareClose("hidden_states[3][10]", got: got, want: sidecar.hiddenStates[2][10], atol: 0, rtol: 0)
+    #expect(report.ok, "\(report)")
 }
