@@ -196,6 +196,21 @@ def test_plot_script_runs():
         rows = plot_layers.layer_table(d)
         assert {r[0] for r in rows} == set(d.layers)
 
+    # The notebook's code cells run top to bottom on the same file.
+    import matplotlib
+    matplotlib.use("Agg")
+    nb = json.loads((ROOT / "notebooks-export/layers.ipynb").read_text())
+    os.environ["NEGCLIP_DUMP"] = str(h5)
+    scope: dict = {}
+    cwd = os.getcwd()
+    os.chdir(ROOT / "notebooks-export")
+    try:
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                exec("".join(cell["source"]), scope)
+    finally:
+        os.chdir(cwd)
+
 
 if __name__ == "__main__":
     for name, fn in list(globals().items()):
