@@ -142,6 +142,12 @@ public struct CLIPConfig: Sendable, Equatable {
     /// Typed access to JSON values with errors that name the key.
     private struct Reader {
         let file: String
+        /// A JSON number that is not a boolean (Foundation represents both as NSNumber; booleans
+        /// have the Objective-C type code "c").
+        func number(_ v: Any) -> NSNumber? {
+            guard let n = v as? NSNumber else { return nil }
+            return String(cString: n.objCType) == "c" ? nil : n
+        }
         func dict(_ d: [String: Any], _ key: String) throws -> [String: Any] {
             guard let v = d[key] else { return [:] }   // HF fills a missing sub-config with defaults
             if v is NSNull { return [:] }
@@ -156,7 +162,7 @@ public struct CLIPConfig: Sendable, Equatable {
                 // eos_token_id may be a list in newer configs; CLIP pools at the first one.
                 return try int(["k": first], "k", prefix: prefix + key, default: def)
             }
-            if let n = v as? NSNumber, !(v is Bool) {
+            if let n = number(v) {
                 let x = n.doubleValue
                 if x == x.rounded(), abs(x) < 1e15 { return Int(x) }
             }
@@ -164,7 +170,7 @@ public struct CLIPConfig: Sendable, Equatable {
         }
         func double(_ d: [String: Any], _ key: String, prefix: String, default def: Double) throws -> Double {
             guard let v = d[key], !(v is NSNull) else { return def }
-            if let n = v as? NSNumber, !(v is Bool) { return n.doubleValue }
+            if let n = number(v) { return n.doubleValue }
             throw CLIPError.config(file: file, key: prefix + key, expected: "a number, found \(v)")
         }
         func string(_ d: [String: Any], _ key: String, default def: String) throws -> String {

@@ -299,7 +299,7 @@ public final class VisionTower: @unchecked Sendable {
         let patches = UnsafeMutablePointer<Float>.allocate(capacity: chunk * (n - 1) * w)
         defer { h.deallocate(); cols.deallocate(); patches.deallocate() }
 
-        try pixels.withUnsafeBufferPointer { px in
+        pixels.withUnsafeBufferPointer { px in
             var start = 0
             while start < count {
                 let m = min(chunk, count - start)
