@@ -27,8 +27,9 @@ enum Conversion {
     @inline(__always)
     static func bf16ToFloat(_ b: UInt16) -> Float { Float(bitPattern: UInt32(b) << 16) }
 
-    /// binary32 -> bfloat16 with round-to-nearest-even; NaN becomes the quiet NaN 0x7FC0 with the
-    /// sign kept, as torch's `c10::BFloat16` does (so our BF16 bytes equal torch's).
+    /// binary32 -> bfloat16 with round-to-nearest-even (torch's `round_to_nearest_even`, so finite
+    /// values give torch's bytes); NaN becomes the quiet NaN 0x7FC0 with the sign kept, as torch's
+    /// scalar `c10::BFloat16` does (its vectorised CPU path writes 0xFFFF instead; both are NaN).
     @inline(__always)
     static func floatToBF16(_ x: Float) -> UInt16 {
         let b = x.bitPattern
