@@ -40,7 +40,7 @@ import TestSupport
     /// End to end from the file, through our decoder, for the files whose decode is exact.
     @Test func endToEndFromFiles() throws {
         let p = try Goldens.config("small")
-        for e in Goldens.entries {
+        for e in Goldens.entries where e.outputs["small"] != nil {
             let want = Goldens.f32(Goldens.stem(e.name) + ".small.pixel_values.f32")!
             let got = p(try ImageDecoder.decode(fileAt: e.file))
             let rep = compareClose(e.name, got: got, want: want, atol: 1e-6, rtol: 0)
