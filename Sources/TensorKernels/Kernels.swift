@@ -27,24 +27,30 @@ public enum Kernels {
     public static func linear(_ x: UnsafePointer<Float>, rows: Int, inDim: Int,
                               weight: UnsafePointer<Float>, outDim: Int,
                               into y: UnsafeMutablePointer<Float>, beta: Float = 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
-                    1, x, Int32(inDim), weight, Int32(inDim), beta, y, Int32(outDim))
+        Profiler.measure(.gemm) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
+                        1, x, Int32(inDim), weight, Int32(inDim), beta, y, Int32(outDim))
+        }
     }
 
     /// c[m, n] = alpha * a[m, k] . b[n, k]^T + beta * c
     @inlinable
     public static func gemmNT(m: Int, n: Int, k: Int, alpha: Float = 1, a: UnsafePointer<Float>,
                               b: UnsafePointer<Float>, beta: Float = 0, c: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-                    alpha, a, Int32(k), b, Int32(k), beta, c, Int32(n))
+        Profiler.measure(.gemm) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+                        alpha, a, Int32(k), b, Int32(k), beta, c, Int32(n))
+        }
     }
 
     /// y[r, :] = LayerNorm(x[r, :]) * gamma + beta, parallel over rows. y may alias x.
     public static func layerNorm(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                                  gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
                                  rows: Int, cols: Int, eps: Float) {
-        Parallel.forRanges(rows, costPerItem: cols) { r0, r1 in
-            ck_layernorm(x, y, gamma, beta, Int64(r0), Int64(r1), Int64(cols), eps)
+        Profiler.measure(.layerNorm) {
+            Parallel.forRanges(rows, costPerItem: cols) { r0, r1 in
+                ck_layernorm(x, y, gamma, beta, Int64(r0), Int64(r1), Int64(cols), eps)
+            }
         }
     }
 
@@ -52,24 +58,30 @@ public enum Kernels {
     public static func addBiasLayerNorm(_ h: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
                                         _ y: UnsafeMutablePointer<Float>, gamma: UnsafePointer<Float>,
                                         beta: UnsafePointer<Float>, rows: Int, cols: Int, eps: Float) {
-        Parallel.forRanges(rows, costPerItem: cols * 2) { r0, r1 in
-            ck_add_bias_layernorm(h, bias, y, gamma, beta, Int64(r0), Int64(r1), Int64(cols), eps)
+        Profiler.measure(.layerNorm) {
+            Parallel.forRanges(rows, costPerItem: cols * 2) { r0, r1 in
+                ck_add_bias_layernorm(h, bias, y, gamma, beta, Int64(r0), Int64(r1), Int64(cols), eps)
+            }
         }
     }
 
     /// h[r, :] += bias.
     public static func addBias(_ h: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>,
                                rows: Int, cols: Int) {
-        Parallel.forRanges(rows, costPerItem: cols / 4) { r0, r1 in
-            ck_add_bias(h, bias, Int64(r0), Int64(r1), Int64(cols))
+        Profiler.measure(.bias) {
+            Parallel.forRanges(rows, costPerItem: cols / 4) { r0, r1 in
+                ck_add_bias(h, bias, Int64(r0), Int64(r1), Int64(cols))
+            }
         }
     }
 
     /// x[r, :] = act(x[r, :] + bias).
     public static func biasActivation(_ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?,
                                       rows: Int, cols: Int, activation: Activation) {
-        Parallel.forRanges(rows, costPerItem: cols * 4) { r0, r1 in
-            ck_bias_activation(x, bias, Int64(r0), Int64(r1), Int64(cols), activation.kernel)
+        Profiler.measure(.activation) {
+            Parallel.forRanges(rows, costPerItem: cols * 4) { r0, r1 in
+                ck_bias_activation(x, bias, Int64(r0), Int64(r1), Int64(cols), activation.kernel)
+            }
         }
     }
 
@@ -84,6 +96,7 @@ public enum Kernels {
         let pairs = sequences * heads
         let maxLen = zip(offsets.dropFirst(), offsets).map { $0 - $1 }.max() ?? 0
         let ld = 3 * width
+        Profiler.measure(.attention) {
         offsets.withUnsafeBufferPointer { off in
             let avgCost = (offsets.last ?? 0) * maxLen * d / max(1, sequences)
             Parallel.forRanges(pairs, costPerItem: max(1, avgCost)) { p0, p1 in
@@ -98,6 +111,7 @@ public enum Kernels {
                                       Int64(n), Int64(d), scale, causal ? 1 : 0, scores)
                 }
             }
+        }
         }
     }
 
