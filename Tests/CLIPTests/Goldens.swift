@@ -30,3 +30,7 @@ struct Goldens {
 
 /// fp32 forward tolerance of the issue: |a - b| <= 1e-5 + 1e-4 |ref|.
 let atol = 1e-5, rtol = 1e-4
+
+extension Goldens {
+    static func idsOf(_ name: String) -> [[Int32]] { (try? Goldens(name))?.ids("sequences") ?? [] }
+}
