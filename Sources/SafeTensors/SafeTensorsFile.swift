@@ -85,6 +85,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
+    /// `floats(name)` after checking the shape the caller's model expects (strict weight loading:
+    /// a mismatch is a typed error naming the tensor, never a silently reshaped buffer).
+    public func floats(_ name: String, shape: [Int]) throws(SafeTensorsError) -> [Float] {
+        let t = try info(name)
+        guard t.shape == shape else { throw .shapeMismatch(file: url.path, tensor: name, expected: shape, found: t.shape) }
+        return try floats(name)
+    }
+
     /// Converts into caller-owned memory (e.g. straight into a model's weight buffer).
     public func floats(_ name: String, into out: UnsafeMutableBufferPointer<Float>) throws(SafeTensorsError) {
         let t = try info(name)
