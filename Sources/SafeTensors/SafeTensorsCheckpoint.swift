@@ -3,7 +3,9 @@ import Foundation
 /// A checkpoint: one `model.safetensors`, or `model.safetensors.index.json` plus the shards its
 /// `weight_map` names (the layout `transformers` `save_pretrained` writes for large models).
 /// Every file is opened and validated in `init`, and every index entry is checked against its
-/// shard, so a missing shard or a stale index fails before any weight is read.
+/// shard, so a missing shard or a stale index fails before any weight is read. As in
+/// `transformers`, the index's `weight_map` defines the tensor set; tensors a shard holds beyond
+/// it are ignored.
 public final class SafeTensorsCheckpoint: @unchecked Sendable {
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
@@ -58,6 +60,12 @@ public final class SafeTensorsCheckpoint: @unchecked Sendable {
     public func floats(_ name: String) throws(SafeTensorsError) -> [Float] {
         guard let f = location[name] else { throw .unknownTensor(file: path, tensor: name) }
         return try f.floats(name)
+    }
+
+    /// `floats(name)` after checking the shape the caller's model expects.
+    public func floats(_ name: String, shape: [Int]) throws(SafeTensorsError) -> [Float] {
+        guard let f = location[name] else { throw .unknownTensor(file: path, tensor: name) }
+        return try f.floats(name, shape: shape)
     }
 
     public func floats(_ name: String, into out: UnsafeMutableBufferPointer<Float>) throws(SafeTensorsError) {

@@ -28,6 +28,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case duplicateTensor(file: String, tensor: String)
     /// `__metadata__` is not an object of strings.
     case invalidMetadata(file: String, reason: String)
+    /// A tensor's shape differs from the one the caller's model needs.
+    case shapeMismatch(file: String, tensor: String, expected: [Int], found: [Int])
     /// A tensor was asked for that the file or checkpoint does not hold.
     case unknownTensor(file: String, tensor: String)
     /// A directory without `model.safetensors` or `model.safetensors.index.json`.
@@ -72,6 +74,8 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
             return "\(file): tensor \(q(tensor)) appears twice; expected unique names"
         case let .invalidMetadata(file, reason):
             return "\(file): __metadata__: \(reason); expected an object of string values"
+        case let .shapeMismatch(file, tensor, expected, found):
+            return "\(file): tensor \(q(tensor)): expected shape \(expected), found \(found) - does the config match this checkpoint?"
         case let .unknownTensor(file, tensor):
             return "\(file): no tensor named \(q(tensor))"
         case let .checkpointNotFound(path):

@@ -26,7 +26,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Size of the whole file in bytes.
     public let fileSize: Int
 
-    private let base: UnsafeRawPointer?
+    private let base: UnsafeRawPointer
     private let dataStart: Int
 
     public init(url: URL) throws(SafeTensorsError) {
@@ -46,10 +46,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
         let p = UnsafeRawPointer(m)
         // From here on the mapping must be released if validation fails (deinit does not run).
-        do {
+        do throws(SafeTensorsError) {
             let n = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
-            if n > UInt64(Self.maxHeaderSize) { throw SafeTensorsError.headerTooLarge(file: file, headerLength: n, limit: Self.maxHeaderSize) }
-            if n > UInt64(size - 8) { throw SafeTensorsError.headerPastEnd(file: file, headerLength: n, fileSize: size) }
+            if n > UInt64(Self.maxHeaderSize) { throw .headerTooLarge(file: file, headerLength: n, limit: Self.maxHeaderSize) }
+            if n > UInt64(size - 8) { throw .headerPastEnd(file: file, headerLength: n, fileSize: size) }
             let headerBytes = UnsafeBufferPointer(start: p.advanced(by: 8).assumingMemoryBound(to: UInt8.self), count: Int(n))
             let parsed = try HeaderValidation.parse(headerBytes, dataSize: size - 8 - Int(n), file: file)
             tensors = parsed.tensors
@@ -57,17 +57,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
             names = parsed.tensors.keys.sorted()
             dataStart = 8 + Int(n)
             base = p
-        } catch let e as SafeTensorsError {
-            munmap(m, size)
-            throw e
         } catch {
             munmap(m, size)
-            throw .io(file: file, reason: "\(error)")
+            throw error
         }
     }
 
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), fileSize) }
+        munmap(UnsafeMutableRawPointer(mutating: base), fileSize)
     }
 
     public func info(_ name: String) throws(SafeTensorsError) -> TensorInfo {
@@ -80,9 +77,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
         let t = try info(name)
         let n = t.elementCount
         return [Float](unsafeUninitializedCapacity: n) { buf, count in
-            if n > 0 { Conversion.toFloat(t.dtype, base!.advanced(by: dataStart + t.dataOffsets.lowerBound), buf.baseAddress!, n) }
+            if n > 0 { Conversion.toFloat(t.dtype, base.advanced(by: dataStart + t.dataOffsets.lowerBound), buf.baseAddress!, n) }
             count = n
         }
+    }
+
+    /// `floats(name)` after checking the shape the caller's model expects (strict weight loading:
+    /// a mismatch is a typed error naming the tensor, never a silently reshaped buffer).
+    public func floats(_ name: String, shape: [Int]) throws(SafeTensorsError) -> [Float] {
+        let t = try info(name)
+        guard t.shape == shape else { throw .shapeMismatch(file: url.path, tensor: name, expected: shape, found: t.shape) }
+        return try floats(name)
     }
 
     /// Converts into caller-owned memory (e.g. straight into a model's weight buffer).
@@ -91,13 +96,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard out.count == t.elementCount else {
             throw .invalidField(file: url.path, tensor: name, field: "destination", expected: "\(t.elementCount) elements for shape \(t.shape)", found: "\(out.count)")
         }
-        if out.count > 0 { Conversion.toFloat(t.dtype, base!.advanced(by: dataStart + t.dataOffsets.lowerBound), out.baseAddress!, out.count) }
+        if out.count > 0 { Conversion.toFloat(t.dtype, base.advanced(by: dataStart + t.dataOffsets.lowerBound), out.baseAddress!, out.count) }
     }
 
     /// The tensor's bytes as stored (little-endian, `dtype` encoding), valid only inside `body`.
     public func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let t = try info(name)
-        return try body(UnsafeRawBufferPointer(start: base!.advanced(by: dataStart + t.dataOffsets.lowerBound), count: t.byteCount))
+        return try body(UnsafeRawBufferPointer(start: base.advanced(by: dataStart + t.dataOffsets.lowerBound), count: t.byteCount))
     }
 }
 

@@ -5,6 +5,12 @@ import Glibc
 import Darwin
 #endif
 
+#if canImport(Glibc)
+private let posixWrite = Glibc.write
+#elseif canImport(Darwin)
+private let posixWrite = Darwin.write
+#endif
+
 /// Writes .safetensors files that the reference reader (Python `safetensors`, and through it
 /// `transformers`' `from_pretrained`) loads.
 ///
@@ -137,7 +143,7 @@ public enum SafeTensorsWriter {
             guard fd >= 0 else { return }
             var done = 0
             while done < buffer.count {
-                let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+                let n = buffer.withUnsafeBytes { posixWrite(fd, $0.baseAddress! + done, $0.count - done) }
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw .io(file: file, reason: "write failed: \(String(cString: strerror(errno)))")

@@ -57,6 +57,18 @@ import TestSupport
         }
     }
 
+    @Test func expectedShapeIsChecked() throws {
+        let ck = try SafeTensorsCheckpoint(url: Self.sharded)
+        let name = "text_model.embeddings.token_embedding.weight"
+        #expect(try ck.floats(name, shape: [11, 4]).count == 44)
+        expectError(naming: "model-00001-of-00002.safetensors", {
+            if case .shapeMismatch(_, name, [4, 11], [11, 4]) = $0 { true } else { false }
+        }) { _ = try ck.floats(name, shape: [4, 11]) }
+        expectError(naming: "model.safetensors.index.json", { if case .unknownTensor(_, "x") = $0 { true } else { false } }) {
+            _ = try ck.floats("x", shape: [1])
+        }
+    }
+
     @Test func emptyDirectory() throws {
         let dir = try Fixtures.tempDir("safetensors")
         expectError(naming: dir.path, { if case .checkpointNotFound = $0 { true } else { false } }) {

@@ -16,6 +16,24 @@ import TestSupport
         #expect(shuffled == theirs)
     }
 
+    /// A checkpoint written by transformers' `save_pretrained`, read by us and written back, is
+    /// byte-identical: so whatever our trainer writes with HF key names and F32 loads in
+    /// `CLIPModel.from_pretrained` exactly as HF's own files do.
+    @Test func transformersCheckpointRoundTripsByteForByte() throws {
+        let url = ST.url("hf-tiny-clip/model.safetensors")
+        let ck = try SafeTensorsCheckpoint(url: url.deletingLastPathComponent())
+        #expect(ck.metadata == ["format": "pt"])
+        #expect(ck.names.contains("text_model.embeddings.token_embedding.weight"))
+        let tensors: [SafeTensorsWriter.Tensor] = try ck.names.map { n in
+            let i = try ck.info(n)
+            #expect(i.dtype == .f32, "\(n)")
+            return (n, i.shape, i.dtype, try ck.floats(n))
+        }
+        let ours = try SafeTensorsWriter.serialize(tensors, metadata: ck.metadata)
+        let theirs = try [UInt8](Data(contentsOf: url))
+        #expect(ours == theirs, "\(tensors.count) tensors: rewritten checkpoint differs from transformers' bytes")
+    }
+
     /// The tensors of swift-written.safetensors, read by scripts/checks/test_safetensors_interop.py.
     static func interopTensors() -> [SafeTensorsWriter.Tensor] {
         ST.deterministicTensors() + [
