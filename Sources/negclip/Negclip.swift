@@ -1,9 +1,12 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Negclip: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip",
         abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
-        subcommands: [])
+        subcommands: [
+            EncodeCommand.self,
+        ])
 }
