@@ -10,6 +10,7 @@ path other than .build. Runs under pytest or as a plain script.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -53,22 +54,33 @@ def synthetic_files():
 
 
 def dump_files():
-    """Real dumps of the tiny CLIP fixture; [] when the CLI has no dump command yet."""
+    """Real dumps of the tiny CLIP fixture (eos + all tokens, with images); [] without `negclip dump`."""
     if "dump" not in _cache:
         files = []
         bindir = Path(_run(["swift", "build", "--scratch-path", SCRATCH, "--show-bin-path"]).strip())
         negclip = bindir / "negclip"
         model = ROOT / "Tests/Fixtures/tiny-clip"
-        data = ROOT / "Tests/Fixtures/negation-sample.jsonl"
+        tokenizer = ROOT / "Tests/Fixtures/tokenizer/tiny"
         has_dump = negclip.exists() and "dump" in subprocess.run(
             [negclip, "--help"], capture_output=True, text=True).stdout
-        if has_dump and model.is_dir() and data.exists():
+        if has_dump and model.is_dir():
             out = _workdir() / "dump"
             out.mkdir(exist_ok=True)
+            images = sorted((ROOT / "Tests/Fixtures/images/src").glob("*.png"))[:3]
+            data = out / "data.jsonl"
+            records = [
+                {"id": "1", "caption": "a dog on a sofa", "negated_caption": "no dog on the sofa", "image": str(images[0])},
+                {"id": "2", "caption": "a woman riding a horse, not wearing a hat", "label": "absence_negated",
+                 "pair_id": "p2", "image": str(images[1])},
+                {"id": "3", "caption": "a woman riding a horse", "label": "affirmative", "pair_id": "p2", "image": str(images[1])},
+                {"id": "4", "caption": "ünïcode — a cat ☃ on the mat", "image": str(images[2])},
+            ] + [{"id": f"x{i}", "caption": f"a photo of {i} apples and no pears"} for i in range(7)]
+            data.write_text("\n".join(json.dumps(r) for r in records) + "\n")
             for mode in ("eos", "all"):
                 h5, js = out / f"tiny-{mode}.h5", out / f"tiny-{mode}.json"
-                _run([negclip, "dump", "--model", model, "--data", data, "--out", h5, "--tokens", mode,
-                      "--chunk-items", "4", "--expect-json", js])
+                _run([negclip, "dump", "--model", model, "--tokenizer", tokenizer, "--data", data, "--out", h5,
+                      "--tokens", mode, "--layers", "0,2-3", "--batch", "3", "--chunk-items", "4", "--gzip", "4",
+                      "--images", "--expect-json", js])
                 files.append((h5, js))
         else:
             print(f"NOTE: no real dump checked (negclip dump available: {has_dump}, fixture: {model.is_dir()})")
@@ -151,8 +163,22 @@ def test_synthetic_stores_match_sidecar():
 
 
 def test_real_dump_matches_encoder_output():
-    for h5, js in dump_files():
+    files = dump_files()
+    for h5, js in files:
         check_file(h5, js)
+    for h5, _ in files:
+        with h5py.File(h5, "r") as f:
+            assert f.attrs["model"].endswith("tiny-clip")
+            assert len(f.attrs["model_weights_sha256"]) == 64
+            assert f.attrs["compression"] == "shuffle+gzip-4"
+            assert f["text/hidden_states"].compression == "gzip"
+            assert int(f.attrs["images_written"]) == 3  # 4 records name 3 distinct images
+            data = h5.parent / "data.jsonl"
+            assert f.attrs["dataset_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+            assert int(f.attrs["items_written"]) == 12  # 11 records, one with a negated_caption
+            assert list(f["text/labels"][:3]) == [0, 1, 2]
+            assert list(f["text/pair_ids"].asstr()[:4]) == ["1", "1", "p2", "p2"]
+
 
 
 def test_reader_errors_are_one_line():
