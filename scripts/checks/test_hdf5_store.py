@@ -10,6 +10,7 @@ path other than .build. Runs under pytest or as a plain script.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -38,7 +39,9 @@ def _run(cmd, env=None):
 
 def _workdir():
     if "dir" not in _cache:
-        _cache["dir"] = [(Path(tempfile.mkdtemp(prefix="negclip-h5-")), Path())]
+        d = Path(tempfile.mkdtemp(prefix="negclip-h5-"))
+        atexit.register(shutil.rmtree, d, True)
+        _cache["dir"] = [(d, Path())]
     return _cache["dir"][0][0]
 
 
