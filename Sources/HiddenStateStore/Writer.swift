@@ -72,6 +72,11 @@ public final class HiddenStateWriter {
 
     private let ctx: H5Context
     private var file: H5Handle?
+    private var commitsSinceOpen = 0
+    /// With metadata evictions off, the metadata cache only grows (clean entries stay); closing
+    /// and reopening the file every so many commits empties it, so memory stays bounded.
+    /// (Tests lower it to exercise the reopen path.)
+    var reopenEveryCommits = 32
     private var datasets: [String: H5Handle] = [:]
     private var pending = PendingText()
     private var pendingImages = PendingImages()
@@ -508,6 +513,22 @@ public final class HiddenStateWriter {
         try betweenCommitFlushes?()
         try ctx.updateAttribute(f, counter, value)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        commitsSinceOpen += 1
+        if commitsSinceOpen >= reopenEveryCommits { try reopenAfterCommit() }
+    }
+
+    /// Everything is on disk at a commit point: close (which drops the metadata cache) and reopen.
+    private func reopenAfterCommit() throws {
+        let paths = Array(datasets.keys)
+        datasets.removeAll()
+        let status = file?.close() ?? 0
+        file = nil
+        if status < 0 { throw ctx.fail("H5Fclose") }
+        let fapl = try fileAccess()
+        let f = try ctx.handle(H5Fopen(partialURL.path, negclip_H5F_ACC_RDWR(), fapl.id), .file, "H5Fopen (reopen after commit)")
+        file = f
+        for path in paths { datasets[path] = try ctx.openDataset(f, path, expected: "a dataset this writer created") }
+        commitsSinceOpen = 0
     }
 
     // MARK: finish
@@ -517,9 +538,10 @@ public final class HiddenStateWriter {
     @discardableResult
     public func finish() throws -> URL {
         try HDF5.withLock {
-            guard let f = file else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "finish after finish/close") }
+            guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "finish after finish/close") }
             if pending.count > 0 { try commitText(pending.count) }
             if !pendingImages.ids.isEmpty { try commitImages(pendingImages.ids.count) }
+            let f = file!  // after the commits: a commit may have reopened the file
             try ctx.updateAttribute(f, "complete", 1)
             try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
             datasets.removeAll()

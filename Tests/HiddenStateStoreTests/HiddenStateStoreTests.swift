@@ -49,7 +49,7 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         let layout = StoreLayout(layers: [1, 2], numHiddenLayers: 2, width: 5, projectionDim: 3, contextLength: 7,
                                  tokens: .all, includesImages: true, compression: .gzip(level: 4), chunkItems: 3)
         let items = SyntheticItems(layout: layout, count: 10, seed: 9)
-        let url = try writeStore(dir.appendingPathComponent("b.h5"), items, batchSizes: [2, 7, 1], images: 5)
+        let url = try writeStore(dir.appendingPathComponent("b.h5"), items, batchSizes: [2, 7, 1], images: 5, reopenEvery: 1)
         let r = try HiddenStateReader(url: url)
         #expect(r.info.layout == layout)
         for (li, l) in layout.layers.enumerated() {
@@ -215,6 +215,7 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         let partial = StoreSchema.partialURL(for: url)
         let snapshot = dir.appendingPathComponent("snapshot")
         let w = try HiddenStateWriter.create(at: url, layout: layout, provenance: testProvenance())
+        w.reopenEveryCommits = 2  // the crash happens right after a close + reopen
         var commits = 0
         let takeSnapshot = {
             commits += 1

@@ -83,8 +83,10 @@ func testProvenance(dataset: String = "synthetic") -> StoreProvenance {
 
 /// Writes `items` in batches of the given sizes (cycled) and finishes.
 @discardableResult
-func writeStore(_ url: URL, _ items: SyntheticItems, batchSizes: [Int] = [5, 3, 4], images: Int = 0) throws -> URL {
+func writeStore(_ url: URL, _ items: SyntheticItems, batchSizes: [Int] = [5, 3, 4], images: Int = 0,
+                reopenEvery: Int = 32) throws -> URL {
     let w = try HiddenStateWriter.create(at: url, layout: items.layout, provenance: testProvenance())
+    w.reopenEveryCommits = reopenEvery
     try appendAll(w, items, from: 0, batchSizes: batchSizes)
     if images > 0 {
         try w.appendImages(ids: (0..<images).map { "img-\($0)" }, embeds: items.imageEmbeds(images))
