@@ -352,19 +352,20 @@ public final class HiddenStateWriter {
             }
             if layout.tokens == .all, let tokenStates = batch.tokenHiddenStates {
                 for li in layout.layers.indices {
-                    // Scatter the packed [sum(lengths), width] rows into [n, T, width], zero padded.
-                    var padded = [Float](repeating: 0, count: n * T * W)
-                    var row = 0
-                    for i in 0..<n {
-                        let len = batch.lengths[i]
-                        padded.withUnsafeMutableBufferPointer { dst in
-                            tokenStates[li].withUnsafeBufferPointer { src in
-                                _ = memcpy(dst.baseAddress! + i * T * W, src.baseAddress! + row * W, len * W * 4)
+                    // Scatter the packed [sum(lengths), width] rows straight into the zero-padded
+                    // [n, T, width] tail of the pending buffer (no temporary: this is the big one).
+                    let base = pending.tokens[li].count
+                    pending.tokens[li].append(contentsOf: repeatElement(0, count: n * T * W))
+                    pending.tokens[li].withUnsafeMutableBufferPointer { dst in
+                        tokenStates[li].withUnsafeBufferPointer { src in
+                            var row = 0
+                            for i in 0..<n {
+                                let len = batch.lengths[i]
+                                _ = memcpy(dst.baseAddress! + base + i * T * W, src.baseAddress! + row * W, len * W * 4)
+                                row += len
                             }
                         }
-                        row += len
                     }
-                    pending.tokens[li] += padded
                 }
             }
             pending.pooled += batch.pooled
@@ -448,21 +449,23 @@ public final class HiddenStateWriter {
         let start = itemsCommitted, end = start + n
         let L = layout.layers.count, W = layout.width, T = layout.contextLength
         try extend(textPaths, to: end)
+        // The memory dataspace is `count`, so HDF5 reads only the first rows of each pending buffer.
         func put<E>(_ path: String, _ e: H5Element, _ buffer: [E], _ count: [Int], start s: [Int]) throws {
+            precondition(buffer.count >= count.reduce(1, *), "pending buffer of \(path) shorter than the commit")
             try buffer.withUnsafeBytes { try ctx.write(datasets[path]!, path, e, start: s, count: count, $0.baseAddress!) }
         }
         for li in 0..<L {
-            try put(StoreSchema.hiddenStates, .float32, Array(pending.hidden[li].prefix(n * W)), [1, n, W], start: [li, start, 0])
+            try put(StoreSchema.hiddenStates, .float32, pending.hidden[li], [1, n, W], start: [li, start, 0])
             if layout.tokens == .all {
-                try put(StoreSchema.tokenStates, .float32, Array(pending.tokens[li].prefix(n * T * W)), [1, n, T, W], start: [li, start, 0, 0])
+                try put(StoreSchema.tokenStates, .float32, pending.tokens[li], [1, n, T, W], start: [li, start, 0, 0])
             }
         }
-        try put(StoreSchema.pooled, .float32, Array(pending.pooled.prefix(n * W)), [n, W], start: [start, 0])
-        try put(StoreSchema.embeds, .float32, Array(pending.embeds.prefix(n * layout.projectionDim)), [n, layout.projectionDim], start: [start, 0])
-        try put(StoreSchema.inputIDs, .int32, Array(pending.inputIDs.prefix(n * T)), [n, T], start: [start, 0])
-        try put(StoreSchema.lengths, .int32, Array(pending.lengths.prefix(n)), [n], start: [start])
-        try put(StoreSchema.eosIndex, .int32, Array(pending.eosIndex.prefix(n)), [n], start: [start])
-        try put(StoreSchema.labels, .int8, Array(pending.labels.prefix(n)), [n], start: [start])
+        try put(StoreSchema.pooled, .float32, pending.pooled, [n, W], start: [start, 0])
+        try put(StoreSchema.embeds, .float32, pending.embeds, [n, layout.projectionDim], start: [start, 0])
+        try put(StoreSchema.inputIDs, .int32, pending.inputIDs, [n, T], start: [start, 0])
+        try put(StoreSchema.lengths, .int32, pending.lengths, [n], start: [start])
+        try put(StoreSchema.eosIndex, .int32, pending.eosIndex, [n], start: [start])
+        try put(StoreSchema.labels, .int8, pending.labels, [n], start: [start])
         try put(StoreSchema.scaleItem, .int64, (start..<end).map { Int64($0) }, [n], start: [start])
         try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.ids]!, StoreSchema.ids, strings: Array(pending.ids.prefix(n)), start: start)
