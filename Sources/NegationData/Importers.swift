@@ -62,7 +62,9 @@ public enum Importers {
         let format = try format ?? ImportFormat.detect(url)
         if format == .jsonl {
             var result = try NegationJSONL.read(url)
-            if options.checkImages { result = checkImages(result, base: options.imageRoot ?? url.deletingLastPathComponent(), file: url.path) }
+            let base = options.imageRoot ?? url.deletingLastPathComponent()
+            if options.checkImages { result = checkImages(result, base: base, file: url.path) }
+            result.records = result.records.map { absolutized($0, base: base) }
             return result
         }
         let data: Data
