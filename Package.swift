@@ -28,16 +28,23 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
         // Hot elementwise kernels in C: AVX2/FMA through target attributes + runtime dispatch.
         .target(name: "CKernels"),
 
         // MARK: libraries
-        .target(name: "TensorKernels", dependencies: ["CBLAS", "CKernels"]),
+        // Kernel and model code shares raw buffers across threads by design (disjoint row ranges); it is
+        // compiled in the Swift 5 language mode so those captures are not flagged as data races.
+        .target(name: "TensorKernels", dependencies: ["CBLAS", "CKernels"],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "SafeTensors"),
+        .target(name: "Provenance", dependencies: ["CCrypto"]),
         .target(name: "BPETokenizer", dependencies: ["CZlib"]),
         .target(name: "CLIPImage", dependencies: ["CPNG", "CTurboJPEG"]),
-        .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage"]),
-        .target(name: "HiddenStateStore", dependencies: ["CHDF5"]),
+        .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance"]),
         .target(name: "NegationData", dependencies: ["CLIPImage", "BPETokenizer"]),
 
         // MARK: tools

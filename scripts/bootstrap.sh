@@ -3,7 +3,7 @@
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 need=()
-for pkg in libopenblas-dev libhdf5-dev libpng-dev libturbojpeg0-dev zlib1g-dev pkg-config python3-venv; do
+for pkg in libopenblas-dev libhdf5-dev libpng-dev libturbojpeg0-dev zlib1g-dev libssl-dev pkg-config python3-venv; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

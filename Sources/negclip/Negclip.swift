@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Negclip: ParsableCommand {
@@ -6,6 +7,7 @@ struct Negclip: ParsableCommand {
         commandName: "negclip",
         abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
         subcommands: [
+            EncodeCommand.self,
             MakeWorldCommand.self,
         ])
 }

@@ -1,0 +1,123 @@
+import BPETokenizer
+import Foundation
+import Provenance
+import SafeTensors
+import TensorKernels
+
+/// A CLIP checkpoint loaded from a Hugging Face folder: `config.json` + `model.safetensors` (or a
+/// sharded index), optional `vocab.json` + `merges.txt`. CLIPModel, CLIPTextModel(WithProjection) and
+/// CLIPVisionModel(WithProjection) checkpoints load; weights may be F32, F16 or BF16 (computed in F32).
+public final class CLIPModel: @unchecked Sendable {
+    public let directory: URL
+    public let config: CLIPConfig
+    public let text: TextTower?
+    public let vision: VisionTower?
+    /// ln of the logit scale (HF `logit_scale`), when the checkpoint has one.
+    public let logitScale: Float?
+    public let tokenizer: CLIPTokenizer?
+    /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
+    public let weightsSHA256: String
+    public let configSHA256: String
+    /// Every checkpoint key the loader consumed (strict loading: all of them).
+    public let consumedKeys: Set<String>
+
+    public static func load(directory: URL) throws -> CLIPModel { try CLIPModel(directory: directory) }
+
+    public init(directory: URL) throws {
+        self.directory = directory
+        let configURL = directory.appendingPathComponent("config.json")
+        config = try CLIPConfig.load(configURL)
+        let checkpoint = try SafeTensorsCheckpoint(url: directory)
+        let file = checkpoint.files.count == 1 ? checkpoint.files[0].path : directory.path
+        let loader = StrictLoader(checkpoint, file: file)
+        switch config.modelType {
+        case "clip":
+            text = try TextTower(loader: loader, config: config.text!, projectionDim: config.projectionDim)
+            vision = try VisionTower(loader: loader, config: config.vision!, projectionDim: config.projectionDim)
+            logitScale = try loader.take(WeightTable.logitScale, []).first
+        case "clip_text_model":
+            if !loader.names.contains(where: { $0.hasPrefix("text_model.") }) { loader.prefixToStrip = "text_model." }
+            // CLIPTextModelWithProjection carries text_projection; plain CLIPTextModel does not.
+            let proj = loader.has(WeightTable.textProjection) ? config.text!.projectionDim : nil
+            text = try TextTower(loader: loader, config: config.text!, projectionDim: proj)
+            vision = nil
+            logitScale = nil
+        default:
+            if !loader.names.contains(where: { $0.hasPrefix("vision_model.") }) { loader.prefixToStrip = "vision_model." }
+            let proj = loader.has(WeightTable.visualProjection) ? config.vision!.projectionDim : nil
+            text = nil
+            vision = try VisionTower(loader: loader, config: config.vision!, projectionDim: proj)
+            logitScale = nil
+        }
+        try loader.finish()
+        consumedKeys = loader.consumed
+        let vocab = directory.appendingPathComponent("vocab.json")
+        tokenizer = FileManager.default.fileExists(atPath: vocab.path)
+            ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+        weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
+        configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
+    }
+
+    func requireText() throws -> TextTower {
+        guard let text else { throw CLIPError.noTower(file: directory.path, tower: "text") }
+        return text
+    }
+
+    func requireVision() throws -> VisionTower {
+        guard let vision else { throw CLIPError.noTower(file: directory.path, tower: "vision") }
+        return vision
+    }
+
+    /// Token ids -> hidden states, pooled output and projected embeddings. Sequences keep their own
+    /// lengths (no padding): the text attention is causal, so rows up to end-of-text never see padding.
+    public func encodeText(ids: [[Int32]], tokens: HiddenStateSelection = .eos,
+                           layers: [Int]? = nil) throws -> TextEncoding {
+        try requireText().encode(ids: ids, tokens: tokens, layers: layers)
+    }
+
+    /// Tokenizes with the folder's vocabulary (truncating to the context length), then encodes.
+    public func encodeText(_ texts: [String], tokens: HiddenStateSelection = .eos,
+                           layers: [Int]? = nil) throws -> TextEncoding {
+        guard let tokenizer else {
+            throw CLIPError.input("\(directory.path): no vocab.json + merges.txt in the model folder; pass token ids or a tokenizer")
+        }
+        return try encodeText(ids: texts.map { tokenizer.encode($0) }, tokens: tokens, layers: layers)
+    }
+
+    /// pixels: [count, 3, image_size, image_size], preprocessed as CLIPImageProcessor does.
+    public func encodeImages(pixels: [Float], count: Int, tokens: HiddenStateSelection = .eos,
+                             layers: [Int]? = nil) throws -> ImageEncoding {
+        try requireVision().encode(pixels: pixels, count: count, tokens: tokens, layers: layers)
+    }
+
+    /// logits_per_image [images, texts] = exp(logit_scale) * cos(image_i, text_j), as CLIPModel.forward.
+    public func logitsPerImage(imageEmbeds: [Float], textEmbeds: [Float], dim: Int) -> [Float] {
+        let scale = exp(logitScale ?? config.logitScaleInit)
+        let a = l2Normalized(imageEmbeds, dim: dim), b = l2Normalized(textEmbeds, dim: dim)
+        let ni = a.count / dim, nt = b.count / dim
+        var out = [Float](repeating: 0, count: ni * nt)
+        if ni == 0 || nt == 0 { return out }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                out.withUnsafeMutableBufferPointer { op in
+                    Kernels.gemmNT(m: ni, n: nt, k: dim, alpha: scale, a: ap.baseAddress!, b: bp.baseAddress!,
+                                   c: op.baseAddress!)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Rows of x [n, dim] divided by their L2 norm (HF `_get_vector_norm`).
+public func l2Normalized(_ x: [Float], dim: Int) -> [Float] {
+    var out = x
+    let n = dim > 0 ? x.count / dim : 0
+    for r in 0..<n {
+        var s: Float = 0
+        for c in 0..<dim { s += x[r * dim + c] * x[r * dim + c] }
+        let inv = 1 / s.squareRoot()
+        for c in 0..<dim { out[r * dim + c] = x[r * dim + c] * inv }
+    }
+    return out
+}

@@ -1,0 +1,276 @@
+import Foundation
+
+/// A bad `preprocessor_config.json`: names the file, the key and what was expected.
+public struct PreprocessorConfigError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let file: String
+    public let key: String
+    public let expected: String
+    public let found: String
+
+    public var description: String {
+        "preprocessor config \(file): key \(key): expected \(expected), found \(found)"
+    }
+}
+
+/// CLIP's image preprocessing, step for step as transformers' `CLIPImageProcessorPil` (the PIL
+/// backend; `CLIPImageProcessor` itself needs torchvision): resize so the shortest edge is
+/// `shortestEdge` (Pillow resampling, bit-identical uint8), center crop (zero padding when the
+/// image is smaller than the crop), rescale to [0, 1], normalise per channel.
+public struct CLIPImagePreprocessor: Sendable {
+    public var shortestEdge: Int
+    public var cropHeight: Int
+    public var cropWidth: Int
+    public var mean: [Float]
+    public var std: [Float]
+    /// HF keeps this as a Python float (double) and rescales in float64 before casting to float32;
+    /// a Float here would move some outputs by one float32 ulp.
+    public var rescaleFactor: Double
+    public var resample: ResampleFilter
+    public var doResize: Bool
+    public var doCenterCrop: Bool
+    public var doRescale: Bool
+    public var doNormalize: Bool
+
+    /// OpenAI CLIP's defaults (HF `CLIPImageProcessor`): 224 bicubic, crop 224, OPENAI_CLIP_MEAN/STD.
+    public init() {
+        shortestEdge = 224
+        cropHeight = 224
+        cropWidth = 224
+        mean = [0.48145466, 0.4578275, 0.40821073]
+        std = [0.26862954, 0.26130258, 0.27577711]
+        rescaleFactor = 1.0 / 255.0
+        resample = .bicubic
+        doResize = true
+        doCenterCrop = true
+        doRescale = true
+        doNormalize = true
+    }
+
+    /// Channels, height and width of one output: [3, H, W].
+    public var outputShape: [Int] {
+        [3, doCenterCrop ? cropHeight : -1, doCenterCrop ? cropWidth : -1]
+    }
+
+    /// Reads HF's `preprocessor_config.json`. Accepts both the old form (`"size": 224`,
+    /// `"crop_size": 224`, as in openai/clip-vit-base-patch32) and the dict form
+    /// (`{"shortest_edge": 224}`, `{"height": 224, "width": 224}`). Missing keys keep CLIP defaults.
+    public static func load(preprocessorConfig url: URL) throws -> CLIPImagePreprocessor {
+        let file = url.path
+        func fail(_ key: String, _ expected: String, _ found: Any?) -> PreprocessorConfigError {
+            PreprocessorConfigError(file: file, key: key, expected: expected,
+                                    found: found.map { "\($0)" } ?? "nothing")
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw fail("(file)", "a readable JSON file", "an unreadable path")
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: data),
+              let json = obj as? [String: Any] else {
+            throw fail("(root)", "a JSON object", "invalid JSON")
+        }
+        var p = CLIPImagePreprocessor()
+
+        func int(_ v: Any?, _ key: String) throws -> Int? {
+            guard let v else { return nil }
+            if let n = v as? NSNumber, !(v is Bool), n.doubleValue == n.doubleValue.rounded(), n.intValue > 0 {
+                return n.intValue
+            }
+            throw fail(key, "a positive integer", v)
+        }
+        func bool(_ key: String) throws -> Bool? {
+            guard let v = json[key], !(v is NSNull) else { return nil }
+            if let b = v as? Bool { return b }
+            throw fail(key, "true or false", v)
+        }
+        func floats(_ key: String) throws -> [Float]? {
+            guard let v = json[key], !(v is NSNull) else { return nil }
+            if let n = v as? NSNumber, !(v is Bool) { return Array(repeating: n.floatValue, count: 3) }
+            if let a = v as? [NSNumber], a.count == 3 { return a.map { $0.floatValue } }
+            throw fail(key, "a number or a list of 3 numbers", v)
+        }
+
+        if let size = json["size"], !(size is NSNull) {
+            if let d = size as? [String: Any] {
+                if let s = try int(d["shortest_edge"], "size.shortest_edge") {
+                    p.shortestEdge = s
+                } else {
+                    // {"height", "width"} resizes to a fixed size: not CLIP's rule, not implemented.
+                    throw fail("size", "{\"shortest_edge\": N} or an integer", size)
+                }
+                if d["longest_edge"] != nil {
+                    throw fail("size.longest_edge", "no longest_edge (not implemented)", d["longest_edge"])
+                }
+            } else if let s = try int(size, "size") {
+                p.shortestEdge = s   // CLIP has default_to_square = False: an int is the shortest edge
+            }
+        }
+        if let crop = json["crop_size"], !(crop is NSNull) {
+            if let d = crop as? [String: Any] {
+                guard let h = try int(d["height"], "crop_size.height") else {
+                    throw fail("crop_size.height", "a positive integer", nil)
+                }
+                guard let w = try int(d["width"], "crop_size.width") else {
+                    throw fail("crop_size.width", "a positive integer", nil)
+                }
+                p.cropHeight = h
+                p.cropWidth = w
+            } else if let s = try int(crop, "crop_size") {
+                p.cropHeight = s
+                p.cropWidth = s
+            }
+        }
+        if let m = try floats("image_mean") { p.mean = m }
+        if let s = try floats("image_std") {
+            if s.contains(where: { $0 == 0 }) { throw fail("image_std", "non-zero numbers", json["image_std"]) }
+            p.std = s
+        }
+        if let v = json["rescale_factor"], !(v is NSNull) {
+            guard let n = v as? NSNumber, !(v is Bool), n.doubleValue > 0 else {
+                throw fail("rescale_factor", "a positive number", v)
+            }
+            p.rescaleFactor = n.doubleValue
+        }
+        if let v = json["resample"], !(v is NSNull) {
+            guard let n = v as? NSNumber, !(v is Bool), let f = ResampleFilter(rawValue: n.intValue),
+                  Double(n.intValue) == n.doubleValue else {
+                throw fail("resample", "a PIL filter 1...5 (3 = BICUBIC; NEAREST = 0 is not implemented)", v)
+            }
+            p.resample = f
+        }
+        if let b = try bool("do_resize") { p.doResize = b }
+        if let b = try bool("do_center_crop") { p.doCenterCrop = b }
+        if let b = try bool("do_rescale") { p.doRescale = b }
+        if let b = try bool("do_normalize") { p.doNormalize = b }
+        if let b = try bool("do_convert_rgb"), !b {
+            throw fail("do_convert_rgb", "true (images are always decoded to RGB)", b)
+        }
+        return p
+    }
+
+    /// HF `get_resize_output_image_size(size, default_to_square=False)`: the short side becomes
+    /// `shortestEdge`, the long side `int(shortestEdge * long / short)` (truncated).
+    public func resizedSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        let (short, long) = width <= height ? (width, height) : (height, width)
+        // Python's int / int is the correctly rounded double quotient, as is this division.
+        let newLong = Int(Double(shortestEdge * long) / Double(short))
+        return width <= height ? (newLong, shortestEdge) : (shortestEdge, newLong)
+    }
+
+    /// The resize step alone (uint8, identical to PIL): what HF feeds to the crop.
+    public func resized(_ image: RGBImage) -> RGBImage {
+        guard doResize else { return image }
+        let (h, w) = resizedSize(height: image.height, width: image.width)
+        return PILResampler.resize(image, width: w, height: h, filter: resample)
+    }
+
+    /// HF `center_crop`: top = (H - cropH) // 2 (floor), and when the crop is larger than the image
+    /// the image is first zero-padded with ceil((new - old) / 2) before the crop window is applied.
+    public func centerCropped(_ image: RGBImage) -> RGBImage {
+        guard doCenterCrop else { return image }
+        let h = image.height, w = image.width
+        var top = floorDiv(h - cropHeight, 2), left = floorDiv(w - cropWidth, 2)
+        if top >= 0 && left >= 0 && top + cropHeight <= h && left + cropWidth <= w {
+            var out = [UInt8](repeating: 0, count: cropHeight * cropWidth * 3)
+            for y in 0..<cropHeight {
+                let s = ((top + y) * w + left) * 3
+                out.replaceSubrange((y * cropWidth * 3)..<((y + 1) * cropWidth * 3),
+                                    with: image.pixels[s..<(s + cropWidth * 3)])
+            }
+            return RGBImage(width: cropWidth, height: cropHeight, pixels: out)
+        }
+        // Padding path: place the image in a zero canvas of max(crop, image) size, shift the window.
+        let newH = max(cropHeight, h), newW = max(cropWidth, w)
+        let topPad = (newH - h + 1) / 2, leftPad = (newW - w + 1) / 2   // ceil of a non-negative half
+        top += topPad
+        left += leftPad
+        let y0 = max(0, top), y1 = min(newH, top + cropHeight)
+        let x0 = max(0, left), x1 = min(newW, left + cropWidth)
+        let outH = y1 - y0, outW = x1 - x0
+        var out = [UInt8](repeating: 0, count: outH * outW * 3)
+        for y in 0..<outH {
+            let cy = y0 + y - topPad            // row in the original image
+            guard cy >= 0 && cy < h else { continue }
+            for x in 0..<outW {
+                let cx = x0 + x - leftPad
+                guard cx >= 0 && cx < w else { continue }
+                for c in 0..<3 { out[(y * outW + x) * 3 + c] = image.pixels[(cy * w + cx) * 3 + c] }
+            }
+        }
+        return RGBImage(width: outW, height: outH, pixels: out)
+    }
+
+    /// uint8 -> Float for each channel, as HF computes it: `rescale` multiplies in float64 and casts
+    /// to float32, `normalize` subtracts and divides in float32. A 256-entry table per channel
+    /// reproduces it exactly and costs nothing per pixel.
+    func lookupTables() -> [[Float]] {
+        (0..<3).map { c in
+            (0..<256).map { (u: Int) -> Float in
+                var v = doRescale ? Float(Double(u) * rescaleFactor) : Float(u)
+                if doNormalize { v = (v - mean[c]) / std[c] }
+                return v
+            }
+        }
+    }
+
+    /// One image -> [3, H, W] (CHW) Float, H x W = crop size when `doCenterCrop`.
+    public func callAsFunction(_ image: RGBImage) -> [Float] {
+        let cropped = centerCropped(resized(image))
+        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
+        write(cropped, tables: lookupTables(), into: &out, at: 0)
+        return out
+    }
+
+    private func write(_ img: RGBImage, tables: [[Float]], into out: inout [Float], at offset: Int) {
+        let plane = img.height * img.width
+        img.pixels.withUnsafeBufferPointer { px in
+            out.withUnsafeMutableBufferPointer { o in
+                for c in 0..<3 {
+                    tables[c].withUnsafeBufferPointer { t in
+                        let dst = o.baseAddress! + offset + c * plane
+                        for i in 0..<plane { dst[i] = t[Int(px[i * 3 + c])] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// N images -> [N, 3, cropHeight, cropWidth], images processed in parallel. Requires
+    /// `doCenterCrop` (otherwise outputs differ in size and cannot be stacked).
+    public func batch(_ images: [RGBImage]) -> [Float] {
+        precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        let per = 3 * cropHeight * cropWidth
+        var out = [Float](repeating: 0, count: images.count * per)
+        let tables = lookupTables()
+        out.withUnsafeMutableBufferPointer { o in
+            let base = UnsafeSendablePointer(o.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: images.count) { i in
+                let chw = self.chw(images[i], tables: tables)
+                // Each iteration writes its own disjoint slice.
+                chw.withUnsafeBufferPointer { src in
+                    (base.pointer + i * per).update(from: src.baseAddress!, count: per)
+                }
+            }
+        }
+        return out
+    }
+
+    private func chw(_ image: RGBImage, tables: [[Float]]) -> [Float] {
+        let cropped = centerCropped(resized(image))
+        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
+        write(cropped, tables: tables, into: &out, at: 0)
+        return out
+    }
+}
+
+/// A raw pointer handed to concurrent workers that write disjoint ranges.
+private struct UnsafeSendablePointer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ p: UnsafeMutablePointer<Float>) { pointer = p }
+}
+
+@inline(__always)
+private func floorDiv(_ a: Int, _ b: Int) -> Int {
+    // Python's // on ints (floor), unlike Swift's / (truncation).
+    let q = a / b
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
+}

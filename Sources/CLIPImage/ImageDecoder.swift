@@ -1,0 +1,236 @@
+import CPNG
+import CTurboJPEG
+import Foundation
+
+/// What to do with an alpha channel (or a tRNS transparent colour) when producing RGB.
+public enum AlphaHandling: Sendable {
+    /// Composite over opaque white with Pillow's `alpha_composite`: what HF's `convert_to_rgb`
+    /// (and so `CLIPImageProcessor`) does with RGBA / LA / transparent-palette images.
+    case compositeOnWhite
+    /// Drop alpha: PIL's `image.convert("RGB")` (OpenAI's `clip.load` preprocessing).
+    case drop
+}
+
+/// PNG and JPEG files to 8-bit RGB, pixel-identical to what PIL gives HF's image processor.
+///
+/// - PNG through libpng's simplified API (`png_image_*`; the classic API reports errors with
+///   longjmp, which Swift cannot survive). PIL ignores colour management, so gAMA / sRGB / iCCP /
+///   cHRM chunks are removed before libpng sees the stream: otherwise libpng gamma-corrects.
+/// - JPEG through TurboJPEG (accurate integer DCT, fancy upsampling: PIL's libjpeg defaults).
+/// - Greyscale is replicated, palettes expanded; 16-bit RGB keeps the high byte (PIL's "RGB;16B");
+///   16-bit greyscale is clipped to 255 as PIL's I;16 -> RGB conversion does (so a 16-bit grey
+///   photo comes out nearly white, in PIL and here: parity with the HF pipeline wins).
+public enum ImageDecoder {
+    public static func decode(fileAt url: URL, alpha: AlphaHandling = .compositeOnWhite) throws -> RGBImage {
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .mappedIfSafe)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: url.path) ? "not readable" : "no such file"
+            throw ImageError.unreadable(file: url.path, reason: reason)
+        }
+        return try decode(data: data, name: url.path, alpha: alpha)
+    }
+
+    /// `name` is only used in error messages.
+    public static func decode(data: Data, name: String, alpha: AlphaHandling = .compositeOnWhite) throws -> RGBImage {
+        let bytes = [UInt8](data)
+        if bytes.count >= 8 && bytes[0..<8].elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            return try decodePNG(bytes, name: name, alpha: alpha)
+        }
+        if bytes.count >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF {
+            return try decodeJPEG(bytes, name: name)
+        }
+        let head = bytes.prefix(8).map { String(format: "%02X", $0) }.joined(separator: " ")
+        throw ImageError.notAnImage(file: name, firstBytes: head.isEmpty ? "none: empty file" : head)
+    }
+
+    // MARK: PNG
+
+    /// IHDR facts and the stream with colour-management chunks removed.
+    struct PNGHeader {
+        var bitDepth = 0
+        var colorType = 0
+        var hasTRNS = false
+        var stream: [UInt8] = []
+    }
+
+    /// Walks the chunk list. Stops copying at the first chunk that runs past the end, so libpng
+    /// still reports the truncation itself.
+    static func scanPNG(_ b: [UInt8]) -> PNGHeader {
+        var h = PNGHeader()
+        h.stream.reserveCapacity(b.count)
+        h.stream.append(contentsOf: b[0..<8])
+        var i = 8
+        let dropped: Set<String> = ["gAMA", "sRGB", "iCCP", "cHRM"]
+        while i + 8 <= b.count {
+            let len = Int(b[i]) << 24 | Int(b[i + 1]) << 16 | Int(b[i + 2]) << 8 | Int(b[i + 3])
+            let type = String(decoding: b[(i + 4)..<(i + 8)], as: UTF8.self)
+            let end = i + 12 + len
+            if type == "IHDR" && i + 8 + 13 <= b.count {
+                h.bitDepth = Int(b[i + 16])
+                h.colorType = Int(b[i + 17])
+            }
+            if type == "tRNS" { h.hasTRNS = true }
+            if end > b.count || len < 0 {
+                h.stream.append(contentsOf: b[i...])
+                return h
+            }
+            if !dropped.contains(type) { h.stream.append(contentsOf: b[i..<end]) }
+            i = end
+            if type == "IEND" { break }
+        }
+        if i < b.count && i + 8 > b.count { h.stream.append(contentsOf: b[i...]) }
+        return h
+    }
+
+    // png_image format bits (png.h PNG_FORMAT_FLAG_*), spelled out: Swift does not import
+    // the composite macros.
+    private static let formatAlpha: UInt32 = 0x01
+    private static let formatColor: UInt32 = 0x02
+    private static let formatLinear: UInt32 = 0x04
+
+    static func decodePNG(_ bytes: [UInt8], name: String, alpha alphaMode: AlphaHandling) throws -> RGBImage {
+        let hdr = scanPNG(bytes)
+        let hasAlpha = hdr.colorType == 4 || hdr.colorType == 6 || hdr.hasTRNS
+        enum Path { case rgb8, rgba8, grey16Clip, rgb16HighByte }
+        let path: Path
+        if hasAlpha {
+            // 16-bit with alpha: libpng's 8-bit output rounds (v * 255 / 65535) where PIL takes the
+            // high byte, so a few values can differ by one; 16-bit linear output would premultiply.
+            path = .rgba8
+        } else if hdr.bitDepth == 16 && (hdr.colorType == 0) {
+            path = .grey16Clip
+        } else if hdr.bitDepth == 16 {
+            path = .rgb16HighByte
+        } else {
+            path = .rgb8
+        }
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        return try hdr.stream.withUnsafeBytes { raw -> RGBImage in
+            func message() -> String {
+                withUnsafeBytes(of: image.message) { m in
+                    String(decoding: m.prefix { $0 != 0 }, as: UTF8.self)
+                }
+            }
+            guard png_image_begin_read_from_memory(&image, raw.baseAddress, raw.count) != 0 else {
+                throw ImageError.corruptPNG(file: name, detail: message())
+            }
+            let w = Int(image.width), h = Int(image.height)
+            switch path {
+            case .rgb8, .rgba8:
+                let channels = path == .rgba8 ? 4 : 3
+                image.format = formatColor | (path == .rgba8 ? formatAlpha : 0)
+                // No colour chunks remain; this keeps 16-bit input from being treated as linear.
+                image.flags |= UInt32(PNG_IMAGE_FLAG_16BIT_sRGB)
+                var buf = [UInt8](repeating: 0, count: w * h * channels)
+                let ok = buf.withUnsafeMutableBytes {
+                    png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
+                }
+                guard ok != 0 else { throw ImageError.corruptPNG(file: name, detail: message()) }
+                if channels == 3 { return RGBImage(width: w, height: h, pixels: buf) }
+                return rgbFromRGBA(buf, width: w, height: h, alpha: alphaMode)
+            case .grey16Clip, .rgb16HighByte:
+                // 16-bit output of a 16-bit file without colour chunks: libpng returns the samples
+                // untouched (input and output both linear).
+                let channels = path == .grey16Clip ? 1 : 3
+                image.format = formatLinear | (path == .grey16Clip ? 0 : formatColor)
+                var buf = [UInt16](repeating: 0, count: w * h * channels)
+                let ok = buf.withUnsafeMutableBytes {
+                    png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
+                }
+                guard ok != 0 else { throw ImageError.corruptPNG(file: name, detail: message()) }
+                var px = [UInt8](repeating: 0, count: w * h * 3)
+                if path == .grey16Clip {
+                    for i in 0..<(w * h) {
+                        let v = UInt8(min(buf[i], 255))
+                        px[3 * i] = v; px[3 * i + 1] = v; px[3 * i + 2] = v
+                    }
+                } else {
+                    for i in 0..<(w * h * 3) { px[i] = UInt8(buf[i] >> 8) }
+                }
+                return RGBImage(width: w, height: h, pixels: px)
+            }
+        }
+    }
+
+    /// RGBA -> RGB. Compositing on opaque white is Pillow's `alpha_composite` integer formula
+    /// (AlphaComposite.c, 7 fractional bits; with an opaque background coef1 = 128 * alpha).
+    static func rgbFromRGBA(_ buf: [UInt8], width: Int, height: Int, alpha: AlphaHandling) -> RGBImage {
+        var px = [UInt8](repeating: 0, count: width * height * 3)
+        for i in 0..<(width * height) {
+            let a = UInt32(buf[4 * i + 3])
+            for c in 0..<3 {
+                let s = UInt32(buf[4 * i + c])
+                switch alpha {
+                case .drop:
+                    px[3 * i + c] = UInt8(s)
+                case .compositeOnWhite:
+                    if a == 0 { px[3 * i + c] = 255; continue }
+                    let coef1 = a * 128, coef2 = 255 * 128 - coef1
+                    let tmp = s * coef1 + 255 * coef2 + (0x80 << 7)
+                    px[3 * i + c] = UInt8((((tmp >> 8) + tmp) >> 8) >> 7)
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: px)
+    }
+
+    // MARK: JPEG
+
+    static func decodeJPEG(_ bytes: [UInt8], name: String) throws -> RGBImage {
+        guard let tj = tjInitDecompress() else {
+            throw ImageError.corruptJPEG(file: name, detail: "tjInitDecompress failed")
+        }
+        defer { tjDestroy(tj) }
+        func message() -> String { String(cString: tjGetErrorStr2(tj)) }
+        return try bytes.withUnsafeBufferPointer { b -> RGBImage in
+            var w: Int32 = 0, h: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
+            guard tjDecompressHeader3(tj, b.baseAddress, UInt(b.count), &w, &h, &subsamp, &colorspace) == 0 else {
+                throw ImageError.corruptJPEG(file: name, detail: message())
+            }
+            // On a stream cut inside the header TurboJPEG 2.1 returns success with the sizes
+            // untouched (libjpeg only warns "Premature end of JPEG file").
+            guard w > 0 && h > 0 else {
+                throw ImageError.corruptJPEG(file: name, detail: "no image size in the header: \(message())")
+            }
+            let width = Int(w), height = Int(h)
+            let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
+            let channels = cmyk ? 4 : 3
+            let format = cmyk ? Int32(TJPF_CMYK.rawValue) : Int32(TJPF_RGB.rawValue)
+            var buf = [UInt8](repeating: 0, count: width * height * channels)
+            // flags 0 = accurate integer DCT and fancy upsampling, PIL's libjpeg settings.
+            let rc = buf.withUnsafeMutableBufferPointer {
+                tjDecompress2(tj, b.baseAddress, UInt(b.count), $0.baseAddress, w, 0, h, format, 0)
+            }
+            if rc != 0 {
+                // Warnings (e.g. extraneous bytes before a marker) still give a full image, and
+                // PIL accepts them; a premature end leaves grey rows, and PIL refuses it.
+                let msg = message()
+                let isWarning = tjGetErrorCode(tj) == Int32(TJERR_WARNING.rawValue)
+                if !isWarning || msg.contains("Premature end") {
+                    throw ImageError.corruptJPEG(file: name, detail: msg)
+                }
+            }
+            if !cmyk { return RGBImage(width: width, height: height, pixels: buf) }
+            return rgbFromAdobeCMYK(buf, width: width, height: height)
+        }
+    }
+
+    /// libjpeg returns Adobe CMYK inverted; PIL reads it with rawmode "CMYK;I" (undoing the
+    /// inversion), then converts with Convert.c's cmyk2rgb: R = nk - nk * C / 255 (rounded), nk = 255 - K.
+    static func rgbFromAdobeCMYK(_ buf: [UInt8], width: Int, height: Int) -> RGBImage {
+        var px = [UInt8](repeating: 0, count: width * height * 3)
+        for i in 0..<(width * height) {
+            let nk = Int(buf[4 * i + 3])           // stored inverted: 255 - K
+            for c in 0..<3 {
+                let cc = 255 - Int(buf[4 * i + c])   // undo the inversion
+                let t = cc * nk + 128
+                let v = nk - (((t >> 8) + t) >> 8)
+                px[3 * i + c] = UInt8(max(0, min(255, v)))
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: px)
+    }
+}

@@ -1,0 +1,59 @@
+import CCrypto
+import Foundation
+
+/// SHA-256 (OpenSSL libcrypto) for the provenance of every output: model, config and data hashes.
+public struct SHA256Hasher {
+    private var ctx: OpaquePointer
+
+    public init() {
+        ctx = EVP_MD_CTX_new()
+        EVP_DigestInit_ex(ctx, EVP_sha256(), nil)
+    }
+
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count > 0 { EVP_DigestUpdate(ctx, bytes.baseAddress, bytes.count) }
+    }
+
+    public mutating func update(_ data: Data) { data.withUnsafeBytes { update($0) } }
+    public mutating func update(_ string: String) { update(Data(string.utf8)) }
+
+    /// Lower-case hex digest; the hasher cannot be used afterwards.
+    public mutating func finalizeHex() -> String {
+        var out = [UInt8](repeating: 0, count: 32)
+        var len: UInt32 = 0
+        EVP_DigestFinal_ex(ctx, &out, &len)
+        EVP_MD_CTX_free(ctx)
+        return out.map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func hex(_ data: Data) -> String {
+        var h = SHA256Hasher(); h.update(data); return h.finalizeHex()
+    }
+
+    /// Hash of a file, streamed through a memory map (checkpoints can be GBs).
+    public static func hex(fileAt url: URL) throws -> String {
+        let data = try Data(contentsOf: url, options: .alwaysMapped)
+        return hex(data)
+    }
+
+    /// Hash of several files in order: sha256 over the concatenation of each file's hex digest and name,
+    /// so a sharded checkpoint gets one stable identity.
+    public static func hex(filesAt urls: [URL]) throws -> String {
+        if urls.count == 1 { return try hex(fileAt: urls[0]) }
+        var h = SHA256Hasher()
+        for u in urls { h.update(u.lastPathComponent + ":" + (try hex(fileAt: u)) + "\n") }
+        return h.finalizeHex()
+    }
+}
+
+/// Identity of this tool in every output it writes.
+public enum ToolInfo {
+    public static let name = "negclip"
+    public static let version = "0.1.0"
+    /// The command line as typed (arguments quoted when they need it).
+    public static var commandLine: String {
+        CommandLine.arguments.map { a in
+            a.isEmpty || a.contains(where: { " \t\"'$\\".contains($0) }) ? "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'" : a
+        }.joined(separator: " ")
+    }
+}

@@ -1,0 +1,111 @@
+import ArgumentParser
+import CLIP
+import Foundation
+import TensorKernels
+
+/// Deterministic SplitMix64, so the benchmark's captions are the same on every run and machine.
+struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func normal() -> Double {
+        let u = max(uniform(), 1e-300), v = uniform()
+        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
+    }
+}
+
+/// Caption-like token sequences: log-normal lengths with median ~12 tokens (bos + body + eos), 5...77.
+func benchmarkCaptions(count: Int, seed: UInt64, vocab: Int, bos: Int32, eos: Int32) -> [[Int32]] {
+    var rng = SplitMix64(state: seed)
+    return (0..<count).map { _ in
+        let n = min(77, max(5, Int((exp(log(12.0) + 0.4 * rng.normal())).rounded())))
+        let body = (0..<(n - 2)).map { _ in Int32(rng.next() % UInt64(min(vocab - 2, 49406))) }
+        return [bos] + body + [eos]
+    }
+}
+
+struct EncodeBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Text and image encoding throughput (compare with scripts/torch_peer.py encode-text / encode-images).")
+
+    @Option(help: "HF CLIP checkpoint folder (e.g. from `scripts/torch_peer.py make-checkpoint`).")
+    var model: String
+    @Option(help: "Number of captions to encode.") var texts: Int = 256
+    @Option(help: "Captions per call of the encoder.") var batch: Int = 32
+    @Option(help: "Images to encode (0 = skip the vision tower).") var images: Int = 64
+    @Option(help: "Images per call of the encoder.") var imageBatch: Int = 16
+    @Option(help: "Timed repetitions; the best is reported.") var repeats: Int = 3
+    @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
+    @Option(help: "Write the token ids as JSON here, for the PyTorch peer's --ids.") var idsOut: String?
+    @Flag(help: "Also report where the time goes, per kernel family.") var profile = false
+
+    func run() throws {
+        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
+        var report: [String: Any] = ["tool": "negclip-bench", "threads": Parallel.threads,
+                                     "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable]
+        if let text = m.text {
+            let c = text.config
+            let seqs = benchmarkCaptions(count: texts, seed: seed, vocab: c.vocabSize,
+                                         bos: Int32(c.bosTokenID), eos: Int32(min(c.eosTokenID == 2 ? c.vocabSize - 1 : c.eosTokenID, c.vocabSize - 1)))
+            if let idsOut {
+                let data = try JSONSerialization.data(withJSONObject: seqs.map { $0.map(Int.init) })
+                try data.write(to: URL(fileURLWithPath: idsOut))
+            }
+            let batches = stride(from: 0, to: seqs.count, by: batch).map { Array(seqs[$0..<min($0 + batch, seqs.count)]) }
+            func pass() throws { for b in batches { _ = try m.encodeText(ids: b) } }
+            try pass()  // warm-up
+            let best = try (0..<repeats).map { _ in try timed(pass) }.min()!
+            let tokens = seqs.reduce(0) { $0 + $1.count }
+            let flops = textFLOPs(c, tokens: tokens, seqs: seqs)
+            report["text"] = ["captions": seqs.count, "tokens": tokens, "batch": batch, "seconds": best,
+                              "captions_per_s": Double(seqs.count) / best, "gflops": flops / best / 1e9,
+                              "median_tokens": seqs.map(\.count).sorted()[seqs.count / 2]]
+            if profile { report["text_profile"] = try profiled(pass) }
+        }
+        if let vision = m.vision, images > 0 {
+            let c = vision.config
+            var rng = SplitMix64(state: seed)
+            let per = 3 * c.imageSize * c.imageSize
+            let pixels = (0..<(imageBatch * per)).map { _ in Float(rng.normal()) }
+            let calls = (images + imageBatch - 1) / imageBatch
+            func pass() throws { for _ in 0..<calls { _ = try m.encodeImages(pixels: pixels, count: imageBatch) } }
+            try pass()
+            let best = try (0..<repeats).map { _ in try timed(pass) }.min()!
+            report["vision"] = ["images": calls * imageBatch, "batch": imageBatch, "seconds": best,
+                                "images_per_s": Double(calls * imageBatch) / best]
+            if profile { report["vision_profile"] = try profiled(pass) }
+        }
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    func timed(_ body: () throws -> Void) rethrows -> Double {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    func profiled(_ body: () throws -> Void) throws -> [String: Double] {
+        Profiler.reset(); Profiler.enabled = true
+        let total = try timed(body)
+        Profiler.enabled = false
+        var out: [String: Double] = ["total_s": total]
+        for t in Profiler.totals where t.calls > 0 { out[t.kind.rawValue + "_fraction"] = t.seconds / total }
+        return out
+    }
+
+    /// Multiply-adds x 2 of the text tower for these sequences (linear layers + attention).
+    func textFLOPs(_ c: TextConfig, tokens: Int, seqs: [[Int32]]) -> Double {
+        let w = Double(c.hiddenSize), i = Double(c.tower.intermediateSize), l = Double(c.numHiddenLayers)
+        let linear = Double(tokens) * (4 * w * w + 2 * w * i) * 2 * l
+        let attn = seqs.reduce(0.0) { $0 + Double($1.count * $1.count) } * w * 2 * l   // causal: ~half of 2 n^2 w
+        return linear + attn
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import CLIP
+import CLIPImage
+import Foundation
+import Provenance
+
+/// Shared `--model` option: a Hugging Face CLIP checkpoint folder.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), vocab.json + merges.txt for text.",
+        valueName: "dir"))
+    var model: String
+
+    func load() throws -> CLIPModel { try CLIPModel.load(directory: URL(fileURLWithPath: model)) }
+}
+
+struct EncodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Embed captions and images; print embeddings and similarities as JSON.",
+        discussion: """
+        Embeddings are L2-normalised (as transformers' CLIPModel outputs text_embeds / image_embeds).
+        logits_per_image[i][j] = exp(logit_scale) * cos(image i, text j); cosine is the same without the scale.
+        Images are preprocessed like CLIPImageProcessor (the folder's preprocessor_config.json if present).
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(name: .long, help: "A caption to embed (repeat for several).") var text: [String] = []
+    @Option(name: .long, help: ArgumentHelp("A PNG or JPEG image to embed (repeat for several).", valueName: "file"))
+    var image: [String] = []
+    @Flag(name: .long, help: "Leave out the embedding vectors; print only ids and similarities.") var noEmbeddings = false
+
+    func validate() throws {
+        if text.isEmpty && image.isEmpty { throw ValidationError("give at least one --text or --image") }
+    }
+
+    func run() throws {
+        let model = try modelOptions.load()
+        var out: [String: Any] = [
+            "model": ["path": modelOptions.model, "weights_sha256": model.weightsSHA256,
+                      "config_sha256": model.configSHA256],
+            "tool": ["name": ToolInfo.name, "version": ToolInfo.version],
+            "command_line": ToolInfo.commandLine,
+        ]
+        var textEmbeds: [Float] = [], imageEmbeds: [Float] = []
+        var dim = 0
+        if !text.isEmpty {
+            let enc = try model.encodeText(text)
+            dim = enc.projectionDim
+            textEmbeds = l2Normalized(enc.embeds, dim: dim)
+            out["texts"] = text.enumerated().map { i, t -> [String: Any] in
+                var d: [String: Any] = ["text": t, "input_ids": enc.inputIDs[i].map(Int.init)]
+                if !noEmbeddings { d["embedding"] = Array(textEmbeds[(i * dim)..<((i + 1) * dim)]).map(Double.init) }
+                return d
+            }
+        }
+        if !image.isEmpty {
+            guard let vision = model.vision else {
+                throw CLIPError.noTower(file: modelOptions.model, tower: "vision")
+            }
+            let pre = try preprocessor(for: vision.config.imageSize)
+            let pixels = pre.batch(try image.map { try ImageDecoder.decode(fileAt: URL(fileURLWithPath: $0)) })
+            let enc = try model.encodeImages(pixels: pixels, count: image.count)
+            dim = enc.projectionDim
+            imageEmbeds = l2Normalized(enc.embeds, dim: dim)
+            out["images"] = image.enumerated().map { i, f -> [String: Any] in
+                var d: [String: Any] = ["file": f]
+                if !noEmbeddings { d["embedding"] = Array(imageEmbeds[(i * dim)..<((i + 1) * dim)]).map(Double.init) }
+                return d
+            }
+        }
+        if !textEmbeds.isEmpty && !imageEmbeds.isEmpty {
+            let logits = model.logitsPerImage(imageEmbeds: imageEmbeds, textEmbeds: textEmbeds, dim: dim)
+            let nt = text.count, scale = Double(exp(model.logitScale ?? model.config.logitScaleInit))
+            out["logits_per_image"] = (0..<image.count).map { i in (0..<nt).map { Double(logits[i * nt + $0]) } }
+            out["cosine"] = (0..<image.count).map { i in (0..<nt).map { Double(logits[i * nt + $0]) / scale } }
+        } else if text.count > 1 {
+            // caption x caption cosine, e.g. a caption against its negation
+            let n = text.count
+            out["text_cosine"] = (0..<n).map { i in (0..<n).map { j in
+                Double((0..<dim).reduce(Float(0)) { $0 + textEmbeds[i * dim + $1] * textEmbeds[j * dim + $1] })
+            } }
+        }
+        print(try jsonString(out))
+    }
+
+    func preprocessor(for imageSize: Int) throws -> CLIPImagePreprocessor {
+        let url = URL(fileURLWithPath: modelOptions.model).appendingPathComponent("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: url.path) {
+            return try CLIPImagePreprocessor.load(preprocessorConfig: url)
+        }
+        var p = CLIPImagePreprocessor()
+        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
+        return p
+    }
+}
+
+/// JSON with sorted keys (stable, diffable outputs).
+func jsonString(_ object: Any) throws -> String {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+    return String(decoding: data, as: UTF8.self)
+}

@@ -1,0 +1,128 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import CLIPImage
+
+/// 16-bit PNGs with alpha go through libpng's 8-bit output, which rounds v * 255 / 65535 where PIL
+/// takes the high byte (and 16-bit linear output would premultiply): a documented residual of
+/// one level per channel, up to two after compositing on white.
+let sixteenBitAlphaResidual: [String: (composite: Int, drop: Int)] = ["rgba16_18x14.png": (2, 1)]
+
+@Suite struct DecoderTests {
+    @Test("every golden file decodes to PIL's pixels (HF convert_to_rgb)", arguments: Goldens.entries.map(\.name))
+    func decodesLikePIL(name: String) throws {
+        let e = Goldens.entries.first { $0.name == name }!
+        let img = try ImageDecoder.decode(fileAt: e.file)
+        #expect([img.height, img.width, 3] == e.rgbShape)
+        let r = ByteReport(name, got: img.pixels, want: Goldens.u8(Goldens.stem(name) + ".rgb.u8")!)
+        if let bound = sixteenBitAlphaResidual[name] {
+            #expect(r.sizeMismatch == nil && r.maxDiff <= bound.composite, "\(r)")
+        } else {
+            #expect(r.identical, "\(r); \(Goldens.regenerate)")
+        }
+    }
+
+    @Test("alpha dropped like PIL's convert(\"RGB\")", arguments: Goldens.entries.filter(\.droprgb).map(\.name))
+    func dropsAlphaLikePIL(name: String) throws {
+        let e = Goldens.entries.first { $0.name == name }!
+        let img = try ImageDecoder.decode(fileAt: e.file, alpha: .drop)
+        let r = ByteReport(name, got: img.pixels, want: Goldens.u8(Goldens.stem(name) + ".droprgb.u8")!)
+        if let bound = sixteenBitAlphaResidual[name] {
+            #expect(r.sizeMismatch == nil && r.maxDiff <= bound.drop, "\(r)")
+        } else {
+            #expect(r.identical, "\(r)")
+        }
+        // And the two modes really differ for these files (the test can fail).
+        let white = try ImageDecoder.decode(fileAt: e.file)
+        #expect(white.pixels != img.pixels)
+    }
+
+    @Test func sniffsByMagicNotExtension() throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let src = Goldens.dir.appendingPathComponent("src/q85_420_131x97.jpg")
+        let renamed = dir.appendingPathComponent("actually_a_jpeg.png")
+        try FileManager.default.copyItem(at: src, to: renamed)
+        #expect(try ImageDecoder.decode(fileAt: renamed) == ImageDecoder.decode(fileAt: src))
+    }
+
+    // MARK: errors: typed, one line, naming the file
+
+    static func expectError(_ url: URL, _ check: (ImageError) -> Bool) {
+        do {
+            _ = try ImageDecoder.decode(fileAt: url)
+            Issue.record("decoding \(url.path) should have failed")
+        } catch let e as ImageError {
+            #expect(check(e), "unexpected error \(e)")
+            #expect(e.description.contains(url.path))
+            #expect(!e.description.contains("\n"))
+        } catch {
+            Issue.record("untyped error \(error)")
+        }
+    }
+
+    @Test func missingFile() {
+        let url = URL(fileURLWithPath: "/nonexistent/dir/photo.jpg")
+        Self.expectError(url) { if case .unreadable(_, let r) = $0 { return r == "no such file" } else { return false } }
+    }
+
+    @Test func directoryIsUnreadable() throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        Self.expectError(dir) { if case .unreadable = $0 { return true } else { return false } }
+    }
+
+    @Test func notAnImage() throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let txt = dir.appendingPathComponent("caption.png")
+        try Data("a dog on a sofa\n".utf8).write(to: txt)
+        Self.expectError(txt) { if case .notAnImage(_, let b) = $0 { return b.hasPrefix("61 20 64 6F") } else { return false } }
+        let empty = dir.appendingPathComponent("empty.jpg")
+        try Data().write(to: empty)
+        Self.expectError(empty) { if case .notAnImage = $0 { return true } else { return false } }
+    }
+
+    @Test("truncated PNG", arguments: ["rgb97x131.png", "palette75x50.png", "interlaced45x33.png", "rgb16_52x40.png"])
+    func truncatedPNG(name: String) throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let full = try Data(contentsOf: Goldens.dir.appendingPathComponent("src/\(name)"))
+        for cut in [12, 40, full.count / 2, full.count - 20] {
+            let url = dir.appendingPathComponent("cut\(cut)_\(name)")
+            try full.prefix(cut).write(to: url)
+            Self.expectError(url) { if case .corruptPNG = $0 { return true } else { return false } }
+        }
+    }
+
+    @Test func corruptPNGCRC() throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var bytes = [UInt8](try Data(contentsOf: Goldens.dir.appendingPathComponent("src/rgb64.png")))
+        bytes[20] ^= 0xFF   // inside IHDR: its CRC no longer matches
+        let url = dir.appendingPathComponent("badcrc.png")
+        try Data(bytes).write(to: url)
+        Self.expectError(url) { if case .corruptPNG = $0 { return true } else { return false } }
+    }
+
+    @Test("truncated JPEG", arguments: ["q85_420_131x97.jpg", "progressive_420_90x64.jpg", "q90_444_200x150.jpg"])
+    func truncatedJPEG(name: String) throws {
+        let dir = try Fixtures.tempDir("clipimage")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let full = try Data(contentsOf: Goldens.dir.appendingPathComponent("src/\(name)"))
+        for cut in [3, 100, full.count / 2, full.count - 10] {
+            let url = dir.appendingPathComponent("cut\(cut)_\(name)")
+            try full.prefix(cut).write(to: url)
+            Self.expectError(url) { if case .corruptJPEG = $0 { return true } else { return false } }
+        }
+    }
+
+    @Test func decodeFromDataNamesTheGivenName() throws {
+        do {
+            _ = try ImageDecoder.decode(data: Data([0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]), name: "coco/000000139.jpg")
+            Issue.record("should fail")
+        } catch let e as ImageError {
+            #expect(e.description.hasPrefix("image coco/000000139.jpg: unreadable JPEG"))
+        }
+    }
+}

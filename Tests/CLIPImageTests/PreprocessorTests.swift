@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import CLIPImage
+
+@Suite struct PreprocessorTests {
+    static let configs = ["clip224", "small", "pad"]
+    static let cases: [(String, String)] = configs.flatMap { c in Goldens.entries.map { (c, $0.name) } }
+
+    /// Resize, crop and pixel_values against HF on PIL's decoded pixels (isolates the preprocessing
+    /// from the decoder, which DecoderTests checks).
+    @Test("HF CLIPImageProcessorPil parity", arguments: cases)
+    func matchesHF(config: String, name: String) throws {
+        let e = Goldens.entries.first { $0.name == name }!
+        guard let outs = e.outputs[config] else { return }
+        let p = try Goldens.config(config)
+        let input = Goldens.pilRGB(e)
+        let stem = Goldens.stem(name) + "." + config
+        if let shape = outs["resized_shape"] {
+            let r = p.resized(input)
+            #expect([r.height, r.width, 3] == shape, "\(stem) resized shape")
+            let rep = ByteReport(stem + ".resized", got: r.pixels, want: Goldens.u8(stem + ".resized.u8")!)
+            #expect(rep.identical, "\(rep); \(Goldens.regenerate)")
+        }
+        if let shape = outs["crop_shape"] {
+            let c = p.centerCropped(p.resized(input))
+            #expect([c.height, c.width, 3] == shape, "\(stem) crop shape")
+            let rep = ByteReport(stem + ".crop", got: c.pixels, want: Goldens.u8(stem + ".crop.u8")!)
+            #expect(rep.identical, "\(rep)")
+        }
+        if let shape = outs["pixel_values_shape"] {
+            let got = p(input)
+            let want = Goldens.f32(stem + ".pixel_values.f32")!
+            let rep = compareClose(stem + ".pixel_values", got: got, gotShape: [3, p.cropHeight, p.cropWidth],
+                                   want: want, wantShape: shape, atol: 1e-6, rtol: 0)
+            #expect(rep.ok, "\(rep)")
+        }
+    }
+
+    /// End to end from the file, through our decoder, for the files whose decode is exact.
+    @Test func endToEndFromFiles() throws {
+        let p = try Goldens.config("small")
+        for e in Goldens.entries where e.outputs["small"] != nil {
+            let want = Goldens.f32(Goldens.stem(e.name) + ".small.pixel_values.f32")!
+            let got = p(try ImageDecoder.decode(fileAt: e.file))
+            let rep = compareClose(e.name, got: got, want: want, atol: 1e-6, rtol: 0)
+            #expect(rep.ok, "\(rep)")
+        }
+        let clip = CLIPImagePreprocessor()
+        let e = Goldens.entries.first { $0.name == "rgb64.png" }!
+        let rep = compareClose("rgb64 clip224", got: clip(try ImageDecoder.decode(fileAt: e.file)),
+                               want: Goldens.f32("rgb64.clip224.pixel_values.f32")!, atol: 1e-6, rtol: 0)
+        #expect(rep.ok, "\(rep)")
+    }
+
+    @Test func batchStacksTheSingles() throws {
+        let p = try Goldens.config("small")
+        let imgs = Goldens.entries.prefix(5).map { Goldens.pilRGB($0) }
+        let b = p.batch(Array(imgs))
+        #expect(b.count == imgs.count * 3 * 40 * 40)
+        for (i, img) in imgs.enumerated() {
+            let single = p(img)
+            #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
+        }
+    }
+
+    @Test func defaultsAreOpenAIClip() throws {
+        let d = CLIPImagePreprocessor()
+        let loaded = try Goldens.config("clip224")
+        #expect(d.shortestEdge == 224 && d.cropHeight == 224 && d.cropWidth == 224)
+        #expect(d.mean == loaded.mean && d.std == loaded.std && d.resample == .bicubic)
+        #expect(d.rescaleFactor == 1.0 / 255.0)
+    }
+
+    @Test func resizeRuleTruncatesTheLongSide() {
+        let p = CLIPImagePreprocessor()
+        // int(224 * 400 / 17) = 5270; int(224 * 300 / 200) = 336; int(224 * 131 / 97) = 302
+        #expect(p.resizedSize(height: 400, width: 17) == (5270, 224))
+        #expect(p.resizedSize(height: 200, width: 300) == (224, 336))
+        #expect(p.resizedSize(height: 131, width: 97) == (302, 224))
+        #expect(p.resizedSize(height: 50, width: 50) == (224, 224))
+    }
+
+    @Test func centerCropPadsWithZeros() {
+        var p = CLIPImagePreprocessor()
+        p.cropHeight = 4; p.cropWidth = 5
+        // 2 x 3 image of 1...18: pad rows ceil(2/2) = 1 above, cols ceil(2/2) = 1 left.
+        let img = RGBImage(width: 3, height: 2, pixels: (1...18).map { UInt8($0) })
+        let c = p.centerCropped(img)
+        #expect(c.width == 5 && c.height == 4)
+        #expect(Array(c.pixels[0..<15]) == [UInt8](repeating: 0, count: 15))
+        #expect(Array(c.pixels[15..<18]) == [0, 0, 0])
+        #expect(Array(c.pixels[18..<27]) == Array(img.pixels[0..<9]))
+    }
+
+    // MARK: config loading
+
+    static func writeConfig(_ json: String) throws -> URL {
+        let dir = try Fixtures.tempDir("clipimage")
+        let url = dir.appendingPathComponent("preprocessor_config.json")
+        try Data(json.utf8).write(to: url)
+        return url
+    }
+
+    @Test func loadsDictForm() throws {
+        let p = try Goldens.config("pad")
+        #expect(p.shortestEdge == 30 && p.cropHeight == 37 && p.cropWidth == 33)
+        #expect(p.mean == [0.5, 0.4, 0.3] && p.std == [0.2, 0.25, 0.3])
+    }
+
+    @Test("bad configs give one-line errors naming file and key", arguments: [
+        (#"{"size": "big"}"#, "size"),
+        (#"{"size": {"height": 224, "width": 224}}"#, "size"),
+        (#"{"crop_size": {"height": 224}}"#, "crop_size.width"),
+        (#"{"image_mean": [0.5, 0.5]}"#, "image_mean"),
+        (#"{"image_std": [0.5, 0, 0.5]}"#, "image_std"),
+        (#"{"resample": 0}"#, "resample"),
+        (#"{"do_resize": "yes"}"#, "do_resize"),
+        (#"[1, 2]"#, "(root)"),
+        (#"{"size": 224,"#, "(root)"),
+    ])
+    func badConfig(json: String, key: String) throws {
+        let url = try Self.writeConfig(json)
+        defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
+        do {
+            _ = try CLIPImagePreprocessor.load(preprocessorConfig: url)
+            Issue.record("\(json) should fail")
+        } catch let e as PreprocessorConfigError {
+            #expect(e.key == key, "\(e)")
+            #expect(e.description.contains(url.path) && !e.description.contains("\n"))
+        }
+    }
+
+    @Test func missingConfigFile() {
+        #expect(throws: PreprocessorConfigError.self) {
+            try CLIPImagePreprocessor.load(preprocessorConfig: URL(fileURLWithPath: "/nonexistent/preprocessor_config.json"))
+        }
+    }
+}

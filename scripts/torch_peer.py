@@ -1,0 +1,122 @@
+"""The PyTorch peer of `negclip-bench`: the same shapes through transformers, for side-by-side ratios.
+
+    python scripts/torch_peer.py make-checkpoint --shape vit-b-32 --out /tmp/vitb32
+    python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding longest
+    python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding max_length
+    python scripts/torch_peer.py encode-images --model /tmp/vitb32 --count 64 --batch 16
+
+`--ids` is the JSON list of token-id lists that `negclip-bench encode --ids-out` wrote, so both sides
+encode exactly the same captions. Threads: 2 (torch.set_num_threads), like the machine.
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+import transformers
+from transformers import CLIPConfig, CLIPModel
+
+SHAPES = {
+    "vit-b-32": dict(text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+                               num_attention_heads=8, max_position_embeddings=77, vocab_size=49408,
+                               eos_token_id=49407, bos_token_id=49406, pad_token_id=49407),
+                     vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, image_size=224, patch_size=32),
+                     projection_dim=512),
+}
+
+
+def make_checkpoint(args):
+    torch.manual_seed(args.seed)
+    s = SHAPES[args.shape]
+    cfg = CLIPConfig(text_config=s["text"], vision_config=s["vision"], projection_dim=s["projection_dim"])
+    model = CLIPModel(cfg)
+    if args.dtype == "float16":
+        model = model.half()
+    model.save_pretrained(args.out)
+    print(f"wrote {args.shape} ({args.dtype}) random CLIP to {args.out}")
+
+
+def load(path, threads):
+    torch.set_num_threads(threads)
+    return CLIPModel.from_pretrained(path, dtype=torch.float32, attn_implementation=ARGS.attn).eval()
+
+
+def encode_text(args):
+    model = load(args.model, args.threads)
+    seqs = json.load(open(args.ids))
+    pad = model.config.text_config.pad_token_id
+    batches = [seqs[i:i + args.batch] for i in range(0, len(seqs), args.batch)]
+
+    def run():
+        for b in batches:
+            n = 77 if args.padding == "max_length" else max(len(s) for s in b)
+            ids = torch.full((len(b), n), pad, dtype=torch.long)
+            mask = torch.zeros((len(b), n), dtype=torch.long)
+            for i, s in enumerate(b):
+                ids[i, :len(s)] = torch.tensor(s)
+                mask[i, :len(s)] = 1
+            model.get_text_features(input_ids=ids, attention_mask=mask)
+
+    with torch.inference_mode():
+        run()  # warm-up
+        best = min(timed(run) for _ in range(args.repeats))
+    tokens = sum(len(s) for s in seqs)
+    print(json.dumps({"peer": "transformers", "task": "encode-text", "padding": args.padding,
+                      "captions": len(seqs), "tokens": tokens, "batch": args.batch, "seconds": best,
+                      "captions_per_s": len(seqs) / best, "threads": args.threads, "attn": args.attn,
+                      "torch": torch.__version__, "transformers": transformers.__version__}))
+
+
+def encode_images(args):
+    model = load(args.model, args.threads)
+    s = model.config.vision_config.image_size
+    torch.manual_seed(0)
+    pixels = torch.randn(args.count, 3, s, s)
+
+    def run():
+        for i in range(0, args.count, args.batch):
+            model.get_image_features(pixel_values=pixels[i:i + args.batch])
+
+    with torch.inference_mode():
+        run()
+        best = min(timed(run) for _ in range(args.repeats))
+    print(json.dumps({"peer": "transformers", "task": "encode-images", "images": args.count,
+                      "batch": args.batch, "seconds": best, "images_per_s": args.count / best,
+                      "threads": args.threads, "attn": args.attn, "torch": torch.__version__}))
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make-checkpoint")
+    m.add_argument("--shape", default="vit-b-32", choices=sorted(SHAPES))
+    m.add_argument("--out", required=True)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    for name in ["encode-text", "encode-images"]:
+        e = sub.add_parser(name)
+        e.add_argument("--model", required=True)
+        e.add_argument("--batch", type=int, default=32)
+        e.add_argument("--threads", type=int, default=2)
+        e.add_argument("--repeats", type=int, default=3)
+        e.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+        if name == "encode-text":
+            e.add_argument("--ids", required=True)
+            e.add_argument("--padding", default="longest", choices=["longest", "max_length"])
+        else:
+            e.add_argument("--count", type=int, default=64)
+    ARGS = p.parse_args()
+    {"make-checkpoint": make_checkpoint, "encode-text": encode_text, "encode-images": encode_images}[ARGS.cmd](ARGS)
+
+
+if __name__ == "__main__":
+    main()
