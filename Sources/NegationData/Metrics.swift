@@ -17,29 +17,36 @@ public struct MetricValue: Codable, Equatable, Sendable {
 }
 
 public enum Metrics {
+    /// Scores closer than this count as tied. Float32 encoders are not batch-invariant: the same
+    /// image crop at two batch positions differs in the last bits (seen with the tiny CLIP: cosines
+    /// -0.06319033 vs -0.06319031), and such noise must not decide an item.
+    public static let tieTolerance: Float = 1e-6
+
     /// Two-way choice (CC-Neg protocol, absence contrast, VALSE foil): 1 if `right` > `wrong`,
     /// 0.5 on a tie, 0 otherwise.
-    public static func pairScore(right: Float, wrong: Float) -> Double {
-        right > wrong ? 1 : (right == wrong ? 0.5 : 0)
+    public static func pairScore(right: Float, wrong: Float, tolerance: Float = tieTolerance) -> Double {
+        abs(right - wrong) <= tolerance ? 0.5 : (right > wrong ? 1 : 0)
     }
 
     /// Choice among options (MCQ, box choice): 1/t if the correct option is among the t options
     /// sharing the maximum score, 0 otherwise.
-    public static func choiceScore(_ scores: [Float], correct: Int) -> Double {
-        guard let best = scores.max(), scores[correct] == best else { return 0 }
-        return 1 / Double(scores.filter { $0 == best }.count)
+    public static func choiceScore(_ scores: [Float], correct: Int, tolerance: Float = tieTolerance) -> Double {
+        guard let best = scores.max(), scores[correct] >= best - tolerance else { return 0 }
+        return 1 / Double(scores.filter { $0 >= best - tolerance }.count)
     }
 
     /// Probability that at least one relevant item ranks within the top `k` of `scores` under a
     /// random tie-break. With s* the best relevant score, a items strictly above it, and t items
     /// (r relevant) tied at s*: the first relevant item in the tied group lands within the first
     /// m = k - a places with probability 1 - C(t - r, m) / C(t, m).
-    public static func recallAtK(_ scores: [Float], relevant: Set<Int>, k: Int) -> Double {
+    public static func recallAtK(_ scores: [Float], relevant: Set<Int>, k: Int, tolerance: Float = tieTolerance) -> Double {
         guard !relevant.isEmpty, k > 0 else { return 0 }
         let best = relevant.map { scores[$0] }.max()!
         var above = 0, tied = 0, tiedRelevant = 0
         for (i, s) in scores.enumerated() {
-            if s > best { above += 1 } else if s == best { tied += 1; if relevant.contains(i) { tiedRelevant += 1 } }
+            if s > best + tolerance { above += 1 } else if s >= best - tolerance {
+                tied += 1; if relevant.contains(i) { tiedRelevant += 1 }
+            }
         }
         let m = k - above
         if m <= 0 { return 0 }

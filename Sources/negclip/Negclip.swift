@@ -9,5 +9,6 @@ struct Negclip: ParsableCommand {
         subcommands: [
             EncodeCommand.self,
             MakeWorldCommand.self,
+            EvaluateCommand.self,
         ])
 }

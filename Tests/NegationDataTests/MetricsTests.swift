@@ -13,6 +13,11 @@ import TestSupport
         #expect(Metrics.choiceScore([0.5, 0.5, 0.5, 0.2], correct: 0) == 1.0 / 3)
         #expect(Metrics.choiceScore([0.5, 0.5, 0.5, 0.2], correct: 3) == 0)
         #expect(Metrics.choiceScore([0, 0, 0, 0], correct: 2) == 0.25)
+        // Differences below the tolerance are float noise, not a preference.
+        #expect(Metrics.pairScore(right: -0.06319031, wrong: -0.06319033) == 0.5)
+        #expect(Metrics.choiceScore([0.3, 0.3 + 5e-7, 0.1, 0.2], correct: 0) == 0.5)
+        #expect(Metrics.choiceScore([0.3, 0.3 + 5e-6, 0.1, 0.2], correct: 0) == 0)
+        #expect(Metrics.recallAtK([0.5 + 5e-7, 0.5, 0.1], relevant: [1], k: 1) == 0.5)
     }
 
     @Test func recallAtKOnHandMadeMatrices() {
