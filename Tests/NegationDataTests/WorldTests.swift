@@ -1,4 +1,5 @@
 import CPNG
+import BPETokenizer
 import CLIPImage
 import Foundation
 import Testing
@@ -204,5 +205,41 @@ func templateOf(_ text: String) -> String? {
         }
         #expect { try PNGWriter.write(rgb: [0, 0, 0], width: 1, height: 1, to: URL(fileURLWithPath: "/nonexistent-dir/x.png")) }
             throws: { "\($0)".hasPrefix("/nonexistent-dir/x.png: libpng") }
+    }
+}
+
+@Suite struct WorldVocabularyWithCLIPTokenizerTests {
+    @Test func theProjectTokenizerReadsTheWorldVocabularyAsOneTokenPerWord() throws {
+        let dir = try Fixtures.tempDir("vocab")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let vocab = WorldVocabulary.world()
+        try vocab.vocabJSON().write(to: dir.appendingPathComponent("vocab.json"))
+        try vocab.mergesTXT().write(to: dir.appendingPathComponent("merges.txt"), atomically: true, encoding: .utf8)
+        let tok = try CLIPTokenizer(vocabJSON: dir.appendingPathComponent("vocab.json"),
+                                    mergesTXT: dir.appendingPathComponent("merges.txt"))
+        #expect(Int(tok.bosTokenID) == vocab.startOfText && Int(tok.eosTokenID) == vocab.endOfText)
+        for item in WorldGeneratorTests.world.items.prefix(100) {
+            for text in [item.caption.caption, item.caption.presenceNegated!, item.caption.absenceNegated!] + item.mcq.options {
+                let ids = tok.encode(text).map(Int.init)
+                #expect(ids == [vocab.startOfText] + vocab.encode(text) + [vocab.endOfText], "\(text)")
+                #expect(ids.count == pretokenize(text).count + 2, "\(text)")
+            }
+        }
+    }
+}
+
+@Suite struct WorldGeometryTests {
+    @Test func objectsNeverOverlapSoEveryNamedObjectIsVisible() {
+        for item in WorldGeneratorTests.world.items {
+            for scene in [item.scene, item.contrast] {
+                for (a, o) in scene.objects.enumerated() {
+                    #expect(o.x - o.radius >= 0 && o.x + o.radius <= 64 && o.y - o.radius >= 0 && o.y + o.radius <= 64)
+                    for p in scene.objects[(a + 1)...] {
+                        let d = ((o.x - p.x) * (o.x - p.x) + (o.y - p.y) * (o.y - p.y)).squareRoot()
+                        #expect(d >= o.radius + p.radius, "\(item.id): \(o.kind) and \(p.kind) overlap")
+                    }
+                }
+            }
+        }
     }
 }
