@@ -123,12 +123,22 @@ public struct Evaluator {
         func gallery(_ split: String, _ path: String) {
             if inGallery.insert(split + "\u{0}" + path).inserted { galleryBySplit[split, default: []].append(path) }
         }
+        // Generalisation slices: "metric@tag" for each held-out tag, "metric@seen" for items with
+        // none (only when the data has held-out items at all, else it would repeat the metric).
+        let anyHeldOut = records.contains { $0.tags.contains { $0.hasPrefix("heldout") } }
+        func add(_ metric: String, _ value: Double, tags: [String], ignoring: String? = nil) {
+            scores[metric, default: []].append(value)
+            let held = tags.filter { $0.hasPrefix("heldout") && $0 != ignoring }
+            for tag in held { scores["\(metric)@\(tag)", default: []].append(value) }
+            if held.isEmpty && anyHeldOut { scores["\(metric)@seen", default: []].append(value) }
+        }
         for record in records {
             switch record {
             case .caption(let r):
                 let img = ImageRequest(path: r.image)
                 if let n = r.presenceNegated {
-                    scores["presence", default: []].append(Metrics.pairScore(right: cos(r.caption, img), wrong: cos(n, img)))
+                    add("presence", Metrics.pairScore(right: cos(r.caption, img), wrong: cos(n, img)),
+                        tags: r.tags, ignoring: "heldout-template-absence")
                 }
                 if let f = r.foil {
                     scores["foil", default: []].append(Metrics.pairScore(right: cos(r.caption, img), wrong: cos(f, img)))
@@ -137,7 +147,8 @@ public struct Evaluator {
                 // holds the negated object; the caption must prefer the image without it.
                 if let a = r.absenceNegated {
                     if let c = r.absenceContrastImage {
-                        scores["absence", default: []].append(Metrics.pairScore(right: cos(a, img), wrong: cos(a, ImageRequest(path: c))))
+                        add("absence", Metrics.pairScore(right: cos(a, img), wrong: cos(a, ImageRequest(path: c))),
+                            tags: r.tags, ignoring: "heldout-template-presence")
                     } else {
                         skipped["absence: no contrast image", default: 0] += 1
                     }
@@ -146,7 +157,7 @@ public struct Evaluator {
             case .mcq(let r):
                 let img = ImageRequest(path: r.image)
                 let s = Metrics.choiceScore(r.options.map { cos($0, img) }, correct: r.correct)
-                scores["mcq", default: []].append(s)
+                add("mcq", s, tags: r.tags)
                 scores["mcq_\(r.template.rawValue.lowercased())", default: []].append(s)
             case .boxes(let r):
                 let s = r.boxes.map { cos(r.phrase, ImageRequest(path: r.image, crop: $0)) }
@@ -254,7 +265,13 @@ public struct Evaluator {
 /// Reports side by side: one row per metric, one column per model.
 public enum EvaluationTable {
     public static func markdown(_ reports: [EvaluationReport]) -> String {
-        let names = Evaluator.metricOrder.filter { m in reports.contains { $0.metrics[m] != nil } }
+        var names = Evaluator.metricOrder.filter { m in reports.contains { $0.metrics[m] != nil } }
+        let slices = Set(reports.flatMap { $0.metrics.keys.filter { $0.contains("@") } })
+        names += slices.sorted { a, b in
+            let (ma, mb) = (String(a.prefix { $0 != "@" }), String(b.prefix { $0 != "@" }))
+            let (ia, ib) = (Evaluator.metricOrder.firstIndex(of: ma) ?? .max, Evaluator.metricOrder.firstIndex(of: mb) ?? .max)
+            return ia != ib ? ia < ib : a < b
+        }
         var s = "| metric | " + reports.map(\.model).joined(separator: " | ") + " |\n"
         s += "|---|" + String(repeating: "---|", count: reports.count) + "\n"
         for m in names {

@@ -181,6 +181,16 @@ public enum NegationRecord: Equatable, Sendable {
         }
     }
 
+    public var tags: [String] {
+        switch self {
+        case .caption(let r): return r.tags
+        case .mcq(let r): return r.tags
+        case .query(let r): return r.tags
+        case .boxes(let r): return r.tags
+        case .pretrain: return []
+        }
+    }
+
     /// Image paths the record refers to (for existence checks and the embedding cache).
     public var imagePaths: [String] {
         switch self {

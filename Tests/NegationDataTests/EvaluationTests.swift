@@ -110,6 +110,17 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
         #expect(mean(scores["t2i_r1"]!) <= mean(scores["t2i_r5"]!) && mean(scores["t2i_r5"]!) <= mean(scores["t2i_r10"]!))
     }
 
+    @Test func heldOutSlicesPartitionTheItems() throws {
+        let (scores, _) = try Evaluator().itemScores(model: HashModel(), records: Self.records)
+        let captions = Self.records.compactMap { if case .caption(let c) = $0 { c } else { nil } }
+        let heldPresence = captions.filter { $0.tags.contains { $0 == "heldout-combination" || $0 == "heldout-template-presence" } }
+        #expect(!heldPresence.isEmpty)
+        #expect(scores["presence@seen"]!.count + heldPresence.count == scores["presence"]!.count)
+        #expect(scores["presence@heldout-combination"]!.count == captions.filter { $0.tags.contains("heldout-combination") }.count)
+        #expect(scores["absence@heldout-template-absence"]!.count == captions.filter { $0.tags.contains("heldout-template-absence") }.count)
+        #expect(scores["presence@heldout-template-absence"] == nil && scores["mcq_hybrid@seen"] == nil)
+    }
+
     @Test func textNormsDoNotChangeAnyScore() throws {
         let plain = HashModel(), scaled = HashModel()
         scaled.textScale = { t in Float(1 + t.count % 7) * 0.3 }
@@ -152,7 +163,9 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
         let lines = md.split(separator: "\n")
         #expect(lines[0] == "| metric | oracle | random |")
         #expect(lines[2].hasPrefix("| presence | 1.000 [1.000, 1.000] n=24 | "))
-        #expect(lines.count == 2 + 14) // all metrics but foil and box_choice: world data has neither
+        // All metrics but foil and box_choice (world data has neither), then the held-out slices.
+        #expect(lines[2 + 13].hasPrefix("| i2t_exact_r1 | ") && lines[2 + 14].hasPrefix("| presence@"))
+        #expect(lines.contains { $0.hasPrefix("| absence@heldout-template-absence | 1.000") })
         let json = try EvaluationTable.json([a, b], provenance: ["tool": "test"])
         let back = try JSONSerialization.jsonObject(with: json) as! [String: Any]
         #expect((back["reports"] as! [Any]).count == 2)
