@@ -40,7 +40,8 @@ public enum ImportFormat: String, CaseIterable, Sendable {
 
 /// Where importers find images and how they label what they read.
 public struct ImportOptions: Sendable {
-    /// Image paths in the source are relative to this folder (default: the source file's folder).
+    /// Peer formats: image paths are relative to this folder (default: the source file's folder).
+    /// JSONL paths are always relative to the JSONL file (docs/data.md).
     public var imageRoot: URL?
     /// Split written into every record, except for CC-Neg with `ccnegEvaluationTail`.
     public var split: String = "test"
@@ -62,7 +63,8 @@ public enum Importers {
         let format = try format ?? ImportFormat.detect(url)
         if format == .jsonl {
             var result = try NegationJSONL.read(url)
-            let base = options.imageRoot ?? url.deletingLastPathComponent()
+            // Our schema defines paths relative to the file itself; imageRoot is for peer formats.
+            let base = url.deletingLastPathComponent()
             if options.checkImages { result = checkImages(result, base: base, file: url.path) }
             result.records = result.records.map { absolutized($0, base: base) }
             return result

@@ -26,7 +26,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "Format of every --data file: auto, \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
     var format: String = "auto"
 
-    @Option(name: .long, help: ArgumentHelp("Folder that image paths in the data are relative to (default: each data file's folder).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("Folder that image paths in peer-format files are relative to (default: each file's folder; JSONL paths are always relative to the JSONL file).", valueName: "dir"))
     var images: String?
 
     @Option(name: .long, help: "Keep only records of this split (e.g. test); default: all records.")
