@@ -175,9 +175,20 @@ public struct Evaluator {
         for split in queriesBySplit.keys.sorted() {
             let queries = queriesBySplit[split]!, images = galleryBySplit[split]!
             let column = Dictionary(uniqueKeysWithValues: images.enumerated().map { ($1, $0) })
+            // [queries, images] cosines; rows looked up once, then a plain dot-product loop.
+            let qRows = queries.map { textIndex[$0.text]! * dim }
+            let iRows = images.map { imageIndex[ImageRequest(path: $0)]! * dim }
             var sim = [Float](repeating: 0, count: queries.count * images.count)
-            for (q, query) in queries.enumerated() {
-                for (j, path) in images.enumerated() { sim[q * images.count + j] = cos(query.text, ImageRequest(path: path)) }
+            textEmb.withUnsafeBufferPointer { tp in
+                imageEmb.withUnsafeBufferPointer { ip in
+                    for (q, a) in qRows.enumerated() {
+                        for (j, b) in iRows.enumerated() {
+                            var s: Float = 0
+                            for d in 0..<dim { s += tp[a + d] * ip[b + d] }
+                            sim[q * images.count + j] = s
+                        }
+                    }
+                }
             }
             let relevant = queries.map { Set($0.relevant.compactMap { column[$0] }) }
             let exact = queries.map { q in Set(q.image.flatMap { column[$0] }.map { [$0] } ?? []) }
