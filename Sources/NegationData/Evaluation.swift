@@ -248,6 +248,7 @@ public struct Evaluator {
             } else { missing.append(i) }
         }
         let cached = images.count - missing.count
+        if missing.isEmpty { progress?(.images(done: images.count, total: images.count, cached: cached)) }
         var start = 0
         while start < missing.count {
             let end = min(missing.count, start + batchSize)

@@ -107,11 +107,11 @@ struct FieldReader {
         guard let raw = object[key], !(raw is NSNull) else {
             throw fail(.missingField, key, "expected an integer, found nothing")
         }
-        guard let n = raw as? NSNumber, !isJSONBool(n),
-              let d = Optional(n.doubleValue), d == d.rounded(), abs(d) < 1e15 else {
+        guard let n = raw as? NSNumber, !isJSONBool(n), n.doubleValue == n.doubleValue.rounded(),
+              abs(n.doubleValue) < 1e15 else {
             throw fail(.wrongType, key, "expected an integer, found \(Self.describe(raw))")
         }
-        return Int(d)
+        return Int(n.doubleValue)
     }
 
     func bool(_ key: String) throws -> Bool {

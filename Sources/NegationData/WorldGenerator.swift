@@ -36,7 +36,8 @@ public struct WorldConfig: Codable, Equatable, Sendable {
         func bad(_ field: String, _ msg: String) -> DataError {
             DataError(.invalidValue, file: "make-world", field: field, msg)
         }
-        guard size >= 3 else { throw bad("size", "expected at least 3 scenes (one per split), found \(size)") }
+        // 10 is the smallest size whose 80/10/10 split leaves a scene in each of val and test.
+        guard size >= 10 else { throw bad("size", "expected at least 10 scenes (val and test need one each), found \(size)") }
         guard imageSize >= 16 else { throw bad("image-size", "expected at least 16 pixels, found \(imageSize)") }
         guard (0...1).contains(noiseNegationRate) else {
             throw bad("noise-negation-rate", "expected a probability in [0, 1], found \(noiseNegationRate)")
