@@ -66,6 +66,15 @@ public struct EvaluationReport: Codable, Sendable {
     public var metrics: [String: MetricValue]
     /// Items that could not be scored, by reason (e.g. an image no query is true of).
     public var skipped: [String: Int]
+    /// One line per image that could not be embedded.
+    public var problems: [String]
+}
+
+/// Per-item scores before averaging, with what was skipped and why.
+public struct ItemScores: Sendable {
+    public var scores: [String: [Double]]
+    public var skipped: [String: Int]
+    public var problems: [String]
 }
 
 /// Scoring protocols (docs/data.md, "Metrics"). All similarities are cosine.
@@ -85,7 +94,7 @@ public struct Evaluator {
     ]
 
     /// Per-item scores of every metric, before averaging (exposed so tests can recompute them).
-    public func itemScores(model: EmbeddingModel, records: [NegationRecord]) throws -> (scores: [String: [Double]], skipped: [String: Int]) {
+    public func itemScores(model: EmbeddingModel, records: [NegationRecord]) throws -> ItemScores {
         // 1. Everything to embed, deduplicated.
         var texts: [String] = [], textIndex: [String: Int] = [:]
         var images: [ImageRequest] = [], imageIndex: [ImageRequest: Int] = [:]
@@ -105,7 +114,9 @@ public struct Evaluator {
         }
         let dim = model.embeddingDim
         var textEmb = try embedTexts(texts, model: model)
-        var imageEmb = try embedImages(images, model: model)
+        var (imageEmb, failures) = try embedImages(images, model: model)
+        let failed = Set(failures.keys.map { images[$0] })
+        func ok(_ r: ImageRequest) -> Bool { !failed.contains(r) }
         Metrics.normalizeRows(&textEmb, dim: dim)
         Metrics.normalizeRows(&imageEmb, dim: dim)
         func cos(_ text: String, _ image: ImageRequest) -> Float {
@@ -121,6 +132,7 @@ public struct Evaluator {
         var queriesBySplit: [String: [QueryRecord]] = [:]
         var galleryBySplit: [String: [String]] = [:], inGallery: Set<String> = []
         func gallery(_ split: String, _ path: String) {
+            guard ok(ImageRequest(path: path)) else { return }
             if inGallery.insert(split + "\u{0}" + path).inserted { galleryBySplit[split, default: []].append(path) }
         }
         // Generalisation slices: "metric@tag" for each held-out tag, "metric@seen" for items with
@@ -136,6 +148,7 @@ public struct Evaluator {
             switch record {
             case .caption(let r):
                 let img = ImageRequest(path: r.image)
+                guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
                 if let n = r.presenceNegated {
                     add("presence", Metrics.pairScore(right: cos(r.caption, img), wrong: cos(n, img)),
                         tags: r.tags, ignoring: "heldout-template-absence")
@@ -146,7 +159,9 @@ public struct Evaluator {
                 // Absence: the rewrite is true of the image and false of its contrast twin, which
                 // holds the negated object; the caption must prefer the image without it.
                 if let a = r.absenceNegated {
-                    if let c = r.absenceContrastImage {
+                    if let c = r.absenceContrastImage, !ok(ImageRequest(path: c)) {
+                        skipped["absence: contrast image could not be embedded", default: 0] += 1
+                    } else if let c = r.absenceContrastImage {
                         add("absence", Metrics.pairScore(right: cos(a, img), wrong: cos(a, ImageRequest(path: c))),
                             tags: r.tags, ignoring: "heldout-template-presence")
                     } else {
@@ -156,10 +171,14 @@ public struct Evaluator {
                 gallery(r.split, r.image)
             case .mcq(let r):
                 let img = ImageRequest(path: r.image)
+                guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
                 let s = Metrics.choiceScore(r.options.map { cos($0, img) }, correct: r.correct)
                 add("mcq", s, tags: r.tags)
                 scores["mcq_\(r.template.rawValue.lowercased())", default: []].append(s)
             case .boxes(let r):
+                guard r.boxes.allSatisfy({ ok(ImageRequest(path: r.image, crop: $0)) }) else {
+                    skipped["image could not be embedded", default: 0] += 1; continue
+                }
                 let s = r.boxes.map { cos(r.phrase, ImageRequest(path: r.image, crop: $0)) }
                 scores["box_choice", default: []].append(Metrics.choiceScore(s, correct: r.correct))
             case .query(let r):
@@ -210,17 +229,20 @@ public struct Evaluator {
                 }
             }
         }
-        return (scores, skipped.filter { $0.value > 0 })
+        let problems = failures.keys.sorted().map { failures[$0]! }
+        return ItemScores(scores: scores, skipped: skipped.filter { $0.value > 0 }, problems: problems)
     }
 
     /// Evaluate one model: item scores, then means with bootstrap 95% intervals.
     public func evaluate(model: EmbeddingModel, name: String, records: [NegationRecord]) throws -> EvaluationReport {
-        let (scores, skipped) = try itemScores(model: model, records: records)
+        let items = try itemScores(model: model, records: records)
+        let (scores, skipped) = (items.scores, items.skipped)
         var metrics: [String: MetricValue] = [:]
         for (k, v) in scores where !v.isEmpty {
             metrics[k] = Metrics.bootstrap(v, resamples: bootstrapResamples, seed: bootstrapSeed)
         }
-        return EvaluationReport(model: name, modelIdentity: model.identity, metrics: metrics, skipped: skipped)
+        return EvaluationReport(model: name, modelIdentity: model.identity, metrics: metrics, skipped: skipped,
+                                problems: items.problems)
     }
 
     func embedTexts(_ texts: [String], model: EmbeddingModel) throws -> [Float] {
@@ -238,10 +260,12 @@ public struct Evaluator {
         return out
     }
 
-    func embedImages(_ images: [ImageRequest], model: EmbeddingModel) throws -> [Float] {
+    /// Embeddings of `images`, and for each image that could not be embedded (unreadable, corrupt),
+    /// why: one bad file must not end an evaluation, so a failing batch is retried image by image.
+    func embedImages(_ images: [ImageRequest], model: EmbeddingModel) throws -> ([Float], [Int: String]) {
         let dim = model.embeddingDim
         var out = [Float](repeating: 0, count: images.count * dim)
-        var missing: [Int] = []
+        var missing: [Int] = [], failed: [Int: String] = [:]
         for (i, r) in images.enumerated() {
             if let v = cache?.load(r, model: model.identity, dim: dim) {
                 out.replaceSubrange((i * dim)..<((i + 1) * dim), with: v)
@@ -253,17 +277,33 @@ public struct Evaluator {
         while start < missing.count {
             let end = min(missing.count, start + batchSize)
             let batch = missing[start..<end].map { images[$0] }
-            let e = try model.embedImages(batch)
-            try checkShape(e, rows: batch.count, dim: dim, what: "image")
+            var vectors: [[Float]?]
+            do {
+                let e = try model.embedImages(batch)
+                try checkShape(e, rows: batch.count, dim: dim, what: "image")
+                vectors = (0..<batch.count).map { Array(e[($0 * dim)..<(($0 + 1) * dim)]) }
+            } catch {
+                vectors = []
+                for (j, r) in batch.enumerated() {
+                    do {
+                        let e = try model.embedImages([r])
+                        try checkShape(e, rows: 1, dim: dim, what: "image")
+                        vectors.append(e)
+                    } catch {
+                        failed[missing[start + j]] = "\(r.path)\(r.crop.map { " crop \($0)" } ?? ""): \(error)"
+                        vectors.append(nil)
+                    }
+                }
+            }
             for (j, i) in missing[start..<end].enumerated() {
-                let v = Array(e[(j * dim)..<((j + 1) * dim)])
+                guard let v = vectors[j] else { continue }
                 out.replaceSubrange((i * dim)..<((i + 1) * dim), with: v)
                 try cache?.store(v, images[i], model: model.identity)
             }
             start = end
             progress?(.images(done: cached + end, total: images.count, cached: cached))
         }
-        return out
+        return (out, failed)
     }
 
     func checkShape(_ e: [Float], rows: Int, dim: Int, what: String) throws {

@@ -95,6 +95,7 @@ struct EvaluateCommand: ParsableCommand {
             let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
             let report = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, records: records)
             for (reason, n) in report.skipped.sorted(by: { $0.key < $1.key }) { log("  skipped \(n): \(reason)") }
+            for problem in report.problems.prefix(maxIssues) { log("  \(problem)") }
             log("model \(dir): \(report.metrics.count) metrics (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
             reports.append(report)
         }

@@ -25,7 +25,7 @@ import TestSupport
         #expect(records.allSatisfy { $0.imagePaths.allSatisfy { $0.hasPrefix(dir.standardizedFileURL.path) } })
 
         var ev = Evaluator(); ev.batchSize = 5 // several batches, uneven last one
-        let (scores, _) = try ev.itemScores(model: model, records: records)
+        let scores = try ev.itemScores(model: model, records: records).scores
 
         func t(_ s: String) throws -> [Float] { try clip.encodeText([s]).embeds }
         func i(_ p: String) throws -> [Float] {
@@ -58,12 +58,27 @@ import TestSupport
         let model = try CLIPEmbeddingModel(CLIPModel.load(directory: Fixtures.url("tiny-clip")))
         let r = try Importers.load(Fixtures.url("data/negrefcocog.json"))
         // Both fixture images are one solid colour, so the two halves look the same: a tie, 0.5 each.
-        let (scores, _) = try Evaluator().itemScores(model: model, records: r.records)
+        let scores = try Evaluator().itemScores(model: model, records: r.records).scores
         #expect(scores["box_choice"] == [0.5, 0.5])
         let img = try ImageDecoder.decode(fileAt: Fixtures.url("data/images/a.png"))
         let crop = CLIPEmbeddingModel.crop(img, box: [6.5, 2.5, 4, 3]) // Pillow: (6, 2, 10, 6) rounded half-to-even
         #expect(crop.width == 4 && crop.height == 4)
         #expect(Array(crop.pixels[0..<3]) == Array(img.pixels[((2 * 8 + 6) * 3)..<((2 * 8 + 6) * 3 + 3)]))
         #expect(Array(crop.pixels[(2 * 3)..<(2 * 3 + 3)]) == [0, 0, 0]) // x = 8 is outside: black
+    }
+
+    @Test func aCorruptImageSkipsItsItemsInsteadOfEndingTheRun() throws {
+        let model = try CLIPEmbeddingModel(CLIPModel.load(directory: Fixtures.url("tiny-clip")))
+        let good = Fixtures.url("data/images/a.png").path, bad = Fixtures.url("data/images/corrupt.png").path
+        let records: [NegationRecord] = [
+            .caption(CaptionRecord(id: "1", split: "test", source: "x", image: good, caption: "a red square", presenceNegated: "no red square")),
+            .caption(CaptionRecord(id: "2", split: "test", source: "x", image: bad, caption: "a thing", presenceNegated: "no thing")),
+            .mcq(MCQRecord(id: "3", split: "test", source: "x", image: bad, options: ["a", "b", "c", "d"], correct: 0, template: .negation)),
+        ]
+        var ev = Evaluator(); ev.batchSize = 8 // both images in one batch: the batch fails, then one by one
+        let r = try ev.itemScores(model: model, records: records)
+        #expect(r.scores["presence"]?.count == 1 && r.scores["mcq"] == nil)
+        #expect(r.skipped["image could not be embedded"] == 2)
+        #expect(r.problems.count == 1 && r.problems[0].hasPrefix(bad + ": ") && r.problems[0].contains("not a PNG or JPEG"), "\(r.problems)")
     }
 }

@@ -80,7 +80,7 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
     @Test func scoresMatchAnIndependentRecomputationFromEmbeddings() throws {
         let model = HashModel()
         let records = Self.records
-        let (scores, _) = try Evaluator().itemScores(model: model, records: records)
+        let scores = try Evaluator().itemScores(model: model, records: records).scores
         func t(_ s: String) -> [Float] { try! model.embedTexts([s]) }
         func i(_ p: String) -> [Float] { try! model.embedImages([ImageRequest(path: p)]) }
         var presence: [Double] = [], absence: [Double] = [], mcq: [Double] = []
@@ -111,7 +111,7 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
     }
 
     @Test func heldOutSlicesPartitionTheItems() throws {
-        let (scores, _) = try Evaluator().itemScores(model: HashModel(), records: Self.records)
+        let scores = try Evaluator().itemScores(model: HashModel(), records: Self.records).scores
         let captions = Self.records.compactMap { if case .caption(let c) = $0 { c } else { nil } }
         let heldPresence = captions.filter { $0.tags.contains { $0 == "heldout-combination" || $0 == "heldout-template-presence" } }
         #expect(!heldPresence.isEmpty)
