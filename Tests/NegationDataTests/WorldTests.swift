@@ -64,6 +64,17 @@ func templateOf(_ text: String) -> String? {
         #expect(differs >= 30, "seed 4 should change most files, changed \(differs)")
     }
 
+    @Test func theIndependentReaderCanSayFalse() {
+        let scene = ["red circle", "blue square"]
+        #expect(isTrue("a red circle and a blue square", of: scene))
+        #expect(isTrue("a blue square without a green ring", of: scene))
+        #expect(!isTrue("a blue square but no red circle", of: scene))
+        #expect(!isTrue("no red circle, only a blue square", of: scene))
+        #expect(!isTrue("a picture of a red circle, not a blue square", of: scene))
+        #expect(!isTrue("there is a red ring", of: scene))
+        #expect(templateOf("no red circle here") == "no-only" && templateOf("a red ring, not a red circle") == "not")
+    }
+
     @Test func everyLabelFollowsFromTheSceneDescription() {
         for item in Self.world.items {
             let r = item.caption
