@@ -5,5 +5,5 @@ struct NegclipBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip-bench",
         abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
-        subcommands: [])
+        subcommands: [TokenizeBench.self])
 }

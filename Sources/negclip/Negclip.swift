@@ -5,5 +5,5 @@ struct Negclip: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip",
         abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
-        subcommands: [])
+        subcommands: [TokenizeCommand.self])
 }

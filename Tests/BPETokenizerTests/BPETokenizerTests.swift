@@ -25,8 +25,14 @@ struct GoldenFile: Decodable {
     let generator: Generator
     let context_length: Int
     let vocabulary_size: Int
+    struct DecodeCase: Decodable {
+        let ids: [Int32]
+        let decoded: String
+        let decoded_skip_special: String
+    }
     let cases: [Case]
     let batches: [Batch]
+    var decode_cases: [DecodeCase] = []
 
     static func load(_ relative: String) throws -> GoldenFile {
         let url = Fixtures.url(relative)
@@ -72,6 +78,17 @@ func checkGoldens(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile, limit: Int =
             failures.append("case \(index): decode(skip) \(skipped.debugDescription) want \(c.decoded_skip_special.debugDescription)")
         }
         if failures.count >= limit { break }
+    }
+    return failures
+}
+
+/// HF decode of random id sequences (one-byte tokens cut UTF-8 characters: U+FFFD replacement).
+func checkDecodes(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] {
+    var failures: [String] = []
+    for (index, c) in golden.decode_cases.enumerated() {
+        let got = tokenizer.decode(c.ids), skipped = tokenizer.decode(c.ids, skipSpecialTokens: true)
+        if !sameScalars(got, c.decoded) { failures.append("decode \(index) \(c.ids): \(got.debugDescription) want \(c.decoded.debugDescription)") }
+        if !sameScalars(skipped, c.decoded_skip_special) { failures.append("decode(skip) \(index) \(c.ids): \(skipped.debugDescription)") }
     }
     return failures
 }
@@ -137,6 +154,13 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
 
     @Test func hfBatchPaddingAndMask() throws {
         let failures = checkBatches(try Shared.openAI.get(), try Shared.openAIGoldens.get())
+        #expect(failures.isEmpty, "\(failures)")
+    }
+
+    @Test func hfDecodeOfRandomIDs() throws {
+        let golden = try Shared.openAIGoldens.get()
+        #expect(golden.decode_cases.count >= 50)
+        let failures = checkDecodes(try Shared.openAI.get(), golden)
         #expect(failures.isEmpty, "\(failures)")
     }
 
@@ -208,8 +232,9 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         #expect(golden.cases.count >= 100 && golden.vocabulary_size == 1014)
         let failures = try checkGoldens(tok, golden)
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
-        let batchFailures = checkBatches(tok, golden)
+        let batchFailures = checkBatches(tok, golden) + checkDecodes(tok, golden)
         #expect(batchFailures.isEmpty, "\(batchFailures)")
+        #expect(golden.decode_cases.count >= 50)
     }
 
     @Test func configChoosesPadTokenAndLength() throws {
