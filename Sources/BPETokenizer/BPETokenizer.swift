@@ -173,7 +173,7 @@ public struct CLIPTokenizer: Sendable {
         var i = 0
         while i < n {
             if rawSpecialFirstByte[Int(bytes[i])],
-               let special = rawSpecials.first(where: { hasPrefix($0.bytes, bytes, at: i, end: n) }) {
+               let special = rawSpecials.first(where: { matches($0.bytes, bytes, at: i, end: n) }) {
                 encodeSegment(bytes[segmentStart..<i], &buffers)
                 buffers.ids.append(special.id)
                 i += special.bytes.count
@@ -201,7 +201,7 @@ public struct CLIPTokenizer: Sendable {
         b.pieces.removeAll(keepingCapacity: true)
         var start = 0, j = 0
         while j < b.scalars.count && !normalizedSpecials.isEmpty {
-            if let special = normalizedSpecials.first(where: { hasPrefix($0.scalars, b.scalars, at: j, end: b.scalars.count) }) {
+            if let special = normalizedSpecials.first(where: { matches($0.scalars, b.scalars, at: j, end: b.scalars.count) }) {
                 PreTokenizer.split(b.scalars, start..<j, into: &b.pieces)
                 encodePieces(&b)
                 b.ids.append(special.id)
@@ -311,7 +311,8 @@ public struct CLIPTokenizer: Sendable {
     }
 }
 
-@inline(__always) func hasPrefix<T: Equatable>(_ pattern: [T], _ s: [T], at i: Int, end: Int) -> Bool {
+/// Whether `s[i..<end]` starts with `pattern` (non-empty).
+@inline(__always) func matches<T: Equatable>(_ pattern: [T], _ s: [T], at i: Int, end: Int) -> Bool {
     guard !pattern.isEmpty, i + pattern.count <= end else { return false }
     for k in 0..<pattern.count where s[i + k] != pattern[k] { return false }
     return true
