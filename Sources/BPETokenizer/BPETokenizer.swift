@@ -134,7 +134,9 @@ public struct CLIPTokenizer: Sendable {
     /// An HF model folder: vocab.json + merges.txt, plus tokenizer_config.json and special_tokens_map.json
     /// when present (special tokens and their `normalized` flags, `model_max_length` as the context
     /// length; see `TokenizerConfig` for the precedence). Without `model_max_length` the context length is
-    /// 77 (HF would not truncate; CLIP has 77 positions).
+    /// 77 (HF would not truncate; CLIP has 77 positions). tokenizer.json is not read: transformers 5
+    /// rebuilds CLIP's normalizer and pre-tokenizer in `CLIPTokenizer.__init__` and takes only vocabulary,
+    /// merges and post-processor from it, which vocab.json + merges.txt already give.
     public static func load(modelDirectory: URL) throws -> CLIPTokenizer {
         let vocab = modelDirectory.appendingPathComponent("vocab.json")
         let mergesURL = modelDirectory.appendingPathComponent("merges.txt")
@@ -166,9 +168,8 @@ public struct CLIPTokenizer: Sendable {
     /// Ids without start/end tokens and without truncation (HF `add_special_tokens=False`).
     public func encodeWithoutSpecialTokens(_ text: String) -> [Int32] {
         var buffers = EncodeBuffers()
-        var bytes = Array(text.utf8)
-        bytes.append(0)  // keeps `rawSpecialFirstByte[bytes[i]]` in range; excluded from segments below
-        let n = bytes.count - 1
+        let bytes = Array(text.utf8)
+        let n = bytes.count
         var segmentStart = 0
         var i = 0
         while i < n {

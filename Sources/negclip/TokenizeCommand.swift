@@ -16,7 +16,7 @@ struct TokenizeCommand: ParsableCommand {
     @Option(name: .long, help: "HF model folder with vocab.json + merges.txt (tokenizer_config.json and special_tokens_map.json are honoured).")
     var model: String?
 
-    @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz instead of the model folder's.")
+    @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz; used instead of --model when both are given.")
     var vocab: String?
 
     @Option(name: .long, help: "Read input lines from this UTF-8 file.")

@@ -228,6 +228,16 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         #expect(tok.specialTokens.normalized == ["<|startoftext|>"])
     }
 
+    /// The tiny vocabulary is the OpenAI one cut after 500 merges (what write_tiny_vocab promises).
+    @Test func isOpenAIPrefix() throws {
+        let tiny = try CLIPTokenizer.load(modelDirectory: Shared.tinyDir)
+        let full = try Shared.openAI.get()
+        #expect(tiny.mergeLines == Array(full.mergeLines.prefix(500)))
+        let differing = (0..<1012).filter { tiny.token(forID: Int32($0)) != full.token(forID: Int32($0)) }
+        #expect(differing.isEmpty, "ids \(differing.prefix(5))")
+        #expect(tiny.token(forID: 1012) == "<|startoftext|>" && tiny.token(forID: 1013) == "<|endoftext|>")
+    }
+
     /// `added_tokens_decoder` flags win over the role entries (a newer tokenizer_config.json layout).
     @Test func addedTokensDecoderFlags() throws {
         let dir = try copyTiny()
