@@ -257,6 +257,14 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         let plain = try CLIPTokenizer(vocabJSON: dir.appendingPathComponent("vocab.json"),
                                       mergesTXT: dir.appendingPathComponent("merges.txt"))
         #expect(plain.encode("<|ENDOFTEXT|>").count > 3 && plain.encode("<|endoftext|>") == [1012, 1013, 1013])
+
+        // Also against AddedToken objects saying the opposite (checked with transformers 5.23).
+        try #"""
+        {"added_tokens_decoder": {"1012": {"content": "<|startoftext|>", "normalized": false, "special": true}},
+         "bos_token": {"content": "<|startoftext|>", "normalized": true},
+         "eos_token": {"content": "<|endoftext|>", "normalized": true}}
+        """#.write(to: dir.appendingPathComponent("tokenizer_config.json"), atomically: true, encoding: .utf8)
+        #expect(try CLIPTokenizer.load(modelDirectory: dir).specialTokens.normalized == ["<|endoftext|>"])
     }
 
     @Test func hfGoldensIdentical() throws {
