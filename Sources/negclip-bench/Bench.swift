@@ -5,5 +5,9 @@ struct NegclipBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip-bench",
         abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
-        subcommands: [EncodeBench.self, ParityDump.self])
+        subcommands: [
+            EncodeBench.self,
+            ParityDump.self,
+            TokenizeBench.self,
+        ])
 }

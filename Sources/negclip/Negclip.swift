@@ -8,5 +8,6 @@ struct Negclip: ParsableCommand {
         abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
         subcommands: [
             EncodeCommand.self,
+            TokenizeCommand.self,
         ])
 }
