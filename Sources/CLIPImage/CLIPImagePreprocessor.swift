@@ -46,11 +46,6 @@ public struct CLIPImagePreprocessor: Sendable {
         doNormalize = true
     }
 
-    /// Channels, height and width of one output: [3, H, W].
-    public var outputShape: [Int] {
-        [3, doCenterCrop ? cropHeight : -1, doCenterCrop ? cropWidth : -1]
-    }
-
     /// Reads HF's `preprocessor_config.json`. Accepts both the old form (`"size": 224`,
     /// `"crop_size": 224`, as in openai/clip-vit-base-patch32) and the dict form
     /// (`{"shortest_edge": 224}`, `{"height": 224, "width": 224}`). Missing keys keep CLIP defaults.
@@ -214,24 +209,7 @@ public struct CLIPImagePreprocessor: Sendable {
 
     /// One image -> [3, H, W] (CHW) Float, H x W = crop size when `doCenterCrop`.
     public func callAsFunction(_ image: RGBImage) -> [Float] {
-        let cropped = centerCropped(resized(image))
-        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
-        write(cropped, tables: lookupTables(), into: &out, at: 0)
-        return out
-    }
-
-    private func write(_ img: RGBImage, tables: [[Float]], into out: inout [Float], at offset: Int) {
-        let plane = img.height * img.width
-        img.pixels.withUnsafeBufferPointer { px in
-            out.withUnsafeMutableBufferPointer { o in
-                for c in 0..<3 {
-                    tables[c].withUnsafeBufferPointer { t in
-                        let dst = o.baseAddress! + offset + c * plane
-                        for i in 0..<plane { dst[i] = t[Int(px[i * 3 + c])] }
-                    }
-                }
-            }
-        }
+        chw(image, tables: lookupTables())
     }
 
     /// N images -> [N, 3, cropHeight, cropWidth], images processed in parallel. Requires
@@ -254,10 +232,21 @@ public struct CLIPImagePreprocessor: Sendable {
         return out
     }
 
+    /// resize -> crop -> HWC uint8 to CHW Float through the tables.
     private func chw(_ image: RGBImage, tables: [[Float]]) -> [Float] {
-        let cropped = centerCropped(resized(image))
-        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
-        write(cropped, tables: tables, into: &out, at: 0)
+        let img = centerCropped(resized(image))
+        let plane = img.height * img.width
+        var out = [Float](repeating: 0, count: 3 * plane)
+        img.pixels.withUnsafeBufferPointer { px in
+            out.withUnsafeMutableBufferPointer { o in
+                for c in 0..<3 {
+                    tables[c].withUnsafeBufferPointer { t in
+                        let dst = o.baseAddress! + c * plane
+                        for i in 0..<plane { dst[i] = t[Int(px[i * 3 + c])] }
+                    }
+                }
+            }
+        }
         return out
     }
 }

@@ -20,7 +20,18 @@ public enum AlphaHandling: Sendable {
 /// - Greyscale is replicated, palettes expanded; 16-bit RGB keeps the high byte (PIL's "RGB;16B");
 ///   16-bit greyscale is clipped to 255 as PIL's I;16 -> RGB conversion does (so a 16-bit grey
 ///   photo comes out nearly white, in PIL and here: parity with the HF pipeline wins).
+/// - EXIF orientation is ignored, as `PIL.Image.open` and HF's processor ignore it.
 public enum ImageDecoder {
+    /// Larger images are refused before any pixel buffer is allocated: PIL's
+    /// DecompressionBombError threshold (2 * Image.MAX_IMAGE_PIXELS).
+    public static let maxPixels = 178_956_970
+
+    static func checkSize(_ w: Int, _ h: Int, name: String) throws {
+        if w * h > maxPixels {
+            throw ImageError.unsupported(file: name, detail: "\(w)x\(h) pixels exceeds the limit of \(maxPixels), PIL's decompression-bomb threshold")
+        }
+    }
+
     public static func decode(fileAt url: URL, alpha: AlphaHandling = .compositeOnWhite) throws -> RGBImage {
         let data: Data
         do {
@@ -118,6 +129,7 @@ public enum ImageDecoder {
                 throw ImageError.corruptPNG(file: name, detail: message())
             }
             let w = Int(image.width), h = Int(image.height)
+            do { try checkSize(w, h, name: name) } catch { png_image_free(&image); throw error }
             switch path {
             case .rgb8, .rgba8:
                 let channels = path == .rgba8 ? 4 : 3
@@ -196,6 +208,7 @@ public enum ImageDecoder {
                 throw ImageError.corruptJPEG(file: name, detail: "no image size in the header: \(message())")
             }
             let width = Int(w), height = Int(h)
+            try checkSize(width, height, name: name)
             let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
             let channels = cmyk ? 4 : 3
             let format = cmyk ? Int32(TJPF_CMYK.rawValue) : Int32(TJPF_RGB.rawValue)
