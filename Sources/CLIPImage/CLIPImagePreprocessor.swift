@@ -26,6 +26,9 @@ public struct CLIPImagePreprocessor: Sendable {
     /// a Float here would move some outputs by one float32 ulp.
     public var rescaleFactor: Double
     public var resample: ResampleFilter
+    /// Pillow 13 changed which pass runs first for images whose height shrinks much more than
+    /// their width (tall images with aspect > 2 under CLIP's rule); match the Pillow in use.
+    public var passOrder: ResamplePassOrder
     public var doResize: Bool
     public var doCenterCrop: Bool
     public var doRescale: Bool
@@ -40,6 +43,7 @@ public struct CLIPImagePreprocessor: Sendable {
         std = [0.26862954, 0.26130258, 0.27577711]
         rescaleFactor = 1.0 / 255.0
         resample = .bicubic
+        passOrder = .pillow13
         doResize = true
         doCenterCrop = true
         doRescale = true
@@ -155,7 +159,7 @@ public struct CLIPImagePreprocessor: Sendable {
     public func resized(_ image: RGBImage) -> RGBImage {
         guard doResize else { return image }
         let (h, w) = resizedSize(height: image.height, width: image.width)
-        return PILResampler.resize(image, width: w, height: h, filter: resample)
+        return PILResampler.resize(image, width: w, height: h, filter: resample, order: passOrder)
     }
 
     /// HF `center_crop`: top = (H - cropH) // 2 (floor), and when the crop is larger than the image
