@@ -72,6 +72,21 @@ import TestSupport
         #expect(d.rescaleFactor == 1.0 / 255.0)
     }
 
+    @Test func loadsWhatTransformersSaves() throws {
+        let p = try Goldens.config("hf_saved_default")
+        let d = CLIPImagePreprocessor()
+        #expect(p.shortestEdge == d.shortestEdge && p.cropHeight == d.cropHeight && p.cropWidth == d.cropWidth)
+        #expect(p.mean == d.mean && p.std == d.std && p.rescaleFactor == d.rescaleFactor)
+        #expect(p.resample == .bicubic && p.doResize && p.doCenterCrop && p.doRescale && p.doNormalize)
+    }
+
+    @Test func loadsNestedProcessorConfig() throws {
+        let url = try Self.writeConfig(#"{"image_processor": {"size": {"shortest_edge": 336}, "crop_size": 336}, "processor_class": "CLIPProcessor"}"#)
+        defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
+        let p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
+        #expect(p.shortestEdge == 336 && p.cropHeight == 336 && p.cropWidth == 336)
+    }
+
     @Test func resizeRuleTruncatesTheLongSide() {
         let p = CLIPImagePreprocessor()
         // int(224 * 400 / 17) = 5270; int(224 * 300 / 200) = 336; int(224 * 131 / 97) = 302
