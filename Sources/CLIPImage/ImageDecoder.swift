@@ -83,7 +83,7 @@ public enum ImageDecoder {
                 h.colorType = Int(b[i + 17])
             }
             if type == "tRNS" { h.hasTRNS = true }
-            if end > b.count || len < 0 {
+            if end > b.count {
                 h.stream.append(contentsOf: b[i...])
                 return h
             }
