@@ -64,6 +64,15 @@ import TestSupport
         }
     }
 
+    /// The resize pass order changed in Pillow 13 (see ResamplePassOrder); goldens from another
+    /// Pillow would fail the tall-image cases for a reason this names up front.
+    @Test func goldensComeFromPillow13AndThePILBackend() {
+        let pillow = Goldens.generator["pillow"] ?? "?"
+        #expect(pillow.hasPrefix("13."), "goldens made with Pillow \(pillow); the default pass order is Pillow 13's. \(Goldens.regenerate)")
+        #expect(Goldens.generator["processor_class"] == "CLIPImageProcessorPil")
+        #expect(Goldens.generator["transformers"] == "5.23.0")
+    }
+
     @Test func defaultsAreOpenAIClip() throws {
         let d = CLIPImagePreprocessor()
         let loaded = try Goldens.config("clip224")
