@@ -165,3 +165,37 @@ let sixteenBitAlphaResidual: [String: (composite: Int, drop: Int)] = ["rgba16_18
         DecoderTests.expectError(url) { if case .unsupported = $0 { return true } else { return false } }
     }
 }
+
+@Suite struct CorruptionTests {
+    /// Flip bytes and cut tails of real files: every outcome must be an image or a typed error,
+    /// never a crash (libjpeg and libpng errors stay inside their C wrappers).
+    @Test("corrupted bytes never crash", arguments: ["q85_420_131x97.jpg", "progressive_420_90x64.jpg",
+                                                     "cmyk_q90_40x30.jpg", "palette75x50.png", "interlaced45x33.png",
+                                                     "rgba16_18x14.png"])
+    func corruptedBytes(name: String) throws {
+        let original = [UInt8](try Data(contentsOf: Goldens.dir.appendingPathComponent("src/\(name)")))
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15 ^ UInt64(original.count)
+        func next() -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(truncatingIfNeeded: state >> 33)
+        }
+        var decoded = 0, refused = 0
+        for trial in 0..<60 {
+            var bytes = original
+            for _ in 0..<(1 + trial % 4) {
+                let at = 3 + next() % (bytes.count - 3)      // keep the magic so the codec is reached
+                bytes[at] ^= UInt8(truncatingIfNeeded: 1 + next() % 255)
+            }
+            if trial % 5 == 0 { bytes.removeLast(next() % (bytes.count / 2)) }
+            do {
+                let img = try ImageDecoder.decode(data: Data(bytes), name: "\(name)#\(trial)")
+                #expect(img.pixels.count == img.width * img.height * 3)
+                decoded += 1
+            } catch let e as ImageError {
+                #expect(e.description.contains("\(name)#\(trial)") && !e.description.contains("\n"))
+                refused += 1
+            }
+        }
+        #expect(decoded + refused == 60)
+    }
+}
