@@ -9,5 +9,6 @@ struct Negclip: ParsableCommand {
         subcommands: [
             EncodeCommand.self,
             TokenizeCommand.self,
+            DumpCommand.self,
         ])
 }
