@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance"]),
-        .target(name: "NegationData", dependencies: ["CLIPImage", "BPETokenizer"]),
+        .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [

@@ -10,5 +10,7 @@ struct Negclip: ParsableCommand {
             EncodeCommand.self,
             TokenizeCommand.self,
             DumpCommand.self,
+            MakeWorldCommand.self,
+            EvaluateCommand.self,
         ])
 }
