@@ -1,0 +1,224 @@
+import Foundation
+
+/// The on-disk layout of a hidden-state dump. `docs/hdf5-schema.md` is the human-readable twin of
+/// this file: change both together and bump `version` whenever a reader of the old version would
+/// misread a new file.
+public enum StoreSchema {
+    /// Value of the root attribute `schema`; anything else is not one of our files.
+    public static let name = "negclip.hidden_states"
+    /// Value of the root attribute `schema_version` written by this code, the only one it reads.
+    public static let version: Int64 = 1
+    /// How `layer` indices are defined, stored verbatim as the root attribute `layer_definition`.
+    public static let layerDefinition =
+        "layer l means hidden_states[l] of HF CLIPTextModel(output_hidden_states=True): "
+        + "l = 0 is the token + position embeddings; l = k (1..L) is the residual stream after "
+        + "text block k-1; layer L is before the final LayerNorm. Rows are taken at the "
+        + "end-of-text token (eos_index). /text/pooled is that row after the final LayerNorm, "
+        + "/text/embeds is pooled times text_projection (not L2-normalised)."
+    /// The `.partial` suffix of a dump in progress.
+    public static let partialSuffix = ".partial"
+
+    public static func partialURL(for url: URL) -> URL {
+        URL(fileURLWithPath: url.path + partialSuffix)
+    }
+
+    // Dataset paths (h5py keys).
+    static let textGroup = "/text"
+    static let imageGroup = "/image"
+    static let hiddenStates = "/text/hidden_states"
+    static let tokenStates = "/text/token_states"
+    static let pooled = "/text/pooled"
+    static let embeds = "/text/embeds"
+    static let inputIDs = "/text/input_ids"
+    static let lengths = "/text/lengths"
+    static let eosIndex = "/text/eos_index"
+    static let captions = "/text/captions"
+    static let ids = "/text/ids"
+    static let labels = "/text/labels"
+    static let pairIDs = "/text/pair_ids"
+    static let imageEmbeds = "/image/embeds"
+    static let imageIDs = "/image/ids"
+    // Dimension scales (one dataset per named axis, so h5py `.dims` and xarray see labels).
+    static let scaleLayer = "/text/layer"
+    static let scaleItem = "/text/item"
+    static let scaleWidth = "/text/width"
+    static let scaleToken = "/text/token"
+    static let scaleProjection = "/text/projection"
+    static let scaleImage = "/image/item"
+}
+
+/// Which token rows a dump keeps.
+public enum TokenMode: String, Sendable, Equatable, CaseIterable {
+    /// Only the end-of-text row of each hidden state (`/text/hidden_states`).
+    case eos
+    /// Also every token row (`/text/token_states`, zero-padded to `contextLength`).
+    case all
+}
+
+/// Label of one caption in a negation dataset, stored as int8 in `/text/labels`.
+public enum ItemLabel: Int8, Sendable, Equatable, CaseIterable {
+    case unlabeled = -1
+    case affirmative = 0
+    /// The caption negates an object that is in the image, so it is false.
+    case presenceNegated = 1
+    /// The caption says an object is absent, and it is, so it stays true.
+    case absenceNegated = 2
+
+    /// Names in code order 0, 1, 2 (root attribute `label_names`); -1 means unlabeled.
+    public static let names = ["affirmative", "presence_negated", "absence_negated"]
+    public var name: String { self == .unlabeled ? "unlabeled" : Self.names[Int(rawValue)] }
+    public init?(name: String) {
+        guard let c = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = c
+    }
+}
+
+/// Compression of the numeric datasets. Fletcher-32 checksums are always on, so a corrupted chunk
+/// is a read error rather than silently wrong numbers.
+public enum StoreCompression: Sendable, Equatable {
+    case none
+    /// Byte shuffle then deflate at `level` (1...9).
+    case gzip(level: Int)
+
+    var attribute: String {
+        switch self {
+        case .none: return "none"
+        case .gzip(let level): return "shuffle+gzip-\(level)"
+        }
+    }
+}
+
+/// Shape of what is stored: fixed when the file is created, checked again on `--resume`.
+public struct StoreLayout: Sendable, Equatable {
+    /// hidden_states indices kept, ascending (0 = embeddings ... numHiddenLayers = last block).
+    public var layers: [Int]
+    /// L, the number of text blocks of the model.
+    public var numHiddenLayers: Int
+    public var width: Int
+    public var projectionDim: Int
+    /// Columns of `/text/input_ids` and length of the token axis of `/text/token_states`.
+    public var contextLength: Int
+    public var tokens: TokenMode
+    public var includesImages: Bool
+    public var compression: StoreCompression
+    /// Items per HDF5 chunk along the item axis; also the unit of a commit (and of `--resume`).
+    public var chunkItems: Int
+
+    public init(layers: [Int], numHiddenLayers: Int, width: Int, projectionDim: Int,
+                contextLength: Int, tokens: TokenMode = .eos, includesImages: Bool = false,
+                compression: StoreCompression = .none, chunkItems: Int? = nil) {
+        self.layers = layers
+        self.numHiddenLayers = numHiddenLayers
+        self.width = width
+        self.projectionDim = projectionDim
+        self.contextLength = contextLength
+        self.tokens = tokens
+        self.includesImages = includesImages
+        self.compression = compression
+        self.chunkItems = chunkItems ?? StoreLayout.defaultChunkItems(
+            width: width, contextLength: contextLength, tokens: tokens)
+    }
+
+    /// About 1 MiB per chunk of the largest per-layer dataset: big enough for fast sequential
+    /// writes, small enough that the writer's buffer (one chunk per dataset and layer) stays small.
+    public static func defaultChunkItems(width: Int, contextLength: Int, tokens: TokenMode) -> Int {
+        let bytesPerItem = 4 * max(1, width) * (tokens == .all ? max(1, contextLength) : 1)
+        return min(512, max(1, (1 << 20) / bytesPerItem))
+    }
+
+    func validate(file: String) throws {
+        func bad(_ what: String) -> HiddenStateStoreError { .invalidArgument(file: file, detail: what) }
+        if layers.isEmpty { throw bad("layers: expected at least one hidden_states index") }
+        if layers != layers.sorted() || Set(layers).count != layers.count {
+            throw bad("layers: expected ascending distinct indices, got \(layers)")
+        }
+        if let l = layers.first(where: { $0 < 0 || $0 > numHiddenLayers }) {
+            throw bad("layers: index \(l) outside 0...\(numHiddenLayers) (0 = embeddings, \(numHiddenLayers) = last block)")
+        }
+        if width < 1 || projectionDim < 1 || contextLength < 1 || chunkItems < 1 {
+            throw bad("width, projectionDim, contextLength and chunkItems must be positive, got \(width), \(projectionDim), \(contextLength), \(chunkItems)")
+        }
+        if case .gzip(let level) = compression, !(1...9).contains(level) {
+            throw bad("gzip level: expected 1...9, got \(level)")
+        }
+    }
+}
+
+/// Where the numbers came from; stored as root attributes.
+public struct StoreProvenance: Sendable, Equatable {
+    public var toolVersion: String
+    /// Model directory or name, as given on the command line.
+    public var model: String
+    public var modelConfigSHA256: String
+    public var modelWeightsSHA256: String
+    /// Dataset file, as given on the command line.
+    public var dataset: String
+    public var datasetSHA256: String
+    /// Tokenizer description (e.g. "CLIP BPE, vocab.json sha256 ...").
+    public var tokenizer: String
+    public var commandLine: String
+    /// Seed of whatever randomness produced the file (e.g. a random benchmark checkpoint); nil = none (stored as -1).
+    public var seed: Int64?
+    /// ISO 8601 UTC; filled in by the writer when empty.
+    public var createdUTC: String
+
+    public init(toolVersion: String, model: String, modelConfigSHA256: String,
+                modelWeightsSHA256: String, dataset: String, datasetSHA256: String,
+                tokenizer: String, commandLine: String, seed: Int64? = nil, createdUTC: String = "") {
+        self.toolVersion = toolVersion
+        self.model = model
+        self.modelConfigSHA256 = modelConfigSHA256
+        self.modelWeightsSHA256 = modelWeightsSHA256
+        self.dataset = dataset
+        self.datasetSHA256 = datasetSHA256
+        self.tokenizer = tokenizer
+        self.commandLine = commandLine
+        self.seed = seed
+        self.createdUTC = createdUTC
+    }
+}
+
+/// Every failure of the store, as one line naming the file, the key and what was expected.
+public enum HiddenStateStoreError: Error, Equatable, CustomStringConvertible {
+    /// An HDF5 call failed; `detail` is the innermost message of HDF5's error stack.
+    case hdf5(file: String, operation: String, detail: String)
+    /// The file opened but is not a negclip hidden-state store.
+    case notAStore(file: String, detail: String)
+    case schemaVersion(file: String, found: Int64, supported: Int64)
+    /// The file lacks `complete = 1` (an interrupted dump).
+    case incomplete(file: String, itemsWritten: Int64)
+    case missing(file: String, key: String, expected: String)
+    case mismatch(file: String, key: String, expected: String, found: String)
+    case layerNotStored(file: String, layer: Int, stored: [Int])
+    case outOfRange(file: String, key: String, requested: String, available: Int)
+    case invalidArgument(file: String, detail: String)
+    case state(file: String, detail: String)
+
+    public var description: String {
+        switch self {
+        case let .hdf5(file, op, detail):
+            return "\(file): HDF5 \(op) failed: \(detail.isEmpty ? "no detail from libhdf5" : detail) (is the file truncated or corrupted?)"
+        case let .notAStore(file, detail):
+            return "\(file): not a negclip hidden-state store: \(detail)"
+        case let .schemaVersion(file, found, supported):
+            let hint = found > supported
+                ? "written by a newer negclip; upgrade negclip to read it"
+                : "written by an older negclip; re-run `negclip dump` to regenerate it"
+            return "\(file): schema_version \(found), this negclip reads only version \(supported): \(hint)"
+        case let .incomplete(file, n):
+            return "\(file): incomplete dump (attribute complete = 0, \(n) items written): the dump was interrupted; run it again with --resume"
+        case let .missing(file, key, expected):
+            return "\(file): missing \(key): expected \(expected)"
+        case let .mismatch(file, key, expected, found):
+            return "\(file): \(key): expected \(expected), found \(found)"
+        case let .layerNotStored(file, layer, stored):
+            return "\(file): layer \(layer) not stored: expected one of \(stored) (dump again with --layers including \(layer))"
+        case let .outOfRange(file, key, requested, available):
+            return "\(file): \(key): requested \(requested), but only \(available) stored"
+        case let .invalidArgument(file, detail):
+            return "\(file): \(detail)"
+        case let .state(file, detail):
+            return "\(file): \(detail)"
+        }
+    }
+}

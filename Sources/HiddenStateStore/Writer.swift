@@ -1,0 +1,544 @@
+import CHDF5
+import Foundation
+
+/// One batch of encoder output, in the shapes `CLIPModel.encodeText` returns
+/// (`TextEncoding`), plus the dataset's metadata for the same items.
+public struct TextBatch: Sendable {
+    public var ids: [String]
+    public var captions: [String]
+    public var labels: [ItemLabel]
+    /// Links a caption to its negation (same pair id); "" when the item has no pair.
+    public var pairIDs: [String]
+    /// Unpadded token ids per item (at most `contextLength` each).
+    public var inputIDs: [[Int32]]
+    /// Tokens per item through the end-of-text token.
+    public var lengths: [Int]
+    /// Position of the end-of-text (pooled) token per item.
+    public var eosIndex: [Int]
+    /// [layers, count, width]: the end-of-text row of every stored hidden state.
+    public var eosHiddenStates: [Float]
+    /// Only for `TokenMode.all`: per stored layer, [sum(lengths), width], items concatenated in order.
+    public var tokenHiddenStates: [[Float]]?
+    /// [count, width] after the final LayerNorm.
+    public var pooled: [Float]
+    /// [count, projectionDim], not L2-normalised.
+    public var embeds: [Float]
+
+    public var count: Int { ids.count }
+
+    public init(ids: [String], captions: [String], labels: [ItemLabel], pairIDs: [String],
+                inputIDs: [[Int32]], lengths: [Int], eosIndex: [Int], eosHiddenStates: [Float],
+                tokenHiddenStates: [[Float]]? = nil, pooled: [Float], embeds: [Float]) {
+        self.ids = ids
+        self.captions = captions
+        self.labels = labels
+        self.pairIDs = pairIDs
+        self.inputIDs = inputIDs
+        self.lengths = lengths
+        self.eosIndex = eosIndex
+        self.eosHiddenStates = eosHiddenStates
+        self.tokenHiddenStates = tokenHiddenStates
+        self.pooled = pooled
+        self.embeds = embeds
+    }
+}
+
+/// Streams encoder output into `FILE.h5.partial`, one chunk of items at a time, and renames it to
+/// `FILE.h5` with `complete = 1` in `finish()`.
+///
+/// Crash safety: items are buffered until a whole chunk (`layout.chunkItems`) is ready; a commit
+/// writes it, flushes, then bumps the root attribute `items_written` and flushes again. The file is
+/// opened with metadata evictions off and append-only space allocation, so between two flushes
+/// nothing already on disk is overwritten: after kill -9 the `.partial` file is the last commit
+/// plus unreferenced bytes at its end, and `resume` continues from `items_written`.
+///
+/// Not thread-safe by itself (one writer per dump); all HDF5 calls are serialised by a global lock.
+public final class HiddenStateWriter {
+    public let url: URL
+    public let partialURL: URL
+    public let layout: StoreLayout
+    /// Text items durably on disk (a multiple of `chunkItems` until `finish`).
+    public private(set) var itemsCommitted: Int = 0
+    public private(set) var imagesCommitted: Int = 0
+    /// Committed plus buffered text items.
+    public var itemsAppended: Int { itemsCommitted + pending.count }
+    public var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
+
+    /// Test hooks around a commit: after a chunk's data is handed to HDF5 (nothing flushed yet),
+    /// and after the data flush but before `items_written` is bumped. A copy of the `.partial`
+    /// file taken there is what kill -9 at that moment leaves on disk.
+    var beforeCommitFlush: (() throws -> Void)?
+    var betweenCommitFlushes: (() throws -> Void)?
+
+    private let ctx: H5Context
+    private var file: H5Handle?
+    private var datasets: [String: H5Handle] = [:]
+    private var pending = PendingText()
+    private var pendingImages = PendingImages()
+
+    private struct PendingText {
+        var count = 0
+        var hidden: [[Float]] = []  // per layer [n, width]
+        var tokens: [[Float]] = []  // per layer [n, contextLength, width]
+        var pooled: [Float] = []
+        var embeds: [Float] = []
+        var inputIDs: [Int32] = []  // [n, contextLength], zero padded
+        var lengths: [Int32] = []
+        var eosIndex: [Int32] = []
+        var ids: [String] = []
+        var captions: [String] = []
+        var labels: [Int8] = []
+        var pairIDs: [String] = []
+    }
+
+    private struct PendingImages {
+        var ids: [String] = []
+        var embeds: [Float] = []
+    }
+
+    private init(url: URL, layout: StoreLayout) {
+        self.url = url
+        self.partialURL = StoreSchema.partialURL(for: url)
+        self.layout = layout
+        self.ctx = H5Context(file: partialURL.path)
+        pending.hidden = Array(repeating: [], count: layout.layers.count)
+        pending.tokens = layout.tokens == .all ? Array(repeating: [], count: layout.layers.count) : []
+    }
+
+    deinit { close() }
+
+    // MARK: create / resume
+
+    /// Starts a new dump at `url.partial` (replacing an old partial file; `url` itself is only
+    /// replaced by `finish`).
+    public static func create(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+        try HDF5.withLock {
+            let w = HiddenStateWriter(url: url, layout: layout)
+            try layout.validate(file: w.partialURL.path)
+            try? FileManager.default.removeItem(at: w.partialURL)
+            try w.createFile(provenance: provenance)
+            return w
+        }
+    }
+
+    /// Reopens the `.partial` file of an interrupted dump with the same layout and inputs, drops
+    /// whatever follows its last commit, and continues from `itemsCommitted` (the caller skips
+    /// that many items of its input).
+    public static func resume(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+        try HDF5.withLock {
+            let w = HiddenStateWriter(url: url, layout: layout)
+            try layout.validate(file: w.partialURL.path)
+            try w.reopen(provenance: provenance)
+            return w
+        }
+    }
+
+    private func fileAccess() throws -> H5Handle {
+        let fapl = try ctx.handle(H5Pcreate(negclip_H5P_FILE_ACCESS()), .plist, "H5Pcreate fapl")
+        try ctx.check(negclip_fapl_no_metadata_evictions(fapl.id), "metadata cache configuration")
+        return fapl
+    }
+
+    private func createFile(provenance: StoreProvenance) throws {
+        let fcpl = try ctx.handle(H5Pcreate(negclip_H5P_FILE_CREATE()), .plist, "H5Pcreate fcpl")
+        try ctx.check(negclip_fcpl_append_only(fcpl.id), "H5Pset_file_space_strategy")
+        let fapl = try fileAccess()
+        let f = try ctx.handle(H5Fcreate(partialURL.path, negclip_H5F_ACC_TRUNC(), fcpl.id, fapl.id), .file, "H5Fcreate")
+        file = f
+
+        // Root attributes: identity, commit state, layout, provenance.
+        try ctx.writeAttribute(f, "schema", StoreSchema.name)
+        try ctx.writeAttribute(f, "schema_version", StoreSchema.version)
+        try ctx.writeAttribute(f, "complete", Int64(0))
+        try ctx.writeAttribute(f, "items_written", Int64(0))
+        try ctx.writeAttribute(f, "images_written", Int64(0))
+        try ctx.writeAttribute(f, "resumes", Int64(0))
+        try writeLayoutAttributes(f)
+        try ctx.writeAttribute(f, "tool_version", provenance.toolVersion)
+        try ctx.writeAttribute(f, "model", provenance.model)
+        try ctx.writeAttribute(f, "model_config_sha256", provenance.modelConfigSHA256)
+        try ctx.writeAttribute(f, "model_weights_sha256", provenance.modelWeightsSHA256)
+        try ctx.writeAttribute(f, "dataset", provenance.dataset)
+        try ctx.writeAttribute(f, "dataset_sha256", provenance.datasetSHA256)
+        try ctx.writeAttribute(f, "tokenizer", provenance.tokenizer)
+        try ctx.writeAttribute(f, "command_line", provenance.commandLine)
+        try ctx.writeAttribute(f, "seed", provenance.seed ?? -1)
+        try ctx.writeAttribute(f, "created_utc", provenance.createdUTC.isEmpty ? Self.nowUTC() : provenance.createdUTC)
+        try ctx.writeAttribute(f, "layer_definition", StoreSchema.layerDefinition)
+        try ctx.writeAttribute(f, "label_names", ItemLabel.names)
+        try ctx.writeAttribute(f, "dtype", "float32")
+
+        try createDatasets(f)
+        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+    }
+
+    static func nowUTC() -> String {
+        let fmt = ISO8601DateFormatter()
+        fmt.formatOptions = [.withInternetDateTime]
+        return fmt.string(from: Date())
+    }
+
+    /// Layout values as root attributes (the reader rebuilds `StoreLayout` from them).
+    private func writeLayoutAttributes(_ f: H5Handle) throws {
+        try ctx.writeAttribute(f, "layers", layout.layers.map { Int64($0) })
+        try ctx.writeAttribute(f, "num_hidden_layers", Int64(layout.numHiddenLayers))
+        try ctx.writeAttribute(f, "width", Int64(layout.width))
+        try ctx.writeAttribute(f, "projection_dim", Int64(layout.projectionDim))
+        try ctx.writeAttribute(f, "context_length", Int64(layout.contextLength))
+        try ctx.writeAttribute(f, "tokens", layout.tokens.rawValue)
+        try ctx.writeAttribute(f, "images", Int64(layout.includesImages ? 1 : 0))
+        try ctx.writeAttribute(f, "compression", layout.compression.attribute)
+        try ctx.writeAttribute(f, "chunk_items", Int64(layout.chunkItems))
+    }
+
+    /// Datasets with an item axis, in the order they are created and committed.
+    private var textPaths: [String] {
+        var p = [StoreSchema.scaleItem, StoreSchema.hiddenStates]
+        if layout.tokens == .all { p.append(StoreSchema.tokenStates) }
+        p += [StoreSchema.pooled, StoreSchema.embeds, StoreSchema.inputIDs, StoreSchema.lengths,
+              StoreSchema.eosIndex, StoreSchema.captions, StoreSchema.ids, StoreSchema.labels,
+              StoreSchema.pairIDs]
+        return p
+    }
+
+    private var imagePaths: [String] {
+        layout.includesImages ? [StoreSchema.scaleImage, StoreSchema.imageEmbeds, StoreSchema.imageIDs] : []
+    }
+
+    /// Position of the item axis in each dataset (hidden states are [layer, item, ...]).
+    private func itemAxis(_ path: String) -> Int {
+        path == StoreSchema.hiddenStates || path == StoreSchema.tokenStates ? 1 : 0
+    }
+
+    private func createDatasets(_ f: H5Handle) throws {
+        let L = layout.layers.count, W = layout.width, P = layout.projectionDim
+        let T = layout.contextLength, C = layout.chunkItems, comp = layout.compression
+        func make(_ path: String, _ e: H5Element, _ dims: [Int], _ chunk: [Int], axes: String) throws -> H5Handle {
+            let d = try ctx.createDataset(f, path, e, dims: dims, growAxis: itemAxis(path), chunk: chunk, compression: comp)
+            try ctx.writeAttribute(d, "axes", axes)
+            datasets[path] = d
+            return d
+        }
+        // Hidden states are chunked one layer at a time, so reading one layer never decodes others.
+        let hidden = try make(StoreSchema.hiddenStates, .float32, [L, 0, W], [1, C, W], axes: "layer,item,width")
+        let tokens = layout.tokens == .all
+            ? try make(StoreSchema.tokenStates, .float32, [L, 0, T, W], [1, C, T, W], axes: "layer,item,token,width") : nil
+        let pooled = try make(StoreSchema.pooled, .float32, [0, W], [C, W], axes: "item,width")
+        let embeds = try make(StoreSchema.embeds, .float32, [0, P], [C, P], axes: "item,projection")
+        let inputIDs = try make(StoreSchema.inputIDs, .int32, [0, T], [C, T], axes: "item,token")
+        var perItem = [hidden, pooled, embeds, inputIDs]
+        for (path, e) in [(StoreSchema.lengths, H5Element.int32), (StoreSchema.eosIndex, .int32),
+                          (StoreSchema.captions, .string), (StoreSchema.ids, .string),
+                          (StoreSchema.labels, .int8), (StoreSchema.pairIDs, .string)] {
+            perItem.append(try make(path, e, [0], [C], axes: "item"))
+        }
+        if let tokens { perItem.append(tokens) }
+        let itemScale = try make(StoreSchema.scaleItem, .int64, [0], [C], axes: "item")
+
+        // Fixed-size scales: their values are the coordinates along each axis.
+        func scale(_ path: String, _ values: [Int32]) throws -> H5Handle {
+            let d = try ctx.createDataset(f, path, .int32, dims: [values.count], growAxis: nil,
+                                          chunk: [max(1, values.count)], compression: .none)
+            try values.withUnsafeBytes { try ctx.write(d, path, .int32, start: [0], count: [values.count], $0.baseAddress!) }
+            return d
+        }
+        let layerScale = try scale(StoreSchema.scaleLayer, layout.layers.map { Int32($0) })
+        let widthScale = try scale(StoreSchema.scaleWidth, (0..<W).map { Int32($0) })
+        let projScale = try scale(StoreSchema.scaleProjection, (0..<P).map { Int32($0) })
+        let tokenScale = try scale(StoreSchema.scaleToken, (0..<T).map { Int32($0) })
+
+        var layerTargets = [(hidden, 0)]
+        var widthTargets = [(hidden, 2), (pooled, 1)]
+        var tokenTargets = [(inputIDs, 1)]
+        var itemTargets = perItem.map { ($0, $0 === hidden || $0 === tokens ? 1 : 0) }
+        if let tokens {
+            layerTargets.append((tokens, 0))
+            widthTargets.append((tokens, 3))
+            tokenTargets.append((tokens, 2))
+        }
+        var projTargets = [(embeds, 1)]
+        if layout.includesImages {
+            let imageEmbeds = try make(StoreSchema.imageEmbeds, .float32, [0, P], [C, P], axes: "image,projection")
+            let imageIDs = try make(StoreSchema.imageIDs, .string, [0], [C], axes: "image")
+            let imageScale = try make(StoreSchema.scaleImage, .int64, [0], [C], axes: "image")
+            try ctx.attachScale(imageScale, name: "image", to: [(imageEmbeds, 0), (imageIDs, 0)])
+            projTargets.append((imageEmbeds, 1))
+        }
+        itemTargets = itemTargets.filter { $0.0 !== itemScale }
+        try ctx.attachScale(layerScale, name: "layer", to: layerTargets)
+        try ctx.attachScale(itemScale, name: "item", to: itemTargets)
+        try ctx.attachScale(widthScale, name: "width", to: widthTargets)
+        try ctx.attachScale(projScale, name: "projection", to: projTargets)
+        try ctx.attachScale(tokenScale, name: "token", to: tokenTargets)
+    }
+
+    private func reopen(provenance: StoreProvenance) throws {
+        guard FileManager.default.fileExists(atPath: partialURL.path) else {
+            throw HiddenStateStoreError.missing(file: partialURL.path, key: "file",
+                                                expected: "the .partial file of an interrupted dump to resume (run without --resume to start over)")
+        }
+        let fapl = try fileAccess()
+        let f = try ctx.handle(H5Fopen(partialURL.path, negclip_H5F_ACC_RDWR(), fapl.id), .file,
+                               "H5Fopen for --resume (delete the .partial file and run without --resume)")
+        file = f
+        try HiddenStateReader.checkIdentity(ctx, f)
+        if try ctx.readIntAttribute(f, "complete") != 0 {
+            throw HiddenStateStoreError.state(file: partialURL.path, detail: "attribute complete = 1 already; nothing to resume (rename it to drop .partial)")
+        }
+        // The continuation must produce the same file as an uninterrupted run: same layout, same inputs.
+        let stored = try HiddenStateReader.readLayout(ctx, f)
+        func same(_ key: String, _ want: String, _ found: String) throws {
+            if want != found {
+                throw HiddenStateStoreError.mismatch(file: partialURL.path, key: "attribute \(key) (resume needs the same options and inputs)",
+                                                     expected: want, found: found)
+            }
+        }
+        try same("layers", "\(layout.layers)", "\(stored.layers)")
+        try same("num_hidden_layers", "\(layout.numHiddenLayers)", "\(stored.numHiddenLayers)")
+        try same("width", "\(layout.width)", "\(stored.width)")
+        try same("projection_dim", "\(layout.projectionDim)", "\(stored.projectionDim)")
+        try same("context_length", "\(layout.contextLength)", "\(stored.contextLength)")
+        try same("tokens", layout.tokens.rawValue, stored.tokens.rawValue)
+        try same("images", "\(layout.includesImages)", "\(stored.includesImages)")
+        try same("compression", layout.compression.attribute, stored.compression.attribute)
+        try same("chunk_items", "\(layout.chunkItems)", "\(stored.chunkItems)")
+        try same("model_config_sha256", provenance.modelConfigSHA256, try ctx.readStringAttribute(f, "model_config_sha256"))
+        try same("model_weights_sha256", provenance.modelWeightsSHA256, try ctx.readStringAttribute(f, "model_weights_sha256"))
+        try same("dataset_sha256", provenance.datasetSHA256, try ctx.readStringAttribute(f, "dataset_sha256"))
+
+        for path in textPaths + imagePaths {
+            datasets[path] = try ctx.openDataset(f, path, expected: "a dataset written by `negclip dump`")
+        }
+        let items = Int(try ctx.readIntAttribute(f, "items_written"))
+        let images = Int(try ctx.readIntAttribute(f, "images_written"))
+        // Drop rows written after the last commit (their flush may not have completed).
+        try truncate(textPaths, to: items)
+        try truncate(imagePaths, to: images)
+        itemsCommitted = items
+        imagesCommitted = images
+        try ctx.updateAttribute(f, "resumes", try ctx.readIntAttribute(f, "resumes") + 1)
+        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+    }
+
+    private func truncate(_ paths: [String], to n: Int) throws {
+        for path in paths {
+            let d = datasets[path]!
+            var dims = try ctx.dims(d, path)
+            let axis = itemAxis(path)
+            if dims[axis] < n {
+                throw HiddenStateStoreError.mismatch(file: partialURL.path, key: path,
+                                                     expected: "at least \(n) items (items_written)", found: "\(dims[axis])")
+            }
+            dims[axis] = n
+            try ctx.setExtent(d, path, dims)
+        }
+    }
+
+    // MARK: append
+
+    /// Buffers a batch and commits every whole chunk it completes.
+    public func append(_ batch: TextBatch) throws {
+        try HDF5.withLock {
+            guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
+            try validate(batch)
+            let n = batch.count, W = layout.width, T = layout.contextLength
+            for (li, _) in layout.layers.enumerated() {
+                pending.hidden[li] += batch.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
+            }
+            if layout.tokens == .all, let tokenStates = batch.tokenHiddenStates {
+                for li in layout.layers.indices {
+                    // Scatter the packed [sum(lengths), width] rows into [n, T, width], zero padded.
+                    var padded = [Float](repeating: 0, count: n * T * W)
+                    var row = 0
+                    for i in 0..<n {
+                        let len = batch.lengths[i]
+                        padded.withUnsafeMutableBufferPointer { dst in
+                            tokenStates[li].withUnsafeBufferPointer { src in
+                                _ = memcpy(dst.baseAddress! + i * T * W, src.baseAddress! + row * W, len * W * 4)
+                            }
+                        }
+                        row += len
+                    }
+                    pending.tokens[li] += padded
+                }
+            }
+            pending.pooled += batch.pooled
+            pending.embeds += batch.embeds
+            for ids in batch.inputIDs {
+                pending.inputIDs += ids
+                pending.inputIDs += repeatElement(0, count: T - ids.count)
+            }
+            pending.lengths += batch.lengths.map { Int32($0) }
+            pending.eosIndex += batch.eosIndex.map { Int32($0) }
+            pending.ids += batch.ids
+            pending.captions += batch.captions
+            pending.labels += batch.labels.map { $0.rawValue }
+            pending.pairIDs += batch.pairIDs
+            pending.count += n
+            let whole = (pending.count / layout.chunkItems) * layout.chunkItems
+            if whole > 0 { try commitText(whole) }
+        }
+    }
+
+    private func validate(_ b: TextBatch) throws {
+        let n = b.count, L = layout.layers.count, W = layout.width
+        func bad(_ key: String, _ expected: String, _ found: Int) -> HiddenStateStoreError {
+            .mismatch(file: partialURL.path, key: "TextBatch.\(key)", expected: expected, found: "\(found)")
+        }
+        for (key, c) in [("captions", b.captions.count), ("labels", b.labels.count), ("pairIDs", b.pairIDs.count),
+                         ("inputIDs", b.inputIDs.count), ("lengths", b.lengths.count), ("eosIndex", b.eosIndex.count)] where c != n {
+            throw bad("\(key).count", "\(n) (ids.count)", c)
+        }
+        if b.eosHiddenStates.count != L * n * W { throw bad("eosHiddenStates.count", "[\(L), \(n), \(W)] = \(L * n * W)", b.eosHiddenStates.count) }
+        if b.pooled.count != n * W { throw bad("pooled.count", "[\(n), \(W)]", b.pooled.count) }
+        if b.embeds.count != n * layout.projectionDim { throw bad("embeds.count", "[\(n), \(layout.projectionDim)]", b.embeds.count) }
+        for i in 0..<n {
+            if b.inputIDs[i].count > layout.contextLength { throw bad("inputIDs[\(i)].count", "<= context_length \(layout.contextLength)", b.inputIDs[i].count) }
+            if b.lengths[i] < 1 || b.lengths[i] > layout.contextLength { throw bad("lengths[\(i)]", "1...\(layout.contextLength)", b.lengths[i]) }
+            if b.eosIndex[i] < 0 || b.eosIndex[i] >= b.lengths[i] { throw bad("eosIndex[\(i)]", "0..<\(b.lengths[i]) (lengths)", b.eosIndex[i]) }
+        }
+        if layout.tokens == .all {
+            guard let t = b.tokenHiddenStates else {
+                throw HiddenStateStoreError.missing(file: partialURL.path, key: "TextBatch.tokenHiddenStates", expected: "per-layer token states (tokens = all)")
+            }
+            if t.count != L { throw bad("tokenHiddenStates.count", "\(L) layers", t.count) }
+            let rows = b.lengths.reduce(0, +)
+            for (li, s) in t.enumerated() where s.count != rows * W {
+                throw bad("tokenHiddenStates[\(li)].count", "[sum(lengths) = \(rows), \(W)]", s.count)
+            }
+        }
+    }
+
+    /// Buffers image embeddings ([count, projectionDim]) and commits every whole chunk.
+    public func appendImages(ids: [String], embeds: [Float]) throws {
+        try HDF5.withLock {
+            guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
+            guard layout.includesImages else {
+                throw HiddenStateStoreError.invalidArgument(file: partialURL.path, detail: "appendImages: the layout has includesImages = false")
+            }
+            if embeds.count != ids.count * layout.projectionDim {
+                throw HiddenStateStoreError.mismatch(file: partialURL.path, key: "appendImages embeds.count",
+                                                     expected: "[\(ids.count), \(layout.projectionDim)]", found: "\(embeds.count)")
+            }
+            pendingImages.ids += ids
+            pendingImages.embeds += embeds
+            let whole = (pendingImages.ids.count / layout.chunkItems) * layout.chunkItems
+            if whole > 0 { try commitImages(whole) }
+        }
+    }
+
+    // MARK: commit
+
+    private func extend(_ paths: [String], to n: Int) throws {
+        for path in paths {
+            let d = datasets[path]!
+            var dims = try ctx.dims(d, path)
+            dims[itemAxis(path)] = n
+            try ctx.setExtent(d, path, dims)
+        }
+    }
+
+    /// Writes the first `n` buffered items, flushes, then records them in `items_written`.
+    private func commitText(_ n: Int) throws {
+        let start = itemsCommitted, end = start + n
+        let L = layout.layers.count, W = layout.width, T = layout.contextLength
+        try extend(textPaths, to: end)
+        func put<E>(_ path: String, _ e: H5Element, _ buffer: [E], _ count: [Int], start s: [Int]) throws {
+            try buffer.withUnsafeBytes { try ctx.write(datasets[path]!, path, e, start: s, count: count, $0.baseAddress!) }
+        }
+        for li in 0..<L {
+            try put(StoreSchema.hiddenStates, .float32, Array(pending.hidden[li].prefix(n * W)), [1, n, W], start: [li, start, 0])
+            if layout.tokens == .all {
+                try put(StoreSchema.tokenStates, .float32, Array(pending.tokens[li].prefix(n * T * W)), [1, n, T, W], start: [li, start, 0, 0])
+            }
+        }
+        try put(StoreSchema.pooled, .float32, Array(pending.pooled.prefix(n * W)), [n, W], start: [start, 0])
+        try put(StoreSchema.embeds, .float32, Array(pending.embeds.prefix(n * layout.projectionDim)), [n, layout.projectionDim], start: [start, 0])
+        try put(StoreSchema.inputIDs, .int32, Array(pending.inputIDs.prefix(n * T)), [n, T], start: [start, 0])
+        try put(StoreSchema.lengths, .int32, Array(pending.lengths.prefix(n)), [n], start: [start])
+        try put(StoreSchema.eosIndex, .int32, Array(pending.eosIndex.prefix(n)), [n], start: [start])
+        try put(StoreSchema.labels, .int8, Array(pending.labels.prefix(n)), [n], start: [start])
+        try put(StoreSchema.scaleItem, .int64, (start..<end).map { Int64($0) }, [n], start: [start])
+        try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
+        try ctx.write(datasets[StoreSchema.ids]!, StoreSchema.ids, strings: Array(pending.ids.prefix(n)), start: start)
+        try ctx.write(datasets[StoreSchema.pairIDs]!, StoreSchema.pairIDs, strings: Array(pending.pairIDs.prefix(n)), start: start)
+        try beforeCommitFlush?()
+        try commitPoint("items_written", Int64(end))
+        itemsCommitted = end
+
+        for li in 0..<L {
+            pending.hidden[li].removeFirst(n * W)
+            if layout.tokens == .all { pending.tokens[li].removeFirst(n * T * W) }
+        }
+        pending.pooled.removeFirst(n * W)
+        pending.embeds.removeFirst(n * layout.projectionDim)
+        pending.inputIDs.removeFirst(n * T)
+        pending.lengths.removeFirst(n)
+        pending.eosIndex.removeFirst(n)
+        pending.labels.removeFirst(n)
+        pending.ids.removeFirst(n)
+        pending.captions.removeFirst(n)
+        pending.pairIDs.removeFirst(n)
+        pending.count -= n
+    }
+
+    private func commitImages(_ n: Int) throws {
+        let start = imagesCommitted, end = start + n, P = layout.projectionDim
+        try extend(imagePaths, to: end)
+        let embeds = Array(pendingImages.embeds.prefix(n * P))
+        try embeds.withUnsafeBytes {
+            try ctx.write(datasets[StoreSchema.imageEmbeds]!, StoreSchema.imageEmbeds, .float32, start: [start, 0], count: [n, P], $0.baseAddress!)
+        }
+        let index = (start..<end).map { Int64($0) }
+        try index.withUnsafeBytes {
+            try ctx.write(datasets[StoreSchema.scaleImage]!, StoreSchema.scaleImage, .int64, start: [start], count: [n], $0.baseAddress!)
+        }
+        try ctx.write(datasets[StoreSchema.imageIDs]!, StoreSchema.imageIDs, strings: Array(pendingImages.ids.prefix(n)), start: start)
+        try beforeCommitFlush?()
+        try commitPoint("images_written", Int64(end))
+        imagesCommitted = end
+        pendingImages.ids.removeFirst(n)
+        pendingImages.embeds.removeFirst(n * P)
+    }
+
+    /// Data first, then the counter: a crash between the two flushes only loses the last chunk.
+    private func commitPoint(_ counter: String, _ value: Int64) throws {
+        let f = file!
+        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        try betweenCommitFlushes?()
+        try ctx.updateAttribute(f, counter, value)
+        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+    }
+
+    // MARK: finish
+
+    /// Commits what is buffered, sets `complete = 1`, closes, and renames `FILE.h5.partial` to
+    /// `FILE.h5` (atomically replacing an older `FILE.h5`). Returns the final URL.
+    @discardableResult
+    public func finish() throws -> URL {
+        try HDF5.withLock {
+            guard let f = file else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "finish after finish/close") }
+            if pending.count > 0 { try commitText(pending.count) }
+            if !pendingImages.ids.isEmpty { try commitImages(pendingImages.ids.count) }
+            try ctx.updateAttribute(f, "complete", 1)
+            try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+            datasets.removeAll()
+            let status = f.close()
+            file = nil
+            if status < 0 { throw ctx.fail("H5Fclose") }
+            if rename(partialURL.path, url.path) != 0 {
+                throw HiddenStateStoreError.state(file: partialURL.path, detail: "rename to \(url.path) failed: \(String(cString: strerror(errno)))")
+            }
+            return url
+        }
+    }
+
+    /// Closes without completing: the `.partial` file keeps every committed chunk and can be resumed.
+    public func close() {
+        HDF5.withLock {
+            datasets.removeAll()
+            file?.close()
+            file = nil
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import CLIP
+import Foundation
+import HiddenStateStore
+
+/// `negclip-bench dump`: captions/s of `negclip dump`'s encode + write loop, the share of time spent
+/// in HDF5, and peak RSS (which must not grow with the number of items).
+struct DumpBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dump",
+        abstract: "Hidden-state dump throughput: encoding vs HDF5 writing time, file size, peak RSS.",
+        discussion: """
+        Synthetic caption-like token ids (as `negclip-bench encode`) are generated batch by batch, so the
+        benchmark itself holds no per-item state; peak RSS is the process's ru_maxrss. Compare runs with
+        --items 10000 and --items 100000: the peak must be the same. Writes to --out-dir and deletes the file.
+        """)
+
+    @Option(help: "HF CLIP checkpoint folder (e.g. `scripts/torch_peer.py make-checkpoint --shape vit-b-32`).")
+    var model: String
+    @Option(help: "Number of captions.") var items: Int = 10_000
+    @Option(help: "Captions per encoder call.") var batch: Int = 64
+    @Option(help: "eos (end-of-text rows) or all (every token row).") var tokens: TokenMode = .eos
+    @Option(help: "gzip level 1-9 with byte shuffle; 0 = none.") var gzip: Int = 0
+    @Option(help: "Items per HDF5 chunk (default: the store's ~1 MiB heuristic).") var chunkItems: Int?
+    @Option(help: "Directory for the temporary HDF5 file.") var outDir: String = NSTemporaryDirectory()
+    @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
+    @Flag(help: "Keep the HDF5 file (its path is in the report).") var keep = false
+
+    func run() throws {
+        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
+        guard let text = m.text else { throw CLIPError.noTower(file: model, tower: "text") }
+        let c = text.config
+        let eos = Int32(min(c.eosTokenID == 2 ? c.vocabSize - 1 : c.eosTokenID, c.vocabSize - 1))
+        let rssAfterLoad = peakRSSMiB()
+        // Token axis: the longest synthetic caption, found by a first pass as `negclip dump` scans its data.
+        var contextLength = 2
+        for k in 0..<UInt64((items + batch - 1) / batch) {
+            let n = min(batch, items - Int(k) * batch)
+            contextLength = max(contextLength, batchIDs(k, n, c, eos).map(\.count).max() ?? 2)
+        }
+        let layout = StoreLayout(layers: Array(0...c.numHiddenLayers), numHiddenLayers: c.numHiddenLayers,
+                                 width: c.hiddenSize, projectionDim: text.projectionDim, contextLength: contextLength,
+                                 tokens: tokens, compression: gzip == 0 ? .none : .gzip(level: gzip), chunkItems: chunkItems)
+        let url = URL(fileURLWithPath: outDir).appendingPathComponent("negclip-bench-dump-\(UUID().uuidString).h5")
+        defer { if !keep { try? FileManager.default.removeItem(at: url) } }
+        let provenance = StoreProvenance(toolVersion: "negclip-bench", model: model, modelConfigSHA256: m.configSHA256,
+                                         modelWeightsSHA256: m.weightsSHA256, dataset: "synthetic", datasetSHA256: "",
+                                         tokenizer: "synthetic ids", commandLine: CommandLine.arguments.joined(separator: " "),
+                                         seed: Int64(bitPattern: seed))
+        let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
+        var encodeSeconds = 0.0, writeSeconds = 0.0, tokenCount = 0
+        let t0 = now()
+        var done = 0, batchIndex: UInt64 = 0
+        while done < items {
+            let n = min(batch, items - done)
+            let ids = batchIDs(batchIndex, n, c, eos)
+            tokenCount += ids.reduce(0) { $0 + $1.count }
+            let a = now()
+            let enc = try m.encodeText(ids: ids, tokens: tokens == .all ? .all : .eos)
+            let b = now()
+            try writer.append(TextBatch(
+                ids: (done..<(done + n)).map { "item-\($0)" }, captions: Array(repeating: "", count: n),
+                labels: Array(repeating: .unlabeled, count: n), pairIDs: Array(repeating: "", count: n),
+                inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
+                eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
+                pooled: enc.pooled, embeds: enc.embeds))
+            let c2 = now()
+            encodeSeconds += b - a
+            writeSeconds += c2 - b
+            done += n
+            batchIndex += 1
+        }
+        let f0 = now()
+        try writer.finish()
+        writeSeconds += now() - f0
+        let total = now() - t0
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
+        let report: [String: Any] = [
+            "tool": "negclip-bench dump", "model_sha256": m.weightsSHA256, "items": items, "batch": batch,
+            "tokens": tokens.rawValue, "layers": c.numHiddenLayers + 1, "width": c.hiddenSize,
+            "compression": layout.compression == .none ? "none" : "shuffle+gzip-\(gzip)", "chunk_items": layout.chunkItems,
+            "total_tokens": tokenCount, "context_length": contextLength, "seconds": total, "captions_per_s": Double(items) / total,
+            "encode_seconds": encodeSeconds, "write_seconds": writeSeconds,
+            "write_overhead_vs_encode": writeSeconds / encodeSeconds,
+            "file_mb": Double(bytes) / 1e6, "peak_rss_mib": peakRSSMiB(), "rss_after_model_load_mib": rssAfterLoad,
+            "file": keep ? url.path : "(deleted)",
+        ]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Batch k of the synthetic captions (its own seed: nothing of earlier batches is kept).
+    func batchIDs(_ k: UInt64, _ n: Int, _ c: TextConfig, _ eos: Int32) -> [[Int32]] {
+        benchmarkCaptions(count: n, seed: seed &+ (k &+ 1) &* 0x9E37_79B9_7F4A_7C15, vocab: c.vocabSize,
+                          bos: Int32(c.bosTokenID), eos: eos)
+    }
+
+    func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// Peak resident set size of this process (Linux: ru_maxrss is in KiB).
+    func peakRSSMiB() -> Double {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_maxrss) / 1024
+    }
+}
+
+extension TokenMode: ExpressibleByArgument {}

@@ -1,0 +1,219 @@
+import ArgumentParser
+import BPETokenizer
+import CLIP
+import CLIPImage
+import Foundation
+import HiddenStateStore
+import Provenance
+
+/// `negclip dump`: every text hidden state at the end-of-text token (optionally every token) of a
+/// caption dataset into an HDF5 file (schema: docs/hdf5-schema.md).
+struct DumpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dump",
+        abstract: "Write the text encoder's hidden states of a caption dataset to HDF5.",
+        discussion: """
+        Layer l means hidden_states[l]: 0 = token + position embeddings, l = output of text block l-1,
+        L = last block before the final LayerNorm. Rows are taken at the end-of-text token; /text/pooled
+        and /text/embeds hold the final LayerNorm and projection outputs.
+        The file is written as OUT.partial and renamed to OUT when complete; after an interruption,
+        run the same command with --resume to continue from the last committed chunk.
+        --data: a .jsonl dataset ({"caption", "id", "label", "pair_id", "negated_caption", "image"})
+        or a text file with one caption per line.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: ArgumentHelp("Folder with vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
+    var tokenizer: String?
+    @Option(help: ArgumentHelp("Captions: .jsonl dataset or a text file, one caption per line.", valueName: "file"))
+    var data: String
+    @Option(help: ArgumentHelp("Output HDF5 file.", valueName: "file.h5")) var out: String
+    @Option(help: ArgumentHelp("hidden_states indices to keep, e.g. 0,3,5-7 (default: all, 0...L).", valueName: "list"))
+    var layers: String?
+    @Option(help: "Token rows to keep: eos (end-of-text row only) or all (every token, zero padded).")
+    var tokens: TokenMode = .eos
+    @Flag(help: "Also encode the images named by the dataset's \"image\" field into /image/embeds.")
+    var images = false
+    @Option(help: "Captions per encoder call.") var batch: Int = 64
+    @Option(help: ArgumentHelp("Items per HDF5 chunk, the unit of commit and --resume (default: ~1 MiB chunks).", valueName: "n"))
+    var chunkItems: Int?
+    @Option(help: ArgumentHelp("gzip level 1-9 with byte shuffle for the numeric datasets; 0 = uncompressed.", valueName: "level"))
+    var gzip: Int = 0
+    @Flag(help: "Continue an interrupted dump from OUT.partial (same options and inputs).") var resume = false
+    @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic).") var seed: Int64?
+    @Option(help: .hidden) var expectJSON: String?
+    @Option(help: .hidden) var throttleMs: Int = 0
+
+    func validate() throws {
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if !(0...9).contains(gzip) { throw ValidationError("--gzip must be 0 (none) or 1...9") }
+        if let chunkItems, chunkItems < 1 { throw ValidationError("--chunk-items must be at least 1") }
+        if expectJSON != nil && resume { throw ValidationError("--expect-json needs an uninterrupted run (no --resume)") }
+        if let layers { _ = try parseLayerList(layers) }
+    }
+
+    func run() throws {
+        let started = Date()
+        let model = try modelOptions.load()
+        guard let text = model.text else { throw CLIPError.noTower(file: modelOptions.model, tower: "text") }
+        let tokDir = URL(fileURLWithPath: tokenizer ?? modelOptions.model)
+        let tok: CLIPTokenizer
+        if tokenizer == nil, let t = model.tokenizer {
+            tok = t
+        } else {
+            tok = try CLIPTokenizer.load(modelDirectory: tokDir)
+        }
+        let L = text.config.numHiddenLayers
+        let layerList = try layers.map(parseLayerList) ?? Array(0...L)
+        if let bad = layerList.first(where: { $0 > L }) {
+            throw ValidationError("--layers: \(bad) is out of range: hidden_states has indices 0...\(L) (0 = embeddings, \(L) = last block)")
+        }
+        let dataURL = URL(fileURLWithPath: data)
+        let input = try CaptionFile(url: dataURL)
+        let outURL = URL(fileURLWithPath: out)
+
+        // First pass: hash, count, longest caption (the token axis), number of images.
+        let progress = ProgressLine(label: "dump")
+        progress.note("scanning \(data)")
+        let dataSHA = try SHA256Hasher.hex(fileAt: dataURL)
+        let scan = try HiddenStateDump.scan(input) { tok.encode($0).count }
+        if scan.items == 0 { throw ValidationError("\(data): no captions found") }
+        if images && scan.images == 0 { throw ValidationError("--images: \(data) names no images (field \"image\")") }
+        if images && model.vision == nil { throw CLIPError.noTower(file: modelOptions.model, tower: "vision") }
+
+        let layout = StoreLayout(
+            layers: layerList, numHiddenLayers: L, width: text.config.hiddenSize,
+            projectionDim: text.projectionDim, contextLength: scan.maxTokens, tokens: tokens,
+            includesImages: images, compression: gzip == 0 ? .none : .gzip(level: gzip),
+            // A small dump needs no chunk bigger than itself (edge chunks are allocated whole).
+            chunkItems: chunkItems ?? min(max(scan.items, scan.images),
+                                          StoreLayout.defaultChunkItems(width: text.config.hiddenSize, contextLength: scan.maxTokens, tokens: tokens)))
+        if layout.projectionDim == 0 { throw ValidationError("\(modelOptions.model): the text tower has no text_projection; /text/embeds needs one") }
+        let provenance = StoreProvenance(
+            toolVersion: "\(ToolInfo.name) \(ToolInfo.version)", model: modelOptions.model,
+            modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
+            dataset: data, datasetSHA256: dataSHA,
+            tokenizer: "CLIP byte-level BPE (\(tokDir.path)), vocab \(tok.vocabularySize), context \(tok.contextLength), vocab.json sha256 \(try SHA256Hasher.hex(fileAt: tokDir.appendingPathComponent("vocab.json")))",
+            commandLine: ToolInfo.commandLine, seed: seed)
+
+        let writer: HiddenStateWriter
+        if resume {
+            writer = try HiddenStateWriter.resume(at: outURL, layout: layout, provenance: provenance)
+            progress.note("resuming \(writer.partialURL.path) at item \(writer.itemsCommitted) of \(scan.items)")
+        } else {
+            writer = try HiddenStateWriter.create(at: outURL, layout: layout, provenance: provenance)
+        }
+
+        var sidecar = expectJSON.map { _ in StoreSidecar(layout: layout, provenance: provenance) }
+        let throttle = throttleMs
+        let encode: ([DumpItem]) throws -> EncodedText = { items in
+            let ids = items.map { tok.encode($0.caption) }
+            let enc = try model.encodeText(ids: ids, tokens: tokens == .all ? .all : .eos, layers: layerList)
+            if throttle > 0 { usleep(useconds_t(throttle * 1000)) }
+            let e = EncodedText(inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
+                                eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
+                                pooled: enc.pooled, embeds: enc.embeds)
+            sidecar?.add(TextBatch(items: items, encoded: e))
+            return e
+        }
+        var encodeImages: (([String]) throws -> [Float])?
+        if images, let vision = model.vision {
+            let pre = try imagePreprocessor(imageSize: vision.config.imageSize)
+            let base = dataURL.deletingLastPathComponent()
+            encodeImages = { paths in
+                let decoded = try paths.map { p in
+                    try ImageDecoder.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
+                }
+                let enc = try model.encodeImages(pixels: pre.batch(decoded), count: paths.count)
+                sidecar?.addImages(ids: paths, embeds: enc.embeds)
+                return enc.embeds
+            }
+        }
+        try HiddenStateDump.run(input: input, scan: scan, writer: writer, batchSize: batch,
+                                encode: encode, encodeImages: encodeImages) { p in
+            switch p {
+            case .text(let done, let total): progress.update(done: done, total: total, unit: "captions")
+            case .images(let done, let total): progress.update(done: done, total: total, unit: "images")
+            }
+        }
+        progress.finish()
+        if let expectJSON, let sidecar { try sidecar.write(to: URL(fileURLWithPath: expectJSON)) }
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: outURL.path)[.size] as? Int) ?? 0
+        let seconds = Date().timeIntervalSince(started)
+        print("wrote \(out): \(scan.items) captions, layers \(layerList), tokens \(tokens.rawValue)\(images ? ", \(scan.images) images" : ""), \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(String(format: "%.1f", seconds)) s")
+    }
+
+    func imagePreprocessor(imageSize: Int) throws -> CLIPImagePreprocessor {
+        let url = URL(fileURLWithPath: modelOptions.model).appendingPathComponent("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: url.path) { return try CLIPImagePreprocessor.load(preprocessorConfig: url) }
+        var p = CLIPImagePreprocessor()
+        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
+        return p
+    }
+}
+
+extension TokenMode: ExpressibleByArgument {}
+
+/// "0,3,5-7" -> [0, 3, 5, 6, 7] (sorted, distinct): hidden_states indices.
+func parseLayerList(_ s: String) throws -> [Int] {
+    var out = Set<Int>()
+    for part in s.split(separator: ",", omittingEmptySubsequences: false) {
+        let p = part.trimmingCharacters(in: .whitespaces)
+        let ends = p.split(separator: "-", omittingEmptySubsequences: false)
+        guard (1...2).contains(ends.count), let a = Int(ends[0]), let b = Int(ends[ends.count - 1]), a >= 0, a <= b else {
+            throw ValidationError("--layers: expected a list like 0,3,5-7 of hidden_states indices, found \"\(s)\"")
+        }
+        out.formUnion(a...b)
+    }
+    return out.sorted()
+}
+
+/// Progress on stderr: a redrawn bar with rate and ETA on a terminal, a line per 10% otherwise.
+final class ProgressLine {
+    let label: String
+    let isTerminal = isatty(STDERR_FILENO) != 0
+    private var start = Date()
+    private var startDone = 0
+    private var lastUnit = ""
+    private var lastDecile = -1
+    private var lastDraw = Date.distantPast
+    private var drawn = false
+
+    init(label: String) { self.label = label }
+
+    func note(_ s: String) { FileHandle.standardError.write(Data("\(label): \(s)\n".utf8)) }
+
+    func update(done: Int, total: Int, unit: String) {
+        if unit != lastUnit {
+            if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false }
+            lastUnit = unit; start = Date(); startDone = done; lastDecile = -1
+        }
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = elapsed > 0 ? Double(done - startDone) / elapsed : 0
+        let eta = rate > 0 ? Double(total - done) / rate : .nan
+        let frac = total > 0 ? Double(done) / Double(total) : 1
+        if isTerminal {
+            if done < total && Date().timeIntervalSince(lastDraw) < 0.1 { return }
+            lastDraw = Date()
+            let width = 30, filled = Int(frac * Double(width))
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            FileHandle.standardError.write(Data(String(format: "\r%@ [%@] %d/%d %@ %5.1f%% %.0f/s ETA %@ ",
+                                                       label, bar, done, total, unit, 100 * frac, rate, Self.clock(eta)).utf8))
+            drawn = true
+        } else {
+            let decile = Int(frac * 10)
+            if decile == lastDecile { return }
+            lastDecile = decile
+            FileHandle.standardError.write(Data(String(format: "%@ %d/%d %@ (%.0f%%) %.0f/s ETA %@\n",
+                                                       label, done, total, unit, 100 * frac, rate, Self.clock(eta)).utf8))
+        }
+    }
+
+    func finish() { if drawn { FileHandle.standardError.write(Data("\n".utf8)); drawn = false } }
+
+    static func clock(_ s: Double) -> String {
+        guard s.isFinite else { return "--:--" }
+        let t = Int(s.rounded())
+        return String(format: "%02d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60)
+    }
+}

@@ -1,0 +1,170 @@
+"""Read a `negclip dump` HDF5 file (schema: docs/hdf5-schema.md) with h5py and numpy.
+
+    from negclip_h5 import open_dump
+    with open_dump("dump.h5") as d:
+        x = d.eos(layer=5)                 # [items, width] float32, one layer only
+        cos = d.pair_cosines()             # {layer: [pairs]} caption vs its negation
+
+Everything is read lazily (one layer or a slice of items at a time), like the Swift reader.
+"""
+from __future__ import annotations
+
+import numpy as np
+import h5py
+
+SCHEMA = "negclip.hidden_states"
+SCHEMA_VERSION = 1
+LABEL_NAMES = ("affirmative", "presence_negated", "absence_negated")  # codes 0, 1, 2; -1 unlabeled
+
+
+class DumpError(Exception):
+    """One line naming the file and what was expected."""
+
+
+def _text(v):
+    return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
+
+
+class Dump:
+    def __init__(self, path, allow_incomplete=False):
+        self.path = str(path)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise DumpError(f"{self.path}: cannot open as HDF5 ({e}); is the file truncated or not a dump?") from None
+        a = self.file.attrs
+        if _text(a.get("schema", "")) != SCHEMA:
+            self.close()
+            raise DumpError(f"{self.path}: not a negclip hidden-state store: root attribute schema is "
+                            f"{a.get('schema')!r}, expected {SCHEMA!r}")
+        version = int(a["schema_version"])
+        if version != SCHEMA_VERSION:
+            self.close()
+            hint = ("written by a newer negclip; update notebooks-export/negclip_h5.py" if version > SCHEMA_VERSION
+                    else "written by an older negclip; re-run `negclip dump`")
+            raise DumpError(f"{self.path}: schema_version {version}, this reader reads only {SCHEMA_VERSION}: {hint}")
+        if int(a["complete"]) != 1 and not allow_incomplete:
+            self.close()
+            raise DumpError(f"{self.path}: incomplete dump (complete = 0, {int(a['items_written'])} items written); "
+                            "run `negclip dump ... --resume`")
+        self.layers = [int(x) for x in a["layers"]]
+        self.n_items = int(a["items_written"])
+        self.n_images = int(a["images_written"])
+        self.tokens = _text(a["tokens"])
+
+    # -- context manager -------------------------------------------------------------------
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def attrs(self):
+        """Root attributes (provenance and layout), strings decoded."""
+        return {k: (_text(v) if isinstance(v, (bytes, np.bytes_, str)) else v) for k, v in self.file.attrs.items()}
+
+    # -- arrays ----------------------------------------------------------------------------
+    def _layer(self, layer):
+        if layer not in self.layers:
+            raise DumpError(f"{self.path}: layer {layer} not stored: expected one of {self.layers}")
+        return self.layers.index(layer)
+
+    def _items(self, items, n=None):
+        n = self.n_items if n is None else n
+        s = items if isinstance(items, slice) else slice(None) if items is None else slice(*items)
+        start, stop, step = s.indices(n)
+        if step != 1:
+            raise DumpError(f"{self.path}: item slices must be contiguous (step 1), got {s}")
+        return slice(start, stop)
+
+    def eos(self, layer, items=None):
+        """End-of-text rows of hidden_states[layer]: [items, width] float32."""
+        return self.file["text/hidden_states"][self._layer(layer), self._items(items)]
+
+    def eos_all_layers(self, items=None):
+        """[layers, items, width] (reads every stored layer; mind the memory)."""
+        return self.file["text/hidden_states"][:, self._items(items)]
+
+    def token_states(self, layer, items=None):
+        """[items, context_length, width], zero past lengths (dumps made with --tokens all)."""
+        if "text/token_states" not in self.file:
+            raise DumpError(f"{self.path}: missing /text/token_states: expected a dump made with --tokens all")
+        return self.file["text/token_states"][self._layer(layer), self._items(items)]
+
+    def pooled(self, items=None):
+        return self.file["text/pooled"][self._items(items)]
+
+    def embeds(self, items=None):
+        return self.file["text/embeds"][self._items(items)]
+
+    def lengths(self, items=None):
+        return self.file["text/lengths"][self._items(items)]
+
+    def eos_index(self, items=None):
+        return self.file["text/eos_index"][self._items(items)]
+
+    def input_ids(self, items=None):
+        """Token ids per item, trimmed to lengths (list of int32 arrays)."""
+        s = self._items(items)
+        ids, lens = self.file["text/input_ids"][s], self.lengths(s)
+        return [row[:n] for row, n in zip(ids, lens)]
+
+    def captions(self, items=None):
+        return list(self.file["text/captions"].asstr()[self._items(items)])
+
+    def ids(self, items=None):
+        return list(self.file["text/ids"].asstr()[self._items(items)])
+
+    def pair_ids(self, items=None):
+        return list(self.file["text/pair_ids"].asstr()[self._items(items)])
+
+    def labels(self, items=None):
+        """int8 codes: -1 unlabeled, 0 affirmative, 1 presence_negated, 2 absence_negated."""
+        return self.file["text/labels"][self._items(items)]
+
+    def image_embeds(self, items=None):
+        if "image/embeds" not in self.file:
+            raise DumpError(f"{self.path}: missing /image/embeds: expected a dump made with --images")
+        return self.file["image/embeds"][self._items(items, self.n_images)]
+
+    def image_ids(self, items=None):
+        if "image/ids" not in self.file:
+            raise DumpError(f"{self.path}: missing /image/ids: expected a dump made with --images")
+        return list(self.file["image/ids"].asstr()[self._items(items, self.n_images)])
+
+    # -- analysis --------------------------------------------------------------------------
+    def pairs(self):
+        """(affirmative item, negated item) index pairs sharing a pair id."""
+        labels, pids = self.labels(), self.pair_ids()
+        first = {}
+        for i, (p, l) in enumerate(zip(pids, labels)):
+            if p and l == 0:
+                first.setdefault(p, i)
+        return [(first[p], i) for i, (p, l) in enumerate(zip(pids, labels)) if p in first and l in (1, 2)]
+
+    def pair_cosines(self, pairs=None):
+        """{layer: cosine(caption, its negation) per pair} at the end-of-text token: the paper's
+        per-layer measurement (before the final LayerNorm)."""
+        pairs = self.pairs() if pairs is None else pairs
+        if not pairs:
+            return {}
+        a = np.array([p[0] for p in pairs])
+        b = np.array([p[1] for p in pairs])
+        out = {}
+        for layer in self.layers:
+            x = self.eos(layer).astype(np.float64)
+            u, v = x[a], x[b]
+            out[layer] = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-12)
+        return out
+
+    def layer_norms(self):
+        """{layer: mean L2 norm of the end-of-text row}: how the residual stream grows."""
+        return {layer: float(np.linalg.norm(self.eos(layer), axis=1).mean()) for layer in self.layers}
+
+
+def open_dump(path, allow_incomplete=False):
+    return Dump(path, allow_incomplete=allow_incomplete)

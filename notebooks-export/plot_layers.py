@@ -1,0 +1,91 @@
+"""Per-layer curves of a `negclip dump` file.
+
+    python plot_layers.py DUMP.h5 [--out layers.png]
+
+Plots, per stored layer (hidden_states index; 0 = embeddings), the mean cosine similarity between
+each caption and its negation at the end-of-text token (pairs linked by /text/pair_ids, grouped
+by label) with a 95% interval, and the mean norm of that row. Prints the numbers as a table too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from negclip_h5 import DumpError, LABEL_NAMES, open_dump
+
+
+def layer_table(dump):
+    """Rows (layer, kind, n, mean cosine, 95% half-width, mean norm)."""
+    labels = dump.labels()
+    norms = dump.layer_norms()
+    rows = []
+    by_kind = {}
+    for a, b in dump.pairs():
+        by_kind.setdefault(LABEL_NAMES[labels[b]], []).append((a, b))
+    for kind, pairs in sorted(by_kind.items()):
+        cos = dump.pair_cosines(pairs)
+        for layer in dump.layers:
+            c = cos[layer]
+            half = 1.96 * c.std(ddof=1) / np.sqrt(len(c)) if len(c) > 1 else float("nan")
+            rows.append((layer, kind, len(c), float(c.mean()), float(half), norms[layer]))
+    if not rows:
+        rows = [(layer, "none", 0, float("nan"), float("nan"), norms[layer]) for layer in dump.layers]
+    return rows
+
+
+def plot(rows, layers, out, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind in sorted({r[1] for r in rows if r[2] > 0}):
+        rs = [r for r in rows if r[1] == kind]
+        x = [r[0] for r in rs]
+        m = np.array([r[3] for r in rs])
+        h = np.array([r[4] for r in rs])
+        ax1.plot(x, m, marker="o", label=f"{kind} (n={rs[0][2]})")
+        ax1.fill_between(x, m - h, m + h, alpha=0.2)
+    ax1.set_xlabel("layer (hidden_states index, 0 = embeddings)")
+    ax1.set_ylabel("cos(caption, negation) at end-of-text")
+    ax1.set_title("caption vs negation")
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend()
+    norms = {r[0]: r[5] for r in rows}
+    ax2.plot(layers, [norms[l] for l in layers], marker="o", color="gray")
+    ax2.set_xlabel("layer")
+    ax2.set_ylabel("mean ||h_eos||")
+    ax2.set_title("residual-stream norm")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dump", help="HDF5 file written by `negclip dump`")
+    p.add_argument("--out", default="layers.png", help="PNG to write (default: layers.png)")
+    p.add_argument("--no-plot", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    try:
+        with open_dump(args.dump) as d:
+            rows = layer_table(d)
+            print("layer kind n mean_cos ci95 mean_norm")
+            for r in rows:
+                print(f"layer {r[0]} {r[1]} {r[2]} {r[3]:.4f} {r[4]:.4f} {r[5]:.3f}")
+            if not args.no_plot:
+                a = d.attrs
+                plot(rows, d.layers, args.out, f"{args.dump}  model {a['model_weights_sha256'][:12]}  "
+                     f"data {a['dataset_sha256'][:12]}")
+                print(f"wrote {args.out}", file=sys.stderr)
+    except DumpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
