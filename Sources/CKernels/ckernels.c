@@ -102,6 +102,28 @@ CK_AVX2 static inline __m256 act256(__m256 x, ck_activation act) {
                                  _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
         return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
     }
+    case CK_ACT_GELU: {
+        // 0.5 x (1 + erf(x / sqrt 2)), erf by a rational approximation on [-4, 4] (odd degree-13
+        // numerator over even degree-8 denominator, Eigen's float erf; beyond 4, erf is +-1 in float).
+        __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+        z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+        __m256 z2 = _mm256_mul_ps(z, z);
+        __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(2.77068142495902e-08f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.10102402082508e-06f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-5.69250639462346e-05f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-7.34990630326855e-04f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.95459980854025e-03f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-1.60960333262415e-02f));
+        p = _mm256_mul_ps(p, z);
+        __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-2.13374055278905e-04f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.68282697438203e-03f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-7.37332916720468e-03f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.42647390514189e-02f));
+        __m256 erf = _mm256_div_ps(p, q);
+        return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+    }
     case CK_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
     default: return x;
     }
@@ -212,8 +234,7 @@ void ck_bias_activation(float *x, const float *bias, int64_t row0, int64_t row1,
         float *row = x + r * cols;
         int64_t i = 0;
 #if CK_X86
-        // erf has no vector body here: GELU(erf) takes the scalar loop (exact libm erff).
-        if (use_simd() && act != CK_ACT_GELU) {
+        if (use_simd()) {
             i = avx2_bias_act_row(row, bias, cols, act);
         }
 #endif
