@@ -73,6 +73,24 @@ import TestSupport
         #expect(Goldens.generator["transformers"] == "5.23.0")
     }
 
+    @Test func batchOfFilesDecodesInParallelAndNamesTheFirstBadFile() throws {
+        let p = try Goldens.config("small")
+        let files = Goldens.entries.prefix(6).map(\.file)
+        let b = try p.batch(files: Array(files))
+        for (i, f) in files.enumerated() {
+            let single = p(try ImageDecoder.decode(fileAt: f))
+            #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
+        }
+        let missing = URL(fileURLWithPath: "/nonexistent/a.jpg")
+        let alsoMissing = URL(fileURLWithPath: "/nonexistent/b.jpg")
+        do {
+            _ = try p.batch(files: [files[0], missing, files[1], alsoMissing])
+            Issue.record("should throw")
+        } catch let e as ImageError {
+            #expect(e == .unreadable(file: missing.path, reason: "no such file"))
+        }
+    }
+
     @Test func defaultsAreOpenAIClip() throws {
         let d = CLIPImagePreprocessor()
         let loaded = try Goldens.config("clip224")
