@@ -23,7 +23,7 @@ public struct CLIPImagePreprocessor: Sendable {
     public var mean: [Float]
     public var std: [Float]
     /// HF keeps this as a Python float (double) and rescales in float64 before casting to float32;
-    /// a Float here would move some outputs by one float32 ulp.
+    /// a Float factor could move outputs by a float32 ulp.
     public var rescaleFactor: Double
     public var resample: ResampleFilter
     /// Pillow 13 changed which pass runs first for images whose height shrinks much more than
@@ -223,6 +223,7 @@ public struct CLIPImagePreprocessor: Sendable {
     /// `doCenterCrop` (otherwise outputs differ in size and cannot be stacked).
     public func batch(_ images: [RGBImage]) -> [Float] {
         precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if images.isEmpty { return [] }
         let per = 3 * cropHeight * cropWidth
         var out = [Float](repeating: 0, count: images.count * per)
         let tables = lookupTables()
@@ -243,6 +244,7 @@ public struct CLIPImagePreprocessor: Sendable {
     /// throws the error of the first failing file (lowest index), so the message names it.
     public func batch(files: [URL], alpha: AlphaHandling = .compositeOnWhite) throws -> [Float] {
         precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if files.isEmpty { return [] }
         let per = 3 * cropHeight * cropWidth
         var out = [Float](repeating: 0, count: files.count * per)
         let tables = lookupTables()

@@ -58,6 +58,8 @@ import TestSupport
         let imgs = Goldens.entries.prefix(5).map { Goldens.pilRGB($0) }
         let b = p.batch(Array(imgs))
         #expect(b.count == imgs.count * 3 * 40 * 40)
+        #expect(p.batch([RGBImage]()).isEmpty)
+        #expect(try p.batch(files: []).isEmpty)
         for (i, img) in imgs.enumerated() {
             let single = p(img)
             #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
