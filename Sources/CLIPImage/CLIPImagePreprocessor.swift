@@ -23,7 +23,7 @@ public struct CLIPImagePreprocessor: Sendable {
     public var mean: [Float]
     public var std: [Float]
     /// HF keeps this as a Python float (double) and rescales in float64 before casting to float32;
-    /// a Float here would move some outputs by one float32 ulp.
+    /// a Float factor could move outputs by a float32 ulp.
     public var rescaleFactor: Double
     public var resample: ResampleFilter
     /// Pillow 13 changed which pass runs first for images whose height shrinks much more than
@@ -223,6 +223,7 @@ public struct CLIPImagePreprocessor: Sendable {
     /// `doCenterCrop` (otherwise outputs differ in size and cannot be stacked).
     public func batch(_ images: [RGBImage]) -> [Float] {
         precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if images.isEmpty { return [] }
         let per = 3 * cropHeight * cropWidth
         var out = [Float](repeating: 0, count: images.count * per)
         let tables = lookupTables()
@@ -236,6 +237,32 @@ public struct CLIPImagePreprocessor: Sendable {
                 }
             }
         }
+        return out
+    }
+
+    /// Decode and preprocess files in parallel -> [N, 3, cropHeight, cropWidth]. If any file fails,
+    /// throws the error of the first failing file (lowest index), so the message names it.
+    public func batch(files: [URL], alpha: AlphaHandling = .compositeOnWhite) throws -> [Float] {
+        precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if files.isEmpty { return [] }
+        let per = 3 * cropHeight * cropWidth
+        var out = [Float](repeating: 0, count: files.count * per)
+        let tables = lookupTables()
+        let errors = ErrorSlots(count: files.count)
+        out.withUnsafeMutableBufferPointer { o in
+            let base = UnsafeSendablePointer(o.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: files.count) { i in
+                do {
+                    let chw = self.chw(try ImageDecoder.decode(fileAt: files[i], alpha: alpha), tables: tables)
+                    chw.withUnsafeBufferPointer { src in
+                        (base.pointer + i * per).update(from: src.baseAddress!, count: per)
+                    }
+                } catch {
+                    errors.set(i, error)
+                }
+            }
+        }
+        if let first = errors.first() { throw first }
         return out
     }
 
@@ -256,6 +283,15 @@ public struct CLIPImagePreprocessor: Sendable {
         }
         return out
     }
+}
+
+/// Per-index error slots filled by concurrent workers.
+private final class ErrorSlots: @unchecked Sendable {
+    private var slots: [Error?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ e: Error) { lock.lock(); slots[i] = e; lock.unlock() }
+    func first() -> Error? { lock.lock(); defer { lock.unlock() }; return slots.lazy.compactMap { $0 }.first }
 }
 
 /// A raw pointer handed to concurrent workers that write disjoint ranges.

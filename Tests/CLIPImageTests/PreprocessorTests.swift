@@ -58,6 +58,8 @@ import TestSupport
         let imgs = Goldens.entries.prefix(5).map { Goldens.pilRGB($0) }
         let b = p.batch(Array(imgs))
         #expect(b.count == imgs.count * 3 * 40 * 40)
+        #expect(p.batch([RGBImage]()).isEmpty)
+        #expect(try p.batch(files: []).isEmpty)
         for (i, img) in imgs.enumerated() {
             let single = p(img)
             #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
@@ -71,6 +73,24 @@ import TestSupport
         #expect(pillow.hasPrefix("13."), "goldens made with Pillow \(pillow); the default pass order is Pillow 13's. \(Goldens.regenerate)")
         #expect(Goldens.generator["processor_class"] == "CLIPImageProcessorPil")
         #expect(Goldens.generator["transformers"] == "5.23.0")
+    }
+
+    @Test func batchOfFilesDecodesInParallelAndNamesTheFirstBadFile() throws {
+        let p = try Goldens.config("small")
+        let files = Goldens.entries.prefix(6).map(\.file)
+        let b = try p.batch(files: Array(files))
+        for (i, f) in files.enumerated() {
+            let single = p(try ImageDecoder.decode(fileAt: f))
+            #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
+        }
+        let missing = URL(fileURLWithPath: "/nonexistent/a.jpg")
+        let alsoMissing = URL(fileURLWithPath: "/nonexistent/b.jpg")
+        do {
+            _ = try p.batch(files: [files[0], missing, files[1], alsoMissing])
+            Issue.record("should throw")
+        } catch let e as ImageError {
+            #expect(e == .unreadable(file: missing.path, reason: "no such file"))
+        }
     }
 
     @Test func defaultsAreOpenAIClip() throws {
