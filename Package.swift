@@ -45,15 +45,15 @@ let package = Package(
         .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance"]),
-        .target(name: "NegationData", dependencies: ["CLIPImage", "BPETokenizer"]),
+        .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
-            "CLIP", "HiddenStateStore", "NegationData",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: [
-            "CLIP", "HiddenStateStore",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "SafeTensors", "TensorKernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "CLIPImageTests", dependencies: ["CLIPImage", "TestSupport"]),
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
     ]
 )

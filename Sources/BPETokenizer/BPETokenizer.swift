@@ -134,7 +134,9 @@ public struct CLIPTokenizer: Sendable {
     /// An HF model folder: vocab.json + merges.txt, plus tokenizer_config.json and special_tokens_map.json
     /// when present (special tokens and their `normalized` flags, `model_max_length` as the context
     /// length; see `TokenizerConfig` for the precedence). Without `model_max_length` the context length is
-    /// 77 (HF would not truncate; CLIP has 77 positions).
+    /// 77 (HF would not truncate; CLIP has 77 positions). tokenizer.json is not read: transformers 5
+    /// rebuilds CLIP's normalizer and pre-tokenizer in `CLIPTokenizer.__init__` and takes only vocabulary,
+    /// merges and post-processor from it, which vocab.json + merges.txt already give.
     public static func load(modelDirectory: URL) throws -> CLIPTokenizer {
         let vocab = modelDirectory.appendingPathComponent("vocab.json")
         let mergesURL = modelDirectory.appendingPathComponent("merges.txt")
@@ -165,50 +167,62 @@ public struct CLIPTokenizer: Sendable {
 
     /// Ids without start/end tokens and without truncation (HF `add_special_tokens=False`).
     public func encodeWithoutSpecialTokens(_ text: String) -> [Int32] {
-        var ids: [Int32] = []
-        var scalars: [UInt32] = []
-        var word: [UInt8] = []
-        var bytes = Array(text.utf8)
-        bytes.append(0)  // keeps `rawSpecialFirstByte[bytes[i]]` in range; excluded from segments below
-        let n = bytes.count - 1
+        var buffers = EncodeBuffers()
+        let bytes = Array(text.utf8)
+        let n = bytes.count
         var segmentStart = 0
         var i = 0
-        func words(_ range: Range<Int>) {
-            PreTokenizer.split(scalars, range) { range in
-                word.removeAll(keepingCapacity: true)
-                for k in range { PreTokenizer.appendUTF8(scalars[k], to: &word) }
-                tables.encodeWord(word, into: &ids)
-            }
-        }
-        func flush(_ end: Int) {
-            guard end > segmentStart else { return }
-            PreTokenizer.normalize(bytes[segmentStart..<end], into: &scalars)
-            var start = 0, j = 0
-            while j < scalars.count && !normalizedSpecials.isEmpty {
-                if let special = normalizedSpecials.first(where: { hasPrefix($0.scalars, scalars, at: j, end: scalars.count) }) {
-                    words(start..<j)
-                    ids.append(special.id)
-                    j += special.scalars.count
-                    start = j
-                } else {
-                    j += 1
-                }
-            }
-            words(start..<scalars.count)
-        }
         while i < n {
             if rawSpecialFirstByte[Int(bytes[i])],
-               let special = rawSpecials.first(where: { hasPrefix($0.bytes, bytes, at: i, end: n) }) {
-                flush(i)
-                ids.append(special.id)
+               let special = rawSpecials.first(where: { matches($0.bytes, bytes, at: i, end: n) }) {
+                encodeSegment(bytes[segmentStart..<i], &buffers)
+                buffers.ids.append(special.id)
                 i += special.bytes.count
                 segmentStart = i
             } else {
                 i += 1
             }
         }
-        flush(n)
-        return ids
+        encodeSegment(bytes[segmentStart..<n], &buffers)
+        return buffers.ids
+    }
+
+    /// Scratch space reused across the words of one text.
+    struct EncodeBuffers {
+        var ids: [Int32] = []
+        var scalars: [UInt32] = []
+        var pieces: [Range<Int>] = []
+        var word: [UInt8] = []
+    }
+
+    /// Text between raw special tokens: normalize, split out normalized special tokens, BPE each word.
+    private func encodeSegment(_ segment: ArraySlice<UInt8>, _ b: inout EncodeBuffers) {
+        guard !segment.isEmpty else { return }
+        PreTokenizer.normalize(segment, into: &b.scalars)
+        b.pieces.removeAll(keepingCapacity: true)
+        var start = 0, j = 0
+        while j < b.scalars.count && !normalizedSpecials.isEmpty {
+            if let special = normalizedSpecials.first(where: { matches($0.scalars, b.scalars, at: j, end: b.scalars.count) }) {
+                PreTokenizer.split(b.scalars, start..<j, into: &b.pieces)
+                encodePieces(&b)
+                b.ids.append(special.id)
+                j += special.scalars.count
+                start = j
+            } else {
+                j += 1
+            }
+        }
+        PreTokenizer.split(b.scalars, start..<b.scalars.count, into: &b.pieces)
+        encodePieces(&b)
+    }
+
+    private func encodePieces(_ b: inout EncodeBuffers) {
+        for range in b.pieces {
+            b.word.removeAll(keepingCapacity: true)
+            for k in range { PreTokenizer.appendUTF8(b.scalars[k], to: &b.word) }
+            tables.encodeWord(b.word, into: &b.ids)
+        }
+        b.pieces.removeAll(keepingCapacity: true)
     }
 
     /// `<|startoftext|> ids <|endoftext|>`, truncated to `contextLength` the way HF `truncation=True`
@@ -298,7 +312,8 @@ public struct CLIPTokenizer: Sendable {
     }
 }
 
-@inline(__always) func hasPrefix<T: Equatable>(_ pattern: [T], _ s: [T], at i: Int, end: Int) -> Bool {
+/// Whether `s[i..<end]` starts with `pattern` (non-empty).
+@inline(__always) func matches<T: Equatable>(_ pattern: [T], _ s: [T], at i: Int, end: Int) -> Bool {
     guard !pattern.isEmpty, i + pattern.count <= end else { return false }
     for k in 0..<pattern.count where s[i + k] != pattern[k] { return false }
     return true

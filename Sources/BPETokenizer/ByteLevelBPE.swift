@@ -71,7 +71,7 @@ final class BPETables: Sendable {
 
     /// Word bytes -> ids. HF `tokenizers` caches words the same way (BPE cache, 10k entries); we keep
     /// more because a caption corpus has a long tail, and stop inserting when full rather than evicting.
-    private let cache = Mutex<[[UInt8]: [Int32]]>([:])
+    private let cache = Mutex<[WordKey: [Int32]]>([:])
     static let cacheCapacity = 200_000
 
     init(tokens: [String], idForToken: [String: Int32], merges: [UInt64: UInt64], mergeLines: [String],
@@ -91,13 +91,14 @@ final class BPETables: Sendable {
 
     /// Append the BPE ids of one pre-token (its raw UTF-8 bytes, non-empty) to `out`.
     func encodeWord(_ word: [UInt8], into out: inout [Int32]) {
-        if let hit = cache.withLock({ $0[word] }) {
+        let key = WordKey(bytes: word)
+        if let hit = cache.withLock({ $0[key] }) {
             out.append(contentsOf: hit)
             return
         }
         let ids = bpe(word)
         cache.withLock { c in
-            if c.count < Self.cacheCapacity { c[word] = ids }
+            if c.count < Self.cacheCapacity { c[key] = ids }
         }
         out.append(contentsOf: ids)
     }
@@ -141,5 +142,13 @@ final class BPETables: Sendable {
             swap(&symbols, &scratch)
         }
         return symbols
+    }
+}
+
+/// Cache key: a word's bytes, hashed in one call (`[UInt8]`'s own hash feeds the hasher byte by byte).
+struct WordKey: Hashable, Sendable {
+    let bytes: [UInt8]
+    func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }

@@ -102,6 +102,28 @@ CK_AVX2 static inline __m256 act256(__m256 x, ck_activation act) {
                                  _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
         return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), t));
     }
+    case CK_ACT_GELU: {
+        // 0.5 x (1 + erf(x / sqrt 2)), erf by a rational approximation on [-4, 4] (odd degree-13
+        // numerator over even degree-8 denominator, Eigen's float erf; beyond 4, erf is +-1 in float).
+        __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+        z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+        __m256 z2 = _mm256_mul_ps(z, z);
+        __m256 p = _mm256_set1_ps(-2.72614225801306e-10f);
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(2.77068142495902e-08f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.10102402082508e-06f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-5.69250639462346e-05f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-7.34990630326855e-04f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-2.95459980854025e-03f));
+        p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(-1.60960333262415e-02f));
+        p = _mm256_mul_ps(p, z);
+        __m256 q = _mm256_set1_ps(-1.45660718464996e-05f);
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-2.13374055278905e-04f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.68282697438203e-03f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-7.37332916720468e-03f));
+        q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(-1.42647390514189e-02f));
+        __m256 erf = _mm256_div_ps(p, q);
+        return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+    }
     case CK_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
     default: return x;
     }
@@ -212,8 +234,7 @@ void ck_bias_activation(float *x, const float *bias, int64_t row0, int64_t row1,
         float *row = x + r * cols;
         int64_t i = 0;
 #if CK_X86
-        // erf has no vector body here: GELU(erf) takes the scalar loop (exact libm erff).
-        if (use_simd() && act != CK_ACT_GELU) {
+        if (use_simd()) {
             i = avx2_bias_act_row(row, bias, cols, act);
         }
 #endif
@@ -248,32 +269,54 @@ static void attention_head_scalar(const float *q, int64_t ldq, const float *k, i
 }
 
 #if CK_X86
+// scores[j0 .. j0 + 8*NV) = q . kt[:, j0 ..] with kt the head's keys transposed ([d][npad]): NV vector
+// accumulators stay in registers while the head dimension streams by (no horizontal sums).
+#define CK_SCORE_BLOCK(NV)                                                                   \
+    CK_AVX2 static inline void score_block_##NV(const float *qi, const float *kt, int64_t npad, \
+                                               int64_t d, int64_t j0, float *sc) {          \
+        __m256 acc[NV];                                                                      \
+        for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();                           \
+        for (int64_t c = 0; c < d; c++) {                                                    \
+            __m256 qc = _mm256_set1_ps(qi[c]);                                               \
+            const float *row = kt + c * npad + j0;                                           \
+            for (int v = 0; v < NV; v++)                                                     \
+                acc[v] = _mm256_fmadd_ps(qc, _mm256_loadu_ps(row + 8 * v), acc[v]);          \
+        }                                                                                    \
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(sc + j0 + 8 * v, acc[v]);              \
+    }
+CK_SCORE_BLOCK(1)
+CK_SCORE_BLOCK(2)
+CK_SCORE_BLOCK(4)
+CK_SCORE_BLOCK(8)
+
+// scratch layout: kt [d][npad] (npad = n rounded up to 8), then scores [npad].
 CK_AVX2 static void attention_head_avx2(const float *q, int64_t ldq, const float *k, int64_t ldk,
                                         const float *v, int64_t ldv, float *out, int64_t ldo,
-                                        int64_t n, int64_t d, float scale, int causal, float *sc) {
-    const int64_t d8 = d & ~(int64_t)7;
+                                        int64_t n, int64_t d, float scale, int causal, float *scratch) {
+    const int64_t npad = (n + 7) & ~(int64_t)7;
+    float *kt = scratch, *sc = scratch + d * npad;
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < d; c++) kt[c * npad + j] = k[j * ldk + c];
+    for (int64_t c = 0; c < d; c++)
+        for (int64_t j = n; j < npad; j++) kt[c * npad + j] = 0;
     for (int64_t i = 0; i < n; i++) {
         const int64_t m = causal ? i + 1 : n;
         const float *qi = q + i * ldq;
-        // scores_j = scale * q_i . k_j
-        for (int64_t j = 0; j < m; j++) {
-            const float *kj = k + j * ldk;
-            __m256 acc = _mm256_setzero_ps();
-            int64_t c = 0;
-            for (; c < d8; c += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(qi + c), _mm256_loadu_ps(kj + c), acc);
-            float s = hsum256(acc);
-            for (; c < d; c++) s += qi[c] * kj[c];
-            sc[j] = s * scale;
+        // scores_j = scale * q_i . k_j for j < m, in blocks of 64 / 32 / 16 / 8 keys
+        int64_t j0 = 0;
+        const int64_t m8 = (m + 7) & ~(int64_t)7;
+        while (j0 < m8) {
+            int64_t left = (m8 - j0) / 8;
+            if (left >= 8) { score_block_8(qi, kt, npad, d, j0, sc); j0 += 64; }
+            else if (left >= 4) { score_block_4(qi, kt, npad, d, j0, sc); j0 += 32; }
+            else if (left >= 2) { score_block_2(qi, kt, npad, d, j0, sc); j0 += 16; }
+            else { score_block_1(qi, kt, npad, d, j0, sc); j0 += 8; }
         }
         // softmax over the visible keys: max, exp(x - max), sum, scale by 1/sum (torch's order)
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < m; j++) { sc[j] *= scale; if (sc[j] > mx) mx = sc[j]; }
+        __m256 vsum = _mm256_setzero_ps(), vmx = _mm256_set1_ps(mx);
         int64_t j = 0;
-        __m256 vmx = _mm256_set1_ps(-INFINITY);
-        for (; j + 8 <= m; j += 8) vmx = _mm256_max_ps(vmx, _mm256_loadu_ps(sc + j));
-        float mx = hmax256(vmx);
-        for (; j < m; j++) if (sc[j] > mx) mx = sc[j];
-        __m256 vsum = _mm256_setzero_ps();
-        vmx = _mm256_set1_ps(mx);
-        j = 0;
         for (; j + 8 <= m; j += 8) {
             __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sc + j), vmx));
             _mm256_storeu_ps(sc + j, e);

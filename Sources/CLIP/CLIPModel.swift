@@ -75,6 +75,28 @@ public final class CLIPModel: @unchecked Sendable {
         try requireText().encode(ids: ids, tokens: tokens, layers: layers)
     }
 
+    /// A padded batch with its attention mask (as transformers takes it): each row is cut to its
+    /// unmasked prefix, which gives exactly transformers' outputs on those rows (causal attention never
+    /// looks at later positions). Left padding or holes in the mask are rejected.
+    public func encodeText(ids: [[Int32]], attentionMask: [[Int32]], tokens: HiddenStateSelection = .eos,
+                           layers: [Int]? = nil) throws -> TextEncoding {
+        guard ids.count == attentionMask.count else {
+            throw CLIPError.input("attention mask has \(attentionMask.count) rows for \(ids.count) sequences")
+        }
+        let cut = try zip(ids, attentionMask).enumerated().map { n, pair -> [Int32] in
+            let (row, mask) = pair
+            guard row.count == mask.count else {
+                throw CLIPError.input("text item \(n): \(row.count) ids but \(mask.count) mask entries")
+            }
+            let len = mask.firstIndex(of: 0) ?? mask.count
+            guard mask[len...].allSatisfy({ $0 == 0 }), mask[..<len].allSatisfy({ $0 == 1 }) else {
+                throw CLIPError.input("text item \(n): attention mask must be ones then zeros (right padding)")
+            }
+            return Array(row[..<len])
+        }
+        return try encodeText(ids: cut, tokens: tokens, layers: layers)
+    }
+
     /// Tokenizes with the folder's vocabulary (truncating to the context length), then encodes.
     public func encodeText(_ texts: [String], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {

@@ -23,9 +23,12 @@ public struct CLIPImagePreprocessor: Sendable {
     public var mean: [Float]
     public var std: [Float]
     /// HF keeps this as a Python float (double) and rescales in float64 before casting to float32;
-    /// a Float here would move some outputs by one float32 ulp.
+    /// a Float factor could move outputs by a float32 ulp.
     public var rescaleFactor: Double
     public var resample: ResampleFilter
+    /// Pillow 13 changed which pass runs first for images whose height shrinks much more than
+    /// their width (tall images with aspect > 2 under CLIP's rule); match the Pillow in use.
+    public var passOrder: ResamplePassOrder
     public var doResize: Bool
     public var doCenterCrop: Bool
     public var doRescale: Bool
@@ -40,15 +43,11 @@ public struct CLIPImagePreprocessor: Sendable {
         std = [0.26862954, 0.26130258, 0.27577711]
         rescaleFactor = 1.0 / 255.0
         resample = .bicubic
+        passOrder = .pillow13
         doResize = true
         doCenterCrop = true
         doRescale = true
         doNormalize = true
-    }
-
-    /// Channels, height and width of one output: [3, H, W].
-    public var outputShape: [Int] {
-        [3, doCenterCrop ? cropHeight : -1, doCenterCrop ? cropWidth : -1]
     }
 
     /// Reads HF's `preprocessor_config.json`. Accepts both the old form (`"size": 224`,
@@ -56,56 +55,62 @@ public struct CLIPImagePreprocessor: Sendable {
     /// (`{"shortest_edge": 224}`, `{"height": 224, "width": 224}`). Missing keys keep CLIP defaults.
     public static func load(preprocessorConfig url: URL) throws -> CLIPImagePreprocessor {
         let file = url.path
-        func fail(_ key: String, _ expected: String, _ found: Any?) -> PreprocessorConfigError {
+        func fail(_ key: String, _ expected: String, _ found: JSONValue?) -> PreprocessorConfigError {
             PreprocessorConfigError(file: file, key: key, expected: expected,
                                     found: found.map { "\($0)" } ?? "nothing")
         }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw fail("(file)", "a readable JSON file", "an unreadable path")
+            throw PreprocessorConfigError(file: file, key: "(file)", expected: "a readable JSON file",
+                                          found: "an unreadable path")
         }
-        guard let obj = try? JSONSerialization.jsonObject(with: data),
-              let json = obj as? [String: Any] else {
-            throw fail("(root)", "a JSON object", "invalid JSON")
+        // JSONDecoder, not JSONSerialization: the latter goes through NSDecimalNumber on Linux and
+        // reads 0.00392156862745098 one ulp away from 1/255.
+        guard let root = try? JSONDecoder().decode(JSONValue.self, from: data) else {
+            throw PreprocessorConfigError(file: file, key: "(root)", expected: "a JSON object", found: "invalid JSON")
         }
+        guard case .object(var json) = root else { throw fail("(root)", "a JSON object", root) }
+        // A processor_config.json nests the image processor's keys under "image_processor".
+        if case .object(let nested)? = json["image_processor"] { json = nested }
         var p = CLIPImagePreprocessor()
 
-        func int(_ v: Any?, _ key: String) throws -> Int? {
-            guard let v else { return nil }
-            if let n = v as? NSNumber, !(v is Bool), n.doubleValue == n.doubleValue.rounded(), n.intValue > 0 {
-                return n.intValue
-            }
+        func int(_ v: JSONValue?, _ key: String) throws -> Int? {
+            guard let v, v != .null else { return nil }
+            if case .number(let d) = v, d == d.rounded(), d > 0, d < 1e9 { return Int(d) }
             throw fail(key, "a positive integer", v)
         }
         func bool(_ key: String) throws -> Bool? {
-            guard let v = json[key], !(v is NSNull) else { return nil }
-            if let b = v as? Bool { return b }
+            guard let v = json[key], v != .null else { return nil }
+            if case .bool(let b) = v { return b }
             throw fail(key, "true or false", v)
         }
         func floats(_ key: String) throws -> [Float]? {
-            guard let v = json[key], !(v is NSNull) else { return nil }
-            if let n = v as? NSNumber, !(v is Bool) { return Array(repeating: n.floatValue, count: 3) }
-            if let a = v as? [NSNumber], a.count == 3 { return a.map { $0.floatValue } }
+            guard let v = json[key], v != .null else { return nil }
+            if case .number(let d) = v { return Array(repeating: Float(d), count: 3) }
+            if case .array(let a) = v, a.count == 3 {
+                let ds = a.compactMap { e -> Double? in if case .number(let d) = e { return d } else { return nil } }
+                // HF builds a float32 array from the Python floats: round each double once.
+                if ds.count == 3 { return ds.map { Float($0) } }
+            }
             throw fail(key, "a number or a list of 3 numbers", v)
         }
 
-        if let size = json["size"], !(size is NSNull) {
-            if let d = size as? [String: Any] {
-                if let s = try int(d["shortest_edge"], "size.shortest_edge") {
-                    p.shortestEdge = s
-                } else {
+        if let size = json["size"], size != .null {
+            if case .object(let d) = size {
+                guard let s = try int(d["shortest_edge"], "size.shortest_edge") else {
                     // {"height", "width"} resizes to a fixed size: not CLIP's rule, not implemented.
                     throw fail("size", "{\"shortest_edge\": N} or an integer", size)
                 }
-                if d["longest_edge"] != nil {
-                    throw fail("size.longest_edge", "no longest_edge (not implemented)", d["longest_edge"])
+                if let le = d["longest_edge"], le != .null {
+                    throw fail("size.longest_edge", "no longest_edge (not implemented)", le)
                 }
+                p.shortestEdge = s
             } else if let s = try int(size, "size") {
                 p.shortestEdge = s   // CLIP has default_to_square = False: an int is the shortest edge
             }
         }
-        if let crop = json["crop_size"], !(crop is NSNull) {
-            if let d = crop as? [String: Any] {
+        if let crop = json["crop_size"], crop != .null {
+            if case .object(let d) = crop {
                 guard let h = try int(d["height"], "crop_size.height") else {
                     throw fail("crop_size.height", "a positive integer", nil)
                 }
@@ -124,15 +129,12 @@ public struct CLIPImagePreprocessor: Sendable {
             if s.contains(where: { $0 == 0 }) { throw fail("image_std", "non-zero numbers", json["image_std"]) }
             p.std = s
         }
-        if let v = json["rescale_factor"], !(v is NSNull) {
-            guard let n = v as? NSNumber, !(v is Bool), n.doubleValue > 0 else {
-                throw fail("rescale_factor", "a positive number", v)
-            }
-            p.rescaleFactor = n.doubleValue
+        if let v = json["rescale_factor"], v != .null {
+            guard case .number(let d) = v, d > 0 else { throw fail("rescale_factor", "a positive number", v) }
+            p.rescaleFactor = d
         }
-        if let v = json["resample"], !(v is NSNull) {
-            guard let n = v as? NSNumber, !(v is Bool), let f = ResampleFilter(rawValue: n.intValue),
-                  Double(n.intValue) == n.doubleValue else {
+        if let v = json["resample"], v != .null {
+            guard case .number(let d) = v, d == d.rounded(), let f = ResampleFilter(rawValue: Int(d)) else {
                 throw fail("resample", "a PIL filter 1...5 (3 = BICUBIC; NEAREST = 0 is not implemented)", v)
             }
             p.resample = f
@@ -142,7 +144,7 @@ public struct CLIPImagePreprocessor: Sendable {
         if let b = try bool("do_rescale") { p.doRescale = b }
         if let b = try bool("do_normalize") { p.doNormalize = b }
         if let b = try bool("do_convert_rgb"), !b {
-            throw fail("do_convert_rgb", "true (images are always decoded to RGB)", b)
+            throw fail("do_convert_rgb", "true (images are always decoded to RGB)", .bool(b))
         }
         return p
     }
@@ -160,7 +162,7 @@ public struct CLIPImagePreprocessor: Sendable {
     public func resized(_ image: RGBImage) -> RGBImage {
         guard doResize else { return image }
         let (h, w) = resizedSize(height: image.height, width: image.width)
-        return PILResampler.resize(image, width: w, height: h, filter: resample)
+        return PILResampler.resize(image, width: w, height: h, filter: resample, order: passOrder)
     }
 
     /// HF `center_crop`: top = (H - cropH) // 2 (floor), and when the crop is larger than the image
@@ -214,30 +216,14 @@ public struct CLIPImagePreprocessor: Sendable {
 
     /// One image -> [3, H, W] (CHW) Float, H x W = crop size when `doCenterCrop`.
     public func callAsFunction(_ image: RGBImage) -> [Float] {
-        let cropped = centerCropped(resized(image))
-        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
-        write(cropped, tables: lookupTables(), into: &out, at: 0)
-        return out
-    }
-
-    private func write(_ img: RGBImage, tables: [[Float]], into out: inout [Float], at offset: Int) {
-        let plane = img.height * img.width
-        img.pixels.withUnsafeBufferPointer { px in
-            out.withUnsafeMutableBufferPointer { o in
-                for c in 0..<3 {
-                    tables[c].withUnsafeBufferPointer { t in
-                        let dst = o.baseAddress! + offset + c * plane
-                        for i in 0..<plane { dst[i] = t[Int(px[i * 3 + c])] }
-                    }
-                }
-            }
-        }
+        chw(image, tables: lookupTables())
     }
 
     /// N images -> [N, 3, cropHeight, cropWidth], images processed in parallel. Requires
     /// `doCenterCrop` (otherwise outputs differ in size and cannot be stacked).
     public func batch(_ images: [RGBImage]) -> [Float] {
         precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if images.isEmpty { return [] }
         let per = 3 * cropHeight * cropWidth
         var out = [Float](repeating: 0, count: images.count * per)
         let tables = lookupTables()
@@ -254,12 +240,58 @@ public struct CLIPImagePreprocessor: Sendable {
         return out
     }
 
-    private func chw(_ image: RGBImage, tables: [[Float]]) -> [Float] {
-        let cropped = centerCropped(resized(image))
-        var out = [Float](repeating: 0, count: 3 * cropped.height * cropped.width)
-        write(cropped, tables: tables, into: &out, at: 0)
+    /// Decode and preprocess files in parallel -> [N, 3, cropHeight, cropWidth]. If any file fails,
+    /// throws the error of the first failing file (lowest index), so the message names it.
+    public func batch(files: [URL], alpha: AlphaHandling = .compositeOnWhite) throws -> [Float] {
+        precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
+        if files.isEmpty { return [] }
+        let per = 3 * cropHeight * cropWidth
+        var out = [Float](repeating: 0, count: files.count * per)
+        let tables = lookupTables()
+        let errors = ErrorSlots(count: files.count)
+        out.withUnsafeMutableBufferPointer { o in
+            let base = UnsafeSendablePointer(o.baseAddress!)
+            DispatchQueue.concurrentPerform(iterations: files.count) { i in
+                do {
+                    let chw = self.chw(try ImageDecoder.decode(fileAt: files[i], alpha: alpha), tables: tables)
+                    chw.withUnsafeBufferPointer { src in
+                        (base.pointer + i * per).update(from: src.baseAddress!, count: per)
+                    }
+                } catch {
+                    errors.set(i, error)
+                }
+            }
+        }
+        if let first = errors.first() { throw first }
         return out
     }
+
+    /// resize -> crop -> HWC uint8 to CHW Float through the tables.
+    private func chw(_ image: RGBImage, tables: [[Float]]) -> [Float] {
+        let img = centerCropped(resized(image))
+        let plane = img.height * img.width
+        var out = [Float](repeating: 0, count: 3 * plane)
+        img.pixels.withUnsafeBufferPointer { px in
+            out.withUnsafeMutableBufferPointer { o in
+                for c in 0..<3 {
+                    tables[c].withUnsafeBufferPointer { t in
+                        let dst = o.baseAddress! + c * plane
+                        for i in 0..<plane { dst[i] = t[Int(px[i * 3 + c])] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Per-index error slots filled by concurrent workers.
+private final class ErrorSlots: @unchecked Sendable {
+    private var slots: [Error?]
+    private let lock = NSLock()
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ e: Error) { lock.lock(); slots[i] = e; lock.unlock() }
+    func first() -> Error? { lock.lock(); defer { lock.unlock() }; return slots.lazy.compactMap { $0 }.first }
 }
 
 /// A raw pointer handed to concurrent workers that write disjoint ranges.
@@ -273,4 +305,30 @@ private func floorDiv(_ a: Int, _ b: Int) -> Int {
     // Python's // on ints (floor), unlike Swift's / (truncation).
     let q = a / b
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
+}
+
+/// Just enough JSON to read HF configs with exact doubles and say what was found.
+enum JSONValue: Decodable, Equatable, CustomStringConvertible {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let d = try? c.decode(Double.self) { self = .number(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    var description: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return "\(b)"
+        case .number(let d): return d == d.rounded() && abs(d) < 1e15 ? "\(Int(d))" : "\(d)"
+        case .string(let s): return "\"\(s)\""
+        case .array(let a): return "[" + a.map(\.description).joined(separator: ", ") + "]"
+        case .object(let o): return "{" + o.keys.sorted().map { "\"\($0)\": \(o[$0]!)" }.joined(separator: ", ") + "}"
+        }
+    }
 }

@@ -20,7 +20,18 @@ public enum AlphaHandling: Sendable {
 /// - Greyscale is replicated, palettes expanded; 16-bit RGB keeps the high byte (PIL's "RGB;16B");
 ///   16-bit greyscale is clipped to 255 as PIL's I;16 -> RGB conversion does (so a 16-bit grey
 ///   photo comes out nearly white, in PIL and here: parity with the HF pipeline wins).
+/// - EXIF orientation is ignored, as `PIL.Image.open` and HF's processor ignore it.
 public enum ImageDecoder {
+    /// Larger images are refused before any pixel buffer is allocated: PIL's
+    /// DecompressionBombError threshold (2 * Image.MAX_IMAGE_PIXELS).
+    public static let maxPixels = 178_956_970
+
+    static func checkSize(_ w: Int, _ h: Int, name: String) throws {
+        if w * h > maxPixels {
+            throw ImageError.unsupported(file: name, detail: "\(w)x\(h) pixels exceeds the limit of \(maxPixels), PIL's decompression-bomb threshold")
+        }
+    }
+
     public static func decode(fileAt url: URL, alpha: AlphaHandling = .compositeOnWhite) throws -> RGBImage {
         let data: Data
         do {
@@ -72,7 +83,7 @@ public enum ImageDecoder {
                 h.colorType = Int(b[i + 17])
             }
             if type == "tRNS" { h.hasTRNS = true }
-            if end > b.count || len < 0 {
+            if end > b.count {
                 h.stream.append(contentsOf: b[i...])
                 return h
             }
@@ -118,6 +129,7 @@ public enum ImageDecoder {
                 throw ImageError.corruptPNG(file: name, detail: message())
             }
             let w = Int(image.width), h = Int(image.height)
+            do { try checkSize(w, h, name: name) } catch { png_image_free(&image); throw error }
             switch path {
             case .rgb8, .rgba8:
                 let channels = path == .rgba8 ? 4 : 3
@@ -187,8 +199,18 @@ public enum ImageDecoder {
         func message() -> String { String(cString: tjGetErrorStr2(tj)) }
         return try bytes.withUnsafeBufferPointer { b -> RGBImage in
             var w: Int32 = 0, h: Int32 = 0, subsamp: Int32 = 0, colorspace: Int32 = 0
-            guard tjDecompressHeader3(tj, b.baseAddress, UInt(b.count), &w, &h, &subsamp, &colorspace) == 0 else {
-                throw ImageError.corruptJPEG(file: name, detail: message())
+            if tjDecompressHeader3(tj, b.baseAddress, UInt(b.count), &w, &h, &subsamp, &colorspace) != 0 {
+                // TurboJPEG 2.1 refuses headers whose sampling factors are not one of its named
+                // subsamplings (e.g. CMYK 4:2:2), although tjDecompress2 decodes them fine, as PIL
+                // does: take the size and component count from the frame header instead.
+                let msg = message()
+                guard msg.contains("subsampling"), let sof = jpegFrameHeader(bytes) else {
+                    throw ImageError.corruptJPEG(file: name, detail: msg)
+                }
+                w = Int32(sof.width)
+                h = Int32(sof.height)
+                colorspace = sof.components == 4 ? Int32(TJCS_CMYK.rawValue)
+                    : sof.components == 1 ? Int32(TJCS_GRAY.rawValue) : Int32(TJCS_YCbCr.rawValue)
             }
             // On a stream cut inside the header TurboJPEG 2.1 returns success with the sizes
             // untouched (libjpeg only warns "Premature end of JPEG file").
@@ -196,6 +218,7 @@ public enum ImageDecoder {
                 throw ImageError.corruptJPEG(file: name, detail: "no image size in the header: \(message())")
             }
             let width = Int(w), height = Int(h)
+            try checkSize(width, height, name: name)
             let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
             let channels = cmyk ? 4 : 3
             let format = cmyk ? Int32(TJPF_CMYK.rawValue) : Int32(TJPF_RGB.rawValue)
@@ -216,6 +239,28 @@ public enum ImageDecoder {
             if !cmyk { return RGBImage(width: width, height: height, pixels: buf) }
             return rgbFromAdobeCMYK(buf, width: width, height: height)
         }
+    }
+
+    /// Width, height and component count from the first SOFn marker (before the first scan).
+    static func jpegFrameHeader(_ b: [UInt8]) -> (width: Int, height: Int, components: Int)? {
+        let sofMarkers: Set<UInt8> = [0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF]
+        var i = 2
+        while i + 3 < b.count {
+            guard b[i] == 0xFF else { return nil }
+            let m = b[i + 1]
+            if m == 0xFF { i += 1; continue }                       // fill byte
+            if m == 0x01 || (0xD0...0xD8).contains(m) { i += 2; continue }  // no length field
+            if m == 0xDA || m == 0xD9 { return nil }                 // scan or end before any frame
+            let len = Int(b[i + 2]) << 8 | Int(b[i + 3])
+            if sofMarkers.contains(m) {
+                guard i + 9 < b.count else { return nil }
+                let height = Int(b[i + 5]) << 8 | Int(b[i + 6])
+                let width = Int(b[i + 7]) << 8 | Int(b[i + 8])
+                return (width, height, Int(b[i + 9]))
+            }
+            i += 2 + len
+        }
+        return nil
     }
 
     /// libjpeg returns Adobe CMYK inverted; PIL reads it with rawmode "CMYK;I" (undoing the

@@ -118,38 +118,61 @@ public struct ResampleAxis: Sendable {
     }
 }
 
-/// Pillow's `ImagingResample` for 8-bit RGB: separable, horizontal pass first (only over the rows
-/// the vertical pass will read), each pass rounding and clipping to uint8. A pass is skipped when
-/// its size does not change, exactly like `ImagingResampleInner`, so the result is bit-identical
-/// to `PIL.Image.resize((width, height), filter)`.
+/// Which pass Pillow runs first when both dimensions change.
+public enum ResamplePassOrder: Sendable {
+    /// Pillow >= 13 (python-pillow/Pillow#9549, found by probing Pillow 13.0.0): vertical first
+    /// when the height shrinks and loses more than twice as many pixels as the width,
+    /// i.e. oh < h && h - oh > 2 * (w - ow); horizontal first otherwise.
+    case pillow13
+    /// Pillow <= 12: always horizontal first.
+    case horizontalFirst
+
+    func verticalFirst(width w: Int, height h: Int, outWidth ow: Int, outHeight oh: Int) -> Bool {
+        switch self {
+        case .horizontalFirst: return false
+        case .pillow13: return oh < h && h - oh > 2 * (w - ow)
+        }
+    }
+}
+
+/// Pillow's `ImagingResample` for 8-bit RGB: separable, each pass rounding and clipping to uint8,
+/// the first pass computed only over the rows (or columns) the second pass reads. A pass is
+/// skipped when its size does not change, exactly like `ImagingResampleInner`, and the pass order
+/// follows `order`, so the result is bit-identical to `PIL.Image.resize((width, height), filter)`.
+/// The order matters: the intermediate image is rounded to uint8, so the two orders differ by a
+/// level or more on some pixels.
 public enum PILResampler {
     public static func resize(_ image: RGBImage, width: Int, height: Int,
-                              filter: ResampleFilter = .bicubic) -> RGBImage {
+                              filter: ResampleFilter = .bicubic,
+                              order: ResamplePassOrder = .pillow13) -> RGBImage {
         precondition(width > 0 && height > 0, "PILResampler.resize: target size must be positive")
         let needHorizontal = width != image.width
         let needVertical = height != image.height
         if !needHorizontal && !needVertical { return image }
-
+        if !needVertical {
+            let h = ResampleAxis(inSize: image.width, outSize: width, filter: filter)
+            let px = horizontalPass(image.pixels, width: image.width, rows: 0..<image.height, axis: h, colOffset: 0)
+            return RGBImage(width: width, height: image.height, pixels: px)
+        }
+        if !needHorizontal {
+            let v = ResampleAxis(inSize: image.height, outSize: height, filter: filter)
+            let px = verticalPass(image.pixels, width: image.width, cols: 0..<image.width, rowOffset: 0, axis: v)
+            return RGBImage(width: image.width, height: height, pixels: px)
+        }
+        let hAxis = ResampleAxis(inSize: image.width, outSize: width, filter: filter)
         let vAxis = ResampleAxis(inSize: image.height, outSize: height, filter: filter)
-        var rowOffset = 0
-        var current = image.pixels
-        var curW = image.width
-        var curH = image.height
-        if needHorizontal {
-            // First and one-past-last source rows any output row reads (Pillow's ybox_first/last).
-            let yFirst = needVertical ? vAxis.first[0] : 0
-            let yLast = needVertical ? vAxis.first[height - 1] + vAxis.count[height - 1] : image.height
-            let hAxis = ResampleAxis(inSize: image.width, outSize: width, filter: filter)
-            current = horizontalPass(current, width: curW, rows: yFirst..<yLast, axis: hAxis)
-            curW = width
-            curH = yLast - yFirst
-            rowOffset = yFirst
+        if order.verticalFirst(width: image.width, height: image.height, outWidth: width, outHeight: height) {
+            // Columns the horizontal pass will read (Pillow's xbox_first / xbox_last).
+            let xFirst = hAxis.first[0], xLast = hAxis.first[width - 1] + hAxis.count[width - 1]
+            let tmp = verticalPass(image.pixels, width: image.width, cols: xFirst..<xLast, rowOffset: 0, axis: vAxis)
+            let px = horizontalPass(tmp, width: xLast - xFirst, rows: 0..<height, axis: hAxis, colOffset: xFirst)
+            return RGBImage(width: width, height: height, pixels: px)
         }
-        if needVertical {
-            current = verticalPass(current, width: curW, height: curH, rowOffset: rowOffset, axis: vAxis)
-            curH = height
-        }
-        return RGBImage(width: curW, height: curH, pixels: current)
+        // Rows the vertical pass will read (Pillow's ybox_first / ybox_last).
+        let yFirst = vAxis.first[0], yLast = vAxis.first[height - 1] + vAxis.count[height - 1]
+        let tmp = horizontalPass(image.pixels, width: image.width, rows: yFirst..<yLast, axis: hAxis, colOffset: 0)
+        let px = verticalPass(tmp, width: width, cols: 0..<width, rowOffset: yFirst, axis: vAxis)
+        return RGBImage(width: width, height: height, pixels: px)
     }
 
     @inline(__always)
@@ -159,8 +182,10 @@ public enum PILResampler {
         return v < 0 ? 0 : (v > 255 ? 255 : UInt8(v))
     }
 
-    /// src [*, width, 3] -> out [rows.count, axis.outSize, 3].
-    static func horizontalPass(_ src: [UInt8], width: Int, rows: Range<Int>, axis: ResampleAxis) -> [UInt8] {
+    /// src [*, width, 3] -> out [rows.count, axis.outSize, 3]. Column 0 of `src` is input column
+    /// `colOffset` of the axis (the vertical-first path hands over only the columns it computed).
+    static func horizontalPass(_ src: [UInt8], width: Int, rows: Range<Int>, axis: ResampleAxis,
+                               colOffset: Int) -> [UInt8] {
         let outW = axis.outSize, ksize = axis.ksize
         let half = Int32(1 << (ResampleAxis.precisionBits - 1))
         var out = [UInt8](repeating: 0, count: rows.count * outW * 3)
@@ -171,7 +196,8 @@ public enum PILResampler {
                         let row = s.baseAddress! + y * width * 3
                         let orow = o.baseAddress! + yy * outW * 3
                         for xx in 0..<outW {
-                            let xmin = axis.first[xx], n = axis.count[xx]
+                            let xmin = axis.first[xx] - colOffset, n = axis.count[xx]
+                            precondition(xmin >= 0 && xmin + n <= width)
                             let k = kk.baseAddress! + xx * ksize
                             var s0 = half, s1 = half, s2 = half
                             var p = row + xmin * 3
@@ -193,10 +219,12 @@ public enum PILResampler {
         return out
     }
 
-    /// src [height, width, 3] whose row 0 is source row `rowOffset` -> out [axis.outSize, width, 3].
-    static func verticalPass(_ src: [UInt8], width: Int, height: Int, rowOffset: Int,
+    /// src [*, width, 3] whose row 0 is input row `rowOffset` -> out [axis.outSize, cols.count, 3]
+    /// (only the columns in `cols`).
+    static func verticalPass(_ src: [UInt8], width: Int, cols: Range<Int>, rowOffset: Int,
                              axis: ResampleAxis) -> [UInt8] {
-        let outH = axis.outSize, ksize = axis.ksize, n3 = width * 3
+        let outH = axis.outSize, ksize = axis.ksize
+        let stride = width * 3, n3 = cols.count * 3, c0 = cols.lowerBound * 3
         let half = Int32(1 << (ResampleAxis.precisionBits - 1))
         var out = [UInt8](repeating: 0, count: outH * n3)
         // One accumulator row, reused: the tap loop streams whole rows (cache friendly) and integer
@@ -208,11 +236,11 @@ public enum PILResampler {
                     acc.withUnsafeMutableBufferPointer { a in
                         for yy in 0..<outH {
                             let ymin = axis.first[yy] - rowOffset, n = axis.count[yy]
-                            precondition(ymin >= 0 && ymin + n <= height)
+                            precondition(ymin >= 0 && (ymin + n) * stride <= s.count)
                             for i in 0..<n3 { a[i] = half }
                             for y in 0..<n {
                                 let w = kk[yy * ksize + y]
-                                let row = s.baseAddress! + (ymin + y) * n3
+                                let row = s.baseAddress! + (ymin + y) * stride + c0
                                 for i in 0..<n3 { a[i] = a[i] &+ Int32(row[i]) &* w }
                             }
                             let orow = o.baseAddress! + yy * n3

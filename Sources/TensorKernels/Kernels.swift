@@ -100,7 +100,8 @@ public enum Kernels {
         offsets.withUnsafeBufferPointer { off in
             let avgCost = (offsets.last ?? 0) * maxLen * d / max(1, sequences)
             Parallel.forRanges(pairs, costPerItem: max(1, avgCost)) { p0, p1 in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, maxLen))
+                let scores = UnsafeMutablePointer<Float>.allocate(
+                    capacity: max(1, Int(ck_attention_scratch_floats(Int64(maxLen), Int64(d)))))
                 defer { scores.deallocate() }
                 for p in p0..<p1 {
                     let s = p / heads, h = p % heads

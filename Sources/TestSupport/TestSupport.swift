@@ -68,3 +68,44 @@ public func compareClose<A: BinaryFloatingPoint, B: BinaryFloatingPoint>(
     return CloseReport(name: name, ok: bad.isEmpty, maxAbsDiff: maxAbs, maxRelDiff: maxRel,
                        count: got.count, mismatches: bad, shapeError: nil)
 }
+
+/// Runs a built executable of this package (`negclip`, `negclip-bench`) for CLI tests. The binaries sit
+/// next to the test bundle in the build folder (`swift build --build-tests` builds them).
+public enum CLIRunner {
+    public struct Result: Sendable {
+        public let status: Int32
+        public let stdout: String
+        public let stderr: String
+    }
+
+    public static func binary(_ name: String) -> URL {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // On Linux the test runner is <build>/negclipPackageTests.xctest; on other layouts walk up.
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent(name)
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return Fixtures.repoRoot.appendingPathComponent(".build/debug/\(name)")
+    }
+
+    public static func run(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> Result {
+        let p = Process()
+        p.executableURL = binary(name)
+        p.arguments = arguments
+        p.currentDirectoryURL = Fixtures.repoRoot
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        let input = Pipe()
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                      stderr: String(decoding: e, as: UTF8.self))
+    }
+}

@@ -5,5 +5,10 @@ struct NegclipBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip-bench",
         abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
-        subcommands: [EncodeBench.self, DumpBench.self])
+        subcommands: [
+            EncodeBench.self,
+            DumpBench.self,
+            ParityDump.self,
+            TokenizeBench.self,
+        ])
 }

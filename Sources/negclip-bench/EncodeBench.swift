@@ -82,7 +82,7 @@ struct EncodeBench: ParsableCommand {
                                 "images_per_s": Double(calls * imageBatch) / best]
             if profile { report["vision_profile"] = try profiled(pass) }
         }
-        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         print(String(decoding: data, as: UTF8.self))
     }
 

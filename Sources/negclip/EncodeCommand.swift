@@ -97,6 +97,6 @@ struct EncodeCommand: ParsableCommand {
 
 /// JSON with sorted keys (stable, diffable outputs).
 func jsonString(_ object: Any) throws -> String {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
     return String(decoding: data, as: UTF8.self)
 }

@@ -8,6 +8,9 @@ struct Negclip: ParsableCommand {
         abstract: "Find where CLIP's text encoder learns negation, then fine-tune there.",
         subcommands: [
             EncodeCommand.self,
+            TokenizeCommand.self,
             DumpCommand.self,
+            MakeWorldCommand.self,
+            EvaluateCommand.self,
         ])
 }

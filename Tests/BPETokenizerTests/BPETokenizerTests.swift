@@ -25,8 +25,14 @@ struct GoldenFile: Decodable {
     let generator: Generator
     let context_length: Int
     let vocabulary_size: Int
+    struct DecodeCase: Decodable {
+        let ids: [Int32]
+        let decoded: String
+        let decoded_skip_special: String
+    }
     let cases: [Case]
     let batches: [Batch]
+    var decode_cases: [DecodeCase] = []
 
     static func load(_ relative: String) throws -> GoldenFile {
         let url = Fixtures.url(relative)
@@ -72,6 +78,17 @@ func checkGoldens(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile, limit: Int =
             failures.append("case \(index): decode(skip) \(skipped.debugDescription) want \(c.decoded_skip_special.debugDescription)")
         }
         if failures.count >= limit { break }
+    }
+    return failures
+}
+
+/// HF decode of random id sequences (one-byte tokens cut UTF-8 characters: U+FFFD replacement).
+func checkDecodes(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] {
+    var failures: [String] = []
+    for (index, c) in golden.decode_cases.enumerated() {
+        let got = tokenizer.decode(c.ids), skipped = tokenizer.decode(c.ids, skipSpecialTokens: true)
+        if !sameScalars(got, c.decoded) { failures.append("decode \(index) \(c.ids): \(got.debugDescription) want \(c.decoded.debugDescription)") }
+        if !sameScalars(skipped, c.decoded_skip_special) { failures.append("decode(skip) \(index) \(c.ids): \(skipped.debugDescription)") }
     }
     return failures
 }
@@ -140,6 +157,13 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         #expect(failures.isEmpty, "\(failures)")
     }
 
+    @Test func hfDecodeOfRandomIDs() throws {
+        let golden = try Shared.openAIGoldens.get()
+        #expect(golden.decode_cases.count >= 50)
+        let failures = checkDecodes(try Shared.openAI.get(), golden)
+        #expect(failures.isEmpty, "\(failures)")
+    }
+
     /// vocab.json + merges.txt written from the .gz load to the same tokenizer (the path model folders take).
     @Test func hfFilesRoundTrip() throws {
         let tok = try Shared.openAI.get()
@@ -169,25 +193,25 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
     }
 
     /// The per-word cache is shared between copies and threads; results must not depend on it.
-    @Test func concurrentEncodingMatchesSerial() async throws {
+    @Test func concurrentEncodingMatchesGoldens() async throws {
         let tok = try Shared.openAI.get()
-        let texts = try Shared.openAIGoldens.get().cases.prefix(200).map(\.text)
-        let fresh = try CLIPTokenizer(openAIVocabGz: Shared.gzURL)
-        let serial = texts.map { fresh.tables.bpe(Array($0.utf8)) }
-        let parallel = await withTaskGroup(of: (Int, [Int32]).self) { group in
-            for (i, t) in texts.enumerated() { group.addTask { (i, tok.tables.bpe(Array(t.utf8))) } }
-            var out = [[Int32]](repeating: [], count: texts.count)
-            for await (i, ids) in group { out[i] = ids }
-            return out
-        }
-        #expect(serial == parallel)
+        let cases = Array(try Shared.openAIGoldens.get().cases.prefix(300))
         let encoded = await withTaskGroup(of: (Int, [Int32]).self) { group in
-            for (i, t) in texts.enumerated() { group.addTask { (i, tok.encode(t)) } }
-            var out = [[Int32]](repeating: [], count: texts.count)
+            for (i, c) in cases.enumerated() { group.addTask { (i, tok.encode(c.text)) } }
+            var out = [[Int32]](repeating: [], count: cases.count)
             for await (i, ids) in group { out[i] = ids }
             return out
         }
-        #expect(encoded == texts.map { fresh.encode($0) })
+        let bad = zip(encoded, cases).enumerated().filter { $0.element.0 != ($0.element.1.truncated ?? $0.element.1.ids) }
+        #expect(bad.isEmpty, "\(bad.prefix(3).map(\.offset))")
+        // Uncached BPE agrees with what the cache now holds.
+        for c in cases.prefix(50) {
+            for word in c.text.lowercased().split(separator: " ") where word.allSatisfy(\.isLetter) && word.allSatisfy(\.isASCII) {
+                var cached: [Int32] = []
+                tok.tables.encodeWord(Array(word.utf8), into: &cached)
+                #expect(cached == tok.tables.bpe(Array(word.utf8)))
+            }
+        }
     }
 }
 
@@ -200,6 +224,47 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         #expect(tok.bosTokenID == 1012 && tok.eosTokenID == 1013 && tok.padTokenID == 1013)
         #expect(tok.contextLength == 77)
         #expect(tok.mergeLines.count == 500)
+        // HF's precedence for the folder's AddedToken flags (see TokenizerConfig).
+        #expect(tok.specialTokens.normalized == ["<|startoftext|>"])
+    }
+
+    /// The tiny vocabulary is the OpenAI one cut after 500 merges (what write_tiny_vocab promises).
+    @Test func isOpenAIPrefix() throws {
+        let tiny = try CLIPTokenizer.load(modelDirectory: Shared.tinyDir)
+        let full = try Shared.openAI.get()
+        #expect(tiny.mergeLines == Array(full.mergeLines.prefix(500)))
+        let differing = (0..<1012).filter { tiny.token(forID: Int32($0)) != full.token(forID: Int32($0)) }
+        #expect(differing.isEmpty, "ids \(differing.prefix(5))")
+        #expect(tiny.token(forID: 1012) == "<|startoftext|>" && tiny.token(forID: 1013) == "<|endoftext|>")
+    }
+
+    /// `added_tokens_decoder` flags win over the role entries (a newer tokenizer_config.json layout).
+    @Test func addedTokensDecoderFlags() throws {
+        let dir = try copyTiny()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("special_tokens_map.json"))
+        try #"""
+        {"added_tokens_decoder": {"1012": {"content": "<|startoftext|>", "normalized": true, "special": true},
+                                  "1013": {"content": "<|endoftext|>", "normalized": true, "special": true}},
+         "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+         "model_max_length": 77}
+        """#.write(to: dir.appendingPathComponent("tokenizer_config.json"), atomically: true, encoding: .utf8)
+        let tok = try CLIPTokenizer.load(modelDirectory: dir)
+        #expect(tok.specialTokens.normalized == ["<|startoftext|>", "<|endoftext|>"])
+        let ids = tok.encode("<|STARTOFTEXT|> <|ENDOFTEXT|>")
+        #expect(ids == [1012, 1012, 1013, 1013])
+        // Without config both match only their exact spelling: the upper-case text is ordinary words.
+        let plain = try CLIPTokenizer(vocabJSON: dir.appendingPathComponent("vocab.json"),
+                                      mergesTXT: dir.appendingPathComponent("merges.txt"))
+        #expect(plain.encode("<|ENDOFTEXT|>").count > 3 && plain.encode("<|endoftext|>") == [1012, 1013, 1013])
+
+        // Also against AddedToken objects saying the opposite (checked with transformers 5.23).
+        try #"""
+        {"added_tokens_decoder": {"1012": {"content": "<|startoftext|>", "normalized": false, "special": true}},
+         "bos_token": {"content": "<|startoftext|>", "normalized": true},
+         "eos_token": {"content": "<|endoftext|>", "normalized": true}}
+        """#.write(to: dir.appendingPathComponent("tokenizer_config.json"), atomically: true, encoding: .utf8)
+        #expect(try CLIPTokenizer.load(modelDirectory: dir).specialTokens.normalized == ["<|endoftext|>"])
     }
 
     @Test func hfGoldensIdentical() throws {
@@ -208,8 +273,9 @@ func checkBatches(_ tokenizer: CLIPTokenizer, _ golden: GoldenFile) -> [String] 
         #expect(golden.cases.count >= 100 && golden.vocabulary_size == 1014)
         let failures = try checkGoldens(tok, golden)
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n"))")
-        let batchFailures = checkBatches(tok, golden)
+        let batchFailures = checkBatches(tok, golden) + checkDecodes(tok, golden)
         #expect(batchFailures.isEmpty, "\(batchFailures)")
+        #expect(golden.decode_cases.count >= 50)
     }
 
     @Test func configChoosesPadTokenAndLength() throws {

@@ -15,6 +15,13 @@ enum Goldens {
         let outputs: [String: [String: [Int]]]
     }
 
+    /// manifest.json's "generator" block: versions the goldens were made with.
+    static let generator: [String: String] = {
+        let data = try! Data(contentsOf: dir.appendingPathComponent("manifest.json"))
+        let manifest = try! JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return (manifest["generator"] as! [String: Any]).mapValues { "\($0)" }
+    }()
+
     static let entries: [Entry] = {
         let data = try! Data(contentsOf: dir.appendingPathComponent("manifest.json"))
         let manifest = try! JSONSerialization.jsonObject(with: data) as! [String: Any]

@@ -58,9 +58,38 @@ import TestSupport
         let imgs = Goldens.entries.prefix(5).map { Goldens.pilRGB($0) }
         let b = p.batch(Array(imgs))
         #expect(b.count == imgs.count * 3 * 40 * 40)
+        #expect(p.batch([RGBImage]()).isEmpty)
+        #expect(try p.batch(files: []).isEmpty)
         for (i, img) in imgs.enumerated() {
             let single = p(img)
             #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
+        }
+    }
+
+    /// The resize pass order changed in Pillow 13 (see ResamplePassOrder); goldens from another
+    /// Pillow would fail the tall-image cases for a reason this names up front.
+    @Test func goldensComeFromPillow13AndThePILBackend() {
+        let pillow = Goldens.generator["pillow"] ?? "?"
+        #expect(pillow.hasPrefix("13."), "goldens made with Pillow \(pillow); the default pass order is Pillow 13's. \(Goldens.regenerate)")
+        #expect(Goldens.generator["processor_class"] == "CLIPImageProcessorPil")
+        #expect(Goldens.generator["transformers"] == "5.23.0")
+    }
+
+    @Test func batchOfFilesDecodesInParallelAndNamesTheFirstBadFile() throws {
+        let p = try Goldens.config("small")
+        let files = Goldens.entries.prefix(6).map(\.file)
+        let b = try p.batch(files: Array(files))
+        for (i, f) in files.enumerated() {
+            let single = p(try ImageDecoder.decode(fileAt: f))
+            #expect(Array(b[(i * single.count)..<((i + 1) * single.count)]) == single)
+        }
+        let missing = URL(fileURLWithPath: "/nonexistent/a.jpg")
+        let alsoMissing = URL(fileURLWithPath: "/nonexistent/b.jpg")
+        do {
+            _ = try p.batch(files: [files[0], missing, files[1], alsoMissing])
+            Issue.record("should throw")
+        } catch let e as ImageError {
+            #expect(e == .unreadable(file: missing.path, reason: "no such file"))
         }
     }
 
@@ -70,6 +99,21 @@ import TestSupport
         #expect(d.shortestEdge == 224 && d.cropHeight == 224 && d.cropWidth == 224)
         #expect(d.mean == loaded.mean && d.std == loaded.std && d.resample == .bicubic)
         #expect(d.rescaleFactor == 1.0 / 255.0)
+    }
+
+    @Test func loadsWhatTransformersSaves() throws {
+        let p = try Goldens.config("hf_saved_default")
+        let d = CLIPImagePreprocessor()
+        #expect(p.shortestEdge == d.shortestEdge && p.cropHeight == d.cropHeight && p.cropWidth == d.cropWidth)
+        #expect(p.mean == d.mean && p.std == d.std && p.rescaleFactor == d.rescaleFactor)
+        #expect(p.resample == .bicubic && p.doResize && p.doCenterCrop && p.doRescale && p.doNormalize)
+    }
+
+    @Test func loadsNestedProcessorConfig() throws {
+        let url = try Self.writeConfig(#"{"image_processor": {"size": {"shortest_edge": 336}, "crop_size": 336}, "processor_class": "CLIPProcessor"}"#)
+        defer { try? FileManager.default.removeItem(at: url.deletingLastPathComponent()) }
+        let p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
+        #expect(p.shortestEdge == 336 && p.cropHeight == 336 && p.cropWidth == 336)
     }
 
     @Test func resizeRuleTruncatesTheLongSide() {

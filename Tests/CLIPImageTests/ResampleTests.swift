@@ -8,7 +8,10 @@ import TestSupport
 /// downscale factor, weights normalised to sum 1; horizontal pass then vertical, each rounded to
 /// uint8 (Pillow stores the intermediate image as uint8). No fixed point, so it may differ from the
 /// fast path by one where a value sits on a rounding boundary.
-func naiveResize(_ img: RGBImage, width: Int, height: Int, filter: ResampleFilter) -> RGBImage {
+/// Pass order: Pillow 13 resizes vertically first when the height shrinks by more than twice as
+/// many pixels as the width (`verticalFirst`), horizontally first otherwise.
+func naiveResize(_ img: RGBImage, width: Int, height: Int, filter: ResampleFilter,
+                 verticalFirst: Bool) -> RGBImage {
     func pass(_ src: [Double], n: Int, stride: Int, lines: Int, outN: Int, lineStride: Int,
               outStride: Int, outLineStride: Int) -> [Double] {
         var out = [Double](repeating: 0, count: outN * lines * 3)
@@ -35,16 +38,19 @@ func naiveResize(_ img: RGBImage, width: Int, height: Int, filter: ResampleFilte
     }
     var cur = img.pixels.map(Double.init)
     var w = img.width, h = img.height
-    if width != w {
+    func horizontal() {
+        guard width != w else { return }
         cur = pass(cur, n: w, stride: 3, lines: h, outN: width, lineStride: w * 3, outStride: 3,
                    outLineStride: width * 3)
         w = width
     }
-    if height != h {
+    func vertical() {
+        guard height != h else { return }
         cur = pass(cur, n: h, stride: w * 3, lines: w, outN: height, lineStride: 3, outStride: w * 3,
                    outLineStride: 3)
         h = height
     }
+    if verticalFirst { vertical(); horizontal() } else { horizontal(); vertical() }
     return RGBImage(width: w, height: h, pixels: cur.map { UInt8($0) })
 }
 
@@ -59,18 +65,32 @@ func naiveResize(_ img: RGBImage, width: Int, height: Int, filter: ResampleFilte
     }
 
     @Test("fast fixed-point resampler agrees with the naive Double one", arguments: [
-        (13, 9, 29, 20), (40, 31, 11, 7), (17, 60, 17, 23), (50, 50, 50, 13), (40, 31, 11, 31), (7, 5, 64, 3), (33, 21, 8, 48),
+        (13, 9, 29, 20), (40, 31, 11, 7), (17, 60, 17, 23), (50, 50, 50, 13), (40, 31, 11, 31), (7, 5, 64, 3),
+        (33, 21, 8, 48), (20, 61, 15, 12), (45, 90, 44, 30),
     ])
     func agreesWithNaive(w: Int, h: Int, ow: Int, oh: Int) {
         for filter in ResampleFilter.allCases {
             let img = Self.noise(w, h, seed: UInt64(w * 1000 + h))
             let fast = PILResampler.resize(img, width: ow, height: oh, filter: filter)
-            let slow = naiveResize(img, width: ow, height: oh, filter: filter)
+            let slow = naiveResize(img, width: ow, height: oh, filter: filter,
+                                   verticalFirst: oh < h && (h - oh) > 2 * (w - ow))
             let rep = ByteReport("\(filter) \(w)x\(h)->\(ow)x\(oh)", got: fast.pixels, want: slow.pixels)
             // Identical except at rounding boundaries moved by the 22-bit fixed-point taps.
             #expect(rep.sizeMismatch == nil && rep.maxDiff <= 1, "\(rep)")
             #expect(rep.differing * 100 <= 3 * fast.pixels.count, "\(rep)")
         }
+    }
+
+    @Test func passOrderMattersAndPillow13IsTheDefault() {
+        // 20x61 -> 15x12: height loses 49 pixels, width 5: Pillow 13 goes vertical first.
+        let img = Self.noise(20, 61, seed: 11)
+        let p13 = PILResampler.resize(img, width: 15, height: 12)
+        let old = PILResampler.resize(img, width: 15, height: 12, order: .horizontalFirst)
+        #expect(p13 != old)
+        #expect(p13 == PILResampler.resize(img, width: 15, height: 12, order: .pillow13))
+        // Growing height: both orders are horizontal first.
+        #expect(PILResampler.resize(img, width: 15, height: 70) ==
+                PILResampler.resize(img, width: 15, height: 70, order: .horizontalFirst))
     }
 
     @Test func sameSizeIsACopyAndConstantStaysConstant() {

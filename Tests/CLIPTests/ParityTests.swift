@@ -48,7 +48,8 @@ import TestSupport
         let g = try Goldens(fixture), model = try Goldens.model(fixture)
         let padded = g.ids("padded_ids"), mask = g.ids("padded_mask")
         let unpadded = zip(padded, mask).map { ids, m in Array(ids[0..<m.reduce(0) { $0 + Int($1) }]) }
-        let enc = try model.encodeText(ids: unpadded, tokens: .all)
+        let enc = try model.encodeText(ids: padded, attentionMask: mask, tokens: .all)
+        #expect(enc.inputIDs == unpadded)
         let w = enc.width, tmax = padded[0].count
         for (k, l) in enc.layers.enumerated() {
             let want = try g.values("padded.hidden_states.\(l)")
@@ -93,6 +94,13 @@ import TestSupport
         let logits = model.logitsPerImage(imageEmbeds: img.embeds, textEmbeds: txt.embeds, dim: img.projectionDim)
         #expect(try g.shape("logits_per_image") == [3, 4])
         try check("logits_per_image", logits, g, "logits_per_image")
+    }
+
+    @Test func leftPaddedMaskIsRejected() throws {
+        let model = try Goldens.model("tiny-clip")
+        #expect(throws: CLIPError.self) {
+            try model.encodeText(ids: [[1013, 1012, 5, 1013]], attentionMask: [[0, 1, 1, 1]])
+        }
     }
 
     @Test func layerSubsetReturnsExactlyThoseLayers() throws {

@@ -39,7 +39,14 @@ void ck_add_bias(float *h, const float *bias, int64_t row0, int64_t row1, int64_
 /// One attention head over one sequence of n tokens (softmax(q k^T * scale + mask) v).
 /// q, k, v point at the head's first column in row-major buffers with row strides ldq / ldk / ldv
 /// (q = qkv + head*d, k = qkv + W + head*d, v = qkv + 2W + head*d for a fused [n, 3W] buffer).
-/// out: [n, d] at stride ldo. scores: scratch of n floats. causal: row i sees columns 0..i.
+/// out: [n, d] at stride ldo. scratch: ck_attention_scratch_floats(n, d) floats. causal: row i sees
+/// columns 0..i.
 void ck_attention_head(const float *q, int64_t ldq, const float *k, int64_t ldk,
                        const float *v, int64_t ldv, float *out, int64_t ldo,
-                       int64_t n, int64_t d, float scale, int causal, float *scores);
+                       int64_t n, int64_t d, float scale, int causal, float *scratch);
+
+/// Scratch floats one ck_attention_head call needs (the head's keys transposed, plus the scores).
+static inline int64_t ck_attention_scratch_floats(int64_t n, int64_t d) {
+    int64_t npad = (n + 7) & ~(int64_t)7;
+    return d * npad + npad;
+}

@@ -1,0 +1,358 @@
+import Foundation
+
+/// An image to embed: a file, optionally cropped to a [x, y, width, height] box (NegRefCOCOg).
+public struct ImageRequest: Hashable, Sendable {
+    public var path: String
+    public var crop: [Double]?
+    public init(path: String, crop: [Double]? = nil) { self.path = path; self.crop = crop }
+}
+
+/// What evaluation needs from a model; the CLI adapts CLIPModel to it, tests use fakes.
+/// Embeddings need not be normalised: evaluation scores with cosine similarity.
+public protocol EmbeddingModel {
+    /// Identifies the weights (e.g. their sha256); keys the image-embedding cache.
+    var identity: String { get }
+    var embeddingDim: Int { get }
+    /// [texts.count, embeddingDim], row-major.
+    func embedTexts(_ texts: [String]) throws -> [Float]
+    /// [images.count, embeddingDim], row-major.
+    func embedImages(_ images: [ImageRequest]) throws -> [Float]
+}
+
+/// Image embeddings on disk, one file per (model identity, image content, crop): a cached vector is
+/// reused only for the same weights and the same bytes, so editing an image or a checkpoint in
+/// place never serves a stale embedding. Keys hash the content with 64-bit FNV-1a.
+public struct ImageEmbeddingCache: Sendable {
+    public let directory: URL
+    public init(directory: URL) { self.directory = directory }
+
+    func key(_ request: ImageRequest, model: String) throws -> URL {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: request.path))
+        var h = fnv1a(bytes)
+        if let crop = request.crop { h = fnv1a(Data(crop.map { String($0) }.joined(separator: ",").utf8), seed: h) }
+        let modelDir = String(model.prefix(64)).replacingOccurrences(of: "/", with: "_")
+        return directory.appendingPathComponent(modelDir).appendingPathComponent(String(format: "%016llx-%d.f32", h, bytes.count))
+    }
+
+    func load(_ request: ImageRequest, model: String, dim: Int) -> [Float]? {
+        guard let url = try? key(request, model: model), let data = try? Data(contentsOf: url),
+              data.count == dim * MemoryLayout<Float>.size else { return nil }
+        return data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    func store(_ vector: [Float], _ request: ImageRequest, model: String) throws {
+        let url = try key(request, model: model)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try vector.withUnsafeBytes { Data($0) }.write(to: url, options: .atomic)
+    }
+}
+
+func fnv1a(_ data: Data, seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+    var h = seed
+    for b in data { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+    return h
+}
+
+/// Progress of an evaluation, reported to a callback (the library never prints).
+public enum EvaluationProgress: Sendable {
+    case texts(done: Int, total: Int)
+    case images(done: Int, total: Int, cached: Int)
+}
+
+/// The results of one model on one data set: every metric with its bootstrap interval.
+public struct EvaluationReport: Codable, Sendable {
+    public var model: String
+    public var modelIdentity: String
+    public var metrics: [String: MetricValue]
+    /// Items that could not be scored, by reason (e.g. an image no query is true of).
+    public var skipped: [String: Int]
+    /// One line per image that could not be embedded.
+    public var problems: [String]
+}
+
+/// Per-item scores before averaging, with what was skipped and why.
+public struct ItemScores: Sendable {
+    public var scores: [String: [Double]]
+    public var skipped: [String: Int]
+    public var problems: [String]
+}
+
+/// Scoring protocols (docs/data.md, "Metrics"). All similarities are cosine.
+public struct Evaluator {
+    public var batchSize = 64
+    public var bootstrapResamples = 1000
+    public var bootstrapSeed: UInt64 = 0
+    public var cache: ImageEmbeddingCache?
+    public var progress: ((EvaluationProgress) -> Void)?
+    public init() {}
+
+    /// The metric names in report order (a name is present only when the data has items for it).
+    public static let metricOrder = [
+        "presence", "absence", "foil", "box_choice",
+        "mcq", "mcq_affirmation", "mcq_negation", "mcq_hybrid",
+        "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_exact_r1", "i2t_exact_r1",
+    ]
+
+    /// Per-item scores of every metric, before averaging (exposed so tests can recompute them).
+    public func itemScores(model: EmbeddingModel, records: [NegationRecord]) throws -> ItemScores {
+        // 1. Everything to embed, deduplicated.
+        var texts: [String] = [], textIndex: [String: Int] = [:]
+        var images: [ImageRequest] = [], imageIndex: [ImageRequest: Int] = [:]
+        func t(_ s: String) { if textIndex[s] == nil { textIndex[s] = texts.count; texts.append(s) } }
+        func i(_ r: ImageRequest) { if imageIndex[r] == nil { imageIndex[r] = images.count; images.append(r) } }
+        for record in records {
+            switch record {
+            case .caption(let r):
+                t(r.caption); i(ImageRequest(path: r.image))
+                r.presenceNegated.map(t); r.foil.map(t)
+                if let a = r.absenceNegated, let c = r.absenceContrastImage { t(a); i(ImageRequest(path: c)) }
+            case .mcq(let r): r.options.forEach(t); i(ImageRequest(path: r.image))
+            case .query(let r): t(r.text); r.relevant.forEach { i(ImageRequest(path: $0)) }; r.image.map { i(ImageRequest(path: $0)) }
+            case .boxes(let r): t(r.phrase); r.boxes.forEach { i(ImageRequest(path: r.image, crop: $0)) }
+            case .pretrain: break
+            }
+        }
+        let dim = model.embeddingDim
+        var textEmb = try embedTexts(texts, model: model)
+        var (imageEmb, failures) = try embedImages(images, model: model)
+        let failed = Set(failures.keys.map { images[$0] })
+        func ok(_ r: ImageRequest) -> Bool { !failed.contains(r) }
+        Metrics.normalizeRows(&textEmb, dim: dim)
+        Metrics.normalizeRows(&imageEmb, dim: dim)
+        func cos(_ text: String, _ image: ImageRequest) -> Float {
+            let a = textIndex[text]! * dim, b = imageIndex[image]! * dim
+            var s: Float = 0
+            for d in 0..<dim { s += textEmb[a + d] * imageEmb[b + d] }
+            return s
+        }
+
+        // 2. Per-item scores.
+        var scores: [String: [Double]] = [:]
+        var skipped: [String: Int] = [:]
+        var queriesBySplit: [String: [QueryRecord]] = [:]
+        var galleryBySplit: [String: [String]] = [:], inGallery: Set<String> = []
+        func gallery(_ split: String, _ path: String) {
+            guard ok(ImageRequest(path: path)) else { return }
+            if inGallery.insert(split + "\u{0}" + path).inserted { galleryBySplit[split, default: []].append(path) }
+        }
+        // Generalisation slices: "metric@tag" for each held-out tag, "metric@seen" for items with
+        // none (only when the data has held-out items at all, else it would repeat the metric).
+        let anyHeldOut = records.contains { $0.tags.contains { $0.hasPrefix("heldout") } }
+        func add(_ metric: String, _ value: Double, tags: [String], ignoring: String? = nil) {
+            scores[metric, default: []].append(value)
+            let held = tags.filter { $0.hasPrefix("heldout") && $0 != ignoring }
+            for tag in held { scores["\(metric)@\(tag)", default: []].append(value) }
+            if held.isEmpty && anyHeldOut { scores["\(metric)@seen", default: []].append(value) }
+        }
+        for record in records {
+            switch record {
+            case .caption(let r):
+                let img = ImageRequest(path: r.image)
+                guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
+                if let n = r.presenceNegated {
+                    add("presence", Metrics.pairScore(right: cos(r.caption, img), wrong: cos(n, img)),
+                        tags: r.tags, ignoring: "heldout-template-absence")
+                }
+                if let f = r.foil {
+                    scores["foil", default: []].append(Metrics.pairScore(right: cos(r.caption, img), wrong: cos(f, img)))
+                }
+                // Absence: the rewrite is true of the image and false of its contrast twin, which
+                // holds the negated object; the caption must prefer the image without it.
+                if let a = r.absenceNegated {
+                    if let c = r.absenceContrastImage, !ok(ImageRequest(path: c)) {
+                        skipped["absence: contrast image could not be embedded", default: 0] += 1
+                    } else if let c = r.absenceContrastImage {
+                        add("absence", Metrics.pairScore(right: cos(a, img), wrong: cos(a, ImageRequest(path: c))),
+                            tags: r.tags, ignoring: "heldout-template-presence")
+                    } else {
+                        skipped["absence: no contrast image", default: 0] += 1
+                    }
+                }
+                gallery(r.split, r.image)
+            case .mcq(let r):
+                let img = ImageRequest(path: r.image)
+                guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
+                let s = Metrics.choiceScore(r.options.map { cos($0, img) }, correct: r.correct)
+                add("mcq", s, tags: r.tags)
+                scores["mcq_\(r.template.rawValue.lowercased())", default: []].append(s)
+            case .boxes(let r):
+                guard r.boxes.allSatisfy({ ok(ImageRequest(path: r.image, crop: $0)) }) else {
+                    skipped["image could not be embedded", default: 0] += 1; continue
+                }
+                let s = r.boxes.map { cos(r.phrase, ImageRequest(path: r.image, crop: $0)) }
+                scores["box_choice", default: []].append(Metrics.choiceScore(s, correct: r.correct))
+            case .query(let r):
+                queriesBySplit[r.split, default: []].append(r)
+                r.relevant.forEach { gallery(r.split, $0) }
+                r.image.map { gallery(r.split, $0) }
+            case .pretrain: break
+            }
+        }
+
+        // 3. Retrieval over the whole split (never one batch): each query ranks every image of its
+        // split; an image counts as correct when the query is true of it (`relevant`).
+        for split in queriesBySplit.keys.sorted() {
+            let queries = queriesBySplit[split]!, images = galleryBySplit[split]!
+            let column = Dictionary(uniqueKeysWithValues: images.enumerated().map { ($1, $0) })
+            // [queries, images] cosines; rows looked up once, then a plain dot-product loop.
+            let qRows = queries.map { textIndex[$0.text]! * dim }
+            let iRows = images.map { imageIndex[ImageRequest(path: $0)]! * dim }
+            var sim = [Float](repeating: 0, count: queries.count * images.count)
+            textEmb.withUnsafeBufferPointer { tp in
+                imageEmb.withUnsafeBufferPointer { ip in
+                    for (q, a) in qRows.enumerated() {
+                        for (j, b) in iRows.enumerated() {
+                            var s: Float = 0
+                            for d in 0..<dim { s += tp[a + d] * ip[b + d] }
+                            sim[q * images.count + j] = s
+                        }
+                    }
+                }
+            }
+            let relevant = queries.map { Set($0.relevant.compactMap { column[$0] }) }
+            let exact = queries.map { q in Set(q.image.flatMap { column[$0] }.map { [$0] } ?? []) }
+            let simT = Metrics.transpose(sim, rows: queries.count, columns: images.count)
+            for k in [1, 5, 10] {
+                let t2i = Metrics.retrievalScores(similarity: sim, rows: queries.count, columns: images.count, relevant: relevant, k: k)
+                let i2t = Metrics.retrievalScores(similarity: simT, rows: images.count, columns: queries.count,
+                                                  relevant: Metrics.invert(relevant, items: images.count), k: k)
+                scores["t2i_r\(k)", default: []] += t2i.scores
+                scores["i2t_r\(k)", default: []] += i2t.scores
+                if k == 1 {
+                    skipped["t2i: query true of no image", default: 0] += t2i.skipped.count
+                    skipped["i2t: image no query is true of", default: 0] += i2t.skipped.count
+                    scores["t2i_exact_r1", default: []] += Metrics.retrievalScores(
+                        similarity: sim, rows: queries.count, columns: images.count, relevant: exact, k: 1).scores
+                    scores["i2t_exact_r1", default: []] += Metrics.retrievalScores(
+                        similarity: simT, rows: images.count, columns: queries.count,
+                        relevant: Metrics.invert(exact, items: images.count), k: 1).scores
+                }
+            }
+        }
+        let problems = failures.keys.sorted().map { failures[$0]! }
+        return ItemScores(scores: scores, skipped: skipped.filter { $0.value > 0 }, problems: problems)
+    }
+
+    /// Evaluate one model: item scores, then means with bootstrap 95% intervals.
+    public func evaluate(model: EmbeddingModel, name: String, records: [NegationRecord]) throws -> EvaluationReport {
+        let items = try itemScores(model: model, records: records)
+        let (scores, skipped) = (items.scores, items.skipped)
+        var metrics: [String: MetricValue] = [:]
+        for (k, v) in scores where !v.isEmpty {
+            metrics[k] = Metrics.bootstrap(v, resamples: bootstrapResamples, seed: bootstrapSeed)
+        }
+        return EvaluationReport(model: name, modelIdentity: model.identity, metrics: metrics, skipped: skipped,
+                                problems: items.problems)
+    }
+
+    func embedTexts(_ texts: [String], model: EmbeddingModel) throws -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(texts.count * model.embeddingDim)
+        var start = 0
+        while start < texts.count {
+            let end = min(texts.count, start + batchSize)
+            let e = try model.embedTexts(Array(texts[start..<end]))
+            try checkShape(e, rows: end - start, dim: model.embeddingDim, what: "text")
+            out += e
+            start = end
+            progress?(.texts(done: end, total: texts.count))
+        }
+        return out
+    }
+
+    /// Embeddings of `images`, and for each image that could not be embedded (unreadable, corrupt),
+    /// why: one bad file must not end an evaluation, so a failing batch is retried image by image.
+    func embedImages(_ images: [ImageRequest], model: EmbeddingModel) throws -> ([Float], [Int: String]) {
+        let dim = model.embeddingDim
+        var out = [Float](repeating: 0, count: images.count * dim)
+        var missing: [Int] = [], failed: [Int: String] = [:]
+        for (i, r) in images.enumerated() {
+            if let v = cache?.load(r, model: model.identity, dim: dim) {
+                out.replaceSubrange((i * dim)..<((i + 1) * dim), with: v)
+            } else { missing.append(i) }
+        }
+        let cached = images.count - missing.count
+        if missing.isEmpty { progress?(.images(done: images.count, total: images.count, cached: cached)) }
+        var start = 0
+        while start < missing.count {
+            let end = min(missing.count, start + batchSize)
+            let batch = missing[start..<end].map { images[$0] }
+            var vectors: [[Float]?]
+            do {
+                let e = try model.embedImages(batch)
+                try checkShape(e, rows: batch.count, dim: dim, what: "image")
+                vectors = (0..<batch.count).map { Array(e[($0 * dim)..<(($0 + 1) * dim)]) }
+            } catch {
+                vectors = []
+                for (j, r) in batch.enumerated() {
+                    do {
+                        let e = try model.embedImages([r])
+                        try checkShape(e, rows: 1, dim: dim, what: "image")
+                        vectors.append(e)
+                    } catch {
+                        failed[missing[start + j]] = "\(r.path)\(r.crop.map { " crop \($0)" } ?? ""): \(error)"
+                        vectors.append(nil)
+                    }
+                }
+            }
+            for (j, i) in missing[start..<end].enumerated() {
+                guard let v = vectors[j] else { continue }
+                out.replaceSubrange((i * dim)..<((i + 1) * dim), with: v)
+                try cache?.store(v, images[i], model: model.identity)
+            }
+            start = end
+            progress?(.images(done: cached + end, total: images.count, cached: cached))
+        }
+        return (out, failed)
+    }
+
+    func checkShape(_ e: [Float], rows: Int, dim: Int, what: String) throws {
+        guard e.count == rows * dim else {
+            throw DataError(.invalidValue, file: "<model>", field: "\(what) embeddings",
+                            "expected \(rows) x \(dim) = \(rows * dim) floats, found \(e.count)")
+        }
+    }
+}
+
+/// Reports side by side: one row per metric, one column per model.
+public enum EvaluationTable {
+    public static func markdown(_ reports: [EvaluationReport]) -> String {
+        var names = Evaluator.metricOrder.filter { m in reports.contains { $0.metrics[m] != nil } }
+        let slices = Set(reports.flatMap { $0.metrics.keys.filter { $0.contains("@") } })
+        names += slices.sorted { a, b in
+            let (ma, mb) = (String(a.prefix { $0 != "@" }), String(b.prefix { $0 != "@" }))
+            let (ia, ib) = (Evaluator.metricOrder.firstIndex(of: ma) ?? .max, Evaluator.metricOrder.firstIndex(of: mb) ?? .max)
+            return ia != ib ? ia < ib : a < b
+        }
+        var s = "| metric | " + reports.map(\.model).joined(separator: " | ") + " |\n"
+        s += "|---|" + String(repeating: "---|", count: reports.count) + "\n"
+        for m in names {
+            s += "| \(m) | " + reports.map { r in
+                guard let v = r.metrics[m] else { return "-" }
+                return String(format: "%.3f [%.3f, %.3f] n=%d", v.value, v.low, v.high, v.count)
+            }.joined(separator: " | ") + " |\n"
+        }
+        return s
+    }
+
+    /// JSON with sorted keys: the reports plus provenance supplied by the caller.
+    public static func json(_ reports: [EvaluationReport], provenance: [String: String]) throws -> Data {
+        struct Out: Encodable { let provenance: [String: String]; let reports: [EvaluationReport] }
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return try e.encode(Out(provenance: provenance, reports: reports))
+    }
+}
+
+/// Make every image path of a record absolute, resolving relative ones against `base`.
+public func absolutized(_ record: NegationRecord, base: URL) -> NegationRecord {
+    func p(_ s: String) -> String { resolveImagePath(s, relativeTo: base).standardizedFileURL.path }
+    switch record {
+    case .caption(var r):
+        r.image = p(r.image); r.absenceContrastImage = r.absenceContrastImage.map(p); return .caption(r)
+    case .mcq(var r): r.image = p(r.image); return .mcq(r)
+    case .query(var r): r.image = r.image.map(p); r.relevant = r.relevant.map(p); return .query(r)
+    case .boxes(var r): r.image = p(r.image); return .boxes(r)
+    case .pretrain(var r): r.image = p(r.image); return .pretrain(r)
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and the same numbers on every platform, so
+/// generated worlds are byte-identical across runs and machines. Never the system generator.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in 0..<n without modulo bias worth caring about for n << 2^64 (Lemire's method
+    /// would be exact; the stdlib's `Int.random(in:using:)` is avoided because its algorithm is
+    /// not promised to stay the same across Swift versions, and worlds must not change).
+    public mutating func below(_ n: Int) -> Int {
+        precondition(n > 0)
+        return Int(next().multipliedFullWidth(by: UInt64(n)).high)
+    }
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    public mutating func uniform(_ lo: Double, _ hi: Double) -> Double { lo + (hi - lo) * unit() }
+    public mutating func chance(_ p: Double) -> Bool { unit() < p }
+    public mutating func pick<T>(_ items: [T]) -> T { items[below(items.count)] }
+    /// Fisher-Yates with `below`, for the same reason as above.
+    public mutating func shuffle<T>(_ items: inout [T]) {
+        guard items.count > 1 else { return }
+        for i in stride(from: items.count - 1, to: 0, by: -1) { items.swapAt(i, below(i + 1)) }
+    }
+    /// A child generator for one item, so items do not shift when an earlier one changes.
+    public static func derived(seed: UInt64, stream: UInt64, index: UInt64) -> SplitMix64 {
+        var g = SplitMix64(seed: seed ^ (stream &* 0xD6E8_FEB8_6659_FD93))
+        g.state &+= index &* 0x9E37_79B9_7F4A_7C15
+        _ = g.next()
+        return SplitMix64(seed: g.next())
+    }
+}
+
+/// The world's colours: names are single words of the world vocabulary; RGB values are far
+/// apart so that a small CNN can tell them apart under background noise.
+public enum WorldColour: String, CaseIterable, Codable, Sendable {
+    case red, green, blue, yellow, purple, orange, white, black
+    public var rgb: (UInt8, UInt8, UInt8) {
+        switch self {
+        case .red: return (220, 30, 30)
+        case .green: return (30, 170, 40)
+        case .blue: return (30, 60, 220)
+        case .yellow: return (240, 220, 30)
+        case .purple: return (140, 40, 180)
+        case .orange: return (250, 140, 20)
+        case .white: return (250, 250, 250)
+        case .black: return (10, 10, 10)
+        }
+    }
+}
+
+public enum WorldShape: String, CaseIterable, Codable, Sendable {
+    case circle, square, triangle, diamond, cross, ring
+
+    /// Whether pixel offset (dx, dy) from the centre, in units of the radius, is inside.
+    func contains(dx: Double, dy: Double) -> Bool {
+        switch self {
+        case .circle: return dx * dx + dy * dy <= 1
+        case .square: return abs(dx) <= 0.8 && abs(dy) <= 0.8
+        case .diamond: return abs(dx) + abs(dy) <= 1
+        case .cross: return (abs(dx) <= 0.3 && abs(dy) <= 1) || (abs(dy) <= 0.3 && abs(dx) <= 1)
+        case .ring:
+            let d2 = dx * dx + dy * dy
+            return d2 <= 1 && d2 >= 0.3
+        case .triangle:
+            // Apex up at dy = -1, base at dy = +0.8; the half-width grows linearly down the height.
+            guard dy >= -1, dy <= 0.8 else { return false }
+            return abs(dx) <= (dy + 1) / 1.8
+        }
+    }
+}
+
+/// A colour-shape combination, the unit of the world's semantics ("red circle").
+public struct ObjectKind: Hashable, Codable, Comparable, Sendable, CustomStringConvertible {
+    public let colour: WorldColour
+    public let shape: WorldShape
+    public init(_ colour: WorldColour, _ shape: WorldShape) { self.colour = colour; self.shape = shape }
+    public var name: String { "\(colour.rawValue) \(shape.rawValue)" }
+    public var description: String { name }
+    /// Parses "red circle"; nil for anything else.
+    public init?(name: String) {
+        let parts = name.split(separator: " ")
+        guard parts.count == 2, let c = WorldColour(rawValue: String(parts[0])),
+              let s = WorldShape(rawValue: String(parts[1])) else { return nil }
+        self.init(c, s)
+    }
+    public static var all: [ObjectKind] {
+        WorldColour.allCases.flatMap { c in WorldShape.allCases.map { ObjectKind(c, $0) } }
+    }
+    var index: Int {
+        WorldColour.allCases.firstIndex(of: colour)! * WorldShape.allCases.count + WorldShape.allCases.firstIndex(of: shape)!
+    }
+    public static func < (a: ObjectKind, b: ObjectKind) -> Bool { a.index < b.index }
+    /// Shares a colour or a shape (the "plausible absent object" of an absence negation).
+    public func isRelated(to other: ObjectKind) -> Bool {
+        self != other && (colour == other.colour || shape == other.shape)
+    }
+}
+
+/// One drawn object: centre and radius in pixels.
+public struct SceneObject: Codable, Equatable, Sendable {
+    public var kind: ObjectKind
+    public var x: Double
+    public var y: Double
+    public var radius: Double
+}
+
+/// A scene: distinct object kinds (never two red circles, so captions need no counting) at
+/// non-overlapping positions, plus the seed of its background noise.
+public struct Scene: Codable, Equatable, Sendable {
+    public var objects: [SceneObject]
+    public var noiseSeed: UInt64
+    public var kinds: Set<ObjectKind> { Set(objects.map(\.kind)) }
+    public var objectNames: [String] { objects.map(\.kind.name) }
+
+    /// Place `kinds` at random non-overlapping positions in a size x size image. The radius range
+    /// shrinks with the number of objects so that four always fit.
+    public static func random(kinds: [ObjectKind], size: Int, rng: inout SplitMix64) -> Scene {
+        var objects: [SceneObject] = []
+        for kind in kinds { objects.append(place(kind, among: objects, size: size, rng: &rng)) }
+        return Scene(objects: objects, noiseSeed: rng.next())
+    }
+
+    static func place(_ kind: ObjectKind, among objects: [SceneObject], size: Int, rng: inout SplitMix64) -> SceneObject {
+        let s = Double(size)
+        let rMin = 0.08 * s, rMax = 0.16 * s
+        var best = SceneObject(kind: kind, x: s / 2, y: s / 2, radius: rMin)
+        var bestGap = -Double.infinity
+        // Rejection sampling; keep the least-overlapping try so placement always terminates.
+        for _ in 0..<200 {
+            let r = rng.uniform(rMin, rMax)
+            let x = rng.uniform(r + 1, s - r - 1), y = rng.uniform(r + 1, s - r - 1)
+            var gap = Double.infinity
+            for o in objects {
+                let dx = o.x - x, dy = o.y - y
+                gap = min(gap, (dx * dx + dy * dy).squareRoot() - o.radius - r - 1)
+            }
+            if gap > bestGap { best = SceneObject(kind: kind, x: x, y: y, radius: r); bestGap = gap }
+            if gap >= 0 { break }
+        }
+        return best
+    }
+
+    /// Render to RGB bytes, row-major [size, size, 3]. The background is grey with strong
+    /// per-pixel noise and a random tint; objects get weaker noise so colours stay readable.
+    public func render(size: Int) -> [UInt8] {
+        var rng = SplitMix64(seed: noiseSeed)
+        let base = (90 + rng.below(60), 90 + rng.below(60), 90 + rng.below(60))
+        var px = [UInt8](repeating: 0, count: size * size * 3)
+        func clamp(_ v: Int) -> UInt8 { UInt8(max(0, min(255, v))) }
+        for y in 0..<size {
+            for x in 0..<size {
+                let o = (y * size + x) * 3
+                var colour = (base.0, base.1, base.2)
+                var amplitude = 40
+                // Sample at the pixel centre; later objects are drawn on top (they never overlap
+                // by construction, except when placement gave up, which is rare).
+                for obj in objects {
+                    let dx = (Double(x) + 0.5 - obj.x) / obj.radius, dy = (Double(y) + 0.5 - obj.y) / obj.radius
+                    if obj.kind.shape.contains(dx: dx, dy: dy) {
+                        let c = obj.kind.colour.rgb
+                        colour = (Int(c.0), Int(c.1), Int(c.2)); amplitude = 12
+                    }
+                }
+                let n = rng.below(2 * amplitude + 1) - amplitude
+                px[o] = clamp(colour.0 + n + rng.below(9) - 4)
+                px[o + 1] = clamp(colour.1 + n + rng.below(9) - 4)
+                px[o + 2] = clamp(colour.2 + n + rng.below(9) - 4)
+            }
+        }
+        return px
+    }
+}

@@ -1,0 +1,116 @@
+import ArgumentParser
+import CLIP
+import Foundation
+import NegationData
+import Provenance
+
+/// `negclip evaluate`: negation benchmarks for one or more models, side by side.
+struct EvaluateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evaluate",
+        abstract: "Score CLIP models on negation data: presence, absence, MCQ, box choice and retrieval, with bootstrap 95% intervals.",
+        discussion: """
+            Data files are our JSONL (docs/data.md) or a peer format, detected from the extension and \
+            keys or named with --format. Bad records and missing images are reported on stderr, counted \
+            and skipped. Similarities are cosine. Retrieval ranks every image of a query's split, and an \
+            image counts as correct when the query is true of it (exact-pair R@1 beside it). Prints a \
+            Markdown table (metrics x models) on stdout; --json writes the same with provenance.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("HF CLIP checkpoint folder (repeat to compare models).", valueName: "dir"))
+    var model: [String]
+
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Data files (JSONL or a peer format).", valueName: "file"))
+    var data: [String]
+
+    @Option(name: .long, help: "Format of every --data file: auto, \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var format: String = "auto"
+
+    @Option(name: .long, help: ArgumentHelp("Folder that image paths in peer-format files are relative to (default: each file's folder; JSONL paths are always relative to the JSONL file).", valueName: "dir"))
+    var images: String?
+
+    @Option(name: .long, help: "Keep only records of this split (e.g. test); default: all records.")
+    var split: String?
+
+    @Option(name: .long, help: "CC-Neg: the last N rows are the evaluation split (CoN-CLIP uses 40000); needs --split test to keep only them.")
+    var ccnegEvalTail: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Image-embedding cache folder, keyed by (weights sha256, image bytes, crop).", valueName: "dir"))
+    var cache: String?
+
+    @Option(name: .long, help: ArgumentHelp("Write the results with provenance as JSON (sorted keys) to this file.", valueName: "file"))
+    var json: String?
+
+    @Option(name: .long, help: "Bootstrap resamples for the 95% intervals.")
+    var bootstrap: Int = 1000
+
+    @Option(name: .long, help: "Seed of the bootstrap.")
+    var seed: UInt64 = 0
+
+    @Option(name: .long, help: "Texts or images per forward pass.")
+    var batchSize: Int = 64
+
+    @Option(name: .long, help: "Data problems listed on stderr per file (all are counted).")
+    var maxIssues: Int = 20
+
+    func validate() throws {
+        if model.isEmpty { throw ValidationError("give at least one --model") }
+        if data.isEmpty { throw ValidationError("give at least one --data file") }
+        if format != "auto" && ImportFormat(rawValue: format) == nil {
+            throw ValidationError("--format: expected auto or one of \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
+        }
+        if batchSize < 1 || bootstrap < 0 { throw ValidationError("--batch-size must be >= 1 and --bootstrap >= 0") }
+    }
+
+    func run() throws {
+        var records: [NegationRecord] = []
+        var options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) })
+        options.ccnegEvaluationTail = ccnegEvalTail
+        for file in data {
+            let url = URL(fileURLWithPath: file)
+            let result = try Importers.load(url, format: format == "auto" ? nil : ImportFormat(rawValue: format), options: options)
+            log("data \(file): \(result.summary)")
+            for issue in result.issues.prefix(maxIssues) { log("  \(issue)") }
+            if result.issues.count > maxIssues { log("  ... \(result.issues.count - maxIssues) more") }
+            records += result.records.filter { split == nil || $0.split == split }
+        }
+        guard !records.isEmpty else {
+            throw ValidationError("no records to evaluate\(split.map { " in split \($0)" } ?? "") in \(data.joined(separator: ", "))")
+        }
+        var evaluator = Evaluator()
+        evaluator.batchSize = batchSize
+        evaluator.bootstrapResamples = bootstrap
+        evaluator.bootstrapSeed = seed
+        evaluator.cache = cache.map { ImageEmbeddingCache(directory: URL(fileURLWithPath: $0)) }
+        evaluator.progress = { p in
+            switch p {
+            case let .texts(done, total): if done == total { log("texts \(done)/\(total)") }
+            case let .images(done, total, cached): if done == total { log("images \(done)/\(total) (\(cached) cached)") }
+            }
+        }
+        var reports: [EvaluationReport] = []
+        for dir in model {
+            let start = Date()
+            let clip = try CLIPModel.load(directory: URL(fileURLWithPath: dir))
+            let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
+            let report = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, records: records)
+            for (reason, n) in report.skipped.sorted(by: { $0.key < $1.key }) { log("  skipped \(n): \(reason)") }
+            for problem in report.problems.prefix(maxIssues) { log("  \(problem)") }
+            log("model \(dir): \(report.metrics.count) metrics (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+            reports.append(report)
+        }
+        print(EvaluationTable.markdown(reports), terminator: "")
+        if let json {
+            var provenance = ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
+                              "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%",
+                              "records": "\(records.count)"]
+            for (i, file) in data.enumerated() {
+                provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
+            }
+            try EvaluationTable.json(reports, provenance: provenance).write(to: URL(fileURLWithPath: json))
+            log("wrote \(json)")
+        }
+    }
+}
+
+private func log(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }

@@ -1,0 +1,87 @@
+import ArgumentParser
+import BPETokenizer
+import Foundation
+
+/// `negclip tokenize`: token ids as HF CLIPTokenizer gives them, one JSON array per input line.
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Print the CLIP token ids of each input line as one JSON array per line.",
+        discussion: """
+            Input: the TEXT arguments (one line of output each), else the lines of --file, else the lines of \
+            standard input. Ids include <|startoftext|> and <|endoftext|> and are truncated to the context \
+            length (the end token is kept), exactly as HF CLIPTokenizer(truncation=True).
+            """)
+
+    @Option(name: .long, help: "HF model folder with vocab.json + merges.txt (tokenizer_config.json and special_tokens_map.json are honoured).")
+    var model: String?
+
+    @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz; used instead of --model when both are given.")
+    var vocab: String?
+
+    @Option(name: .long, help: "Read input lines from this UTF-8 file.")
+    var file: String?
+
+    @Option(name: .long, help: "Context length in tokens (default: the model folder's model_max_length, else 77).")
+    var contextLength: Int?
+
+    @Flag(name: .long, help: "Do not truncate (no context-length limit).")
+    var noTruncate = false
+
+    @Argument(help: "Texts to tokenize.")
+    var text: [String] = []
+
+    func validate() throws {
+        if model == nil && vocab == nil { throw ValidationError("give --model DIR or --vocab FILE.txt.gz") }
+        if file != nil && !text.isEmpty { throw ValidationError("give either --file or TEXT arguments, not both") }
+    }
+
+    func run() throws {
+        var tokenizer: CLIPTokenizer
+        if let vocab {
+            tokenizer = try CLIPTokenizer(openAIVocabGz: URL(fileURLWithPath: vocab))
+        } else {
+            tokenizer = try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: model!))
+        }
+        if let contextLength { tokenizer = try tokenizer.withContextLength(contextLength) }
+
+        let lines: [String]
+        if !text.isEmpty {
+            lines = text
+        } else if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("\(file): cannot read")
+            }
+            guard let content = String(data: data, encoding: .utf8) else {
+                throw ValidationError("\(file): expected UTF-8 text")
+            }
+            lines = splitLines(content)
+        } else {
+            lines = splitLines(String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self))
+        }
+        var out = ""
+        for line in lines {
+            let ids = noTruncate ? tokenizer.encodeUnlimited(line) : tokenizer.encode(line)
+            out += "[" + ids.map(String.init).joined(separator: ",") + "]\n"
+            if out.utf8.count > 1 << 16 { FileHandle.standardOutput.write(Data(out.utf8)); out = "" }
+        }
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+
+    /// Lines without their terminators ("\n" or "\r\n"); a final newline does not start another line.
+    /// Split on bytes: as a Swift Character, "\r\n" is one grapheme and would not match "\n".
+    func splitLines(_ s: String) -> [String] {
+        var lines = s.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { line in
+            String(decoding: line.last == UInt8(ascii: "\r") ? line.dropLast() : line, as: UTF8.self)
+        }
+        if lines.last == "" { lines.removeLast() }
+        return lines
+    }
+}
+
+extension CLIPTokenizer {
+    /// `<|startoftext|> ids <|endoftext|>` without truncation.
+    func encodeUnlimited(_ text: String) -> [Int32] {
+        [bosTokenID] + encodeWithoutSpecialTokens(text) + [eosTokenID]
+    }
+}

@@ -1,0 +1,32 @@
+import CLIPImage
+import Foundation
+import Testing
+import TestSupport
+@testable import CLIP
+
+/// Strings and image files through our tokenizer, image preprocessing and model, against
+/// CLIPTokenizer + CLIPImageProcessor(PIL) + CLIPModel (scripts/fixtures/model.py, e2e.*).
+@Suite struct EndToEndTests {
+    @Test(arguments: ["tiny-clip", "tiny-clip-gelu-legacy"])
+    func captionsAndImageFilesMatchTransformers(fixture: String) throws {
+        let g = try Goldens(fixture), model = try Goldens.model(fixture)
+        let captions = try #require(g.meta["e2e_captions"] as? [String])
+        let files = try #require(g.meta["e2e_images"] as? [String])
+        let text = try model.encodeText(captions)
+        #expect(text.inputIDs == g.ids("e2e_input_ids"))
+        let dim = text.projectionDim
+        let t = l2Normalized(text.embeds, dim: dim)
+        let r1 = compareClose("\(fixture) e2e.text_embeds", got: t, want: try g.values("e2e.text_embeds"), atol: atol, rtol: rtol)
+        #expect(r1.ok, "\(r1)")
+
+        let pre = try CLIPImagePreprocessor.load(preprocessorConfig: Fixtures.url(fixture).appendingPathComponent("preprocessor_config.json"))
+        let images = try files.map { try ImageDecoder.decode(fileAt: Fixtures.url("images/src/\($0)")) }
+        let img = try model.encodeImages(pixels: pre.batch(images), count: images.count)
+        let v = l2Normalized(img.embeds, dim: dim)
+        let r2 = compareClose("\(fixture) e2e.image_embeds", got: v, want: try g.values("e2e.image_embeds"), atol: atol, rtol: rtol)
+        #expect(r2.ok, "\(r2)")
+        let logits = model.logitsPerImage(imageEmbeds: img.embeds, textEmbeds: text.embeds, dim: dim)
+        let r3 = compareClose("\(fixture) e2e.logits_per_image", got: logits, want: try g.values("e2e.logits_per_image"), atol: 1e-4, rtol: 1e-4)
+        #expect(r3.ok, "\(r3)")
+    }
+}
