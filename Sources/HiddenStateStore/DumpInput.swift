@@ -86,6 +86,32 @@ public struct CaptionFile: Sendable {
             }
             return l
         }
+        // The negation data schema (docs/data.md): typed records; `caption` records carry their
+        // rewrites under `presence_negated` / `absence_negated` / `foil`, and `id` is the pair id.
+        if let type = try text("type") {
+            switch type {
+            case "caption":
+                guard let caption = try text("caption"), !caption.isEmpty, let id = try text("id") else {
+                    throw fail("caption record: expected non-empty \"caption\" and \"id\"")
+                }
+                let image = try text("image")
+                var out = [DumpItem(id: id, caption: caption, label: .affirmative, pairID: id, image: image)]
+                for (key, label) in [("presence_negated", ItemLabel.presenceNegated), ("absence_negated", .absenceNegated),
+                                     ("foil", .unlabeled)] {
+                    if let t = try text(key), !t.isEmpty {
+                        out.append(DumpItem(id: "\(id):\(key)", caption: t, label: label, pairID: id, image: image))
+                    }
+                }
+                return out
+            case "pretrain":
+                guard let caption = try text("caption"), !caption.isEmpty else {
+                    throw fail("pretrain record: expected a non-empty \"caption\"")
+                }
+                return [DumpItem(id: try text("id") ?? "line-\(lineNumber)", caption: caption, image: try text("image"))]
+            default:
+                return []  // mcq, query, boxes: no single caption to dump
+            }
+        }
         guard let caption = try text("caption"), !caption.isEmpty else {
             throw fail("missing field \"caption\": expected a non-empty string")
         }

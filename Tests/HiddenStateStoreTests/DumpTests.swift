@@ -69,6 +69,24 @@ struct FakeEncoder {
         ])
     }
 
+    @Test func negationDataRecords() throws {
+        let url = try write("""
+            {"type": "caption", "id": "w1", "image": "a.png", "caption": "a red circle", "presence_negated": "no red circle", "absence_negated": "a red circle and no square", "split": "test"}
+            {"type": "mcq", "id": "m1", "image": "a.png", "options": ["a", "b", "c", "d"], "correct": 0, "template": "Negation"}
+            {"type": "pretrain", "id": "p1", "image": "b.png", "caption": "a square", "noise_negation": false}
+            {"type": "caption", "id": "w2", "image": "c.png", "caption": "two dogs", "foil": "two cats"}
+            """, "world.jsonl")
+        let items = try CaptionFile(url: url).items()
+        #expect(items == [
+            DumpItem(id: "w1", caption: "a red circle", label: .affirmative, pairID: "w1", image: "a.png"),
+            DumpItem(id: "w1:presence_negated", caption: "no red circle", label: .presenceNegated, pairID: "w1", image: "a.png"),
+            DumpItem(id: "w1:absence_negated", caption: "a red circle and no square", label: .absenceNegated, pairID: "w1", image: "a.png"),
+            DumpItem(id: "p1", caption: "a square", image: "b.png"),
+            DumpItem(id: "w2", caption: "two dogs", label: .affirmative, pairID: "w2", image: "c.png"),
+            DumpItem(id: "w2:foil", caption: "two cats", label: .unlabeled, pairID: "w2", image: "c.png"),
+        ])
+    }
+
     @Test(arguments: [
         ("{\"caption\": \"x\"}\n{\"caption\": \"y\", \"label\": \"negated\"}", "d.jsonl:2: field \"label\": expected one of [\"affirmative\", \"presence_negated\", \"absence_negated\"], found \"negated\""),
         ("{\"text\": \"x\"}", "d.jsonl:1: missing field \"caption\": expected a non-empty string"),
