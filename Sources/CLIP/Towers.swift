@@ -226,17 +226,23 @@ public final class TextTower: @unchecked Sendable {
     }
 
     func project(_ pooled: [Float], count: Int) -> [Float] {
-        guard let projection, count > 0 else { return [] }
-        let p = projection.shape[0]
-        var out = [Float](repeating: 0, count: count * p)
-        pooled.withUnsafeBufferPointer { x in
-            out.withUnsafeMutableBufferPointer { y in
-                Kernels.linear(x.baseAddress!, rows: count, inDim: config.hiddenSize, weight: projection.p,
-                               outDim: p, into: y.baseAddress!)
-            }
-        }
-        return out
+        projectRows(pooled, count: count, inDim: config.hiddenSize, projection: projection)
     }
+}
+
+/// embeds [count, P] = pooled [count, W] . projection [P, W]^T (text_projection / visual_projection have
+/// no bias); empty when the checkpoint has no projection.
+func projectRows(_ pooled: [Float], count: Int, inDim: Int, projection: Param?) -> [Float] {
+    guard let projection, count > 0 else { return [] }
+    let p = projection.shape[0]
+    var out = [Float](repeating: 0, count: count * p)
+    pooled.withUnsafeBufferPointer { x in
+        out.withUnsafeMutableBufferPointer { y in
+            Kernels.linear(x.baseAddress!, rows: count, inDim: inDim, weight: projection.p, outDim: p,
+                           into: y.baseAddress!)
+        }
+    }
+    return out
 }
 
 /// The vision transformer: patch embedding (a stride-`patch` convolution without bias, done as
@@ -350,17 +356,7 @@ public final class VisionTower: @unchecked Sendable {
                 start += m
             }
         }
-        var embeds: [Float] = []
-        if let projection, count > 0 {
-            let p = projection.shape[0]
-            embeds = [Float](repeating: 0, count: count * p)
-            pooled.withUnsafeBufferPointer { x in
-                embeds.withUnsafeMutableBufferPointer { y in
-                    Kernels.linear(x.baseAddress!, rows: count, inDim: w, weight: projection.p, outDim: p,
-                                   into: y.baseAddress!)
-                }
-            }
-        }
+        let embeds = projectRows(pooled, count: count, inDim: w, projection: projection)
         return ImageEncoding(count: count, width: w, projectionDim: projectionDim, tokensPerImage: n,
                              layers: layerList, classHiddenStates: recorder.pooledRows,
                              tokenHiddenStates: selection == .all ? recorder.tokens : nil,
