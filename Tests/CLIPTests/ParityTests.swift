@@ -4,14 +4,38 @@ import TestSupport
 @testable import CLIP
 
 /// Every hidden state, last_hidden_state, pooled output, projection and logits against transformers.
+/// Worst max|diff| seen by one test, printed when the test ends.
+final class WorstDiff: @unchecked Sendable {
+    private var report: CloseReport?
+    private var count = 0
+    let verbose = ProcessInfo.processInfo.environment["NEGCLIP_TENSOR_REPORT"] != nil
+
+    func note(_ r: CloseReport) {
+        count += 1
+        if verbose { print(r) }
+        if report == nil || r.maxAbsDiff > report!.maxAbsDiff { report = r }
+    }
+
+    deinit {
+        if let report { print("parity: \(count) tensors, worst \(report.name) max|diff|=\(report.maxAbsDiff)") }
+    }
+}
+
 @Suite struct ParityTests {
     static let clipFixtures = ["tiny-clip", "tiny-clip-fp16", "tiny-clip-bf16", "tiny-clip-gelu-legacy"]
 
+    /// Compares one tensor; prints `TENSOR OK name max|diff|` lines when NEGCLIP_TENSOR_REPORT is set,
+    /// and each test prints its worst tensor (llm.c's test_gpt2 habit).
     func check(_ name: String, _ got: [Float], _ g: Goldens, _ key: String) throws {
         let want = try g.values(key)
         let r = compareClose("\(g.name):\(name)", got: got, want: want, atol: atol, rtol: rtol)
         #expect(r.ok, "\(r)")
+        worst.note(r)
     }
+
+    let worst = WorstDiff()
+
+    init() {}
 
     @Test(arguments: clipFixtures + ["tiny-text-proj"])
     func textEverySequenceAlone(fixture: String) throws {
