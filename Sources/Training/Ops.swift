@@ -1,3 +1,4 @@
+import CBLAS
 import TensorKernels
 
 /// Forward/backward pairs of every op of the CLIP text tower, llm.c style (`train_gpt2.c`): plain
@@ -79,8 +80,71 @@ public enum Ops {
 
     // MARK: linear
 
-    /// out[N, OC] = inp[N, C] . weight[OC, C]^T + bias[OC]   (nn.Linear; HF stores weights [out, in])
+    /// out[N, OC] = inp[N, C] . weight[OC, C]^T + bias[OC]   (nn.Linear; HF stores weights [out, in]).
+    /// Float goes to BLAS (`linearForwardBLAS`); other types (Double for the checks) to the reference.
     public static func linearForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
+                                              _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>?,
+                                              _ N: Int, _ C: Int, _ OC: Int) {
+        if T.self == Float.self {
+            linearForwardBLAS(f(out), f(inp), f(weight), bias.map(f), N, C, OC)
+        } else {
+            linearForwardReference(out, inp, weight, bias, N, C, OC)
+        }
+    }
+
+    /// dinp += dout . weight;  dweight += dout^T . inp;  dbias += sum_r dout   (BLAS for Float)
+    public static func linearBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
+                                               _ dbias: UnsafeMutablePointer<T>?, _ dout: UnsafePointer<T>,
+                                               _ inp: UnsafePointer<T>, _ weight: UnsafePointer<T>,
+                                               _ N: Int, _ C: Int, _ OC: Int) {
+        if T.self == Float.self {
+            linearBackwardBLAS(dinp.map(f), dweight.map(f), dbias.map(f), f(dout), f(inp), f(weight), N, C, OC)
+        } else {
+            linearBackwardReference(dinp, dweight, dbias, dout, inp, weight, N, C, OC)
+        }
+    }
+
+    @inline(__always) static func f<T>(_ p: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+    }
+    @inline(__always) static func f<T>(_ p: UnsafePointer<T>) -> UnsafePointer<Float> {
+        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+    }
+
+    /// The fast Float kernel of `linearForward`: out = bias (broadcast), then out += inp . weight^T.
+    public static func linearForwardBLAS(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                                         _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+                                         _ N: Int, _ C: Int, _ OC: Int) {
+        guard N > 0, OC > 0 else { return }
+        for r in 0..<N {
+            if let bias { (out + r * OC).update(from: bias, count: OC) } else { (out + r * OC).update(repeating: 0, count: OC) }
+        }
+        guard C > 0 else { return }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(OC), Int32(C),
+                    1, inp, Int32(C), weight, Int32(C), 1, out, Int32(OC))
+    }
+
+    /// The fast Float kernel of `linearBackward` (two GEMMs with beta = 1, so they accumulate).
+    public static func linearBackwardBLAS(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>?,
+                                          _ dbias: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
+                                          _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+                                          _ N: Int, _ C: Int, _ OC: Int) {
+        guard N > 0, C > 0, OC > 0 else { return }
+        // dinp[N, C] += dout[N, OC] . weight[OC, C]
+        if let dinp {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(N), Int32(C), Int32(OC),
+                        1, dout, Int32(OC), weight, Int32(C), 1, dinp, Int32(C))
+        }
+        // dweight[OC, C] += dout^T[OC, N] . inp[N, C]
+        if let dweight {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(OC), Int32(C), Int32(N),
+                        1, dout, Int32(OC), inp, Int32(C), 1, dweight, Int32(C))
+        }
+        if let dbias { for r in 0..<N { let d = dout + r * OC; for o in 0..<OC { dbias[o] += d[o] } } }
+    }
+
+    /// Naive reference of `linearForward`.
+    public static func linearForwardReference<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                               _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>?,
                                               _ N: Int, _ C: Int, _ OC: Int) {
         for r in 0..<N {
@@ -94,8 +158,8 @@ public enum Ops {
         }
     }
 
-    /// dinp += dout . weight;  dweight += dout^T . inp;  dbias += sum_r dout
-    public static func linearBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
+    /// Naive reference of `linearBackward`.
+    public static func linearBackwardReference<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
                                                _ dbias: UnsafeMutablePointer<T>?, _ dout: UnsafePointer<T>,
                                                _ inp: UnsafePointer<T>, _ weight: UnsafePointer<T>,
                                                _ N: Int, _ C: Int, _ OC: Int) {

@@ -150,3 +150,37 @@ func checkOp(_ name: String, _ inputs: [[Double]], names: [String], outCount: In
         }
     }
 }
+
+/// The BLAS Float kernels against their naive references (odd shapes: no SIMD-friendly sizes).
+@Suite struct FastKernelTests {
+    @Test(arguments: [(1, 1, 1), (5, 7, 9), (3, 33, 17), (13, 8, 24)])
+    func linearBLASMatchesReference(n: Int, c: Int, oc: Int) {
+        var rng = TestRNG(seed: 40)
+        let x = rng.normals(n * c).map(Float.init), w = rng.normals(oc * c).map(Float.init)
+        let b = rng.normals(oc).map(Float.init), d = rng.normals(n * oc).map(Float.init)
+        let start = rng.normals(n * c + oc * c + oc).map(Float.init)   // gradients accumulate onto these
+        func run(_ fast: Bool) -> [[Float]] {
+            var out = [Float](repeating: 0, count: n * oc)
+            var dx = Array(start[0..<(n * c)]), dw = Array(start[(n * c)..<(n * c + oc * c)]), db = Array(start[(n * c + oc * c)...])
+            x.withUnsafeBufferPointer { x in w.withUnsafeBufferPointer { w in b.withUnsafeBufferPointer { b in d.withUnsafeBufferPointer { d in
+                out.withUnsafeMutableBufferPointer { o in dx.withUnsafeMutableBufferPointer { dx in
+                    dw.withUnsafeMutableBufferPointer { dw in db.withUnsafeMutableBufferPointer { db in
+                        if fast {
+                            Ops.linearForwardBLAS(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, n, c, oc)
+                            Ops.linearBackwardBLAS(dx.baseAddress!, dw.baseAddress!, db.baseAddress!, d.baseAddress!, x.baseAddress!, w.baseAddress!, n, c, oc)
+                        } else {
+                            Ops.linearForwardReference(o.baseAddress!, x.baseAddress!, w.baseAddress!, b.baseAddress!, n, c, oc)
+                            Ops.linearBackwardReference(dx.baseAddress!, dw.baseAddress!, db.baseAddress!, d.baseAddress!, x.baseAddress!, w.baseAddress!, n, c, oc)
+                        }
+                    } }
+                } }
+            } } } }
+            return [out, dx, dw, db]
+        }
+        let fast = run(true), ref = run(false)
+        for (k, name) in ["out", "dinp", "dweight", "dbias"].enumerated() {
+            let r = compareClose("linearBLAS[\(n)x\(c)->\(oc)].\(name)", got: fast[k], want: ref[k], atol: 1e-5, rtol: 1e-5)
+            #expect(r.ok, "\(r)")
+        }
+    }
+}
