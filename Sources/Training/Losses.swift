@@ -76,6 +76,7 @@ public final class LossTape<T: Real> {
 
 /// y[r, :] = x[r, :] / |x[r, :]|.
 public enum L2Normalize {
+    @_specialize(where T == Float)
     public static func forward<T: Real>(_ y: inout [T], _ invNorm: inout [T], _ x: [T], rows: Int, dim: Int) {
         for r in 0..<rows {
             var ss: T = 0
@@ -87,6 +88,7 @@ public enum L2Normalize {
     }
 
     /// dx += (dy - y (y . dy)) / |x|
+    @_specialize(where T == Float)
     public static func backward<T: Real>(_ dx: inout [T], _ dy: [T], _ y: [T], _ invNorm: [T], rows: Int, dim: Int) {
         for r in 0..<rows {
             var dot: T = 0
@@ -101,6 +103,7 @@ public enum L2Normalize {
 public enum LogitScale {
     public static let maxScale = 100.0
     /// (s, ds/dlogit_scale)
+    @_specialize(where T == Float)
     public static func forward<T: Real>(_ logitScale: T) -> (T, T) {
         let e = T.mathExp(logitScale)
         return e <= T(maxScale) ? (e, e) : (T(maxScale), 0)
@@ -109,6 +112,7 @@ public enum LogitScale {
 
 /// L = mean_i CE(s * q_i . K^T, target i), K = rows of the inputs `keys` concatenated (the CLIP /
 /// CoN-CLIP cross-entropy over a logits matrix). Accumulates weight * dL into the tape.
+@_specialize(where T == Float)
 func scaledCrossEntropy<T: Real>(_ y: [[T]], query qi: Int, keys: [Int], dim d: Int, scale s: T,
                                  weight: T, tape: LossTape<T>) -> T {
     let q = y[qi], nq = q.count / d
@@ -148,6 +152,7 @@ func scaledCrossEntropy<T: Real>(_ y: [[T]], query qi: Int, keys: [Int], dim d: 
 }
 
 /// Symmetric InfoNCE between inputs a and b (row i of each is a pair): (CE(a->b) + CE(b->a)) / 2.
+@_specialize(where T == Float)
 func symmetricInfoNCE<T: Real>(_ y: [[T]], _ a: Int, _ b: Int, dim: Int, scale s: T, weight: T,
                                tape: LossTape<T>) -> T {
     let l1 = scaledCrossEntropy(y, query: a, keys: [b], dim: dim, scale: s, weight: weight / 2, tape: tape)
@@ -156,6 +161,7 @@ func symmetricInfoNCE<T: Real>(_ y: [[T]], _ a: Int, _ b: Int, dim: Int, scale s
 }
 
 /// Omni-NegCLIP L3: mean_i CE([s v_i . t_i, s v_i . n_i], target 0).
+@_specialize(where T == Float)
 func pairwiseCrossEntropy<T: Real>(_ y: [[T]], image vi: Int, positive ti: Int, negative ni: Int, dim d: Int,
                                    scale s: T, weight: T, tape: LossTape<T>) -> T {
     let n = y[vi].count / d
@@ -191,6 +197,7 @@ public enum TextHinge: String, Sendable, CaseIterable {
 }
 
 /// L_text = mean_i max(0, cos(u_i, a_i) +/- m); y holds unit rows, so cos is a dot product.
+@_specialize(where T == Float)
 func cosineHinge<T: Real>(_ y: [[T]], _ ui: Int, _ ai: Int, dim d: Int, margin: T, form: TextHinge,
                           weight: T, tape: LossTape<T>) -> T {
     let n = y[ui].count / d
@@ -219,6 +226,7 @@ func cosineHinge<T: Real>(_ y: [[T]], _ ui: Int, _ ai: Int, dim d: Int, margin: 
 public struct CLIPInfoNCELoss: EmbeddingLoss {
     public init() {}
     public var inputNames: [String] { ["image", "text"] }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         let l = symmetricInfoNCE(y, 0, 1, dim: dim, scale: s, weight: 1, tape: tape)
         return (l, ["L_clip": l])
@@ -230,6 +238,7 @@ public struct CLIPInfoNCELoss: EmbeddingLoss {
 public struct RewrittenCaptionInfoNCELoss: EmbeddingLoss {
     public init() {}
     public var inputNames: [String] { ["image", "rewritten"] }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         let l = symmetricInfoNCE(y, 0, 1, dim: dim, scale: s, weight: 1, tape: tape)
         return (l, ["L_rewrite": l])
@@ -244,9 +253,11 @@ public struct RewrittenCaptionInfoNCELoss: EmbeddingLoss {
 public struct OmniPresenceLoss: EmbeddingLoss {
     public init() {}
     public var inputNames: [String] { ["image", "text", "negated"] }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         evaluate(y, image: 0, text: 1, negated: 2, dim: dim, scale: s, weight: 1, tape: tape)
     }
+    @_specialize(where T == Float)
     func evaluate<T: Real>(_ y: [[T]], image v: Int, text t: Int, negated n: Int, dim: Int, scale s: T,
                            weight: T, tape: LossTape<T>) -> (T, [String: T]) {
         let w3 = weight / 3
@@ -263,6 +274,7 @@ public struct OmniPresenceLoss: EmbeddingLoss {
 public struct CoNCLIPLoss: EmbeddingLoss {
     public init() {}
     public var inputNames: [String] { ["image", "text", "negated"] }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         let l1 = scaledCrossEntropy(y, query: 0, keys: [1, 2], dim: dim, scale: s, weight: 0.5, tape: tape)
         let l2 = scaledCrossEntropy(y, query: 1, keys: [0], dim: dim, scale: s, weight: 0.5, tape: tape)
@@ -285,9 +297,11 @@ public struct OmniAbsenceLoss: EmbeddingLoss {
         self.lambdaOrig = lambdaOrig; self.lambdaText = lambdaText; self.margin = margin; self.hinge = hinge
     }
     public var inputNames: [String] { ["image", "original", "rewritten"] }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         evaluate(y, image: 0, original: 1, rewritten: 2, dim: dim, scale: s, weight: 1, tape: tape)
     }
+    @_specialize(where T == Float)
     func evaluate<T: Real>(_ y: [[T]], image v: Int, original u: Int, rewritten a: Int, dim: Int, scale s: T,
                            weight: T, tape: LossTape<T>) -> (T, [String: T]) {
         let lo = T(lambdaOrig), lt = T(lambdaText)
@@ -310,6 +324,7 @@ public struct OmniNegCLIPLoss: EmbeddingLoss {
     public var inputNames: [String] {
         ["presence.image", "presence.text", "presence.negated", "absence.image", "absence.original", "absence.rewritten"]
     }
+    @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         let (pre, pp) = OmniPresenceLoss().evaluate(y, image: 0, text: 1, negated: 2, dim: dim, scale: s,
                                                     weight: 1, tape: tape)

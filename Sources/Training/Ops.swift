@@ -13,6 +13,7 @@ public enum Ops {
 
     /// out[t, :] = wte[ids[t], :] + wpe[positions[t], :]     (CLIPTextEmbeddings.forward)
     /// out [N, C], wte [V, C], wpe [P, C]
+    @_specialize(where T == Float)
     public static func embeddingForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ ids: [Int32], _ positions: [Int],
                                                  _ wte: UnsafePointer<T>, _ wpe: UnsafePointer<T>, _ C: Int) {
         for t in 0..<ids.count {
@@ -22,6 +23,7 @@ public enum Ops {
     }
 
     /// dwte[ids[t], :] += dout[t, :]; dwpe[positions[t], :] += dout[t, :]   (a scatter-add)
+    @_specialize(where T == Float)
     public static func embeddingBackward<T: Real>(_ dwte: UnsafeMutablePointer<T>?, _ dwpe: UnsafeMutablePointer<T>?,
                                                   _ dout: UnsafePointer<T>, _ ids: [Int32], _ positions: [Int], _ C: Int) {
         for t in 0..<ids.count {
@@ -35,6 +37,7 @@ public enum Ops {
 
     /// out[r, :] = (inp[r, :] - mean_r) * rstd_r * weight + bias   (nn.LayerNorm, biased variance)
     /// out, inp [N, C]; mean, rstd [N]
+    @_specialize(where T == Float)
     public static func layerNormForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ mean: UnsafeMutablePointer<T>,
                                                  _ rstd: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                                  _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>,
@@ -56,6 +59,7 @@ public enum Ops {
     /// With xhat = (x - mean) rstd and dxhat = dout * weight (llm.c `layernorm_backward`):
     ///   dbias += sum_r dout;  dweight += sum_r dout * xhat
     ///   dinp  += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    @_specialize(where T == Float)
     public static func layerNormBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
                                                   _ dbias: UnsafeMutablePointer<T>?, _ dout: UnsafePointer<T>,
                                                   _ inp: UnsafePointer<T>, _ weight: UnsafePointer<T>,
@@ -82,6 +86,7 @@ public enum Ops {
 
     /// out[N, OC] = inp[N, C] . weight[OC, C]^T + bias[OC]   (nn.Linear; HF stores weights [out, in]).
     /// Float goes to BLAS (`linearForwardBLAS`); other types (Double for the checks) to the reference.
+    @_specialize(where T == Float)
     public static func linearForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                               _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>?,
                                               _ N: Int, _ C: Int, _ OC: Int) {
@@ -93,6 +98,7 @@ public enum Ops {
     }
 
     /// dinp += dout . weight;  dweight += dout^T . inp;  dbias += sum_r dout   (BLAS for Float)
+    @_specialize(where T == Float)
     public static func linearBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
                                                _ dbias: UnsafeMutablePointer<T>?, _ dout: UnsafePointer<T>,
                                                _ inp: UnsafePointer<T>, _ weight: UnsafePointer<T>,
@@ -144,6 +150,7 @@ public enum Ops {
     }
 
     /// Naive reference of `linearForward`.
+    @_specialize(where T == Float)
     public static func linearForwardReference<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                               _ weight: UnsafePointer<T>, _ bias: UnsafePointer<T>?,
                                               _ N: Int, _ C: Int, _ OC: Int) {
@@ -159,6 +166,7 @@ public enum Ops {
     }
 
     /// Naive reference of `linearBackward`.
+    @_specialize(where T == Float)
     public static func linearBackwardReference<T: Real>(_ dinp: UnsafeMutablePointer<T>?, _ dweight: UnsafeMutablePointer<T>?,
                                                _ dbias: UnsafeMutablePointer<T>?, _ dout: UnsafePointer<T>,
                                                _ inp: UnsafePointer<T>, _ weight: UnsafePointer<T>,
@@ -186,6 +194,7 @@ public enum Ops {
     ///   P = softmax(q k^T / sqrt(d) + mask), out = P v, per sequence and head (CLIPAttention.forward).
     /// qkv [N, 3C] (q | k | v, biases added); out [N, C]; att: the probabilities, per (sequence, head)
     /// an [n, n] block (zeros above the diagonal when causal).
+    @_specialize(where T == Float)
     public static func attentionForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ att: UnsafeMutablePointer<T>,
                                                  _ qkv: UnsafePointer<T>, offsets: [Int], _ C: Int, heads NH: Int,
                                                  causal: Bool) {
@@ -222,6 +231,7 @@ public enum Ops {
     ///   dv_j += sum_i P_ij dout_i;  dP_ij = dout_i . v_j;  dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
     ///   dq_i += sum_j dS_ij k_j / sqrt(d);  dk_j += sum_i dS_ij q_i / sqrt(d)
     /// Masked entries have P = 0, so they receive and pass no gradient.
+    @_specialize(where T == Float)
     public static func attentionBackward<T: Real>(_ dqkv: UnsafeMutablePointer<T>, _ dout: UnsafePointer<T>,
                                                   _ qkv: UnsafePointer<T>, _ att: UnsafePointer<T>,
                                                   offsets: [Int], _ C: Int, heads NH: Int) {
@@ -264,12 +274,14 @@ public enum Ops {
 
     /// out = act(inp), elementwise over N values (HF ACT2FN: quick_gelu x sigmoid(1.702 x); gelu with
     /// erf; gelu_new / gelu_pytorch_tanh with tanh; relu).
+    @_specialize(where T == Float)
     public static func activationForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                                   _ N: Int, _ act: Activation) {
         for i in 0..<N { out[i] = activation(inp[i], act).0 }
     }
 
     /// dinp += act'(inp) * dout
+    @_specialize(where T == Float)
     public static func activationBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                                    _ dout: UnsafePointer<T>, _ N: Int, _ act: Activation) {
         for i in 0..<N { dinp[i] += activation(inp[i], act).1 * dout[i] }
@@ -277,6 +289,7 @@ public enum Ops {
 
     /// (act(x), act'(x))
     @inline(__always)
+    @_specialize(where T == Float)
     static func activation<T: Real>(_ x: T, _ act: Activation) -> (T, T) {
         switch act {
         case .quickGELU:
@@ -307,23 +320,27 @@ public enum Ops {
     // MARK: residual and pooling
 
     /// out = a + b   (N values)
+    @_specialize(where T == Float)
     public static func residualForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ a: UnsafePointer<T>,
                                                 _ b: UnsafePointer<T>, _ N: Int) {
         for i in 0..<N { out[i] = a[i] + b[i] }
     }
 
     /// da += dout; db += dout
+    @_specialize(where T == Float)
     public static func residualBackward<T: Real>(_ da: UnsafeMutablePointer<T>?, _ db: UnsafeMutablePointer<T>?,
                                                  _ dout: UnsafePointer<T>, _ N: Int) {
         for i in 0..<N { da?[i] += dout[i]; db?[i] += dout[i] }
     }
 
     /// out[s, :] = inp[rows[s], :]   (end-of-text pooling: rows are packed row indices)
+    @_specialize(where T == Float)
     public static func poolForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>, rows: [Int], _ C: Int) {
         for (s, r) in rows.enumerated() { for c in 0..<C { out[s * C + c] = inp[r * C + c] } }
     }
 
     /// dinp[rows[s], :] += dout[s, :]
+    @_specialize(where T == Float)
     public static func poolBackward<T: Real>(_ dinp: UnsafeMutablePointer<T>, _ dout: UnsafePointer<T>, rows: [Int], _ C: Int) {
         for (s, r) in rows.enumerated() { for c in 0..<C { dinp[r * C + c] += dout[s * C + c] } }
     }

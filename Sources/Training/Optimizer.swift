@@ -32,6 +32,7 @@ public final class AdamW<T: Real>: @unchecked Sendable {
     }
 
     /// One update with learning rate `lr` from `grads` (same layout as the parameters).
+    @_specialize(where T == Float)
     public func step(grads: TextTowerParameters<T>, lr: Double) {
         stepCount += 1
         let gradByName = Dictionary(uniqueKeysWithValues: grads.tensors.map { ($0.name, $0.tensor) })
@@ -71,6 +72,7 @@ public struct CosineSchedule: Sendable, Equatable {
 /// (`torch.nn.utils.clip_grad_norm_`: coefficient min(1, maxNorm / (norm + 1e-6))). Returns the norm
 /// before clipping.
 @discardableResult
+@_specialize(where T == Float)
 public func clipGradientNorm<T: Real>(_ grads: TextTowerParameters<T>, trainable: Set<TrainableGroup>, maxNorm: Double) -> Double {
     let ts = grads.tensors.filter { trainable.contains($0.group) }.map(\.tensor)
     var ss = 0.0

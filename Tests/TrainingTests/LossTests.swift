@@ -70,7 +70,7 @@ import TestSupport
     }
 
     @Test func torchAutogradGoldens() throws {
-        let meta = try TrainingFixtures.json("losses.json")
+        let meta = try TrainingFixtures.checkedJSON("losses.json")
         let file = try TrainingFixtures.file("losses.safetensors")
         let cases = meta["cases"] as! [[String: Any]]
         #expect(cases.count >= 8, "\(TrainingFixtures.regenerate)")

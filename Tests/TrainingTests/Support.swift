@@ -56,4 +56,14 @@ enum TrainingFixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
     static let regenerate = "regenerate with /opt/negclip-venv/bin/python scripts/fixtures/training.py"
+    /// The generator version the tests expect (scripts/fixtures/training.py `GEN`).
+    static let generator = "scripts/fixtures/training.py v1"
+
+    /// The fixture's JSON, after checking it was written by the expected generator version.
+    static func checkedJSON(_ name: String) throws -> [String: Any] {
+        let meta = try json(name)
+        let gen = (meta["versions"] as? [String: Any])?["generator"] as? String
+        #expect(gen == generator, "\(name) was written by \(gen ?? "an unknown generator"), tests expect \(generator): \(regenerate)")
+        return meta
+    }
 }

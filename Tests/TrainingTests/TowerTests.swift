@@ -109,7 +109,7 @@ import TestSupport
     }
 
     @Test func forwardMatchesTheInferencePath() throws {
-        let meta = try TrainingFixtures.json("tower.json")
+        let meta = try TrainingFixtures.checkedJSON("tower.json")
         let batches = meta["batches"] as! [String: [[Int]]]
         let p = try TextTowerParameters<Float>.load(directory: Self.tinyClip)
         let model = try CLIPModel.load(directory: Self.tinyClip)
@@ -123,7 +123,7 @@ import TestSupport
     }
 
     static func omniInputs() throws -> (OmniNegCLIPLoss, [LossInput<Float>], [String: Any]) {
-        let meta = try TrainingFixtures.json("tower.json")
+        let meta = try TrainingFixtures.checkedJSON("tower.json")
         let file = try TrainingFixtures.file("tower.safetensors")
         let b = meta["batches"] as! [String: [[Int]]]
         func ids(_ k: String) -> [[Int32]] { b[k]!.map { $0.map(Int32.init) } }
