@@ -22,12 +22,30 @@ public struct LossOutput<T: Real>: Sendable {
 /// A loss over a fixed list of embedding inputs (`inputNames`, in order).
 public protocol EmbeddingLoss: Sendable {
     var inputNames: [String] { get }
+    /// Groups of inputs whose rows are pairs (row i of each belongs to the same item): equal row counts.
+    var pairedInputs: [[Int]] { get }
     /// The loss on normalised inputs `y` and scale s; with `tape.enabled` it also accumulates
     /// seed * dL/dy and seed * dL/ds into the tape.
     func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T])
 }
 
 extension EmbeddingLoss {
+    public var pairedInputs: [[Int]] { [Array(inputNames.indices)] }
+
+    /// Checks the input count and that paired inputs have equal, non-zero row counts.
+    public func validate(rows: [Int]) throws {
+        guard rows.count == inputNames.count else {
+            throw TrainingError.input("\(Self.self) takes \(inputNames.count) inputs (\(inputNames.joined(separator: ", "))), given \(rows.count)")
+        }
+        for group in pairedInputs {
+            let r = group.map { rows[$0] }
+            if r.contains(0) || Set(r).count > 1 {
+                let desc = group.map { "\(inputNames[$0]) \(rows[$0])" }.joined(separator: ", ")
+                throw TrainingError.input("\(Self.self): paired inputs need the same non-zero number of rows, found \(desc)")
+            }
+        }
+    }
+
     /// Forward: inputs[k] is [rows_k, dim] (raw tower outputs), logitScale the raw parameter.
     public func forward<T: Real>(_ inputs: [[T]], dim: Int, logitScale: T) -> LossOutput<T> {
         precondition(inputs.count == inputNames.count, "\(Self.self) takes \(inputNames)")
@@ -324,6 +342,8 @@ public struct OmniNegCLIPLoss: EmbeddingLoss {
     public var inputNames: [String] {
         ["presence.image", "presence.text", "presence.negated", "absence.image", "absence.original", "absence.rewritten"]
     }
+    /// The presence and absence batches may differ in size.
+    public var pairedInputs: [[Int]] { [[0, 1, 2], [3, 4, 5]] }
     @_specialize(where T == Float)
     public func evaluate<T: Real>(_ y: [[T]], dim: Int, scale s: T, tape: LossTape<T>) -> (T, [String: T]) {
         let (pre, pp) = OmniPresenceLoss().evaluate(y, image: 0, text: 1, negated: 2, dim: dim, scale: s,

@@ -35,6 +35,7 @@ extension TextTowerParameters {
                 caches.append(nil); values.append(e)
             }
         }
+        try loss.validate(rows: values.map { $0.count / projectionDim })
         let out = loss.forward(values, dim: projectionDim, logitScale: logitScale.data[0])
         var dInputs = values.map { [T](repeating: 0, count: $0.count) }
         var dls: T = 0

@@ -198,3 +198,73 @@ import TestSupport
         #expect(losses.last! < losses.first!)
     }
 }
+
+/// The optimisation loop's guarantees beyond torch parity.
+@Suite struct OptimizerTests {
+    static func run(steps: Int, lr: Double = 2e-3) throws -> (TextTowerParameters<Float>, [Float]) {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        let p = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+        let opt = TextOptimizer(parameters: p, trainable: TrainableGroup.omni(blocks: 0..<1),
+                                config: OptimizationConfig(schedule: CosineSchedule(baseLR: lr, warmup: 1, steps: steps), clipNorm: 1))
+        var losses: [Float] = []
+        for _ in 0..<steps { losses.append(try opt.step(loss, inputs: inputs).loss) }
+        return (p, losses)
+    }
+
+    @Test func deterministic() throws {
+        let (a, la) = try Self.run(steps: 3), (b, lb) = try Self.run(steps: 3)
+        #expect(la == lb)
+        for (x, y) in zip(a.tensors, b.tensors) { #expect(x.tensor.array == y.tensor.array, "\(x.name) differs between identical runs") }
+    }
+
+    @Test func frozenGroupsNeverMove() throws {
+        let (p, _) = try Self.run(steps: 2)
+        let original = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+        for (x, y) in zip(p.tensors, original.tensors) {
+            let moved = x.tensor.array != y.tensor.array
+            #expect(moved == TrainableGroup.omni(blocks: 0..<1).contains(x.group), "\(x.name) (\(x.group)) moved: \(moved)")
+        }
+    }
+
+    @Test func logitScaleIsClampedToLn100() throws {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        var after: [Float] = []
+        // Adam's first step moves by about lr whatever the gradient's size; one of the two signs pushes
+        // the scale past ln 100 = 4.6052 from just below it
+        for lr in [0.5, -0.5] {
+            let p = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+            p.logitScale.data[0] = 4.6
+            let opt = TextOptimizer(parameters: p, trainable: [.logitScale],
+                                    config: OptimizationConfig(schedule: CosineSchedule(baseLR: lr, warmup: 1, steps: 2)))
+            _ = try opt.step(loss, inputs: inputs)
+            after.append(p.logitScale.data[0])
+        }
+        #expect(after.contains(Float(log(100.0))), "\(after)")
+        #expect(after.allSatisfy { $0 >= 0 && $0 <= Float(log(100.0)) }, "\(after)")
+        #expect(after.contains { $0 < 4.6 }, "\(after)")
+    }
+
+    @Test func scheduleWarmsUpThenDecaysToZero() {
+        let s = CosineSchedule(baseLR: 1e-6, warmup: 50, steps: 1000)
+        #expect(s.lr(step: 0) == 1e-6 / 50)
+        #expect(abs(s.lr(step: 49) - 1e-6) < 1e-18)
+        #expect(abs(s.lr(step: 50) - 1e-6) < 1e-18)
+        #expect(abs(s.lr(step: 525) - 0.5e-6) < 1e-15)
+        #expect(s.lr(step: 1000) < 1e-20)
+    }
+
+    @Test func mismatchedBatchesAreATypedError() throws {
+        let p = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+        let grads = p.zerosLike()
+        let e = [Float](repeating: 0.1, count: 3 * p.projectionDim)
+        #expect(throws: TrainingError.self) {
+            try p.lossAndGradients(CLIPInfoNCELoss(), inputs: [.embeddings(e), .tokens([[1012, 1013]])], into: grads, trainable: [.projection])
+        }
+        #expect(throws: TrainingError.self) {
+            try p.lossAndGradients(CLIPInfoNCELoss(), inputs: [.embeddings(e)], into: grads, trainable: [.projection])
+        }
+        #expect(throws: TrainingError.self) {
+            try p.lossAndGradients(CLIPInfoNCELoss(), inputs: [.embeddings(e), .tokens([[1012, 5000, 1013]])], into: grads, trainable: [.projection])
+        }
+    }
+}
