@@ -46,6 +46,58 @@ public final class TextTowerCache<T: Real>: @unchecked Sendable {
     }
 }
 
+/// Backward scratch of one block, reused across blocks.
+final class BlockBackwardScratch<T: Real> {
+    let dfcAct: Tensor<T>, dfcPre: Tensor<T>, dx: Tensor<T>, da: Tensor<T>, dqkv: Tensor<T>
+    init(N: Int, C: Int, I: Int) {
+        dfcAct = Tensor(shape: [N, I]); dfcPre = Tensor(shape: [N, I])
+        dx = Tensor(shape: [N, C]); da = Tensor(shape: [N, C]); dqkv = Tensor(shape: [N, 3 * C])
+    }
+}
+
+extension BlockParameters {
+    /// One pre-LN block (CLIPEncoderLayer.forward) over packed sequences: reads c.hIn [N, C], fills the
+    /// cache and writes the block output to `out` [N, C]. `scratch` is [N, C].
+    func forward(_ out: UnsafeMutablePointer<T>, _ c: BlockCache<T>, scratch: Tensor<T>, offsets: [Int],
+                 config: TowerConfig, causal: Bool) {
+        let N = offsets.last!, C = config.hiddenSize, I = config.intermediateSize
+        let eps = T(config.layerNormEps), act = config.hiddenAct
+        // x = layer_norm1(h); qkv = x W_qkv^T + b_qkv; a = softmax(q k^T / sqrt(d) + mask) v
+        Ops.layerNormForward(c.ln1.data, c.ln1Mean.data, c.ln1Rstd.data, c.hIn.p, ln1w.p, ln1b.p, N, C, eps: eps)
+        Ops.linearForward(c.qkv.data, c.ln1.p, wqkv.p, bqkv.p, N, C, 3 * C)
+        Ops.attentionForward(c.attnOut.data, c.att.data, c.qkv.p, offsets: offsets, C, heads: config.numAttentionHeads, causal: causal)
+        // h_mid = h + a W_o^T + b_o
+        Ops.linearForward(scratch.data, c.attnOut.p, wo.p, bo.p, N, C, C)
+        Ops.residualForward(c.hMid.data, c.hIn.p, scratch.p, N * C)
+        // x = layer_norm2(h_mid); m = act(x W_1^T + b_1); h_out = h_mid + m W_2^T + b_2
+        Ops.layerNormForward(c.ln2.data, c.ln2Mean.data, c.ln2Rstd.data, c.hMid.p, ln2w.p, ln2b.p, N, C, eps: eps)
+        Ops.linearForward(c.fcPre.data, c.ln2.p, w1.p, b1.p, N, C, I)
+        Ops.activationForward(c.fcAct.data, c.fcPre.p, N * I, act)
+        Ops.linearForward(scratch.data, c.fcAct.p, w2.p, b2.p, N, I, C)
+        Ops.residualForward(out, c.hMid.p, scratch.p, N * C)
+    }
+
+    /// Backward of `forward`: dh [N, C] holds dL/dh_out on entry and dL/dh_in on exit (when
+    /// `inputGrad`); weight gradients are ADDED into `grads` unless it is nil (a frozen block).
+    func backward(_ dh: UnsafeMutablePointer<T>, grads g: BlockParameters<T>?, _ c: BlockCache<T>,
+                  scratch s: BlockBackwardScratch<T>, offsets: [Int], config: TowerConfig, inputGrad: Bool) {
+        let N = offsets.last!, C = config.hiddenSize, I = config.intermediateSize, act = config.hiddenAct
+        func w(_ t: KeyPath<BlockParameters<T>, Tensor<T>>) -> UnsafeMutablePointer<T>? { g?[keyPath: t].data }
+        // h_out = h_mid + fc2(act(fc1(ln2(h_mid)))): the residual passes dh through unchanged (dh_mid = dh)
+        s.dfcAct.zero(); s.dfcPre.zero(); s.dx.zero()
+        Ops.linearBackward(s.dfcAct.data, w(\.w2), w(\.b2), dh, c.fcAct.p, w2.p, N, I, C)
+        Ops.activationBackward(s.dfcPre.data, c.fcPre.p, s.dfcAct.p, N * I, act)
+        Ops.linearBackward(s.dx.data, w(\.w1), w(\.b1), s.dfcPre.p, c.ln2.p, w1.p, N, C, I)
+        Ops.layerNormBackward(dh, w(\.ln2w), w(\.ln2b), s.dx.p, c.hMid.p, ln2w.p, c.ln2Mean.p, c.ln2Rstd.p, N, C)
+        // h_mid = h_in + out_proj(attention(qkv(ln1(h_in)))): again dh_in = dh_mid + the branch
+        s.da.zero(); s.dqkv.zero(); s.dx.zero()
+        Ops.linearBackward(s.da.data, w(\.wo), w(\.bo), dh, c.attnOut.p, wo.p, N, C, C)
+        Ops.attentionBackward(s.dqkv.data, s.da.p, c.qkv.p, c.att.p, offsets: offsets, C, heads: config.numAttentionHeads)
+        Ops.linearBackward(s.dx.data, w(\.wqkv), w(\.bqkv), s.dqkv.p, c.ln1.p, wqkv.p, N, C, 3 * C)
+        Ops.layerNormBackward(inputGrad ? dh : nil, w(\.ln1w), w(\.ln1b), s.dx.p, c.hIn.p, ln1w.p, c.ln1Mean.p, c.ln1Rstd.p, N, C)
+    }
+}
+
 extension TextTowerParameters {
     /// HF's pooling rule (CLIPTextTransformer.forward; the same rule as CLIP.TextTower.eosIndex): with the
     /// legacy eos_token_id 2 the position of the largest id, else the first eos_token_id (0 if none).
@@ -62,7 +114,7 @@ extension TextTowerParameters {
     /// the cache, whose `embeds` are the text embeddings [B, projectionDim].
     public func forward(ids seqs: [[Int32]]) throws -> TextTowerCache<T> {
         let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
-        let P = projectionDim, eps = T(config.tower.layerNormEps), act = config.tower.hiddenAct
+        let P = projectionDim, eps = T(config.tower.layerNormEps)
         for (n, s) in seqs.enumerated() {
             if s.isEmpty || s.count > config.maxPositionEmbeddings {
                 throw TrainingError.input("text item \(n): \(s.count) tokens; need 1...\(config.maxPositionEmbeddings)")
@@ -85,21 +137,8 @@ extension TextTowerParameters {
         Ops.embeddingForward(blockCaches.first?.hIn.data ?? cache.hOut.data, ids, positions,
                              tokenEmbedding.p, positionEmbedding.p, C)
         for (l, b) in blocks.enumerated() {
-            let c = blockCaches[l]
-            // x = layer_norm1(h); qkv = x W_qkv^T + b_qkv; a = softmax(q k^T / sqrt(d) + causal) v
-            Ops.layerNormForward(c.ln1.data, c.ln1Mean.data, c.ln1Rstd.data, c.hIn.p, b.ln1w.p, b.ln1b.p, N, C, eps: eps)
-            Ops.linearForward(c.qkv.data, c.ln1.p, b.wqkv.p, b.bqkv.p, N, C, 3 * C)
-            Ops.attentionForward(c.attnOut.data, c.att.data, c.qkv.p, offsets: offsets, C, heads: NH, causal: true)
-            // h_mid = h + a W_o^T + b_o
-            Ops.linearForward(scratch.data, c.attnOut.p, b.wo.p, b.bo.p, N, C, C)
-            Ops.residualForward(c.hMid.data, c.hIn.p, scratch.p, N * C)
-            // x = layer_norm2(h_mid); m = act(x W_1^T + b_1); h_out = h_mid + m W_2^T + b_2
-            Ops.layerNormForward(c.ln2.data, c.ln2Mean.data, c.ln2Rstd.data, c.hMid.p, b.ln2w.p, b.ln2b.p, N, C, eps: eps)
-            Ops.linearForward(c.fcPre.data, c.ln2.p, b.w1.p, b.b1.p, N, C, I)
-            Ops.activationForward(c.fcAct.data, c.fcPre.p, N * I, act)
-            Ops.linearForward(scratch.data, c.fcAct.p, b.w2.p, b.b2.p, N, I, C)
             let next = l + 1 < blocks.count ? blockCaches[l + 1].hIn : cache.hOut
-            Ops.residualForward(next.data, c.hMid.p, scratch.p, N * C)
+            b.forward(next.data, blockCaches[l], scratch: scratch, offsets: offsets, config: config.tower, causal: true)
         }
         // pooled = h[eos]; e = final_layer_norm(pooled) W_proj^T  (LayerNorm is per row, so pooling first
         // gives HF's pooler_output exactly)
@@ -115,8 +154,8 @@ extension TextTowerParameters {
     /// trainable group. Walks the forward in exact reverse order.
     public func backward(_ cache: TextTowerCache<T>, dEmbeds: UnsafePointer<T>, into grads: TextTowerParameters<T>,
                          trainable: Set<TrainableGroup>) {
-        let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
-        let P = projectionDim, B = cache.count, N = cache.ids.count, act = config.tower.hiddenAct
+        let C = config.hiddenSize, I = config.tower.intermediateSize
+        let P = projectionDim, B = cache.count, N = cache.ids.count
         guard let lowest = trainable.filter({ $0 != .logitScale }).min() else { return }
         func needsInputGrad(_ g: TrainableGroup) -> Bool { lowest < g }
 
@@ -137,27 +176,13 @@ extension TextTowerParameters {
         let dh = Tensor<T>(shape: [N, C])            // dL/dh, walked down the residual stream in place
         Ops.poolBackward(dh.data, dpooled.p, rows: cache.eosRows, C)
 
-        let dfcAct = Tensor<T>(shape: [N, I]), dfcPre = Tensor<T>(shape: [N, I])
-        let dx = Tensor<T>(shape: [N, C]), da = Tensor<T>(shape: [N, C]), dqkv = Tensor<T>(shape: [N, 3 * C])
+        let scratch = BlockBackwardScratch<T>(N: N, C: C, I: I)
         for l in stride(from: blocks.count - 1, through: 0, by: -1) {
             let group = TrainableGroup.block(l)
             let train = trainable.contains(group), below = needsInputGrad(group)
             if !train && !below { break }
-            let b = blocks[l], g = grads.blocks[l], c = cache.blocks[l]
-            func w(_ t: Tensor<T>) -> UnsafeMutablePointer<T>? { train ? t.data : nil }
-            // h_out = h_mid + fc2(act(fc1(ln2(h_mid)))): the residual passes dh through unchanged (dh_mid = dh)
-            dfcAct.zero(); dfcPre.zero(); dx.zero()
-            Ops.linearBackward(dfcAct.data, w(g.w2), w(g.b2), dh.p, c.fcAct.p, b.w2.p, N, I, C)
-            Ops.activationBackward(dfcPre.data, c.fcPre.p, dfcAct.p, N * I, act)
-            Ops.linearBackward(dx.data, w(g.w1), w(g.b1), dfcPre.p, c.ln2.p, b.w1.p, N, C, I)
-            Ops.layerNormBackward(dh.data, w(g.ln2w), w(g.ln2b), dx.p, c.hMid.p, b.ln2w.p, c.ln2Mean.p, c.ln2Rstd.p, N, C)
-            // h_mid = h_in + out_proj(attention(qkv(ln1(h_in)))): again dh_in = dh_mid + the branch
-            da.zero(); dqkv.zero(); dx.zero()
-            Ops.linearBackward(da.data, w(g.wo), w(g.bo), dh.p, c.attnOut.p, b.wo.p, N, C, C)
-            Ops.attentionBackward(dqkv.data, da.p, c.qkv.p, c.att.p, offsets: cache.offsets, C, heads: NH)
-            Ops.linearBackward(dx.data, w(g.wqkv), w(g.bqkv), dqkv.p, c.ln1.p, b.wqkv.p, N, C, 3 * C)
-            Ops.layerNormBackward(below ? dh.data : nil, w(g.ln1w), w(g.ln1b), dx.p, c.hIn.p, b.ln1w.p,
-                                  c.ln1Mean.p, c.ln1Rstd.p, N, C)
+            blocks[l].backward(dh.data, grads: train ? grads.blocks[l] : nil, cache.blocks[l], scratch: scratch,
+                               offsets: cache.offsets, config: config.tower, inputGrad: below)
             if !below { return }
         }
         // h = token_embedding[ids] + position_embedding[positions]
