@@ -163,15 +163,7 @@ public final class TextTowerParameters<T: Real>: @unchecked Sendable {
             ("text_model.embeddings.token_embedding.weight", .embeddings, tokenEmbedding),
             ("text_model.embeddings.position_embedding.weight", .embeddings, positionEmbedding),
         ]
-        for (l, b) in blocks.enumerated() {
-            let p = "text_model.encoder.layers.\(l)."
-            out += [("layer_norm1.weight", b.ln1w), ("layer_norm1.bias", b.ln1b),
-                    ("self_attn.qkv_proj.weight", b.wqkv), ("self_attn.qkv_proj.bias", b.bqkv),
-                    ("self_attn.out_proj.weight", b.wo), ("self_attn.out_proj.bias", b.bo),
-                    ("layer_norm2.weight", b.ln2w), ("layer_norm2.bias", b.ln2b),
-                    ("mlp.fc1.weight", b.w1), ("mlp.fc1.bias", b.b1),
-                    ("mlp.fc2.weight", b.w2), ("mlp.fc2.bias", b.b2)].map { (p + $0.0, .block(l), $0.1) }
-        }
+        for (l, b) in blocks.enumerated() { out += blockTensors(b, prefix: "text_model.encoder.layers.\(l).", group: .block(l)) }
         out += [("text_model.final_layer_norm.weight", .finalLN, finalLNWeight),
                 ("text_model.final_layer_norm.bias", .finalLN, finalLNBias),
                 (WeightTable.textProjection, .projection, projection),
@@ -181,20 +173,7 @@ public final class TextTowerParameters<T: Real>: @unchecked Sendable {
 
     /// The HF view: every key of `WeightTable.text` + text_projection + logit_scale, in that order.
     public var named: [NamedSlice<T>] {
-        let C = config.hiddenSize
-        var out: [NamedSlice<T>] = []
-        for (name, group, t) in tensors {
-            if name.hasSuffix("qkv_proj.weight") || name.hasSuffix("qkv_proj.bias") {
-                let isW = name.hasSuffix("weight")
-                for (k, proj) in ["q_proj", "k_proj", "v_proj"].enumerated() {
-                    out.append(NamedSlice(key: name.replacingOccurrences(of: "qkv_proj", with: proj), group: group, tensor: t,
-                                          offset: k * C * (isW ? C : 1), shape: isW ? [C, C] : [C]))
-                }
-            } else {
-                out.append(NamedSlice(key: name, group: group, tensor: t, offset: 0,
-                                      shape: name == WeightTable.logitScale ? [] : t.shape))
-            }
-        }
+        let out = namedSlices(tensors, width: config.hiddenSize)
         // HF order inside a block: layer_norm1, q, k, v (weight, bias interleaved), out_proj, ...
         let order = Dictionary(uniqueKeysWithValues: Self.hfKeys(config).enumerated().map { ($1, $0) })
         return out.sorted { order[$0.key]! < order[$1.key]! }
@@ -211,20 +190,8 @@ public final class TextTowerParameters<T: Real>: @unchecked Sendable {
         guard config.modelType == "clip", let text = config.text else {
             throw TrainingError.checkpoint(file: directory.path, message: "training needs a CLIPModel checkpoint (model_type clip), found \(config.modelType)")
         }
-        let ckpt = try SafeTensorsCheckpoint(url: directory)
-        let file = directory.path
         let params = TextTowerParameters(config: text, projectionDim: config.projectionDim)
-        let names = Set(ckpt.names)
-        for slice in params.named {
-            guard names.contains(slice.key) else {
-                throw TrainingError.checkpoint(file: file, message: "missing tensor \(slice.key) (shape \(slice.shape))")
-            }
-            let found = try ckpt.info(slice.key).shape
-            let same = found == slice.shape || (slice.shape.isEmpty && found == [1])
-            guard same else { throw TrainingError.shape(file: file, key: slice.key, expected: slice.shape, found: found) }
-            let v = try ckpt.floats(slice.key)
-            for i in 0..<v.count { slice.tensor.data[slice.offset + i] = T(v[i]) }
-        }
+        try loadSlices(params.named, from: directory)
         return params
     }
 
