@@ -106,3 +106,29 @@ import TestSupport
         #expect(checked == file.names.filter { $0.hasPrefix("\(choice).grad.") }.count && checked > 0)
     }
 }
+
+@Suite struct CheckpointTests {
+    @Test func trainedCheckpointReloadsThroughCLIP() throws {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        let p = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+        let opt = TextOptimizer(parameters: p, trainable: TrainableGroup.omni(blocks: 0..<2),
+                                config: OptimizationConfig(schedule: CosineSchedule(baseLR: 1e-3, warmup: 1, steps: 2)))
+        for _ in 0..<2 { _ = try opt.step(loss, inputs: inputs) }
+        let dir = try Fixtures.tempDir("negclip-train")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try TrainedCheckpoint.write(to: dir, base: TowerTests.tinyClip, text: p, metadata: ["negclip.groups": "front"])
+        let base = try CLIPModel.load(directory: TowerTests.tinyClip)
+        let reloaded = try CLIPModel.load(directory: dir)
+        #expect(reloaded.consumedKeys == base.consumedKeys)
+        #expect(reloaded.logitScale == p.logitScale.data[0])
+        let ids: [[Int32]] = [[1012, 5, 9, 1013], [1012, 1013], [1012, 700, 3, 44, 1013]]
+        let got = try reloaded.encodeText(ids: ids).embeds
+        let want = try p.forward(ids: ids).embeds.array
+        let r = compareClose("reloaded.text.embeds", got: got, want: want, atol: 1e-5, rtol: 1e-4)
+        #expect(r.ok, "\(r)")
+        #expect(try base.encodeText(ids: ids).embeds != got, "training did not change the text tower")
+        let pixels = try TrainingFixtures.file("vision.safetensors").floats("pixels")
+        #expect(try reloaded.encodeImages(pixels: pixels, count: 3).embeds == base.encodeImages(pixels: pixels, count: 3).embeds)
+        #expect(try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")).metadata["negclip.groups"] == "front")
+    }
+}
