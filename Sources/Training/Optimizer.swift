@@ -19,28 +19,31 @@ public struct AdamWConfig: Sendable, Equatable {
 public final class AdamW<T: Real>: @unchecked Sendable {
     public let config: AdamWConfig
     /// The trainable tensors (frozen groups are never touched).
-    let params: [(name: String, tensor: Tensor<T>, decay: Bool)]
+    let params: [(name: String, group: TrainableGroup, tensor: Tensor<T>, decay: Bool)]
     let m: [Tensor<T>], v: [Tensor<T>]
     public private(set) var stepCount = 0
 
     public init(parameters: TextTowerParameters<T>, trainable: Set<TrainableGroup>, config: AdamWConfig = AdamWConfig()) {
         self.config = config
         params = parameters.tensors.filter { trainable.contains($0.group) }
-            .map { (name: $0.name, tensor: $0.tensor, decay: $0.tensor.shape.count >= 2) }
+            .map { (name: $0.name, group: $0.group, tensor: $0.tensor, decay: $0.tensor.shape.count >= 2) }
         m = params.map { Tensor(shape: $0.tensor.shape) }
         v = params.map { Tensor(shape: $0.tensor.shape) }
     }
 
-    /// One update with learning rate `lr` from `grads` (same layout as the parameters).
+    /// One update with learning rate `lr` from `grads` (same layout as the parameters). `lrScale`
+    /// multiplies the rate per group (layer-wise rates on open_clip's partition; missing = 1), as
+    /// torch's per-parameter-group lr: the decoupled decay uses the scaled rate too.
     @_specialize(where T == Float)
-    public func step(grads: TextTowerParameters<T>, lr: Double) {
+    public func step(grads: TextTowerParameters<T>, lr: Double, lrScale: [TrainableGroup: Double] = [:]) {
         stepCount += 1
         let gradByName = Dictionary(uniqueKeysWithValues: grads.tensors.map { ($0.name, $0.tensor) })
-        let b1 = T(config.beta1), b2 = T(config.beta2), eps = T(config.eps), lrT = T(lr)
+        let b1 = T(config.beta1), b2 = T(config.beta2), eps = T(config.eps)
         let bc1 = 1 - T(Foundation.pow(config.beta1, Double(stepCount)))
         let bc2 = 1 - T(Foundation.pow(config.beta2, Double(stepCount)))
-        let stepSize = lrT / bc1, bc2Sqrt = bc2.squareRoot()
+        let bc2Sqrt = bc2.squareRoot()
         for (k, p) in params.enumerated() {
+            let lrT = T(lr * (lrScale[p.group] ?? 1)), stepSize = lrT / bc1
             let g = gradByName[p.name]!.data, x = p.tensor.data, mk = m[k].data, vk = v[k].data
             let decay = p.decay ? 1 - lrT * T(config.weightDecay) : 1
             for i in 0..<p.tensor.count {

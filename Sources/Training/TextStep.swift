@@ -57,9 +57,12 @@ public struct OptimizationConfig: Sendable, Equatable {
     public var clipNorm: Double?
     /// Clamp logit_scale to [0, ln 100] after each update (open_clip).
     public var clampLogitScale: Bool
+    /// Per-group multipliers of the scheduled rate (missing groups: 1).
+    public var lrScale: [TrainableGroup: Double]
     public init(schedule: CosineSchedule, adamW: AdamWConfig = AdamWConfig(), clipNorm: Double? = nil,
-                clampLogitScale: Bool = true) {
+                clampLogitScale: Bool = true, lrScale: [TrainableGroup: Double] = [:]) {
         self.schedule = schedule; self.adamW = adamW; self.clipNorm = clipNorm; self.clampLogitScale = clampLogitScale
+        self.lrScale = lrScale
     }
 }
 
@@ -94,7 +97,7 @@ public final class TextOptimizer<T: Real>: @unchecked Sendable {
         let r = try parameters.lossAndGradients(loss, inputs: inputs, into: gradients, trainable: trainable)
         let norm = config.clipNorm.map { clipGradientNorm(gradients, trainable: trainable, maxNorm: $0) }
         let lr = config.schedule.lr(step: step)
-        adamW.step(grads: gradients, lr: lr)
+        adamW.step(grads: gradients, lr: lr, lrScale: config.lrScale)
         if config.clampLogitScale && trainable.contains(.logitScale) {
             let x = parameters.logitScale.data
             x[0] = min(max(x[0], 0), T(Foundation.log(LogitScale.maxScale)))

@@ -268,3 +268,29 @@ import TestSupport
         }
     }
 }
+
+extension OptimizerTests {
+    @Test func perGroupLearningRates() throws {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        func run(_ scale: [TrainableGroup: Double]) throws -> TextTowerParameters<Float> {
+            let p = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+            let opt = TextOptimizer(parameters: p, trainable: TrainableGroup.omni(blocks: 0..<2),
+                                    config: OptimizationConfig(schedule: CosineSchedule(baseLR: 1e-3, warmup: 1, steps: 2), lrScale: scale))
+            _ = try opt.step(loss, inputs: inputs)
+            return p
+        }
+        let plain = try run([:]), scaled = try run([.block(0): 0, .block(1): 0.5])
+        let base = try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip)
+        for ((a, b), o) in zip(zip(plain.tensors, scaled.tensors), base.tensors) {
+            switch a.group {
+            case .block(0): #expect(b.tensor.array == o.tensor.array, "\(a.name): rate 0 but moved")
+            case .block(1):
+                // Adam's first step is about lr * sign(g): half the rate, about half the move
+                let dp = zip(a.tensor.array, o.tensor.array).map { abs($0 - $1) }.reduce(0, +)
+                let ds = zip(b.tensor.array, o.tensor.array).map { abs($0 - $1) }.reduce(0, +)
+                #expect(dp > 0 && abs(ds / dp - 0.5) < 0.05, "\(a.name): \(ds / dp)")
+            default: #expect(a.tensor.array == b.tensor.array, "\(a.name): scale 1 must match the plain run")
+            }
+        }
+    }
+}
