@@ -26,7 +26,7 @@ extension TextTowerParameters {
         for (k, input) in inputs.enumerated() {
             switch input {
             case let .tokens(ids):
-                let c = try forward(ids: ids)
+                let c = try forward(ids: ids, trainable: trainable)
                 caches.append(c); values.append(c.embeds.array)
             case let .embeddings(e):
                 guard e.count % projectionDim == 0, !e.isEmpty else {

@@ -111,8 +111,11 @@ extension TextTowerParameters {
     }
 
     /// Forward over unpadded sequences, packed (sequence s = rows offsets[s]..<offsets[s+1]); returns
-    /// the cache, whose `embeds` are the text embeddings [B, projectionDim].
-    public func forward(ids seqs: [[Int32]]) throws -> TextTowerCache<T> {
+    /// the cache, whose `embeds` are the text embeddings [B, projectionDim]. With `trainable`, blocks
+    /// below the lowest trainable group (which backward never visits) share two ping-pong caches
+    /// instead of one each, so freezing the bottom of the tower also saves its activation memory; the
+    /// cache then only supports a backward with those groups (or fewer, higher ones).
+    public func forward(ids seqs: [[Int32]], trainable: Set<TrainableGroup>? = nil) throws -> TextTowerCache<T> {
         let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
         let P = projectionDim, eps = T(config.tower.layerNormEps)
         for (n, s) in seqs.enumerated() {
@@ -129,7 +132,14 @@ extension TextTowerParameters {
         let ids = seqs.flatMap { $0 }, positions = seqs.flatMap { Array(0..<$0.count) }
         let eosRows = seqs.enumerated().map { offsets[$0.offset] + eosIndex($0.element) }
         let attSize = Ops.attentionCacheSize(offsets: offsets, heads: NH)
-        let blockCaches = blocks.map { _ in BlockCache<T>(N: N, C: C, I: I, attSize: attSize) }
+        let lowest = trainable.map { $0.filter { $0 != .logitScale }.min() ?? .logitScale }
+        let frozenBelow = lowest.map { TrainableGroup.block(0) < $0 } ?? false
+        let shared = frozenBelow ? [BlockCache<T>(N: N, C: C, I: I, attSize: attSize), BlockCache<T>(N: N, C: C, I: I, attSize: attSize)] : []
+        let blockCaches = blocks.indices.map { l -> BlockCache<T> in
+            // backward visits block l iff it is trainable or something below it is (lowest <= block l)
+            if let lowest, TrainableGroup.block(l) < lowest { return shared[l % 2] }
+            return BlockCache<T>(N: N, C: C, I: I, attSize: attSize)
+        }
         let cache = TextTowerCache(count: seqs.count, ids: ids, positions: positions, offsets: offsets,
                                    eosRows: eosRows, blocks: blockCaches, C: C, P: P)
         let scratch = Tensor<T>(shape: [N, C])

@@ -294,3 +294,26 @@ extension OptimizerTests {
         }
     }
 }
+
+extension TowerTests {
+    /// A forward told which groups train shares the caches of the frozen bottom blocks; embeddings and
+    /// gradients stay bit-identical to a full forward.
+    @Test(arguments: [["block.2", "final_ln"], ["projection"], ["block.1"], ["embeddings"]])
+    func frozenBottomSharesCaches(_ names: [String]) throws {
+        let p = try TextTowerParameters<Float>.load(directory: Self.tinyClip)
+        let trainable = Set(try names.map { try TrainableGroup(parsing: $0, layers: 3) })
+        let ids: [[Int32]] = [[1012, 5, 9, 1013], [1012, 1013], [1012, 700, 3, 44, 1013]]
+        let full = try p.forward(ids: ids), lean = try p.forward(ids: ids, trainable: trainable)
+        #expect(full.embeds.array == lean.embeds.array)
+        let d = (0..<full.embeds.count).map { Float($0 % 7) - 3 }
+        let g1 = p.zerosLike(), g2 = p.zerosLike()
+        d.withUnsafeBufferPointer {
+            p.backward(full, dEmbeds: $0.baseAddress!, into: g1, trainable: trainable)
+            p.backward(lean, dEmbeds: $0.baseAddress!, into: g2, trainable: trainable)
+        }
+        for (a, b) in zip(g1.tensors, g2.tensors) { #expect(a.tensor.array == b.tensor.array, "\(a.name)") }
+        let distinct = Set(lean.blocks.map { ObjectIdentifier($0) }).count
+        let needed = (0..<3).filter { !(TrainableGroup.block($0) < trainable.min()!) }.count
+        #expect(distinct == needed + min(2, 3 - needed), "\(distinct) block caches for \(needed) visited blocks")
+    }
+}
