@@ -93,7 +93,8 @@ public final class TextOptimizer<T: Real>: @unchecked Sendable {
     }
 
     public func step(_ loss: any EmbeddingLoss, inputs: [LossInput<T>]) throws -> Report {
-        for t in gradients.tensors { t.tensor.zero() }
+        // frozen gradients are never written, so only the trainable ones need zeroing
+        for t in gradients.tensors where trainable.contains(t.group) { t.tensor.zero() }
         let r = try parameters.lossAndGradients(loss, inputs: inputs, into: gradients, trainable: trainable)
         let norm = config.clipNorm.map { clipGradientNorm(gradients, trainable: trainable, maxNorm: $0) }
         let lr = config.schedule.lr(step: step)
