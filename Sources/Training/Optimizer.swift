@@ -21,7 +21,7 @@ public final class AdamW<T: Real>: @unchecked Sendable {
     /// The trainable tensors (frozen groups are never touched).
     let params: [(name: String, group: TrainableGroup, tensor: Tensor<T>, decay: Bool)]
     let m: [Tensor<T>], v: [Tensor<T>]
-    public private(set) var stepCount = 0
+    public internal(set) var stepCount = 0
 
     public init(parameters: TextTowerParameters<T>, trainable: Set<TrainableGroup>, config: AdamWConfig = AdamWConfig()) {
         self.config = config

@@ -74,7 +74,7 @@ public final class TextOptimizer<T: Real>: @unchecked Sendable {
     public let trainable: Set<TrainableGroup>
     public let config: OptimizationConfig
     let adamW: AdamW<T>
-    public private(set) var step = 0
+    public internal(set) var step = 0
 
     public struct Report: Sendable {
         public let step: Int

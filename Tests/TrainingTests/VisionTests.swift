@@ -132,3 +132,35 @@ import TestSupport
         #expect(try SafeTensorsFile(url: dir.appendingPathComponent("model.safetensors")).metadata["negclip.groups"] == "front")
     }
 }
+
+extension CheckpointTests {
+    @Test func resumeContinuesBitIdentically() throws {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        let groups = TrainableGroup.omni(blocks: 0..<1)
+        let config = OptimizationConfig(schedule: CosineSchedule(baseLR: 2e-3, warmup: 2, steps: 4), clipNorm: 1)
+        func fresh() throws -> TextOptimizer<Float> {
+            TextOptimizer(parameters: try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip), trainable: groups, config: config)
+        }
+        let straight = try fresh()
+        var want: [Float] = []
+        for _ in 0..<4 { want.append(try straight.step(loss, inputs: inputs).loss) }
+
+        let dir = try Fixtures.tempDir("negclip-resume")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("state.safetensors")
+        let first = try fresh()
+        var got: [Float] = []
+        for _ in 0..<2 { got.append(try first.step(loss, inputs: inputs).loss) }
+        try first.saveState(to: url)
+        let second = try fresh()
+        try second.restoreState(from: url)
+        #expect(second.step == 2)
+        for _ in 0..<2 { got.append(try second.step(loss, inputs: inputs).loss) }
+        #expect(got == want)
+        for (a, b) in zip(straight.parameters.tensors, second.parameters.tensors) { #expect(a.tensor.array == b.tensor.array, "\(a.name)") }
+
+        let other = TextOptimizer(parameters: try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip),
+                                  trainable: [.projection], config: config)
+        #expect(throws: TrainingError.self) { try other.restoreState(from: url) }
+    }
+}
