@@ -317,3 +317,28 @@ extension TowerTests {
         #expect(distinct == needed + min(2, 3 - needed), "\(distinct) block caches for \(needed) visited blocks")
     }
 }
+
+@Suite struct LoopTests {
+    @Test func seededOrderIsAReproduciblePermutation() {
+        let o = SeededOrder(count: 10, seed: 42)
+        #expect(o.permutation(epoch: 0).sorted() == Array(0..<10))
+        #expect(o.permutation(epoch: 0) == SeededOrder(count: 10, seed: 42).permutation(epoch: 0))
+        #expect(o.permutation(epoch: 0) != o.permutation(epoch: 1))
+        #expect(o.permutation(epoch: 0) != SeededOrder(count: 10, seed: 43).permutation(epoch: 0))
+        // 3 batches of 3 per epoch (one item dropped); batch 3 starts epoch 1
+        #expect(o.batch(0, size: 3) == Array(o.permutation(epoch: 0)[0..<3]))
+        #expect(o.batch(3, size: 3) == Array(o.permutation(epoch: 1)[0..<3]))
+    }
+
+    @Test func runReportsEveryStep() throws {
+        let (loss, inputs, _) = try TowerTests.omniInputs()
+        let opt = TextOptimizer(parameters: try TextTowerParameters<Float>.load(directory: TowerTests.tinyClip), trainable: [.projection],
+                                config: OptimizationConfig(schedule: CosineSchedule(baseLR: 1e-3, warmup: 1, steps: 3)))
+        var events: [TrainingEvent] = []
+        try opt.run(until: 3, batch: { _ in (loss, inputs) }) { events.append($0) }
+        #expect(events.count == 4)
+        if case let .step(index, total, l, parts, _, _, _) = events[2] { #expect(index == 2 && total == 3 && l.isFinite && parts["L"] == l) } else { Issue.record("\(events[2])") }
+        if case .finished(let steps, _) = events[3] { #expect(steps == 3) } else { Issue.record("\(events[3])") }
+        #expect(opt.step == 3)
+    }
+}
