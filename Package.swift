@@ -46,6 +46,10 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance"]),
         .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
+        // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
+        // finite-difference checks).
+        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors"],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
@@ -67,5 +71,6 @@ let package = Package(
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
     ]
 )

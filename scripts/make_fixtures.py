@@ -15,10 +15,11 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Order matters: the model fixtures use the tiny vocabulary and the image files of earlier parts.
-PARTS = ["tokenizer", "images", "safetensors_fixtures", "model"]
+PARTS = ["tokenizer", "images", "safetensors_fixtures", "model", "training"]
 # Where each part writes (its main(out_dir) argument).
 OUT = {"tokenizer": "Tests/Fixtures", "images": "Tests/Fixtures/images",
-       "safetensors_fixtures": "Tests/Fixtures/safetensors", "model": "Tests/Fixtures"}
+       "safetensors_fixtures": "Tests/Fixtures/safetensors", "model": "Tests/Fixtures",
+       "training": "Tests/Fixtures/training"}
 
 
 def main(argv):

@@ -1,0 +1,55 @@
+import Foundation
+
+/// A deterministic data order: a Fisher-Yates shuffle per epoch driven by SplitMix64 seeded with
+/// (seed, epoch), so a run is reproducible from its seed and a resumed run sees the same order.
+public struct SeededOrder: Sendable, Equatable {
+    public let count: Int
+    public let seed: UInt64
+    public init(count: Int, seed: UInt64) { self.count = count; self.seed = seed }
+
+    public func permutation(epoch: Int) -> [Int] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var p = Array(0..<count)
+        if count > 1 {
+            for i in stride(from: count - 1, through: 1, by: -1) { p.swapAt(i, Int(next() % UInt64(i + 1))) }
+        }
+        return p
+    }
+
+    /// Item indices of batch `b` (0-based over the whole run) with `size` items per batch; batches never
+    /// straddle epochs (the last partial batch of an epoch is dropped, as open_clip's drop_last).
+    public func batch(_ b: Int, size: Int) -> [Int] {
+        let perEpoch = max(1, count / size)
+        let epoch = b / perEpoch, i = b % perEpoch
+        return Array(permutation(epoch: epoch)[(i * size)..<((i + 1) * size)])
+    }
+}
+
+/// Progress of a training run, reported to a callback (the library never prints).
+public enum TrainingEvent: Sendable {
+    case step(index: Int, total: Int, loss: Double, parts: [String: Double], lr: Double, gradNorm: Double?, seconds: Double)
+    case finished(steps: Int, seconds: Double)
+}
+
+extension TextOptimizer {
+    /// Runs steps `step ..< total`: `batch(i)` gives the loss and its inputs for step i.
+    public func run(until total: Int, batch: (Int) throws -> (any EmbeddingLoss, [LossInput<T>]),
+                    progress: (TrainingEvent) -> Void = { _ in }) throws {
+        let start = Date()
+        while step < total {
+            let t0 = Date()
+            let (loss, inputs) = try batch(step)
+            let r = try self.step(loss, inputs: inputs)
+            progress(.step(index: r.step, total: total, loss: Double(r.loss), parts: r.parts.mapValues { Double($0) },
+                           lr: r.lr, gradNorm: r.gradNorm, seconds: Date().timeIntervalSince(t0)))
+        }
+        progress(.finished(steps: total, seconds: Date().timeIntervalSince(start)))
+    }
+}

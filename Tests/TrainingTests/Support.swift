@@ -1,0 +1,69 @@
+import Foundation
+import SafeTensors
+import Testing
+import TestSupport
+@testable import Training
+
+/// A small deterministic generator for test inputs (SplitMix64 -> uniform / normal).
+struct TestRNG {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func normal() -> Double {
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
+    }
+    mutating func normals(_ n: Int, scale: Double = 1) -> [Double] { (0..<n).map { _ in normal() * scale } }
+}
+
+/// Central differences of `f` w.r.t. every element of every tensor in `x`, compared with `analytic`
+/// through the one tolerance helper (Double throughout: STYLE.md, Tests).
+func checkFiniteDifferences(_ name: String, _ x: [[Double]], analytic: [[Double]], names: [String]? = nil,
+                            eps: Double = 1e-6, atol: Double = 1e-6, rtol: Double = 1e-5,
+                            _ f: ([[Double]]) -> Double) {
+    var x = x
+    for k in 0..<x.count {
+        var numeric = [Double](repeating: 0, count: x[k].count)
+        for i in 0..<x[k].count {
+            let keep = x[k][i]
+            x[k][i] = keep + eps; let up = f(x)
+            x[k][i] = keep - eps; let down = f(x)
+            x[k][i] = keep
+            numeric[i] = (up - down) / (2 * eps)
+        }
+        let label = "\(name).\(names?[k] ?? String(k))"
+        let r = compareClose(label, got: analytic[k], want: numeric, atol: atol, rtol: rtol)
+        #expect(r.ok, "\(r)")
+        // a gradient that is identically zero proves nothing; every checked tensor must move the output
+        #expect(numeric.contains { $0 != 0 } || analytic[k].allSatisfy { $0 == 0 }, "\(label): all-zero numeric gradient")
+    }
+}
+
+enum TrainingFixtures {
+    static let dir = Fixtures.url("training")
+    static func file(_ name: String) throws -> SafeTensorsFile {
+        try SafeTensorsFile(url: dir.appendingPathComponent(name))
+    }
+    static func json(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: dir.appendingPathComponent(name))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+    static let regenerate = "regenerate with /opt/negclip-venv/bin/python scripts/fixtures/training.py"
+    /// The generator version the tests expect (scripts/fixtures/training.py `GEN`).
+    static let generator = "scripts/fixtures/training.py v1"
+
+    /// The fixture's JSON, after checking it was written by the expected generator version.
+    static func checkedJSON(_ name: String) throws -> [String: Any] {
+        let meta = try json(name)
+        let gen = (meta["versions"] as? [String: Any])?["generator"] as? String
+        #expect(gen == generator, "\(name) was written by \(gen ?? "an unknown generator"), tests expect \(generator): \(regenerate)")
+        return meta
+    }
+}
