@@ -52,23 +52,26 @@ public struct TextBatch: Sendable {
 /// nothing already on disk is overwritten: after kill -9 the `.partial` file is the last commit
 /// plus unreferenced bytes at its end, and `resume` continues from `items_written`.
 ///
-/// Not thread-safe by itself (one writer per dump); all HDF5 calls are serialised by a global lock.
-public final class HiddenStateWriter {
-    public let url: URL
-    public let partialURL: URL
-    public let layout: StoreLayout
+/// Synchronous and not thread-safe: `HiddenStateWriter` owns one on its writer thread, which makes
+/// every call (and every HDF5 call, including the handles' closes) on that one thread.
+final class StoreWriterCore {
+    let url: URL
+    let partialURL: URL
+    let layout: StoreLayout
     /// Text items durably on disk (a multiple of `chunkItems` until `finish`).
-    public private(set) var itemsCommitted: Int = 0
-    public private(set) var imagesCommitted: Int = 0
+    private(set) var itemsCommitted: Int = 0
+    private(set) var imagesCommitted: Int = 0
     /// Committed plus buffered text items.
-    public var itemsAppended: Int { itemsCommitted + pending.count }
-    public var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
+    var itemsAppended: Int { itemsCommitted + pending.count }
+    var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
 
     /// Test hooks around a commit: after a chunk's data is handed to HDF5 (nothing flushed yet),
     /// and after the data flush but before `items_written` is bumped. A copy of the `.partial`
     /// file taken there is what kill -9 at that moment leaves on disk.
     var beforeCommitFlush: (() throws -> Void)?
     var betweenCommitFlushes: (() throws -> Void)?
+    /// Buffering, data-write and commit wall times (the thread fills in the rest).
+    private(set) var stats = WriterStats()
 
     private let ctx: H5Context
     private var file: H5Handle?
@@ -116,9 +119,9 @@ public final class HiddenStateWriter {
 
     /// Starts a new dump at `url.partial` (replacing an old partial file; `url` itself is only
     /// replaced by `finish`).
-    public static func create(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+    static func create(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> StoreWriterCore {
         try HDF5.withLock {
-            let w = HiddenStateWriter(url: url, layout: layout)
+            let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
             try? FileManager.default.removeItem(at: w.partialURL)
             try w.createFile(provenance: provenance)
@@ -129,9 +132,9 @@ public final class HiddenStateWriter {
     /// Reopens the `.partial` file of an interrupted dump with the same layout and inputs, drops
     /// whatever follows its last commit, and continues from `itemsCommitted` (the caller skips
     /// that many items of its input).
-    public static func resume(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+    static func resume(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> StoreWriterCore {
         try HDF5.withLock {
-            let w = HiddenStateWriter(url: url, layout: layout)
+            let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
             try w.reopen(provenance: provenance)
             return w
@@ -176,6 +179,8 @@ public final class HiddenStateWriter {
         try createDatasets(f)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
     }
+
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     static func nowUTC() -> String {
         let fmt = ISO8601DateFormatter()
@@ -342,10 +347,11 @@ public final class HiddenStateWriter {
     // MARK: append
 
     /// Buffers a batch and commits every whole chunk it completes.
-    public func append(_ batch: TextBatch) throws {
+    func append(_ batch: TextBatch) throws {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
-            try validate(batch)
+            try Self.validate(batch, layout: layout, partialURL: partialURL)
+            let t0 = Self.now()
             let n = batch.count, W = layout.width, T = layout.contextLength
             for (li, _) in layout.layers.enumerated() {
                 pending.hidden[li] += batch.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
@@ -381,12 +387,14 @@ public final class HiddenStateWriter {
             pending.labels += batch.labels.map { $0.rawValue }
             pending.pairIDs += batch.pairIDs
             pending.count += n
+            stats.bufferSeconds += Self.now() - t0
             let whole = (pending.count / layout.chunkItems) * layout.chunkItems
             if whole > 0 { try commitText(whole) }
         }
     }
 
-    private func validate(_ b: TextBatch) throws {
+    /// Checks a batch against the layout (no HDF5: the caller runs it before queueing the batch).
+    static func validate(_ b: TextBatch, layout: StoreLayout, partialURL: URL) throws {
         let n = b.count, L = layout.layers.count, W = layout.width
         func bad(_ key: String, _ expected: String, _ found: Int) -> HiddenStateStoreError {
             .mismatch(file: partialURL.path, key: "TextBatch.\(key)", expected: expected, found: "\(found)")
@@ -416,7 +424,7 @@ public final class HiddenStateWriter {
     }
 
     /// Buffers image embeddings ([count, projectionDim]) and commits every whole chunk.
-    public func appendImages(ids: [String], embeds: [Float]) throws {
+    func appendImages(ids: [String], embeds: [Float]) throws {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
             guard layout.includesImages else {
@@ -448,6 +456,7 @@ public final class HiddenStateWriter {
     private func commitText(_ n: Int) throws {
         let start = itemsCommitted, end = start + n
         let L = layout.layers.count, W = layout.width, T = layout.contextLength
+        let t0 = Self.now()
         try extend(textPaths, to: end)
         // The memory dataspace is `count`, so HDF5 reads only the first rows of each pending buffer.
         func put<E>(_ path: String, _ e: H5Element, _ buffer: [E], _ count: [Int], start s: [Int]) throws {
@@ -470,9 +479,13 @@ public final class HiddenStateWriter {
         try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.ids]!, StoreSchema.ids, strings: Array(pending.ids.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.pairIDs]!, StoreSchema.pairIDs, strings: Array(pending.pairIDs.prefix(n)), start: start)
+        let t1 = Self.now()
+        stats.dataWriteSeconds += t1 - t0
         try beforeCommitFlush?()
         try commitPoint("items_written", Int64(end))
         itemsCommitted = end
+        let t2 = Self.now()
+        stats.commitSeconds += t2 - t1
 
         for li in 0..<L {
             pending.hidden[li].removeFirst(n * W)
@@ -488,6 +501,7 @@ public final class HiddenStateWriter {
         pending.captions.removeFirst(n)
         pending.pairIDs.removeFirst(n)
         pending.count -= n
+        stats.bufferSeconds += Self.now() - t2
     }
 
     private func commitImages(_ n: Int) throws {
@@ -539,7 +553,7 @@ public final class HiddenStateWriter {
     /// Commits what is buffered, sets `complete = 1`, closes, and renames `FILE.h5.partial` to
     /// `FILE.h5` (atomically replacing an older `FILE.h5`). Returns the final URL.
     @discardableResult
-    public func finish() throws -> URL {
+    func finish() throws -> URL {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "finish after finish/close") }
             if pending.count > 0 { try commitText(pending.count) }
@@ -559,7 +573,7 @@ public final class HiddenStateWriter {
     }
 
     /// Closes without completing: the `.partial` file keeps every committed chunk and can be resumed.
-    public func close() {
+    func close() {
         HDF5.withLock {
             datasets.removeAll()
             file?.close()

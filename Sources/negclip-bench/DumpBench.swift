@@ -25,6 +25,8 @@ struct DumpBench: ParsableCommand {
     @Option(help: "Directory for the temporary HDF5 file.") var outDir: String = NSTemporaryDirectory()
     @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
     @Flag(help: "Keep the HDF5 file (its path is in the report).") var keep = false
+    @Flag(inversion: .prefixedNo, help: "First time encoding alone (same batches, nothing written): the overhead is dump wall time / that - 1.")
+    var baseline = true
 
     func run() throws {
         let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
@@ -47,11 +49,25 @@ struct DumpBench: ParsableCommand {
                                          modelWeightsSHA256: m.weightsSHA256, dataset: "synthetic", datasetSHA256: "",
                                          tokenizer: "synthetic ids", commandLine: CommandLine.arguments.joined(separator: " "),
                                          seed: Int64(bitPattern: seed))
-        let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
-        // Writing runs on this thread; its CPU time excludes the time the OS gives to the encoder's
-        // worker threads (which may still spin after a batch), so it is the cleaner overhead figure.
+        // The honest overhead: the whole dump against the same encoding with nothing written.
+        var encodeAloneSeconds = 0.0
+        if baseline {
+            let t = now()
+            var done = 0, batchIndex: UInt64 = 0
+            while done < items {
+                let n = min(batch, items - done)
+                _ = try m.encodeText(ids: batchIDs(batchIndex, n, c, eos), tokens: tokens == .all ? .all : .eos)
+                done += n
+                batchIndex += 1
+            }
+            encodeAloneSeconds = now() - t
+        }
+        // Per-part columns: `encode` and `write` are this thread's wall time in encodeText and in
+        // append + finish (with the writer thread, `write` is only the time spent waiting for it);
+        // the writer thread's own CPU and busy time come from `HiddenStateWriter.stats`.
         var encodeSeconds = 0.0, writeSeconds = 0.0, writeCPUSeconds = 0.0, tokenCount = 0
         let t0 = now()
+        let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
         var done = 0, batchIndex: UInt64 = 0
         while done < items {
             let n = min(batch, items - done)
@@ -78,6 +94,7 @@ struct DumpBench: ParsableCommand {
         writeSeconds += now() - f0
         writeCPUSeconds += threadCPU() - fc
         let total = now() - t0
+        let stats = writer.stats
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
         let report: [String: Any] = [
             "tool": "negclip-bench dump", "model_sha256": m.weightsSHA256, "items": items, "batch": batch,
@@ -86,7 +103,13 @@ struct DumpBench: ParsableCommand {
             "total_tokens": tokenCount, "context_length": contextLength, "seconds": total, "captions_per_s": Double(items) / total,
             "encode_seconds": encodeSeconds, "write_seconds": writeSeconds,
             "write_overhead_vs_encode": writeSeconds / encodeSeconds,
-            "write_thread_cpu_seconds": writeCPUSeconds, "write_cpu_overhead_vs_encode": writeCPUSeconds / encodeSeconds,
+            "caller_thread_cpu_in_write_seconds": writeCPUSeconds,
+            "encode_alone_seconds": encodeAloneSeconds, "dump_seconds": total,
+            "overhead_vs_encode_alone": baseline ? total / encodeAloneSeconds - 1 : -1,
+            "writer_thread_cpu_seconds": stats.threadCPUSeconds, "writer_cpu_vs_encode_alone": baseline ? stats.threadCPUSeconds / encodeAloneSeconds : -1,
+            "writer_busy_seconds": stats.busySeconds, "writer_buffer_seconds": stats.bufferSeconds,
+            "writer_data_write_seconds": stats.dataWriteSeconds, "writer_commit_seconds": stats.commitSeconds,
+            "caller_wait_seconds": stats.callerWaitSeconds,
             "file_mb": Double(bytes) / 1e6, "peak_rss_mib": peakRSSMiB(), "rss_after_model_load_mib": rssAfterLoad,
             "file": keep ? url.path : "(deleted)",
         ]
