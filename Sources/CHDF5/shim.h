@@ -102,3 +102,8 @@ static inline herr_t negclip_fapl_no_metadata_evictions(hid_t fapl) {
 static inline herr_t negclip_fcpl_append_only(hid_t fcpl) {
     return H5Pset_file_space_strategy(fcpl, H5F_FSPACE_STRATEGY_NONE, 0, (hsize_t)1);
 }
+
+/// HDF5's own Fletcher-32 (H5checksum.c), exported by libhdf5 but declared only in its private
+/// headers. The writer uses it to pre-filter whole uncompressed chunks for H5Dwrite_chunk, so the
+/// stored checksum is bit-identical to what the fletcher32 filter would have appended.
+uint32_t H5_checksum_fletcher32(const void *data, size_t len);
