@@ -506,7 +506,7 @@ final class StoreWriterCore {
     /// This is nearly all of a dump's bytes (1.1 MB per caption for ViT-B/32). Uncompressed whole
     /// chunks skip HDF5's write path: the pending buffer already holds each chunk [1, C, T, W]
     /// contiguously, so the writer appends the Fletcher-32 checksum the dataset's only filter would
-    /// add (computed by HDF5's own function) and hands the chunk to H5Dwrite_chunk. That saves
+    /// add (`negclip_fletcher32`, bit-identical to HDF5's) and hands the chunk to H5Dwrite_chunk. That saves
     /// H5Dwrite's gather into a chunk buffer and the filter's malloc + copy of every chunk. A final
     /// partial chunk (and gzip) goes through H5Dwrite as before.
     private func writeTokenStates(layer li: Int, _ n: Int, start: Int) throws {
@@ -521,7 +521,7 @@ final class StoreWriterCore {
             try pending.tokens[li].withUnsafeMutableBufferPointer { buf in
                 for j in 0..<direct {
                     let chunk = buf.baseAddress! + j * chunkFloats
-                    let sum = H5_checksum_fletcher32(chunk, chunkFloats * 4)
+                    let sum = negclip_fletcher32(chunk, chunkFloats * 4)
                     let tail = UnsafeMutableRawPointer(chunk + chunkFloats)
                     let saved = tail.load(as: UInt32.self)  // first value of the next chunk (or the spare)
                     // Stored little-endian after the data (UINT32ENCODE in H5Zfletcher32.c).

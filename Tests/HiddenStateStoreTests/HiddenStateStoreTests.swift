@@ -96,6 +96,27 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         #expect(throws: HiddenStateStoreError.self) { try r2.tokenHiddenStates(layer: 2, items: 3..<6) }
     }
 
+    /// The writer's Fletcher-32 equals HDF5's on random, all-0xFF (largest words: overflow) and
+    /// mostly-zero (padding-like) bytes, at lengths around the 360-word block and odd lengths.
+    @Test func fletcher32MatchesHDF5() {
+        var rng = SystemRandomNumberGenerator()
+        var lengths = [0, 1, 2, 3, 718, 719, 720, 721, 722, 1440, 1441, 65_536, 11 * 43 * 512 * 4 + 4]
+        for _ in 0..<20 { lengths.append(Int.random(in: 0..<100_000, using: &rng)) }
+        for (k, n) in lengths.enumerated() {
+            let bytes: [UInt8] = (0..<n).map { _ in
+                switch k % 3 {
+                case 0: return UInt8.random(in: 0...255, using: &rng)
+                case 1: return 0xFF
+                default: return Int.random(in: 0..<7, using: &rng) == 0 ? UInt8.random(in: 0...255, using: &rng) : 0
+                }
+            }
+            bytes.withUnsafeBytes { raw in
+                let p = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!
+                #expect(negclip_fletcher32(p, n) == H5_checksum_fletcher32(p, n), "length \(n), pattern \(k % 3)")
+            }
+        }
+    }
+
     /// An error on the writer thread surfaces in the caller's next append (or finish), and the
     /// `.partial` file keeps the commits made before it.
     @Test func writerThreadErrorsSurfaceInTheNextCall() throws {
