@@ -144,3 +144,15 @@ static inline uint32_t negclip_fletcher32(const void *data_, size_t len_) {
     sum2 = (sum2 & 0xffff) + (sum2 >> 16);
     return (sum2 << 16) | sum1;
 }
+
+#include <fcntl.h>
+/// Asks the kernel to start writing back the file's dirty pages and to drop the clean ones
+/// (posix_fadvise DONTNEED on the sec2 driver's descriptor). The writer calls it after every
+/// commit: a dump writes far more than it reads back, and without it a 12 GB file fills the page
+/// cache until the writing thread pays for reclaim inside write(). No effect on what is on disk
+/// or when a commit is durable; returns nonzero where the driver has no descriptor (ignored).
+static inline int negclip_drop_cached_pages(hid_t file) {
+    void *handle = NULL;
+    if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == NULL) return -1;
+    return posix_fadvise(*(int *)handle, 0, 0, POSIX_FADV_DONTNEED);
+}

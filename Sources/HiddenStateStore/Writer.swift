@@ -568,6 +568,8 @@ final class StoreWriterCore {
         try betweenCommitFlushes?()
         try ctx.updateAttribute(f, counter, value)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        // Everything written so far is in the OS: write it back and keep it out of the page cache.
+        _ = negclip_drop_cached_pages(f.id)
         commitsSinceOpen += 1
         if commitsSinceOpen >= reopenEveryCommits { try reopenAfterCommit() }
     }
