@@ -88,6 +88,14 @@ extension H5Context {
         }
     }
 
+    /// Writes one whole chunk that is already filtered (`bytes` as stored on disk), at the chunk
+    /// whose first element is `offset`: H5Dwrite_chunk, no selection, gather or filter pipeline.
+    func writeChunk(_ dataset: H5Handle, _ path: String, offset: [Int], bytes: UnsafeRawBufferPointer) throws {
+        var o = offset.map { hsize_t($0) }
+        try check(H5Dwrite_chunk(dataset.id, negclip_H5P_DEFAULT(), 0, &o, bytes.count, bytes.baseAddress!),
+                  "H5Dwrite_chunk \(path) at \(offset)")
+    }
+
     func write(_ dataset: H5Handle, _ path: String, strings: [String], start: Int) throws {
         if strings.isEmpty { return }
         try withCStringArray(strings) { ptrs in

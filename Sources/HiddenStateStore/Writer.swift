@@ -52,23 +52,26 @@ public struct TextBatch: Sendable {
 /// nothing already on disk is overwritten: after kill -9 the `.partial` file is the last commit
 /// plus unreferenced bytes at its end, and `resume` continues from `items_written`.
 ///
-/// Not thread-safe by itself (one writer per dump); all HDF5 calls are serialised by a global lock.
-public final class HiddenStateWriter {
-    public let url: URL
-    public let partialURL: URL
-    public let layout: StoreLayout
+/// Synchronous and not thread-safe: `HiddenStateWriter` owns one on its writer thread, which makes
+/// every call (and every HDF5 call, including the handles' closes) on that one thread.
+final class StoreWriterCore {
+    let url: URL
+    let partialURL: URL
+    let layout: StoreLayout
     /// Text items durably on disk (a multiple of `chunkItems` until `finish`).
-    public private(set) var itemsCommitted: Int = 0
-    public private(set) var imagesCommitted: Int = 0
+    private(set) var itemsCommitted: Int = 0
+    private(set) var imagesCommitted: Int = 0
     /// Committed plus buffered text items.
-    public var itemsAppended: Int { itemsCommitted + pending.count }
-    public var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
+    var itemsAppended: Int { itemsCommitted + pending.count }
+    var imagesAppended: Int { imagesCommitted + pendingImages.ids.count }
 
     /// Test hooks around a commit: after a chunk's data is handed to HDF5 (nothing flushed yet),
     /// and after the data flush but before `items_written` is bumped. A copy of the `.partial`
     /// file taken there is what kill -9 at that moment leaves on disk.
     var beforeCommitFlush: (() throws -> Void)?
     var betweenCommitFlushes: (() throws -> Void)?
+    /// Buffering, data-write and commit wall times (the thread fills in the rest).
+    private(set) var stats = WriterStats()
 
     private let ctx: H5Context
     private var file: H5Handle?
@@ -116,9 +119,9 @@ public final class HiddenStateWriter {
 
     /// Starts a new dump at `url.partial` (replacing an old partial file; `url` itself is only
     /// replaced by `finish`).
-    public static func create(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+    static func create(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> StoreWriterCore {
         try HDF5.withLock {
-            let w = HiddenStateWriter(url: url, layout: layout)
+            let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
             try? FileManager.default.removeItem(at: w.partialURL)
             try w.createFile(provenance: provenance)
@@ -129,9 +132,9 @@ public final class HiddenStateWriter {
     /// Reopens the `.partial` file of an interrupted dump with the same layout and inputs, drops
     /// whatever follows its last commit, and continues from `itemsCommitted` (the caller skips
     /// that many items of its input).
-    public static func resume(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> HiddenStateWriter {
+    static func resume(at url: URL, layout: StoreLayout, provenance: StoreProvenance) throws -> StoreWriterCore {
         try HDF5.withLock {
-            let w = HiddenStateWriter(url: url, layout: layout)
+            let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
             try w.reopen(provenance: provenance)
             return w
@@ -176,6 +179,8 @@ public final class HiddenStateWriter {
         try createDatasets(f)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
     }
+
+    static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
 
     static func nowUTC() -> String {
         let fmt = ISO8601DateFormatter()
@@ -342,28 +347,28 @@ public final class HiddenStateWriter {
     // MARK: append
 
     /// Buffers a batch and commits every whole chunk it completes.
-    public func append(_ batch: TextBatch) throws {
+    func append(_ batch: TextBatch) throws {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
-            try validate(batch)
+            try Self.validate(batch, layout: layout, partialURL: partialURL)
+            let t0 = Self.now()
             let n = batch.count, W = layout.width, T = layout.contextLength
             for (li, _) in layout.layers.enumerated() {
                 pending.hidden[li] += batch.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
             }
             if layout.tokens == .all, let tokenStates = batch.tokenHiddenStates {
                 for li in layout.layers.indices {
-                    // Scatter the packed [sum(lengths), width] rows straight into the zero-padded
-                    // [n, T, width] tail of the pending buffer (no temporary: this is the big one).
-                    let base = pending.tokens[li].count
-                    pending.tokens[li].append(contentsOf: repeatElement(0, count: n * T * W))
-                    pending.tokens[li].withUnsafeMutableBufferPointer { dst in
-                        tokenStates[li].withUnsafeBufferPointer { src in
-                            var row = 0
-                            for i in 0..<n {
-                                let len = batch.lengths[i]
-                                _ = memcpy(dst.baseAddress! + base + i * T * W, src.baseAddress! + row * W, len * W * 4)
-                                row += len
-                            }
+                    // Append the packed [sum(lengths), width] rows item by item, each followed by its
+                    // zero padding, so the pending buffer is [n, T, width] (every byte written once;
+                    // no temporary: this is the big one). One spare float for the direct chunk write.
+                    pending.tokens[li].reserveCapacity(pending.tokens[li].count + n * T * W + 1)
+                    tokenStates[li].withUnsafeBufferPointer { src in
+                        var row = 0
+                        for i in 0..<n {
+                            let len = batch.lengths[i]
+                            pending.tokens[li].append(contentsOf: UnsafeBufferPointer(rebasing: src[(row * W)..<((row + len) * W)]))
+                            pending.tokens[li].append(contentsOf: repeatElement(0, count: (T - len) * W))
+                            row += len
                         }
                     }
                 }
@@ -381,12 +386,14 @@ public final class HiddenStateWriter {
             pending.labels += batch.labels.map { $0.rawValue }
             pending.pairIDs += batch.pairIDs
             pending.count += n
+            stats.bufferSeconds += Self.now() - t0
             let whole = (pending.count / layout.chunkItems) * layout.chunkItems
             if whole > 0 { try commitText(whole) }
         }
     }
 
-    private func validate(_ b: TextBatch) throws {
+    /// Checks a batch against the layout (no HDF5: the caller runs it before queueing the batch).
+    static func validate(_ b: TextBatch, layout: StoreLayout, partialURL: URL) throws {
         let n = b.count, L = layout.layers.count, W = layout.width
         func bad(_ key: String, _ expected: String, _ found: Int) -> HiddenStateStoreError {
             .mismatch(file: partialURL.path, key: "TextBatch.\(key)", expected: expected, found: "\(found)")
@@ -416,7 +423,7 @@ public final class HiddenStateWriter {
     }
 
     /// Buffers image embeddings ([count, projectionDim]) and commits every whole chunk.
-    public func appendImages(ids: [String], embeds: [Float]) throws {
+    func appendImages(ids: [String], embeds: [Float]) throws {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
             guard layout.includesImages else {
@@ -448,6 +455,7 @@ public final class HiddenStateWriter {
     private func commitText(_ n: Int) throws {
         let start = itemsCommitted, end = start + n
         let L = layout.layers.count, W = layout.width, T = layout.contextLength
+        let t0 = Self.now()
         try extend(textPaths, to: end)
         // The memory dataspace is `count`, so HDF5 reads only the first rows of each pending buffer.
         func put<E>(_ path: String, _ e: H5Element, _ buffer: [E], _ count: [Int], start s: [Int]) throws {
@@ -456,9 +464,7 @@ public final class HiddenStateWriter {
         }
         for li in 0..<L {
             try put(StoreSchema.hiddenStates, .float32, pending.hidden[li], [1, n, W], start: [li, start, 0])
-            if layout.tokens == .all {
-                try put(StoreSchema.tokenStates, .float32, pending.tokens[li], [1, n, T, W], start: [li, start, 0, 0])
-            }
+            if layout.tokens == .all { try writeTokenStates(layer: li, n, start: start) }
         }
         try put(StoreSchema.pooled, .float32, pending.pooled, [n, W], start: [start, 0])
         try put(StoreSchema.embeds, .float32, pending.embeds, [n, layout.projectionDim], start: [start, 0])
@@ -470,9 +476,13 @@ public final class HiddenStateWriter {
         try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.ids]!, StoreSchema.ids, strings: Array(pending.ids.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.pairIDs]!, StoreSchema.pairIDs, strings: Array(pending.pairIDs.prefix(n)), start: start)
+        let t1 = Self.now()
+        stats.dataWriteSeconds += t1 - t0
         try beforeCommitFlush?()
         try commitPoint("items_written", Int64(end))
         itemsCommitted = end
+        let t2 = Self.now()
+        stats.commitSeconds += t2 - t1
 
         for li in 0..<L {
             pending.hidden[li].removeFirst(n * W)
@@ -488,6 +498,48 @@ public final class HiddenStateWriter {
         pending.captions.removeFirst(n)
         pending.pairIDs.removeFirst(n)
         pending.count -= n
+        stats.bufferSeconds += Self.now() - t2
+    }
+
+    /// The first `n` pending items of layer `li`'s padded token states, at item `start`.
+    ///
+    /// This is nearly all of a dump's bytes (1.1 MB per caption for ViT-B/32). Uncompressed whole
+    /// chunks skip HDF5's write path: the pending buffer already holds each chunk [1, C, T, W]
+    /// contiguously, so the writer appends the Fletcher-32 checksum the dataset's only filter would
+    /// add (`negclip_fletcher32`, bit-identical to HDF5's) and hands the chunk to H5Dwrite_chunk. That saves
+    /// H5Dwrite's gather into a chunk buffer and the filter's malloc + copy of every chunk. A final
+    /// partial chunk (and gzip) goes through H5Dwrite as before.
+    private func writeTokenStates(layer li: Int, _ n: Int, start: Int) throws {
+        let T = layout.contextLength, W = layout.width, C = layout.chunkItems, path = StoreSchema.tokenStates
+        let d = datasets[path]!
+        let direct = layout.compression == .none && start % C == 0 ? n / C : 0
+        let chunkFloats = C * T * W
+        if direct > 0 {
+            // One spare float after the last chunk, so every chunk + checksum is contiguous.
+            let spare = pending.tokens[li].count < direct * chunkFloats + 1
+            if spare { pending.tokens[li].append(0) }
+            try pending.tokens[li].withUnsafeMutableBufferPointer { buf in
+                for j in 0..<direct {
+                    let chunk = buf.baseAddress! + j * chunkFloats
+                    let sum = negclip_fletcher32(chunk, chunkFloats * 4)
+                    let tail = UnsafeMutableRawPointer(chunk + chunkFloats)
+                    let saved = tail.load(as: UInt32.self)  // first value of the next chunk (or the spare)
+                    // Stored little-endian after the data (UINT32ENCODE in H5Zfletcher32.c).
+                    tail.storeBytes(of: sum.littleEndian, as: UInt32.self)
+                    defer { tail.storeBytes(of: saved, as: UInt32.self) }
+                    try ctx.writeChunk(d, path, offset: [li, start + j * C, 0, 0],
+                                       bytes: UnsafeRawBufferPointer(start: chunk, count: chunkFloats * 4 + 4))
+                }
+            }
+            if spare { pending.tokens[li].removeLast() }
+        }
+        let rest = n - direct * C
+        if rest > 0 {
+            try pending.tokens[li].withUnsafeBytes { raw in
+                try ctx.write(d, path, .float32, start: [li, start + direct * C, 0, 0], count: [1, rest, T, W],
+                              raw.baseAddress! + direct * chunkFloats * 4)
+            }
+        }
     }
 
     private func commitImages(_ n: Int) throws {
@@ -516,6 +568,8 @@ public final class HiddenStateWriter {
         try betweenCommitFlushes?()
         try ctx.updateAttribute(f, counter, value)
         try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        // Everything written so far is in the OS: write it back and keep it out of the page cache.
+        _ = negclip_drop_cached_pages(f.id)
         commitsSinceOpen += 1
         if commitsSinceOpen >= reopenEveryCommits { try reopenAfterCommit() }
     }
@@ -539,7 +593,7 @@ public final class HiddenStateWriter {
     /// Commits what is buffered, sets `complete = 1`, closes, and renames `FILE.h5.partial` to
     /// `FILE.h5` (atomically replacing an older `FILE.h5`). Returns the final URL.
     @discardableResult
-    public func finish() throws -> URL {
+    func finish() throws -> URL {
         try HDF5.withLock {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "finish after finish/close") }
             if pending.count > 0 { try commitText(pending.count) }
@@ -559,7 +613,7 @@ public final class HiddenStateWriter {
     }
 
     /// Closes without completing: the `.partial` file keeps every committed chunk and can be resumed.
-    public func close() {
+    func close() {
         HDF5.withLock {
             datasets.removeAll()
             file?.close()

@@ -25,6 +25,9 @@ struct DumpBench: ParsableCommand {
     @Option(help: "Directory for the temporary HDF5 file.") var outDir: String = NSTemporaryDirectory()
     @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
     @Flag(help: "Keep the HDF5 file (its path is in the report).") var keep = false
+    @Flag(inversion: .prefixedNo, help: "Also time encoding alone (same batches, nothing written), in blocks alternating with the dump: overhead = dump wall / encode-alone wall - 1.")
+    var baseline = true
+    @Option(help: "Batches per block when alternating encode-alone and dump blocks (with --baseline).") var block: Int = 8
 
     func run() throws {
         let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
@@ -47,46 +50,80 @@ struct DumpBench: ParsableCommand {
                                          modelWeightsSHA256: m.weightsSHA256, dataset: "synthetic", datasetSHA256: "",
                                          tokenizer: "synthetic ids", commandLine: CommandLine.arguments.joined(separator: " "),
                                          seed: Int64(bitPattern: seed))
-        let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
-        // Writing runs on this thread; its CPU time excludes the time the OS gives to the encoder's
-        // worker threads (which may still spin after a batch), so it is the cleaner overhead figure.
+        // The honest overhead: dump wall time against the wall time of the same encoding with
+        // nothing written. On a shared machine the load drifts over a run, so the two are measured
+        // in alternating blocks of `--block` batches (encode the block alone, then dump the same
+        // block); each dump block ends by waiting for the writer to drain, so no writing leaks into
+        // the next baseline block (this charges the dump one un-overlapped batch write per block).
+        // Per-part columns: `encode` and `write` are this thread's wall time in encodeText and in
+        // append + finish (with the writer thread, `write` is only the time spent waiting for it);
+        // the writer thread's own CPU and busy time come from `HiddenStateWriter.stats`.
+        var encodeAloneSeconds = 0.0, dumpSeconds = 0.0
         var encodeSeconds = 0.0, writeSeconds = 0.0, writeCPUSeconds = 0.0, tokenCount = 0
+        let mode: HiddenStateSelection = tokens == .all ? .all : .eos
         let t0 = now()
-        var done = 0, batchIndex: UInt64 = 0
-        while done < items {
-            let n = min(batch, items - done)
-            let ids = batchIDs(batchIndex, n, c, eos)
-            tokenCount += ids.reduce(0) { $0 + $1.count }
-            let a = now()
-            let enc = try m.encodeText(ids: ids, tokens: tokens == .all ? .all : .eos)
-            let b = now(), bc = threadCPU()
-            try writer.append(TextBatch(
-                ids: (done..<(done + n)).map { "item-\($0)" }, captions: Array(repeating: "", count: n),
-                labels: Array(repeating: .unlabeled, count: n), pairIDs: Array(repeating: "", count: n),
-                inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
-                eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
-                pooled: enc.pooled, embeds: enc.embeds))
-            let c2 = now()
-            writeCPUSeconds += threadCPU() - bc
-            encodeSeconds += b - a
-            writeSeconds += c2 - b
-            done += n
-            batchIndex += 1
+        let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
+        dumpSeconds += now() - t0
+        let batches = (items + batch - 1) / batch
+        let blockSize = baseline ? max(1, block) : batches
+        for first in stride(from: 0, to: batches, by: blockSize) {
+            let range = first..<min(batches, first + blockSize)
+            if baseline {
+                let t = now()
+                for k in range {
+                    let n = min(batch, items - k * batch)
+                    _ = try m.encodeText(ids: batchIDs(UInt64(k), n, c, eos), tokens: mode)
+                }
+                encodeAloneSeconds += now() - t
+            }
+            let d0 = now()
+            for k in range {
+                let done = k * batch, n = min(batch, items - done)
+                let ids = batchIDs(UInt64(k), n, c, eos)
+                tokenCount += ids.reduce(0) { $0 + $1.count }
+                let a = now()
+                let enc = try m.encodeText(ids: ids, tokens: mode)
+                let b = now(), bc = threadCPU()
+                try writer.append(TextBatch(
+                    ids: (done..<(done + n)).map { "item-\($0)" }, captions: Array(repeating: "", count: n),
+                    labels: Array(repeating: .unlabeled, count: n), pairIDs: Array(repeating: "", count: n),
+                    inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
+                    eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
+                    pooled: enc.pooled, embeds: enc.embeds))
+                let c2 = now()
+                writeCPUSeconds += threadCPU() - bc
+                encodeSeconds += b - a
+                writeSeconds += c2 - b
+            }
+            if baseline && range.upperBound < batches {
+                let w0 = now()
+                _ = writer.itemsCommitted  // drains the writer's queue
+                writeSeconds += now() - w0
+            }
+            dumpSeconds += now() - d0
         }
         let f0 = now(), fc = threadCPU()
         try writer.finish()
         writeSeconds += now() - f0
         writeCPUSeconds += threadCPU() - fc
+        dumpSeconds += now() - f0
         let total = now() - t0
+        let stats = writer.stats
         let bytes = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? 0
         let report: [String: Any] = [
             "tool": "negclip-bench dump", "model_sha256": m.weightsSHA256, "items": items, "batch": batch,
             "tokens": tokens.rawValue, "layers": c.numHiddenLayers + 1, "width": c.hiddenSize,
             "compression": layout.compression == .none ? "none" : "shuffle+gzip-\(gzip)", "chunk_items": layout.chunkItems,
-            "total_tokens": tokenCount, "context_length": contextLength, "seconds": total, "captions_per_s": Double(items) / total,
+            "total_tokens": tokenCount, "context_length": contextLength, "seconds": total, "captions_per_s": Double(items) / dumpSeconds,
             "encode_seconds": encodeSeconds, "write_seconds": writeSeconds,
             "write_overhead_vs_encode": writeSeconds / encodeSeconds,
-            "write_thread_cpu_seconds": writeCPUSeconds, "write_cpu_overhead_vs_encode": writeCPUSeconds / encodeSeconds,
+            "caller_thread_cpu_in_write_seconds": writeCPUSeconds,
+            "encode_alone_seconds": encodeAloneSeconds, "dump_seconds": dumpSeconds, "block_batches": baseline ? block : 0,
+            "overhead_vs_encode_alone": baseline ? dumpSeconds / encodeAloneSeconds - 1 : -1,
+            "writer_thread_cpu_seconds": stats.threadCPUSeconds, "writer_cpu_vs_encode_alone": baseline ? stats.threadCPUSeconds / encodeAloneSeconds : -1,
+            "writer_busy_seconds": stats.busySeconds, "writer_buffer_seconds": stats.bufferSeconds,
+            "writer_data_write_seconds": stats.dataWriteSeconds, "writer_commit_seconds": stats.commitSeconds,
+            "caller_wait_seconds": stats.callerWaitSeconds,
             "file_mb": Double(bytes) / 1e6, "peak_rss_mib": peakRSSMiB(), "rss_after_model_load_mib": rssAfterLoad,
             "file": keep ? url.path : "(deleted)",
         ]

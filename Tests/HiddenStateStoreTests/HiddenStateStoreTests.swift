@@ -66,6 +66,87 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         #expect(try r.imageIDs(items: 4..<5) == ["img-4"])
     }
 
+    /// Uncompressed token states take the direct-chunk path (H5Dwrite_chunk with our Fletcher-32) for
+    /// whole chunks and H5Dwrite for the last partial one; HDF5 verifies every checksum on read.
+    @Test func allTokensUncompressedWholeChunksAreWrittenDirectly() throws {
+        let dir = try Fixtures.tempDir("store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let layout = StoreLayout(layers: [0, 2], numHiddenLayers: 2, width: 5, projectionDim: 3, contextLength: 7,
+                                 tokens: .all, compression: .none, chunkItems: 3)
+        var items = SyntheticItems(layout: layout, count: 11, seed: 4)
+        items.tokens[1][4][0] = 9876.5  // a recognisable value inside a directly written chunk
+        let url = try writeStore(dir.appendingPathComponent("u.h5"), items, batchSizes: [2, 7, 1], reopenEvery: 2)
+        let r = try HiddenStateReader(url: url)
+        #expect(r.info.layout == layout)
+        for (li, l) in layout.layers.enumerated() {
+            let got = try r.tokenHiddenStates(layer: l, items: 0..<11)
+            let report = compareClose("token_states[\(l)]", got: got, gotShape: [11, 7, 5],
+                                      want: items.paddedTokens(layer: li, 0..<11), wantShape: [11, 7, 5], atol: 0, rtol: 0)
+            #expect(report.ok, "\(report)")
+        }
+        r.close()
+        // The checksum is real: one flipped byte in that chunk fails the read.
+        var data = try Data(contentsOf: url)
+        let needle = withUnsafeBytes(of: Float(9876.5).bitPattern.littleEndian) { Data($0) }
+        let at = try #require(data.range(of: needle))
+        data[at.lowerBound] ^= 0x55
+        try data.write(to: url)
+        let r2 = try HiddenStateReader(url: url)
+        _ = try r2.tokenHiddenStates(layer: 0)
+        #expect(throws: HiddenStateStoreError.self) { try r2.tokenHiddenStates(layer: 2, items: 3..<6) }
+    }
+
+    /// The writer's Fletcher-32 equals HDF5's on random, all-0xFF (largest words: overflow) and
+    /// mostly-zero (padding-like) bytes, at lengths around the 360-word block and odd lengths.
+    @Test func fletcher32MatchesHDF5() {
+        var rng = SystemRandomNumberGenerator()
+        var lengths = [0, 1, 2, 3, 718, 719, 720, 721, 722, 1440, 1441, 65_536, 11 * 43 * 512 * 4 + 4]
+        for _ in 0..<20 { lengths.append(Int.random(in: 0..<100_000, using: &rng)) }
+        for (k, n) in lengths.enumerated() {
+            let bytes: [UInt8] = (0..<n).map { _ in
+                switch k % 3 {
+                case 0: return UInt8.random(in: 0...255, using: &rng)
+                case 1: return 0xFF
+                default: return Int.random(in: 0..<7, using: &rng) == 0 ? UInt8.random(in: 0...255, using: &rng) : 0
+                }
+            }
+            bytes.withUnsafeBytes { raw in
+                let p = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!
+                #expect(negclip_fletcher32(p, n) == H5_checksum_fletcher32(p, n), "length \(n), pattern \(k % 3)")
+            }
+        }
+    }
+
+    /// An error on the writer thread surfaces in the caller's next append (or finish), and the
+    /// `.partial` file keeps the commits made before it.
+    @Test func writerThreadErrorsSurfaceInTheNextCall() throws {
+        struct Injected: Error {}
+        let dir = try Fixtures.tempDir("store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("f.h5")
+        let items = SyntheticItems(layout: smallLayout, count: 40)
+        let w = try HiddenStateWriter.create(at: url, layout: smallLayout, provenance: testProvenance())
+        var commits = 0
+        w.betweenCommitFlushes = {
+            commits += 1
+            if commits == 2 { throw Injected() }
+        }
+        var thrown: Error?
+        for k in 0..<10 where thrown == nil {
+            do { try w.append(items.batch((k * 4)..<(k * 4 + 4))) } catch { thrown = error }
+        }
+        if thrown == nil {
+            #expect(throws: Injected.self) { try w.finish() }
+        } else {
+            #expect(thrown is Injected)
+            #expect(throws: Injected.self) { try w.finish() }
+        }
+        #expect(w.itemsCommitted == 4)
+        w.close()
+        let r = try HiddenStateReader(url: StoreSchema.partialURL(for: url), allowIncomplete: true)
+        #expect(r.info.itemCount == 4)
+    }
+
     @Test func readerErrorsNameTheFileAndWhatWasExpected() throws {
         let dir = try Fixtures.tempDir("store")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -202,12 +283,15 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
     /// the same content as an uninterrupted run.
     enum CrashPoint: CaseIterable { case beforeDataFlush, betweenFlushes }
 
-    @Test(arguments: [TokenMode.eos, .all], CrashPoint.allCases)
-    func resumeFromMidChunkSnapshotEqualsUninterruptedRun(tokens: TokenMode, crash: CrashPoint) throws {
+    /// eos and all tokens with gzip, and all tokens uncompressed (whole chunks written directly).
+    static let modes: [(TokenMode, StoreCompression)] = [(.eos, .gzip(level: 1)), (.all, .gzip(level: 1)), (.all, .none)]
+
+    @Test(arguments: modes, CrashPoint.allCases)
+    func resumeFromMidChunkSnapshotEqualsUninterruptedRun(mode: (TokenMode, StoreCompression), crash: CrashPoint) throws {
         let dir = try Fixtures.tempDir("store")
         defer { try? FileManager.default.removeItem(at: dir) }
         let layout = StoreLayout(layers: [0, 1, 3], numHiddenLayers: 3, width: 6, projectionDim: 4, contextLength: 5,
-                                 tokens: tokens, compression: .gzip(level: 1), chunkItems: 4)
+                                 tokens: mode.0, compression: mode.1, chunkItems: 4)
         let items = SyntheticItems(layout: layout, count: 23, seed: 3)
         let reference = try writeStore(dir.appendingPathComponent("ref.h5"), items, batchSizes: [3])
 
