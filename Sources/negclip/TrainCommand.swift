@@ -26,7 +26,7 @@ struct TrainCommand: ParsableCommand {
         paper's help text says 0-3: pass 0-3 for that), middle = 4-7, back = 8-11, whole = 0-11; \
         other depths L scale as 0..<L/2, L/3..<2L/3, 2L/3..<L. The exact group list is printed and \
         recorded in every checkpoint. When everything below block k is frozen (a comma list without \
-        embeddings), the forward starts from cached hidden_states[k] of each caption (bit-identical).
+        embeddings), the forward starts from cached hidden_states[k] of each caption (same losses up to BLAS rounding; --no-layer-cache to turn off).
 
         Writes OUT/log.jsonl (one line per step: loss, parts, lr, grad_norm, ms) and \
         OUT/checkpoint-<step>/ (HF CLIPModel folder + trainer_state.safetensors/json), keeping the \

@@ -3,6 +3,7 @@ import SafeTensors
 import Testing
 import TestSupport
 @testable import Training
+import TensorKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -191,5 +192,31 @@ import Glibc
         for k in ["seed", "base_model_sha256", "data_sha256", "layer_definition", "command_line", "tool_version"] {
             #expect(prov[k] != nil, "provenance lacks \(k)")
         }
+    }
+}
+
+@Suite struct FastKernelRoutingTests {
+    /// The Float activation goes to the SIMD kernel of the inference path; it must agree with the
+    /// naive reference (Double FD checks keep running the reference).
+    @Test(arguments: Activation.allCases)
+    func activationForwardMatchesTheReference(act: Activation) {
+        var rng = TestRNG(seed: 3)
+        let n = 4096 * 2 + 77
+        let x = rng.normals(n, scale: 3).map { Float($0) }
+        var fast = [Float](repeating: 0, count: n), ref = [Float](repeating: 0, count: n)
+        x.withUnsafeBufferPointer { xp in
+            fast.withUnsafeMutableBufferPointer { Ops.activationForward($0.baseAddress!, xp.baseAddress!, n, act) }
+            ref.withUnsafeMutableBufferPointer { Ops.activationForwardReference($0.baseAddress!, xp.baseAddress!, n, act) }
+        }
+        let r = compareClose("activation.\(act.rawValue)", got: fast, want: ref, atol: 1e-6, rtol: 1e-5)
+        #expect(r.ok, "\(r)")
+    }
+
+    @Test func tensorsStartAtZeroAndZeroAgain() {
+        let t = Tensor<Double>(shape: [3, 5])
+        #expect(t.array.allSatisfy { $0 == 0 })
+        for i in 0..<t.count { t.data[i] = Double(i) + 0.5 }
+        t.zero()
+        #expect(t.array == [Double](repeating: 0, count: 15))
     }
 }
