@@ -169,6 +169,17 @@ import Glibc
         #expect(d.status != 0 && d.stderr.contains("lr"), "\(d.stderr)")
     }
 
+    @Test func divergenceStopsTheRunNamingStepAndPart() throws {
+        let data = try Self.world()
+        let out = try Fixtures.tempDir("train-nan")
+        // a step of 1e38 sends the weights to overflow: step 1's loss is not finite
+        let r = try CLIRunner.run("negclip", ["train", "--model", Self.model, "--data", data.path, "--out", out.path,
+                                              "--steps", "4", "--batch", "3", "--lr", "1e38", "--warmup", "1", "--trainable", "whole"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("step 1: loss part L1 is"), "\(r.stderr)")
+        #expect(try RunDirectory(out).checkpoints().isEmpty)
+    }
+
     @Test func layerCacheRunMatchesTheFullForwardRun() throws {
         let data = try Self.world()
         let withCache = try Fixtures.tempDir("train-cache"), without = try Fixtures.tempDir("train-nocache")
