@@ -53,11 +53,11 @@ let package = Package(
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "SafeTensors", "TensorKernels",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "SafeTensors", "TensorKernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -4,6 +4,7 @@
     python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding longest
     python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding max_length
     python scripts/torch_peer.py encode-images --model /tmp/vitb32 --count 64 --batch 16
+    python scripts/torch_peer.py train --model /tmp/vitb32 --ids /tmp/ids.json --batch 64 --blocks 0-2
 
 `--ids` is the JSON list of token-id lists that `negclip-bench encode --ids-out` wrote, so both sides
 encode exactly the same captions. Threads: 2 (torch.set_num_threads), like the machine.
@@ -87,6 +88,91 @@ def encode_images(args):
                       "threads": args.threads, "attn": args.attn, "torch": torch.__version__}))
 
 
+def omni_loss(v_p, t, n, v_a, u, a, scale, margin=0.9):
+    """Omni-NegCLIP L = L_pre + L_abs (RESEARCH.md; all lambdas 1, released hinge), as Losses.swift."""
+    F = torch.nn.functional
+    v_p, t, n, v_a, u, a = (F.normalize(x, dim=-1) for x in (v_p, t, n, v_a, u, a))
+    s = scale.exp().clamp(max=100)
+    target = torch.arange(v_p.shape[0])
+    l1 = F.cross_entropy(s * v_p @ torch.cat([t, n]).T, target)
+    l2 = F.cross_entropy(s * t @ v_p.T, target)
+    l3 = F.softplus(s * ((v_p * n).sum(-1) - (v_p * t).sum(-1))).mean()
+    ta = torch.arange(v_a.shape[0])
+
+    def info_nce(x, y):
+        return (F.cross_entropy(s * x @ y.T, ta) + F.cross_entropy(s * y @ x.T, ta)) / 2
+
+    l_text = F.relu((u * a).sum(-1) + margin).mean()
+    return (l1 + l2 + l3) / 3 + info_nce(v_a, a) + info_nce(v_a, u) + l_text
+
+
+def train(args):
+    """Omni-NegCLIP text-side steps: a presence batch (image, caption, negation) and an absence batch
+    (image, original, rewrite) of `--batch` captions each per step; random frozen image embeddings;
+    AdamW (0.9, 0.98), eps 1e-6, wd 0.2 on matrices; trains text blocks `--blocks` (+ embeddings,
+    final LN, projection, logit_scale) or, with --only-block, that one block alone."""
+    model = load(args.model, args.threads)
+    model.train()
+    seqs = json.load(open(args.ids))
+    pad = model.config.text_config.pad_token_id
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tm = model.text_model
+    if args.only_block is not None:
+        trainable = list(tm.encoder.layers[args.only_block].parameters())
+    else:
+        a, b = (int(x) for x in args.blocks.split("-"))
+        trainable = [p for l in range(a, b + 1) for p in tm.encoder.layers[l].parameters()]
+        trainable += list(tm.embeddings.parameters()) + list(tm.final_layer_norm.parameters())
+        trainable += [model.text_projection.weight, model.logit_scale]
+    for p in trainable:
+        p.requires_grad_(True)
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.2}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-6, betas=(0.9, 0.98), eps=1e-6)
+    B = args.batch
+    dim = model.config.projection_dim
+    torch.manual_seed(0)
+
+    def tokens(batch):
+        n = max(len(s) for s in batch)
+        ids = torch.full((len(batch), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
+        for i, s in enumerate(batch):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        return ids, mask
+
+    def feats(batch):
+        ids, mask = tokens(batch)
+        out = model.get_text_features(input_ids=ids, attention_mask=mask)
+        return getattr(out, "pooler_output", out)
+
+    def step(k):
+        base = (k * 4 * B) % max(1, len(seqs) - 4 * B)
+        parts = [seqs[base + i * B: base + (i + 1) * B] for i in range(4)]
+        v_p, v_a = torch.randn(B, dim), torch.randn(B, dim)
+        opt.zero_grad(set_to_none=False)
+        loss = omni_loss(v_p, feats(parts[0]), feats(parts[1]), v_a, feats(parts[2]), feats(parts[3]), model.logit_scale)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    step(0)  # warm-up
+    times = []
+    for k in range(1, args.steps + 1):
+        t = time.perf_counter()
+        step(k)
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    print(json.dumps({"peer": "transformers", "task": "train", "batch": B, "captions_per_step": 4 * B,
+                      "blocks": args.blocks if args.only_block is None else f"block.{args.only_block}",
+                      "steps": args.steps, "best_step_s": best, "median_step_s": sorted(times)[len(times) // 2],
+                      "steps_per_s": 1 / best, "threads": args.threads, "attn": args.attn,
+                      "torch": torch.__version__, "transformers": transformers.__version__}))
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -114,8 +200,18 @@ def main():
             e.add_argument("--padding", default="longest", choices=["longest", "max_length"])
         else:
             e.add_argument("--count", type=int, default=64)
+    t = sub.add_parser("train")
+    t.add_argument("--model", required=True)
+    t.add_argument("--ids", required=True)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--blocks", default="0-2", help="trainable block range a-b (plus embeddings, final LN, projection, scale)")
+    t.add_argument("--only-block", type=int, default=None, help="train this one block alone instead")
+    t.add_argument("--steps", type=int, default=3)
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ARGS = p.parse_args()
-    {"make-checkpoint": make_checkpoint, "encode-text": encode_text, "encode-images": encode_images}[ARGS.cmd](ARGS)
+    {"make-checkpoint": make_checkpoint, "encode-text": encode_text, "encode-images": encode_images,
+     "train": train}[ARGS.cmd](ARGS)
 
 
 if __name__ == "__main__":

@@ -273,10 +273,27 @@ public enum Ops {
     // MARK: activations
 
     /// out = act(inp), elementwise over N values (HF ACT2FN: quick_gelu x sigmoid(1.702 x); gelu with
-    /// erf; gelu_new / gelu_pytorch_tanh with tanh; relu).
+    /// erf; gelu_new / gelu_pytorch_tanh with tanh; relu). Float goes to the inference path's SIMD
+    /// kernel (`Kernels.biasActivation`); `activationForwardReference` is the naive loop.
     @_specialize(where T == Float)
     public static func activationForward<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
                                                   _ N: Int, _ act: Activation) {
+        if T.self == Float.self {
+            guard N > 0 else { return }
+            f(out).update(from: f(UnsafePointer(inp)), count: N)
+            // as rows of 4096 so the kernel's threads share the work, then the tail
+            let cols = 4096, rows = N / cols, tail = N - rows * cols
+            if rows > 0 { Kernels.biasActivation(f(out), bias: nil, rows: rows, cols: cols, activation: act) }
+            if tail > 0 { Kernels.biasActivation(f(out) + rows * cols, bias: nil, rows: 1, cols: tail, activation: act) }
+        } else {
+            activationForwardReference(out, inp, N, act)
+        }
+    }
+
+    /// Naive reference of `activationForward`.
+    @_specialize(where T == Float)
+    public static func activationForwardReference<T: Real>(_ out: UnsafeMutablePointer<T>, _ inp: UnsafePointer<T>,
+                                                           _ N: Int, _ act: Activation) {
         for i in 0..<N { out[i] = activation(inp[i], act).0 }
     }
 

@@ -5,6 +5,9 @@ import Foundation
 public enum LossInput<T: Real> {
     case tokens([[Int32]])
     case embeddings([T])
+    /// Token sequences whose hidden_states[layer] (packed [N, C], from `hiddenStates(ids:layer:)`) is
+    /// cached: the forward starts at block `layer` (everything below must be frozen).
+    case hidden(ids: [[Int32]], layer: Int, states: [T])
 }
 
 /// Result of one forward + backward.
@@ -27,6 +30,9 @@ extension TextTowerParameters {
             switch input {
             case let .tokens(ids):
                 let c = try forward(ids: ids, trainable: trainable)
+                caches.append(c); values.append(c.embeds.array)
+            case let .hidden(ids, layer, states):
+                let c = try states.withUnsafeBufferPointer { try forward(ids: ids, trainable: trainable, start: (layer, $0)) }
                 caches.append(c); values.append(c.embeds.array)
             case let .embeddings(e):
                 guard e.count % projectionDim == 0, !e.isEmpty else {
@@ -96,6 +102,14 @@ public final class TextOptimizer<T: Real>: @unchecked Sendable {
         // frozen gradients are never written, so only the trainable ones need zeroing
         for t in gradients.tensors where trainable.contains(t.group) { t.tensor.zero() }
         let r = try parameters.lossAndGradients(loss, inputs: inputs, into: gradients, trainable: trainable)
+        // stop before the update, so the parameters (and a checkpoint written later) stay finite
+        if !r.loss.isFinite {
+            // name the innermost part that diverged (L_text before the L_abs it feeds)
+            let aggregates: Set = ["L", "L_pre", "L_abs"]
+            let broken = r.parts.keys.sorted().filter { !r.parts[$0]!.isFinite }
+            let bad = broken.first { !aggregates.contains($0) } ?? broken.first ?? "L"
+            throw TrainingError.diverged(step: step, part: bad, value: Double(r.parts[bad] ?? r.loss))
+        }
         let norm = config.clipNorm.map { clipGradientNorm(gradients, trainable: trainable, maxNorm: $0) }
         let lr = config.schedule.lr(step: step)
         adamW.step(grads: gradients, lr: lr, lrScale: config.lrScale)

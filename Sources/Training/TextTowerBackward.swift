@@ -116,6 +116,16 @@ extension TextTowerParameters {
     /// instead of one each, so freezing the bottom of the tower also saves its activation memory; the
     /// cache then only supports a backward with those groups (or fewer, higher ones).
     public func forward(ids seqs: [[Int32]], trainable: Set<TrainableGroup>? = nil) throws -> TextTowerCache<T> {
+        try forward(ids: seqs, trainable: trainable, start: nil)
+    }
+
+    /// The forward from a cached layer input: `start.layer` = k and `start.hidden` = hidden_states[k]
+    /// of these sequences, packed [N, C] (from `hiddenStates(ids:layer:)`), so blocks 0..<k and the
+    /// embeddings are skipped. When blocks below k and the embeddings are frozen their output is a
+    /// constant of the caption, so this gives bit-identical embeddings and gradients (tested) at the
+    /// cost of blocks k..<L only. The backward of such a cache must not need anything below block k.
+    public func forward(ids seqs: [[Int32]], trainable: Set<TrainableGroup>?,
+                        start: (layer: Int, hidden: UnsafeBufferPointer<T>)?) throws -> TextTowerCache<T> {
         let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
         let P = projectionDim, eps = T(config.tower.layerNormEps)
         for (n, s) in seqs.enumerated() {
@@ -132,21 +142,36 @@ extension TextTowerParameters {
         let ids = seqs.flatMap { $0 }, positions = seqs.flatMap { Array(0..<$0.count) }
         let eosRows = seqs.enumerated().map { offsets[$0.offset] + eosIndex($0.element) }
         let attSize = Ops.attentionCacheSize(offsets: offsets, heads: NH)
+        let startLayer = start?.layer ?? 0
+        if let start {
+            guard (0...blocks.count).contains(start.layer), start.hidden.count == N * C else {
+                throw TrainingError.input("cached layer input: layer \(start.layer) of 0...\(blocks.count), \(start.hidden.count) values for [\(N), \(C)]")
+            }
+            if let trainable, let low = trainable.filter({ $0 != .logitScale }).min(), low < .block(start.layer) {
+                throw TrainingError.groups("\(low) is trainable, so the forward cannot start at hidden_states[\(start.layer)]")
+            }
+        }
         let lowest = trainable.map { $0.filter { $0 != .logitScale }.min() ?? .logitScale }
         let frozenBelow = lowest.map { TrainableGroup.block(0) < $0 } ?? false
         let shared = frozenBelow ? [BlockCache<T>(N: N, C: C, I: I, attSize: attSize), BlockCache<T>(N: N, C: C, I: I, attSize: attSize)] : []
         let blockCaches = blocks.indices.map { l -> BlockCache<T> in
             // backward visits block l iff it is trainable or something below it is (lowest <= block l)
-            if let lowest, TrainableGroup.block(l) < lowest { return shared[l % 2] }
+            if let lowest, TrainableGroup.block(l) < lowest { return l < startLayer ? shared[0] : shared[l % 2] }
             return BlockCache<T>(N: N, C: C, I: I, attSize: attSize)
         }
         let cache = TextTowerCache(count: seqs.count, ids: ids, positions: positions, offsets: offsets,
                                    eosRows: eosRows, blocks: blockCaches, C: C, P: P)
         let scratch = Tensor<T>(shape: [N, C])
-        // h = token_embedding[ids] + position_embedding[positions]
-        Ops.embeddingForward(blockCaches.first?.hIn.data ?? cache.hOut.data, ids, positions,
-                             tokenEmbedding.p, positionEmbedding.p, C)
-        for (l, b) in blocks.enumerated() {
+        if let start {
+            // h = hidden_states[k], computed once by the frozen prefix
+            let dst = startLayer < blocks.count ? blockCaches[startLayer].hIn.data : cache.hOut.data
+            dst.update(from: start.hidden.baseAddress!, count: N * C)
+        } else {
+            // h = token_embedding[ids] + position_embedding[positions]
+            Ops.embeddingForward(blockCaches.first?.hIn.data ?? cache.hOut.data, ids, positions,
+                                 tokenEmbedding.p, positionEmbedding.p, C)
+        }
+        for (l, b) in blocks.enumerated() where l >= startLayer {
             let next = l + 1 < blocks.count ? blockCaches[l + 1].hIn : cache.hOut
             b.forward(next.data, blockCaches[l], scratch: scratch, offsets: offsets, config: config.tower, causal: true)
         }
@@ -157,6 +182,30 @@ extension TextTowerParameters {
                              finalLNWeight.p, finalLNBias.p, seqs.count, C, eps: eps)
         Ops.linearForward(cache.embeds.data, cache.lnf.p, projection.p, nil, seqs.count, C, P)
         return cache
+    }
+
+    /// hidden_states[layer] of every sequence, packed [N, C] in sequence order (embeddings + blocks
+    /// 0..<layer through two ping-pong caches): the fixed input of block `layer` when everything below
+    /// it is frozen.
+    public func hiddenStates(ids seqs: [[Int32]], layer: Int) throws -> [T] {
+        guard (0...blocks.count).contains(layer) else {
+            throw TrainingError.input("hidden_states[\(layer)]: the text tower has \(blocks.count) blocks (layers 0...\(blocks.count))")
+        }
+        let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
+        var offsets = [0]
+        for s in seqs { offsets.append(offsets.last! + s.count) }
+        let N = offsets.last!
+        let ids = seqs.flatMap { $0 }, positions = seqs.flatMap { Array(0..<$0.count) }
+        let attSize = Ops.attentionCacheSize(offsets: offsets, heads: NH)
+        let caches = [BlockCache<T>(N: N, C: C, I: I, attSize: attSize), BlockCache<T>(N: N, C: C, I: I, attSize: attSize)]
+        let scratch = Tensor<T>(shape: [N, C])
+        // h = token_embedding[ids] + position_embedding[positions]
+        Ops.embeddingForward(caches[0].hIn.data, ids, positions, tokenEmbedding.p, positionEmbedding.p, C)
+        for l in 0..<layer {
+            blocks[l].forward(caches[(l + 1) % 2].hIn.data, caches[l % 2], scratch: scratch, offsets: offsets,
+                              config: config.tower, causal: true)
+        }
+        return caches[layer % 2].hIn.array
     }
 
     /// Backward from dL/dembeds [B, projectionDim], ADDING weight gradients of the `trainable` groups

@@ -10,5 +10,6 @@ struct NegclipBench: ParsableCommand {
             DumpBench.self,
             ParityDump.self,
             TokenizeBench.self,
+            TrainBench.self,
         ])
 }

@@ -12,5 +12,6 @@ struct Negclip: ParsableCommand {
             DumpCommand.self,
             MakeWorldCommand.self,
             EvaluateCommand.self,
+            TrainCommand.self,
         ])
 }

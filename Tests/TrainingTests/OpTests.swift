@@ -96,9 +96,14 @@ func checkOp(_ name: String, _ inputs: [[Double]], names: [String], outCount: In
         let c = 4, n = 5
         var qkv = rng.normals(n * 3 * c)
         let o1 = Buf(zeros: n * c), o2 = Buf(zeros: n * c), a = Buf(zeros: 2 * n * n)
-        Ops.attentionForward(o1.p, a.p, Buf(qkv).p, offsets: [0, n], c, heads: 2, causal: true)
+        // each input Buf stays alive across its call (a temporary `Buf(qkv).p` could be freed mid-call)
+        let in1 = Buf(qkv)
+        Ops.attentionForward(o1.p, a.p, in1.p, offsets: [0, n], c, heads: 2, causal: true)
+        withExtendedLifetime(in1) {}
         for k in (4 * 3 * c + c)..<(5 * 3 * c) { qkv[k] += 1 }
-        Ops.attentionForward(o2.p, a.p, Buf(qkv).p, offsets: [0, n], c, heads: 2, causal: true)
+        let in2 = Buf(qkv)
+        Ops.attentionForward(o2.p, a.p, in2.p, offsets: [0, n], c, heads: 2, causal: true)
+        withExtendedLifetime(in2) {}
         #expect(Array(o1.array[0..<(4 * c)]) == Array(o2.array[0..<(4 * c)]))
         #expect(o1.array[(4 * c)...] != o2.array[(4 * c)...])
     }
