@@ -52,6 +52,18 @@ public struct TextConfig: Sendable, Equatable {
     public var projectionDim: Int
     public var hiddenSize: Int { tower.hiddenSize }
     public var numHiddenLayers: Int { tower.numHiddenLayers }
+
+    /// HF's pooling rule (`CLIPTextTransformer.forward`), the one place it is written: with the legacy
+    /// eos_token_id 2, the position of the largest id (first occurrence); otherwise the first position
+    /// holding eos_token_id (0 if none, as torch's argmax of an all-false row).
+    public func eosIndex(_ ids: [Int32]) -> Int {
+        if eosTokenID == 2 {
+            var best = 0
+            for (i, t) in ids.enumerated() where t > ids[best] { best = i }
+            return best
+        }
+        return ids.firstIndex(of: Int32(eosTokenID)) ?? 0
+    }
 }
 
 public struct VisionConfig: Sendable, Equatable {

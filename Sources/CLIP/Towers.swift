@@ -137,17 +137,8 @@ public final class TextTower: @unchecked Sendable {
 
     public var projectionDim: Int { projection?.shape[0] ?? 0 }
 
-    /// HF's pooling rule (`CLIPTextTransformer.forward`): with the legacy eos_token_id 2, the position of
-    /// the largest id (first occurrence); otherwise the first position holding eos_token_id (0 if none,
-    /// as torch's argmax of an all-false row).
-    public func eosIndex(_ ids: [Int32]) -> Int {
-        if config.eosTokenID == 2 {
-            var best = 0
-            for (i, t) in ids.enumerated() where t > ids[best] { best = i }
-            return best
-        }
-        return ids.firstIndex(of: Int32(config.eosTokenID)) ?? 0
-    }
+    /// HF's pooling rule (`TextConfig.eosIndex`).
+    public func eosIndex(_ ids: [Int32]) -> Int { config.eosIndex(ids) }
 
     public func encode(ids: [[Int32]], tokens selection: HiddenStateSelection = .eos,
                        layers: [Int]? = nil) throws -> TextEncoding {

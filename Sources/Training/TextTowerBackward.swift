@@ -99,16 +99,8 @@ extension BlockParameters {
 }
 
 extension TextTowerParameters {
-    /// HF's pooling rule (CLIPTextTransformer.forward; the same rule as CLIP.TextTower.eosIndex): with the
-    /// legacy eos_token_id 2 the position of the largest id, else the first eos_token_id (0 if none).
-    public func eosIndex(_ ids: [Int32]) -> Int {
-        if config.eosTokenID == 2 {
-            var best = 0
-            for (i, t) in ids.enumerated() where t > ids[best] { best = i }
-            return best
-        }
-        return ids.firstIndex(of: Int32(config.eosTokenID)) ?? 0
-    }
+    /// HF's pooling rule, from the one definition in CLIP (`TextConfig.eosIndex`).
+    public func eosIndex(_ ids: [Int32]) -> Int { config.eosIndex(ids) }
 
     /// Forward over unpadded sequences, packed (sequence s = rows offsets[s]..<offsets[s+1]); returns
     /// the cache, whose `embeds` are the text embeddings [B, projectionDim]. With `trainable`, blocks
