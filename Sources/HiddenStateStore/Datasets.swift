@@ -38,7 +38,8 @@ extension H5Context {
 
     /// A chunked dataset whose axis `growAxis` is unlimited (nil: fixed size).
     func createDataset(_ file: H5Handle, _ path: String, _ element: H5Element, dims: [Int],
-                       growAxis: Int?, chunk: [Int], compression: StoreCompression) throws -> H5Handle {
+                       growAxis: Int?, chunk: [Int], compression: StoreCompression,
+                       zeroFill: Bool = false) throws -> H5Handle {
         var current = dims.map { hsize_t($0) }
         var maximum = current
         if let g = growAxis { maximum[g] = negclip_H5S_UNLIMITED() }
@@ -55,6 +56,14 @@ extension H5Context {
                 try check(H5Pset_deflate(dcpl.id, UInt32(level)), "H5Pset_deflate \(path)")
             }
             try check(H5Pset_fletcher32(dcpl.id), "H5Pset_fletcher32 \(path)")
+        }
+        if zeroFill && element == .float32 {
+            // Chunks that are never written (all padding) read back as this fill value: explicitly
+            // 0, written into the file's fill-value message, never materialised on disk.
+            var zero: Float = 0
+            try check(H5Pset_fill_value(dcpl.id, negclip_H5T_NATIVE_FLOAT(), &zero), "H5Pset_fill_value \(path)")
+            try check(H5Pset_fill_time(dcpl.id, H5D_FILL_TIME_IFSET), "H5Pset_fill_time \(path)")
+            try check(H5Pset_alloc_time(dcpl.id, H5D_ALLOC_TIME_INCR), "H5Pset_alloc_time \(path)")
         }
         let lcpl = try handle(H5Pcreate(negclip_H5P_LINK_CREATE()), .plist, "H5Pcreate lcpl")
         try check(H5Pset_create_intermediate_group(lcpl.id, 1), "H5Pset_create_intermediate_group")

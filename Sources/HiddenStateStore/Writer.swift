@@ -223,16 +223,21 @@ final class StoreWriterCore {
     private func createDatasets(_ f: H5Handle) throws {
         let L = layout.layers.count, W = layout.width, P = layout.projectionDim
         let T = layout.contextLength, C = layout.chunkItems, comp = layout.compression
-        func make(_ path: String, _ e: H5Element, _ dims: [Int], _ chunk: [Int], axes: String) throws -> H5Handle {
-            let d = try ctx.createDataset(f, path, e, dims: dims, growAxis: itemAxis(path), chunk: chunk, compression: comp)
+        func make(_ path: String, _ e: H5Element, _ dims: [Int], _ chunk: [Int], axes: String,
+                  zeroFill: Bool = false) throws -> H5Handle {
+            let d = try ctx.createDataset(f, path, e, dims: dims, growAxis: itemAxis(path), chunk: chunk,
+                                          compression: comp, zeroFill: zeroFill)
             try ctx.writeAttribute(d, "axes", axes)
             datasets[path] = d
             return d
         }
         // Hidden states are chunked one layer at a time, so reading one layer never decodes others.
         let hidden = try make(StoreSchema.hiddenStates, .float32, [L, 0, W], [1, C, W], axes: "layer,item,width")
+        // Token states are chunked `tokenBlock` token rows at a time with fill value 0: a chunk whose
+        // rows are all padding is never written (see `writeTokenStates`) and reads back as zeros.
         let tokens = layout.tokens == .all
-            ? try make(StoreSchema.tokenStates, .float32, [L, 0, T, W], [1, C, T, W], axes: "layer,item,token,width") : nil
+            ? try make(StoreSchema.tokenStates, .float32, [L, 0, T, W], [1, C, tokenBlock, W],
+                       axes: "layer,item,token,width", zeroFill: true) : nil
         let pooled = try make(StoreSchema.pooled, .float32, [0, W], [C, W], axes: "item,width")
         let embeds = try make(StoreSchema.embeds, .float32, [0, P], [C, P], axes: "item,projection")
         let inputIDs = try make(StoreSchema.inputIDs, .int32, [0, T], [C, T], axes: "item,token")
@@ -360,8 +365,8 @@ final class StoreWriterCore {
                 for li in layout.layers.indices {
                     // Append the packed [sum(lengths), width] rows item by item, each followed by its
                     // zero padding, so the pending buffer is [n, T, width] (every byte written once;
-                    // no temporary: this is the big one). One spare float for the direct chunk write.
-                    pending.tokens[li].reserveCapacity(pending.tokens[li].count + n * T * W + 1)
+                    // no temporary: this is the big one).
+                    pending.tokens[li].reserveCapacity(pending.tokens[li].count + n * T * W)
                     tokenStates[li].withUnsafeBufferPointer { src in
                         var row = 0
                         for i in 0..<n {
@@ -501,43 +506,59 @@ final class StoreWriterCore {
         stats.bufferSeconds += Self.now() - t2
     }
 
+    /// Token rows per chunk of `token_states` (the chunk is [1, chunk_items, tokenBlock, width]).
+    static let tokenBlockRows = 8
+    var tokenBlock: Int { min(Self.tokenBlockRows, layout.contextLength) }
+    /// One chunk of token states plus its checksum word, reused across commits.
+    private var tokenChunk: [Float] = []
+
     /// The first `n` pending items of layer `li`'s padded token states, at item `start`.
     ///
-    /// This is nearly all of a dump's bytes (1.1 MB per caption for ViT-B/32). Uncompressed whole
-    /// chunks skip HDF5's write path: the pending buffer already holds each chunk [1, C, T, W]
-    /// contiguously, so the writer appends the Fletcher-32 checksum the dataset's only filter would
-    /// add (`negclip_fletcher32`, bit-identical to HDF5's) and hands the chunk to H5Dwrite_chunk. That saves
-    /// H5Dwrite's gather into a chunk buffer and the filter's malloc + copy of every chunk. A final
-    /// partial chunk (and gzip) goes through H5Dwrite as before.
+    /// This is nearly all of a dump's bytes (1.1 MB per caption for ViT-B/32 when dense), and most
+    /// of it is padding. The dataset is chunked [1, C, tokenBlock, W] with fill value 0, so only the
+    /// (item chunk, token block) chunks in which at least one item has a real token row are written;
+    /// the others stay unallocated and read back as zeros. Uncompressed chunks skip HDF5's write
+    /// path: the writer gathers the chunk's rows into `tokenChunk`, appends the Fletcher-32 checksum
+    /// the dataset's only filter would add (`negclip_fletcher32`, bit-identical to HDF5's) and hands
+    /// it to H5Dwrite_chunk (edge chunks, past the last item or token, are stored whole, zero
+    /// filled). With gzip, or a commit that does not start on a chunk boundary, each chunk that has
+    /// real rows goes through H5Dwrite instead.
     private func writeTokenStates(layer li: Int, _ n: Int, start: Int) throws {
-        let T = layout.contextLength, W = layout.width, C = layout.chunkItems, path = StoreSchema.tokenStates
+        let T = layout.contextLength, W = layout.width, C = layout.chunkItems, B = tokenBlock
+        let path = StoreSchema.tokenStates
         let d = datasets[path]!
-        let direct = layout.compression == .none && start % C == 0 ? n / C : 0
-        let chunkFloats = C * T * W
-        if direct > 0 {
-            // One spare float after the last chunk, so every chunk + checksum is contiguous.
-            let spare = pending.tokens[li].count < direct * chunkFloats + 1
-            if spare { pending.tokens[li].append(0) }
-            try pending.tokens[li].withUnsafeMutableBufferPointer { buf in
-                for j in 0..<direct {
-                    let chunk = buf.baseAddress! + j * chunkFloats
-                    let sum = negclip_fletcher32(chunk, chunkFloats * 4)
-                    let tail = UnsafeMutableRawPointer(chunk + chunkFloats)
-                    let saved = tail.load(as: UInt32.self)  // first value of the next chunk (or the spare)
-                    // Stored little-endian after the data (UINT32ENCODE in H5Zfletcher32.c).
-                    tail.storeBytes(of: sum.littleEndian, as: UInt32.self)
-                    defer { tail.storeBytes(of: saved, as: UInt32.self) }
-                    try ctx.writeChunk(d, path, offset: [li, start + j * C, 0, 0],
-                                       bytes: UnsafeRawBufferPointer(start: chunk, count: chunkFloats * 4 + 4))
+        let direct = layout.compression == .none && start % C == 0
+        let chunkFloats = C * B * W
+        if tokenChunk.count != chunkFloats + 1 { tokenChunk = [Float](repeating: 0, count: chunkFloats + 1) }
+        let blocks = (T + B - 1) / B
+        try pending.tokens[li].withUnsafeBufferPointer { src in
+            try tokenChunk.withUnsafeMutableBufferPointer { buf in
+                let chunk = buf.baseAddress!
+                var j = 0
+                while j < n {
+                    let count = min(C - (start + j) % C, n - j)  // up to the next item-chunk boundary
+                    let longest = Int(pending.lengths[j..<(j + count)].max()!)
+                    for b in 0..<blocks where b * B < longest {
+                        let rows = min(B, T - b * B)
+                        if direct {
+                            if count < C || rows < B { chunk.update(repeating: 0, count: chunkFloats) }
+                            for i in 0..<count {
+                                (chunk + i * B * W).update(from: src.baseAddress! + ((j + i) * T + b * B) * W, count: rows * W)
+                            }
+                            let sum = negclip_fletcher32(chunk, chunkFloats * 4)
+                            // Stored little-endian after the data (UINT32ENCODE in H5Zfletcher32.c).
+                            UnsafeMutableRawPointer(chunk + chunkFloats).storeBytes(of: sum.littleEndian, as: UInt32.self)
+                            try ctx.writeChunk(d, path, offset: [li, start + j, b * B, 0],
+                                               bytes: UnsafeRawBufferPointer(start: chunk, count: chunkFloats * 4 + 4))
+                        } else {
+                            for i in 0..<count {
+                                (chunk + i * rows * W).update(from: src.baseAddress! + ((j + i) * T + b * B) * W, count: rows * W)
+                            }
+                            try ctx.write(d, path, .float32, start: [li, start + j, b * B, 0], count: [1, count, rows, W], chunk)
+                        }
+                    }
+                    j += count
                 }
-            }
-            if spare { pending.tokens[li].removeLast() }
-        }
-        let rest = n - direct * C
-        if rest > 0 {
-            try pending.tokens[li].withUnsafeBytes { raw in
-                try ctx.write(d, path, .float32, start: [li, start + direct * C, 0, 0], count: [1, rest, T, W],
-                              raw.baseAddress! + direct * chunkFloats * 4)
             }
         }
     }

@@ -96,6 +96,46 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         #expect(throws: HiddenStateStoreError.self) { try r2.tokenHiddenStates(layer: 2, items: 3..<6) }
     }
 
+    /// Token states are chunked [1, C, 8, W] with fill value 0 and only chunks holding a real token
+    /// row are written: uneven lengths (mostly short, a few full) read back exactly, zeros in the
+    /// padding, through both the direct-chunk path and H5Dwrite (gzip), and the file is much smaller
+    /// than the dense [layers, items, tokens, width] float32 array.
+    @Test(arguments: [StoreCompression.none, .gzip(level: 1)])
+    func allTokensUnevenLengthsSkipPaddingChunks(_ compression: StoreCompression) throws {
+        let dir = try Fixtures.tempDir("store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let T = 40, W = 64, N = 26
+        let layout = StoreLayout(layers: [0, 1], numHiddenLayers: 1, width: W, projectionDim: 3, contextLength: T,
+                                 tokens: .all, compression: compression, chunkItems: 4)
+        // Lengths 2...7 (token block 0 only), one 12 (blocks 0-1), one full (every block, the last
+        // block an edge chunk of 8 rows), and a last partial item chunk of 2 items.
+        let items = SyntheticItems(layout: layout, count: N, seed: 21, lengthOf: { i in
+            i == 5 ? T : i == 14 ? 12 : i == 25 ? 9 : 2 + (i * 7) % 6
+        })
+        #expect(StoreWriterCore.tokenBlockRows == 8)
+        let url = try writeStore(dir.appendingPathComponent("sparse.h5"), items, batchSizes: [3, 10, 1, 12], reopenEvery: 2)
+        let r = try HiddenStateReader(url: url)
+        #expect(r.info.itemCount == N)
+        for (li, l) in layout.layers.enumerated() {
+            let got = try r.tokenHiddenStates(layer: l)
+            let report = compareClose("token_states[\(l)]", got: got, gotShape: [N, T, W],
+                                      want: items.paddedTokens(layer: li, 0..<N), wantShape: [N, T, W], atol: 0, rtol: 0)
+            #expect(report.ok, "\(report)")
+            // A slice inside the padding of the long item's chunk and across chunk boundaries.
+            let slice = try r.tokenHiddenStates(layer: l, items: 3..<15)
+            let sr = compareClose("token_states[\(l)][3..<15]", got: slice, gotShape: [12, T, W],
+                                  want: items.paddedTokens(layer: li, 3..<15), wantShape: [12, T, W], atol: 0, rtol: 0)
+            #expect(sr.ok, "\(sr)")
+        }
+        r.close()
+        let dense = layout.layers.count * N * T * W * 4
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int)
+        // Written: per layer 7 item chunks x block 0, + 4 more blocks (item 5) + 1 (item 14) + 1 (item 25),
+        // each 4 x 8 x 64 floats: 13 x 8 KiB = 104 KiB of 260 KiB dense per layer (the rest of the
+        // file is the other datasets and metadata: about 100 KiB here, 310 KiB in all).
+        #expect(size < dense * 2 / 3, "file \(size) bytes, dense token states \(dense) bytes")
+    }
+
     /// The writer's Fletcher-32 equals HDF5's on random, all-0xFF (largest words: overflow) and
     /// mostly-zero (padding-like) bytes, at lengths around the 360-word block and odd lengths.
     @Test func fletcher32MatchesHDF5() {

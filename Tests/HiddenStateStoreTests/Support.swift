@@ -19,7 +19,8 @@ struct SyntheticItems {
     var pooled: [[Float]] = []
     var embeds: [[Float]] = []
 
-    init(layout: StoreLayout, count: Int, seed: UInt64 = 1) {
+    /// `lengthOf` overrides the default cycle of caption lengths (2 ... contextLength).
+    init(layout: StoreLayout, count: Int, seed: UInt64 = 1, lengthOf: ((Int) -> Int)? = nil) {
         self.layout = layout
         self.count = count
         var state = seed &* 6364136223846793005 &+ 1442695040888963407
@@ -32,7 +33,7 @@ struct SyntheticItems {
         tokens = Array(repeating: [], count: L)
         let cycle: [ItemLabel] = [.affirmative, .presenceNegated, .absenceNegated, .unlabeled]
         for i in 0..<count {
-            let len = 2 + i % (T - 1)
+            let len = lengthOf?(i) ?? 2 + i % (T - 1)
             ids.append("item-\(i)")
             captions.append(i % 3 == 0 ? "a dog on a sofa \(i)" : "no dog on the sofa \(i) — ☃ ünïcode")
             labels.append(cycle[i % 4])
