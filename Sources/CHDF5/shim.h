@@ -156,3 +156,15 @@ static inline int negclip_drop_cached_pages(hid_t file) {
     if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == NULL) return -1;
     return posix_fadvise(*(int *)handle, 0, 0, POSIX_FADV_DONTNEED);
 }
+
+/// Marks the sec2 driver's descriptor close-on-exec. HDF5 opens files without O_CLOEXEC and
+/// flock()s them, so a child process started while the file is open (a test spawning the CLI, a
+/// user's tool) would otherwise inherit the descriptor and its lock for its whole life, and this
+/// process's next H5Fopen of the file (reopen after a commit) would fail with EAGAIN.
+static inline int negclip_set_cloexec(hid_t file) {
+    void *handle = NULL;
+    if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == NULL) return -1;
+    int fd = *(int *)handle;
+    int flags = fcntl(fd, F_GETFD);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}

@@ -76,6 +76,8 @@ struct H5Context {
 
     func handle(_ id: hid_t, _ kind: H5Handle.Kind, _ operation: @autoclosure () -> String) throws -> H5Handle {
         if id < 0 { throw fail(operation()) }
+        // Files: no child process may inherit the descriptor and its lock (see the shim).
+        if kind == .file { _ = negclip_set_cloexec(id) }
         return H5Handle(id, kind)
     }
 
@@ -110,6 +112,16 @@ struct H5Context {
         var d = [hsize_t](repeating: 0, count: Int(rank))
         if rank > 0, H5Sget_simple_extent_dims(space.id, &d, nil) < 0 { throw fail("H5Sget_simple_extent_dims \(path)") }
         return d.map { Int($0) }
+    }
+
+    /// The chunk shape of a chunked dataset ([] if it is not chunked).
+    func chunkDims(_ dataset: H5Handle, _ path: String) throws -> [Int] {
+        let dcpl = try handle(H5Dget_create_plist(dataset.id), .plist, "H5Dget_create_plist \(path)")
+        if H5Pget_layout(dcpl.id) != H5D_CHUNKED { return [] }
+        var d = [hsize_t](repeating: 0, count: 8)
+        let rank = H5Pget_chunk(dcpl.id, Int32(d.count), &d)
+        if rank < 0 { throw fail("H5Pget_chunk \(path)") }
+        return d.prefix(Int(rank)).map { Int($0) }
     }
 
     // MARK: attributes

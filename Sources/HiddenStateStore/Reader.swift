@@ -201,6 +201,16 @@ public final class HiddenStateReader {
         }
     }
 
+    /// Bytes the file allocates for dataset `path` (e.g. `StoreSchema.tokenStates`, whose chunks
+    /// past every item's length are never written), and its chunk shape.
+    public func storage(_ path: String) throws -> (bytes: Int, chunk: [Int]) {
+        try HDF5.withLock {
+            guard file != nil else { throw HiddenStateStoreError.state(file: ctx.file, detail: "read after close") }
+            guard let d = datasets[path] else { throw HiddenStateStoreError.missing(file: ctx.file, key: path, expected: "a dataset of this store") }
+            return (Int(H5Dget_storage_size(d.id)), try ctx.chunkDims(d, path))
+        }
+    }
+
     /// End-of-text rows of hidden_states[`layer`] for `items`: [items.count, width].
     public func eosHiddenStates(layer: Int, items: Range<Int>? = nil) throws -> [Float] {
         let p = try layerPosition(layer)

@@ -87,7 +87,14 @@ final class StoreWriterCore {
     private struct PendingText {
         var count = 0
         var hidden: [[Float]] = []  // per layer [n, width]
-        var tokens: [[Float]] = []  // per layer [n, contextLength, width]
+        /// Token rows of the pending items as the batches' own arrays (never copied or padded):
+        /// `tokenBatches[k][layer]` is batch k's packed [sum(lengths), width], `tokenBatchItems[k]`
+        /// its item count; the first `tokenItemsDone` items (`tokenRowsDone` rows) of batch 0 are
+        /// already committed.
+        var tokenBatches: [[[Float]]] = []
+        var tokenBatchItems: [Int] = []
+        var tokenItemsDone = 0
+        var tokenRowsDone = 0
         var pooled: [Float] = []
         var embeds: [Float] = []
         var inputIDs: [Int32] = []  // [n, contextLength], zero padded
@@ -110,7 +117,6 @@ final class StoreWriterCore {
         self.layout = layout
         self.ctx = H5Context(file: partialURL.path)
         pending.hidden = Array(repeating: [], count: layout.layers.count)
-        pending.tokens = layout.tokens == .all ? Array(repeating: [], count: layout.layers.count) : []
     }
 
     deinit { close() }
@@ -153,6 +159,12 @@ final class StoreWriterCore {
         let fapl = try fileAccess()
         let f = try ctx.handle(H5Fcreate(partialURL.path, negclip_H5F_ACC_TRUNC(), fcpl.id, fapl.id), .file, "H5Fcreate")
         file = f
+        // Datasets in the HDF5 1.10 format (readable by HDF5 >= 1.10, h5py included): the
+        // extensible-array chunk index appends a chunk in O(1), where 1.8's B-tree made commits
+        // ~60% slower here. Set on the open file, not in the access list, so the superblock keeps
+        // the old version without 1.10's "open for write" flag, which would make an interrupted
+        // file unopenable for --resume without h5clear.
+        try ctx.check(H5Fset_libver_bounds(f.id, H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Fset_libver_bounds 1.10")
 
         // Root attributes: identity, commit state, layout, provenance.
         try ctx.writeAttribute(f, "schema", StoreSchema.name)
@@ -233,10 +245,10 @@ final class StoreWriterCore {
         }
         // Hidden states are chunked one layer at a time, so reading one layer never decodes others.
         let hidden = try make(StoreSchema.hiddenStates, .float32, [L, 0, W], [1, C, W], axes: "layer,item,width")
-        // Token states are chunked `tokenBlock` token rows at a time with fill value 0: a chunk whose
-        // rows are all padding is never written (see `writeTokenStates`) and reads back as zeros.
+        // Token states are chunked one item and `tokenBlock` token rows at a time with fill value 0:
+        // a chunk past an item's length is never written (see `writeTokenStates`) and reads as zeros.
         let tokens = layout.tokens == .all
-            ? try make(StoreSchema.tokenStates, .float32, [L, 0, T, W], [1, C, tokenBlock, W],
+            ? try make(StoreSchema.tokenStates, .float32, [L, 0, T, W], tokenChunkShape,
                        axes: "layer,item,token,width", zeroFill: true) : nil
         let pooled = try make(StoreSchema.pooled, .float32, [0, W], [C, W], axes: "item,width")
         let embeds = try make(StoreSchema.embeds, .float32, [0, P], [C, P], axes: "item,projection")
@@ -324,6 +336,12 @@ final class StoreWriterCore {
         for path in textPaths + imagePaths {
             datasets[path] = try ctx.openDataset(f, path, expected: "a dataset written by `negclip dump`")
         }
+        if layout.tokens == .all {
+            // Token chunks are written whole (H5Dwrite_chunk): a file chunked otherwise (an older
+            // negclip's [1, chunk_items, tokens, width]) cannot be continued.
+            let path = StoreSchema.tokenStates
+            try same("chunk shape of \(path)", "\(tokenChunkShape)", "\(try ctx.chunkDims(datasets[path]!, path))")
+        }
         let items = Int(try ctx.readIntAttribute(f, "items_written"))
         let images = Int(try ctx.readIntAttribute(f, "images_written"))
         // Drop rows written after the last commit (their flush may not have completed).
@@ -362,21 +380,9 @@ final class StoreWriterCore {
                 pending.hidden[li] += batch.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
             }
             if layout.tokens == .all, let tokenStates = batch.tokenHiddenStates {
-                for li in layout.layers.indices {
-                    // Append the packed [sum(lengths), width] rows item by item, each followed by its
-                    // zero padding, so the pending buffer is [n, T, width] (every byte written once;
-                    // no temporary: this is the big one).
-                    pending.tokens[li].reserveCapacity(pending.tokens[li].count + n * T * W)
-                    tokenStates[li].withUnsafeBufferPointer { src in
-                        var row = 0
-                        for i in 0..<n {
-                            let len = batch.lengths[i]
-                            pending.tokens[li].append(contentsOf: UnsafeBufferPointer(rebasing: src[(row * W)..<((row + len) * W)]))
-                            pending.tokens[li].append(contentsOf: repeatElement(0, count: (T - len) * W))
-                            row += len
-                        }
-                    }
-                }
+                // Packed [sum(lengths), width] per layer (checked by `validate`): kept, not copied.
+                pending.tokenBatches.append(tokenStates)
+                pending.tokenBatchItems.append(n)
             }
             pending.pooled += batch.pooled
             pending.embeds += batch.embeds
@@ -489,10 +495,25 @@ final class StoreWriterCore {
         let t2 = Self.now()
         stats.commitSeconds += t2 - t1
 
-        for li in 0..<L {
-            pending.hidden[li].removeFirst(n * W)
-            if layout.tokens == .all { pending.tokens[li].removeFirst(n * T * W) }
+        if layout.tokens == .all {
+            var left = n, item = 0
+            while left > 0 {
+                let rest = pending.tokenBatchItems[0] - pending.tokenItemsDone
+                if left >= rest {
+                    pending.tokenBatches.removeFirst()
+                    pending.tokenBatchItems.removeFirst()
+                    pending.tokenItemsDone = 0
+                    pending.tokenRowsDone = 0
+                    left -= rest
+                    item += rest
+                } else {
+                    pending.tokenRowsDone += pending.lengths[item..<(item + left)].reduce(0) { $0 + Int($1) }
+                    pending.tokenItemsDone += left
+                    left = 0
+                }
+            }
         }
+        for li in 0..<L { pending.hidden[li].removeFirst(n * W) }
         pending.pooled.removeFirst(n * W)
         pending.embeds.removeFirst(n * layout.projectionDim)
         pending.inputIDs.removeFirst(n * T)
@@ -506,59 +527,58 @@ final class StoreWriterCore {
         stats.bufferSeconds += Self.now() - t2
     }
 
-    /// Token rows per chunk of `token_states` (the chunk is [1, chunk_items, tokenBlock, width]).
+    /// Token rows per chunk of `token_states` (the chunk is [1, 1, tokenBlock, width]).
     static let tokenBlockRows = 8
     var tokenBlock: Int { min(Self.tokenBlockRows, layout.contextLength) }
+    var tokenChunkShape: [Int] { [1, 1, tokenBlock, layout.width] }
     /// One chunk of token states plus its checksum word, reused across commits.
     private var tokenChunk: [Float] = []
 
-    /// The first `n` pending items of layer `li`'s padded token states, at item `start`.
+    /// Token states of the first `n` pending items of layer `li`, at item `start`.
     ///
-    /// This is nearly all of a dump's bytes (1.1 MB per caption for ViT-B/32 when dense), and most
-    /// of it is padding. The dataset is chunked [1, C, tokenBlock, W] with fill value 0, so only the
-    /// (item chunk, token block) chunks in which at least one item has a real token row are written;
-    /// the others stay unallocated and read back as zeros. Uncompressed chunks skip HDF5's write
-    /// path: the writer gathers the chunk's rows into `tokenChunk`, appends the Fletcher-32 checksum
-    /// the dataset's only filter would add (`negclip_fletcher32`, bit-identical to HDF5's) and hands
-    /// it to H5Dwrite_chunk (edge chunks, past the last item or token, are stored whole, zero
-    /// filled). With gzip, or a commit that does not start on a chunk boundary, each chunk that has
-    /// real rows goes through H5Dwrite instead.
+    /// This is nearly all of a dump's bytes, and stored densely most of it would be padding (the
+    /// token axis is the longest caption; the mean caption is a third of that). The dataset is
+    /// chunked [1, 1, tokenBlock, W] with fill value 0, so only the chunks that hold at least one
+    /// real token row are written, ceil(length / tokenBlock) per item; the rest stay unallocated and
+    /// read back as zeros. Each chunk is gathered from the packed pending rows into `tokenChunk` (its
+    /// padding rows zeroed). Uncompressed, it skips HDF5's write path: the writer appends the
+    /// Fletcher-32 checksum the dataset's only filter would add (`negclip_fletcher32`, bit-identical
+    /// to HDF5's) and hands the chunk to H5Dwrite_chunk (an edge chunk past the token axis is
+    /// stored whole, as HDF5 stores it). With gzip each chunk goes through H5Dwrite.
     private func writeTokenStates(layer li: Int, _ n: Int, start: Int) throws {
-        let T = layout.contextLength, W = layout.width, C = layout.chunkItems, B = tokenBlock
+        let T = layout.contextLength, W = layout.width, B = tokenBlock
         let path = StoreSchema.tokenStates
         let d = datasets[path]!
-        let direct = layout.compression == .none && start % C == 0
-        let chunkFloats = C * B * W
+        let direct = layout.compression == .none
+        let chunkFloats = B * W
         if tokenChunk.count != chunkFloats + 1 { tokenChunk = [Float](repeating: 0, count: chunkFloats + 1) }
-        let blocks = (T + B - 1) / B
-        try pending.tokens[li].withUnsafeBufferPointer { src in
-            try tokenChunk.withUnsafeMutableBufferPointer { buf in
-                let chunk = buf.baseAddress!
-                var j = 0
-                while j < n {
-                    let count = min(C - (start + j) % C, n - j)  // up to the next item-chunk boundary
-                    let longest = Int(pending.lengths[j..<(j + count)].max()!)
-                    for b in 0..<blocks where b * B < longest {
-                        let rows = min(B, T - b * B)
+        try tokenChunk.withUnsafeMutableBufferPointer { buf in
+            let chunk = buf.baseAddress!
+            var batch = 0, item = pending.tokenItemsDone, row = pending.tokenRowsDone  // of item i in its batch
+            for i in 0..<n {
+                while item == pending.tokenBatchItems[batch] { batch += 1; item = 0; row = 0 }
+                let len = Int(pending.lengths[i])
+                try pending.tokenBatches[batch][li].withUnsafeBufferPointer { src in
+                    var b = 0
+                    while b * B < len {
+                        let real = min(B, len - b * B)
+                        chunk.update(from: src.baseAddress! + (row + b * B) * W, count: real * W)
+                        if real < B { (chunk + real * W).update(repeating: 0, count: (B - real) * W) }
                         if direct {
-                            if count < C || rows < B { chunk.update(repeating: 0, count: chunkFloats) }
-                            for i in 0..<count {
-                                (chunk + i * B * W).update(from: src.baseAddress! + ((j + i) * T + b * B) * W, count: rows * W)
-                            }
                             let sum = negclip_fletcher32(chunk, chunkFloats * 4)
                             // Stored little-endian after the data (UINT32ENCODE in H5Zfletcher32.c).
                             UnsafeMutableRawPointer(chunk + chunkFloats).storeBytes(of: sum.littleEndian, as: UInt32.self)
-                            try ctx.writeChunk(d, path, offset: [li, start + j, b * B, 0],
+                            try ctx.writeChunk(d, path, offset: [li, start + i, b * B, 0],
                                                bytes: UnsafeRawBufferPointer(start: chunk, count: chunkFloats * 4 + 4))
                         } else {
-                            for i in 0..<count {
-                                (chunk + i * rows * W).update(from: src.baseAddress! + ((j + i) * T + b * B) * W, count: rows * W)
-                            }
-                            try ctx.write(d, path, .float32, start: [li, start + j, b * B, 0], count: [1, count, rows, W], chunk)
+                            let rows = min(B, T - b * B)  // the dataset's extent ends at T
+                            try ctx.write(d, path, .float32, start: [li, start + i, b * B, 0], count: [1, 1, rows, W], chunk)
                         }
+                        b += 1
                     }
-                    j += count
                 }
+                row += len
+                item += 1
             }
         }
     }

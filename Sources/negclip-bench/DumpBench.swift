@@ -28,6 +28,8 @@ struct DumpBench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Also time encoding alone (same batches, nothing written), in blocks alternating with the dump: overhead = dump wall / encode-alone wall - 1.")
     var baseline = true
     @Option(help: "Batches per block when alternating encode-alone and dump blocks (with --baseline).") var block: Int = 8
+    @Flag(help: "Time the writer alone: encode the first batch once and append it for every batch (implies --no-baseline).")
+    var writerOnly = false
 
     func run() throws {
         let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
@@ -65,7 +67,9 @@ struct DumpBench: ParsableCommand {
         let writer = try HiddenStateWriter.create(at: url, layout: layout, provenance: provenance)
         dumpSeconds += now() - t0
         let batches = (items + batch - 1) / batch
+        let baseline = self.baseline && !writerOnly
         let blockSize = baseline ? max(1, block) : batches
+        let firstBatch = writerOnly ? try m.encodeText(ids: batchIDs(0, min(batch, items), c, eos), tokens: mode) : nil
         for first in stride(from: 0, to: batches, by: blockSize) {
             let range = first..<min(batches, first + blockSize)
             if baseline {
@@ -79,10 +83,11 @@ struct DumpBench: ParsableCommand {
             let d0 = now()
             for k in range {
                 let done = k * batch, n = min(batch, items - done)
-                let ids = batchIDs(UInt64(k), n, c, eos)
-                tokenCount += ids.reduce(0) { $0 + $1.count }
+                let ids = writerOnly ? [] : batchIDs(UInt64(k), n, c, eos)
                 let a = now()
-                let enc = try m.encodeText(ids: ids, tokens: mode)
+                var enc = try firstBatch ?? m.encodeText(ids: ids, tokens: mode)
+                if n < enc.lengths.count { enc = try m.encodeText(ids: batchIDs(0, n, c, eos), tokens: mode) }
+                tokenCount += enc.lengths.reduce(0, +)
                 let b = now(), bc = threadCPU()
                 try writer.append(TextBatch(
                     ids: (done..<(done + n)).map { "item-\($0)" }, captions: Array(repeating: "", count: n),

@@ -96,10 +96,11 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         #expect(throws: HiddenStateStoreError.self) { try r2.tokenHiddenStates(layer: 2, items: 3..<6) }
     }
 
-    /// Token states are chunked [1, C, 8, W] with fill value 0 and only chunks holding a real token
+    /// Token states are chunked [1, 1, 8, W] with fill value 0 and only chunks holding a real token
     /// row are written: uneven lengths (mostly short, a few full) read back exactly, zeros in the
-    /// padding, through both the direct-chunk path and H5Dwrite (gzip), and the file is much smaller
-    /// than the dense [layers, items, tokens, width] float32 array.
+    /// padding, through both the direct-chunk path and H5Dwrite (gzip), with batches that straddle
+    /// commits and reopens, and the file is much smaller than the dense [layers, items, tokens, width]
+    /// float32 array.
     @Test(arguments: [StoreCompression.none, .gzip(level: 1)])
     func allTokensUnevenLengthsSkipPaddingChunks(_ compression: StoreCompression) throws {
         let dir = try Fixtures.tempDir("store")
@@ -127,12 +128,20 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
                                   want: items.paddedTokens(layer: li, 3..<15), wantShape: [12, T, W], atol: 0, rtol: 0)
             #expect(sr.ok, "\(sr)")
         }
-        r.close()
+        defer { r.close() }
         let dense = layout.layers.count * N * T * W * 4
         let size = try #require(try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int)
-        // Written: per layer 7 item chunks x block 0, + 4 more blocks (item 5) + 1 (item 14) + 1 (item 25),
-        // each 4 x 8 x 64 floats: 13 x 8 KiB = 104 KiB of 260 KiB dense per layer (the rest of the
-        // file is the other datasets and metadata: about 100 KiB here, 310 KiB in all).
+        // Written per layer: 26 items x block 0, + 4 more blocks (item 5) + 1 (item 14) + 1 (item 25),
+        // each 8 x 64 floats: 32 x 2 KiB = 64 KiB of 260 KiB dense (the rest of the file is the
+        // other datasets and metadata).
+        let stored = try r.storage(StoreSchema.tokenStates)
+        #expect(stored.chunk == [1, 1, 8, W])
+        let chunkBytes = 8 * W * 4 + 4  // + the Fletcher-32 word
+        if compression == .none {
+            #expect(stored.bytes == layout.layers.count * 32 * chunkBytes)
+        } else {
+            #expect(stored.bytes > 0 && stored.bytes < layout.layers.count * 32 * chunkBytes)
+        }
         #expect(size < dense * 2 / 3, "file \(size) bytes, dense token states \(dense) bytes")
     }
 
