@@ -21,7 +21,7 @@ struct DumpBench: ParsableCommand {
     @Option(help: "Captions per encoder call.") var batch: Int = 64
     @Option(help: "eos (end-of-text rows) or all (every token row).") var tokens: TokenMode = .eos
     @Option(help: "gzip level 1-9 with byte shuffle; 0 = none.") var gzip: Int = 0
-    @Option(help: "Items per HDF5 chunk (default: the store's ~1 MiB heuristic).") var chunkItems: Int?
+    @Option(help: "Items per HDF5 chunk (default: the store's heuristic, StoreLayout.defaultChunkItems).") var chunkItems: Int?
     @Option(help: "Directory for the temporary HDF5 file.") var outDir: String = NSTemporaryDirectory()
     @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
     @Flag(help: "Keep the HDF5 file (its path is in the report).") var keep = false

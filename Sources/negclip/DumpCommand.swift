@@ -35,7 +35,7 @@ struct DumpCommand: ParsableCommand {
     @Flag(help: "Also encode the images named by the dataset's \"image\" field into /image/embeds.")
     var images = false
     @Option(help: "Captions per encoder call.") var batch: Int = 64
-    @Option(help: ArgumentHelp("Items per HDF5 chunk, the unit of commit and --resume (default: ~1 MiB chunks).", valueName: "n"))
+    @Option(help: ArgumentHelp("Items per HDF5 chunk, the unit of commit and --resume (default: ~1 MiB of hidden_states per chunk; with --tokens all, ~3 MiB of padded token rows per layer).", valueName: "n"))
     var chunkItems: Int?
     @Option(help: ArgumentHelp("gzip level 1-9 with byte shuffle for the numeric datasets; 0 = uncompressed.", valueName: "level"))
     var gzip: Int = 0
