@@ -143,6 +143,13 @@ def check_file(h5path: Path, jsonpath: Path):
                     row = np.array(want["token_states"][li][i], np.float32).reshape(lengths[i], W)
                     np.testing.assert_array_equal(ts[li, i, :lengths[i]], row)
                     assert not ts[li, i, lengths[i]:].any()
+            # Stored sparsely: one item and up to 8 token rows per chunk, and only the chunks
+            # holding real rows are allocated (the padding reads back as the fill value 0).
+            d = f["text/token_states"]
+            B = min(8, T)
+            assert d.chunks == (1, 1, B, W) and d.fillvalue == 0
+            written = sum(-(-int(x) // B) for x in lengths) * L
+            assert d.id.get_num_chunks() == written, (d.id.get_num_chunks(), written)
         else:
             assert "text/token_states" not in f
         if want["image_ids"]:
