@@ -80,6 +80,10 @@ final class StoreWriterCore {
     /// and reopening the file every so many commits empties it, so memory stays bounded.
     /// (Tests lower it to exercise the reopen path.)
     var reopenEveryCommits = 32
+    /// ... or after this many `token_states` chunks (each adds an entry to the cached chunk index),
+    /// whichever comes first: with small models a commit can add tens of thousands of chunks.
+    var reopenEveryTokenChunks = 1 << 16
+    private var tokenChunksSinceOpen = 0
     private var datasets: [String: H5Handle] = [:]
     private var pending = PendingText()
     private var pendingImages = PendingImages()
@@ -575,6 +579,7 @@ final class StoreWriterCore {
                             try ctx.write(d, path, .float32, start: [li, start + i, b * B, 0], count: [1, 1, rows, W], chunk)
                         }
                         b += 1
+                        tokenChunksSinceOpen += 1
                     }
                 }
                 row += len
@@ -612,7 +617,9 @@ final class StoreWriterCore {
         // Everything written so far is in the OS: write it back and keep it out of the page cache.
         _ = negclip_drop_cached_pages(f.id)
         commitsSinceOpen += 1
-        if commitsSinceOpen >= reopenEveryCommits { try reopenAfterCommit() }
+        if commitsSinceOpen >= reopenEveryCommits || tokenChunksSinceOpen >= reopenEveryTokenChunks {
+            try reopenAfterCommit()
+        }
     }
 
     /// Everything is on disk at a commit point: close (which drops the metadata cache) and reopen.
@@ -627,6 +634,7 @@ final class StoreWriterCore {
         file = f
         for path in paths { datasets[path] = try ctx.openDataset(f, path, expected: "a dataset this writer created") }
         commitsSinceOpen = 0
+        tokenChunksSinceOpen = 0
     }
 
     // MARK: finish
