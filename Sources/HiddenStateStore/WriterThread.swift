@@ -15,6 +15,8 @@ public struct WriterStats: Sendable, Equatable {
     /// Caller's wall time blocked in `append`/`appendImages` because the queue was full (the
     /// writer was behind the encoder), plus `finish`'s wait for the queue to drain.
     public var callerWaitSeconds = 0.0
+    /// The writer thread's nice value (see `HiddenStateWriter.writerNiceIncrement`).
+    public var writerNice: Int32 = 0
 
     public init() {}
 }
@@ -37,6 +39,14 @@ public final class HiddenStateWriter {
     public let layout: StoreLayout
     /// Batches queued or being written at most (1: the encoder runs at most one batch ahead).
     public static let maxBatchesInFlight = 2
+    /// How much lower the writer thread's priority is than its creator's (nice + 10, at most 19;
+    /// environment `NEGCLIP_WRITER_NICE` sets the increment, 0 = same priority). The encoder keeps
+    /// both cores busy and its threads meet at barriers, so a writer that preempts one of them
+    /// stalls both; at a lower priority it runs mostly while the encoder's threads spin-wait
+    /// (OpenBLAS yields) or sleep, and the bounded queue still makes it keep up. All-token dump of
+    /// 10k captions (docs/performance.md): overhead 3.8-8.7% at nice +10/+19, 7.7-12.6% at +0.
+    public static let writerNiceIncrement: Int32 =
+        ProcessInfo.processInfo.environment["NEGCLIP_WRITER_NICE"].flatMap { Int32($0) }.map { max(0, $0) } ?? 10
 
     private let thread: WriterThread
     private var appendedItems: Int
@@ -155,6 +165,7 @@ public final class HiddenStateWriter {
         s.threadCPUSeconds = t.cpu
         s.busySeconds = t.busy
         s.callerWaitSeconds = waitSeconds
+        s.writerNice = t.nice
         return s
     }
 }
@@ -171,6 +182,7 @@ final class WriterThread: @unchecked Sendable {
     private var started = false
     private var cpuSeconds = 0.0
     private var busySeconds = 0.0
+    private var nice: Int32 = 0
     /// Only touched on the writer thread.
     private var core: StoreWriterCore?
 
@@ -191,6 +203,17 @@ final class WriterThread: @unchecked Sendable {
     }
 
     private func main() {
+        // Linux: PRIO_PROCESS with who = 0 is the calling thread only. Only ever lowered (an
+        // unprivileged process may not raise it), starting from the creator's value it inherited.
+        let which = __priority_which_t(PRIO_PROCESS.rawValue)
+        let base = getpriority(which, 0)
+        if HiddenStateWriter.writerNiceIncrement > 0 {
+            _ = setpriority(which, 0, min(19, base + HiddenStateWriter.writerNiceIncrement))
+        }
+        let current = getpriority(which, 0)
+        cond.lock()
+        nice = current
+        cond.unlock()
         while true {
             cond.lock()
             while jobs.isEmpty && !stopping { cond.wait() }
@@ -216,10 +239,11 @@ final class WriterThread: @unchecked Sendable {
         cond.unlock()
     }
 
-    var timing: (cpu: Double, busy: Double) {
+    /// CPU and busy seconds so far, and the thread's nice value (set before its first job).
+    var timing: (cpu: Double, busy: Double, nice: Int32) {
         cond.lock()
         defer { cond.unlock() }
-        return (cpuSeconds, busySeconds)
+        return (cpuSeconds, busySeconds, nice)
     }
 
     var isRunning: Bool {

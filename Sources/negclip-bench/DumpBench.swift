@@ -128,7 +128,7 @@ struct DumpBench: ParsableCommand {
             "writer_thread_cpu_seconds": stats.threadCPUSeconds, "writer_cpu_vs_encode_alone": baseline ? stats.threadCPUSeconds / encodeAloneSeconds : -1,
             "writer_busy_seconds": stats.busySeconds, "writer_buffer_seconds": stats.bufferSeconds,
             "writer_data_write_seconds": stats.dataWriteSeconds, "writer_commit_seconds": stats.commitSeconds,
-            "caller_wait_seconds": stats.callerWaitSeconds,
+            "caller_wait_seconds": stats.callerWaitSeconds, "writer_nice": Int(stats.writerNice),
             "file_mb": Double(bytes) / 1e6, "peak_rss_mib": peakRSSMiB(), "rss_after_model_load_mib": rssAfterLoad,
             "file": keep ? url.path : "(deleted)",
         ]

@@ -196,6 +196,25 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         #expect(r.info.itemCount == 4)
     }
 
+    /// The writer thread runs `writerNiceIncrement` (default 10) below its creator's priority, and
+    /// only that thread: the caller's nice value is unchanged.
+    @Test func writerThreadRunsAtLowerPriorityThanTheCaller() throws {
+        let dir = try Fixtures.tempDir("store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let which = __priority_which_t(PRIO_PROCESS.rawValue)
+        let callerBefore = getpriority(which, 0)
+        let w = try HiddenStateWriter.create(at: dir.appendingPathComponent("n.h5"), layout: smallLayout, provenance: testProvenance())
+        try w.append(SyntheticItems(layout: smallLayout, count: 3).batch(0..<3))
+        let nice = w.stats.writerNice
+        try w.finish()
+        #expect(getpriority(which, 0) == callerBefore)
+        #expect(nice == min(19, callerBefore + HiddenStateWriter.writerNiceIncrement))
+        if ProcessInfo.processInfo.environment["NEGCLIP_WRITER_NICE"] == nil {
+            #expect(HiddenStateWriter.writerNiceIncrement == 10)
+            #expect(callerBefore == 19 || nice > callerBefore)
+        }
+    }
+
     @Test func readerErrorsNameTheFileAndWhatWasExpected() throws {
         let dir = try Fixtures.tempDir("store")
         defer { try? FileManager.default.removeItem(at: dir) }
