@@ -419,6 +419,43 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         }
         #expect(none?.description.contains("run without --resume") == true)
     }
+
+    /// A `.partial` whose token_states is chunked like an older negclip's ([1, chunk_items, T, W],
+    /// rebuilt here with the C API) is refused by --resume, naming the chunk shape, instead of
+    /// getting per-item chunks written into it.
+    @Test func resumeRefusesAnOlderTokenChunkShape() throws {
+        let dir = try Fixtures.tempDir("store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("old.h5")
+        var layout = smallLayout
+        layout.tokens = .all
+        let w = try HiddenStateWriter.create(at: url, layout: layout, provenance: testProvenance())
+        try w.append(SyntheticItems(layout: layout, count: 5).batch(0..<5))
+        w.close()
+        let L = layout.layers.count, T = layout.contextLength, W = layout.width, C = layout.chunkItems
+        try HDF5.withLock {
+            let f = H5Fopen(StoreSchema.partialURL(for: url).path, negclip_H5F_ACC_RDWR(), negclip_H5P_DEFAULT())
+            #expect(f >= 0)
+            defer { H5Fclose(f) }
+            #expect(H5Ldelete(f, StoreSchema.tokenStates, negclip_H5P_DEFAULT()) >= 0)
+            var dims: [hsize_t] = [hsize_t(L), 0, hsize_t(T), hsize_t(W)]
+            var maxDims = dims
+            maxDims[1] = negclip_H5S_UNLIMITED()
+            let space = H5Screate_simple(4, &dims, &maxDims)
+            defer { H5Sclose(space) }
+            let dcpl = H5Pcreate(negclip_H5P_DATASET_CREATE())
+            defer { H5Pclose(dcpl) }
+            var chunk: [hsize_t] = [1, hsize_t(C), hsize_t(T), hsize_t(W)]
+            #expect(H5Pset_chunk(dcpl, 4, &chunk) >= 0)
+            let d = H5Dcreate2(f, StoreSchema.tokenStates, negclip_H5T_NATIVE_FLOAT(), space,
+                               negclip_H5P_DEFAULT(), dcpl, negclip_H5P_DEFAULT())
+            #expect(d >= 0)
+            H5Dclose(d)
+        }
+        let e = #expect(throws: HiddenStateStoreError.self) { try HiddenStateWriter.resume(at: url, layout: layout, provenance: testProvenance()) }
+        #expect(e?.description.contains("chunk shape of /text/token_states") == true, "\(String(describing: e))")
+        #expect(e?.description.contains("[1, \(C), \(T), \(W)]") == true, "\(String(describing: e))")
+    }
 }
 
 /// Writes `sample-eos.h5` / `sample-all.h5` and their JSON sidecars into $NEGCLIP_EXPORT_SAMPLE_DIR
