@@ -346,7 +346,11 @@ public enum EvaluationTable {
 
 /// Make every image path of a record absolute, resolving relative ones against `base`.
 public func absolutized(_ record: NegationRecord, base: URL) -> NegationRecord {
-    func p(_ s: String) -> String { resolveImagePath(s, relativeTo: base).standardizedFileURL.path }
+    mappingImagePaths(record) { resolveImagePath($0, relativeTo: base).standardizedFileURL.path }
+}
+
+/// A record with `f` applied to every image path it names.
+public func mappingImagePaths(_ record: NegationRecord, _ p: (String) -> String) -> NegationRecord {
     switch record {
     case .caption(var r):
         r.image = p(r.image); r.absenceContrastImage = r.absenceContrastImage.map(p); return .caption(r)

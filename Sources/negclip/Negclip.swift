@@ -10,6 +10,7 @@ struct Negclip: ParsableCommand {
             EncodeCommand.self,
             TokenizeCommand.self,
             DumpCommand.self,
+            ImportCommand.self,
             MakeWorldCommand.self,
             EvaluateCommand.self,
             TrainCommand.self,

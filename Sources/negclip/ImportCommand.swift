@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import NegationData
+import Provenance
+
+/// `negclip import`: a peer benchmark file -> our JSONL (docs/data.md), so that `dump`, `train` and
+/// `evaluate` read every dataset the same way.
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Convert a peer negation benchmark (CC-Neg, NegationCLIP COCO, NegBench MCQ, NegRefCOCOg, VALSE) to negclip JSONL.",
+        discussion: """
+            Reads --data with the same importers as `negclip evaluate`, reports the records it rejects \
+            (bad rows, missing or unreadable images) on stderr, and writes every accepted record to \
+            --out (atomically: a failed run leaves no partial file) with OUT.provenance.json beside it \
+            (source sha256, format, options, command line). Image paths are written relative to the \
+            output's folder when the image is inside it, otherwise absolute.
+            """)
+
+    @Option(name: .long, help: ArgumentHelp("The peer file (CSV or JSON).", valueName: "file"))
+    var data: String
+
+    @Option(name: .long, help: ArgumentHelp("Output JSONL file.", valueName: "file.jsonl"))
+    var out: String
+
+    @Option(name: .long, help: "Format: auto, \(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", ")).")
+    var format = "auto"
+
+    @Option(name: .long, help: ArgumentHelp("Folder that the file's image paths are relative to (default: the file's folder).", valueName: "dir"))
+    var images: String?
+
+    @Option(name: .long, help: "Split written into every record (CC-Neg with --ccneg-eval-tail: train/test).")
+    var split = "test"
+
+    @Option(name: .long, help: "CC-Neg: the last N rows are the test split, the rest train (CoN-CLIP uses 40000).")
+    var ccnegEvalTail: Int?
+
+    @Flag(name: .long, help: "Keep records whose images are missing or unreadable (default: report and skip them).")
+    var keepMissingImages = false
+
+    @Option(name: .long, help: "Problems listed on stderr (all are counted).")
+    var maxIssues = 20
+
+    func validate() throws {
+        if format != "auto" && (ImportFormat(rawValue: format) == nil || format == ImportFormat.jsonl.rawValue) {
+            throw ValidationError("--format: expected auto or one of \(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
+        }
+        if let n = ccnegEvalTail, n < 0 { throw ValidationError("--ccneg-eval-tail: expected a count >= 0, found \(n)") }
+    }
+
+    func run() throws {
+        let source = URL(fileURLWithPath: data)
+        let outURL = URL(fileURLWithPath: out).standardizedFileURL
+        let options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) }, split: split,
+                                    checkImages: !keepMissingImages, ccnegEvaluationTail: ccnegEvalTail)
+        let detected = try format == "auto" ? ImportFormat.detect(source) : ImportFormat(rawValue: format)!
+        if detected == .jsonl {
+            throw DataError(.invalidValue, file: data, "expected a peer format (\(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", "))), found negclip JSONL already")
+        }
+        let result = try Importers.load(source, format: detected, options: options)
+        log("data \(data) (\(detected.rawValue)): \(result.summary)")
+        for issue in result.issues.prefix(maxIssues) { log("  \(issue)") }
+        if result.issues.count > maxIssues { log("  ... \(result.issues.count - maxIssues) more") }
+        guard !result.records.isEmpty else {
+            throw DataError(.invalidValue, file: data, "expected at least one valid \(detected.rawValue) record, found none (\(result.summary))")
+        }
+        let folder = outURL.deletingLastPathComponent().path + "/"
+        let records = result.records.map { record in
+            mappingImagePaths(record) { $0.hasPrefix(folder) ? String($0.dropFirst(folder.count)) : $0 }
+        }
+        let text = try NegationJSONL.encode(records)
+        try FileManager.default.createDirectory(at: outURL.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data(text.utf8).write(to: outURL, options: .atomic)
+        let provenance: [String: Any] = [
+            "tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
+            "source": source.standardizedFileURL.path, "source_sha256": try SHA256Hasher.hex(fileAt: source),
+            "format": detected.rawValue, "split": split, "ccneg_eval_tail": ccnegEvalTail.map { $0 as Any } ?? NSNull(),
+            "image_root": images.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? NSNull(),
+            "records": records.count, "bad_lines": result.badLines, "skipped_images": result.skippedImages,
+            "output_sha256": try SHA256Hasher.hex(fileAt: outURL),
+        ]
+        let json = try JSONSerialization.data(withJSONObject: provenance, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+        try json.write(to: URL(fileURLWithPath: outURL.path + ".provenance.json"), options: .atomic)
+        print("wrote \(out): \(records.count) records (\(result.badLines) bad, \(result.skippedImages) skipped for images)")
+    }
+
+    private func log(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+}
