@@ -15,6 +15,9 @@ public enum ImportFormat: String, CaseIterable, Sendable {
     /// VALSE existence JSON: {id: {image_file, caption, foil, ...}}.
     case valse
 
+    /// Every format except our own JSONL.
+    public static var peerFormats: [ImportFormat] { allCases.filter { $0 != .jsonl } }
+
     /// Guess the format from the extension and the first bytes (keys of the first record).
     public static func detect(_ url: URL) throws -> ImportFormat {
         let ext = url.pathExtension.lowercased()

@@ -69,9 +69,7 @@ struct EvaluateCommand: ParsableCommand {
         for file in data {
             let url = URL(fileURLWithPath: file)
             let result = try Importers.load(url, format: format == "auto" ? nil : ImportFormat(rawValue: format), options: options)
-            log("data \(file): \(result.summary)")
-            for issue in result.issues.prefix(maxIssues) { log("  \(issue)") }
-            if result.issues.count > maxIssues { log("  ... \(result.issues.count - maxIssues) more") }
+            logLoad(file, result, maxIssues: maxIssues)
             records += result.records.filter { split == nil || $0.split == split }
         }
         guard !records.isEmpty else {
@@ -113,4 +111,4 @@ struct EvaluateCommand: ParsableCommand {
     }
 }
 
-private func log(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+private func log(_ line: String) { logLine(line) }

@@ -23,7 +23,7 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output JSONL file.", valueName: "file.jsonl"))
     var out: String
 
-    @Option(name: .long, help: "Format: auto, \(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", ")).")
+    @Option(name: .long, help: "Format: auto, \(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", ")).")
     var format = "auto"
 
     @Option(name: .long, help: ArgumentHelp("Folder that the file's image paths are relative to (default: the file's folder).", valueName: "dir"))
@@ -42,8 +42,8 @@ struct ImportCommand: ParsableCommand {
     var maxIssues = 20
 
     func validate() throws {
-        if format != "auto" && (ImportFormat(rawValue: format) == nil || format == ImportFormat.jsonl.rawValue) {
-            throw ValidationError("--format: expected auto or one of \(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
+        if format != "auto" && !ImportFormat.peerFormats.map(\.rawValue).contains(format) {
+            throw ValidationError("--format: expected auto or one of \(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
         }
         if let n = ccnegEvalTail, n < 0 { throw ValidationError("--ccneg-eval-tail: expected a count >= 0, found \(n)") }
     }
@@ -55,12 +55,10 @@ struct ImportCommand: ParsableCommand {
                                     checkImages: !keepMissingImages, ccnegEvaluationTail: ccnegEvalTail)
         let detected = try format == "auto" ? ImportFormat.detect(source) : ImportFormat(rawValue: format)!
         if detected == .jsonl {
-            throw DataError(.invalidValue, file: data, "expected a peer format (\(ImportFormat.allCases.filter { $0 != .jsonl }.map(\.rawValue).joined(separator: ", "))), found negclip JSONL already")
+            throw DataError(.invalidValue, file: data, "expected a peer format (\(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", "))), found negclip JSONL already")
         }
         let result = try Importers.load(source, format: detected, options: options)
-        log("data \(data) (\(detected.rawValue)): \(result.summary)")
-        for issue in result.issues.prefix(maxIssues) { log("  \(issue)") }
-        if result.issues.count > maxIssues { log("  ... \(result.issues.count - maxIssues) more") }
+        logLoad("\(data) (\(detected.rawValue))", result, maxIssues: maxIssues)
         guard !result.records.isEmpty else {
             throw DataError(.invalidValue, file: data, "expected at least one valid \(detected.rawValue) record, found none (\(result.summary))")
         }
@@ -83,6 +81,4 @@ struct ImportCommand: ParsableCommand {
         try json.write(to: URL(fileURLWithPath: outURL.path + ".provenance.json"), options: .atomic)
         print("wrote \(out): \(records.count) records (\(result.badLines) bad, \(result.skippedImages) skipped for images)")
     }
-
-    private func log(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
 }

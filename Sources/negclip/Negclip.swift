@@ -1,5 +1,16 @@
 import ArgumentParser
 import Foundation
+import NegationData
+
+/// One line on stderr (progress and data problems; stdout carries the command's result).
+func logLine(_ line: String) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+
+/// A data file's load summary and its first `maxIssues` problems on stderr (all are counted).
+func logLoad(_ file: String, _ result: LoadResult, maxIssues: Int) {
+    logLine("data \(file): \(result.summary)")
+    for issue in result.issues.prefix(maxIssues) { logLine("  \(issue)") }
+    if result.issues.count > maxIssues { logLine("  ... \(result.issues.count - maxIssues) more") }
+}
 
 @main
 struct Negclip: ParsableCommand {
