@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
     ],
     targets: [
         // MARK: system libraries (Debian packages, found through pkg-config)
@@ -50,6 +51,12 @@ let package = Package(
         // finite-difference checks).
         .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
+        // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
+        // sweep), their ranking, the report and the layer selector.
+        .target(name: "Probing", dependencies: [
+            "CBLAS", "TensorKernels", "CLIP", "HiddenStateStore", "NegationData", "Training",
+            .product(name: "Yams", package: "Yams"),
+        ], swiftSettings: [.swiftLanguageMode(.v5)]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
@@ -72,5 +79,6 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Probing", "TestSupport"]),
     ]
 )
