@@ -10,6 +10,11 @@ public enum ImportFormat: String, CaseIterable, Sendable {
     case negationclipCOCO = "negationclip-coco"
     /// NegBench MCQ CSV: image_path, caption_0..caption_3, correct_answer, correct_answer_template.
     case negbenchMCQ = "negbench-mcq"
+    /// NegBench retrieval CSV: filepath, captions (a Python list literal of the image's captions).
+    case negbenchRetrieval = "negbench-retrieval"
+    /// NegCLIP's TSV (`valid_neg_clip.tsv`): an index column, title, filepath, neg_caption (a Python
+    /// list literal of hard negative captions), neg_image.
+    case negclip
     /// NegRefCOCOg.json: [{image, phrase, ref_bbox, bbox_list}].
     case negrefcocog
     /// VALSE existence JSON: {id: {image_file, caption, foil, ...}}.
@@ -31,7 +36,16 @@ public enum ImportFormat: String, CaseIterable, Sendable {
             throw DataError(.unreadableFile, file: url.path, "expected a readable data file: \(error.localizedDescription)")
         }
         if ext == "csv" || ext == "tsv" {
-            return head.prefix { $0 != "\n" }.contains("caption_0") ? .negbenchMCQ : .ccneg
+            let separator: Character = ext == "tsv" ? "\t" : ","
+            let names = Set(head.prefix { $0 != "\n" && $0 != "\r" }.split(separator: separator, omittingEmptySubsequences: false)
+                .map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"\u{FEFF}")) })
+            if names.contains("caption_0") { return .negbenchMCQ }
+            // NegCLIP's loader reads title + neg_caption (CC-Neg files never have a title column).
+            if names.contains("neg_caption") && names.contains("title") { return .negclip }
+            // NegBench's retrieval loader reads filepath + captions; CC-Neg rows carry a negation column.
+            let ccnegNegationKeys: Set<String> = ["negated_caption", "negative_caption", "neg_caption", "negation", "negated"]
+            if names.contains("captions") && names.isDisjoint(with: ccnegNegationKeys) { return .negbenchRetrieval }
+            return .ccneg
         }
         if head.contains("\"bbox_list\"") || head.contains("\"ref_bbox\"") { return .negrefcocog }
         if head.contains("\"updated_caption\"") || head.contains("\"annotations\"") { return .negationclipCOCO }
@@ -87,6 +101,8 @@ public enum Importers {
             }
         case .negationclipCOCO: try ctx.negationCLIP(try jsonObject(data, file: url.path))
         case .negbenchMCQ: ctx.negbench(rows: try csvRows(data, file: url.path, separator: ","))
+        case .negbenchRetrieval: ctx.negbenchRetrieval(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ","))
+        case .negclip: ctx.negclip(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "csv" ? "," : "\t"))
         case .negrefcocog: try ctx.negRefCOCOg(try jsonObject(data, file: url.path))
         case .valse: try ctx.valse(try jsonObject(data, file: url.path))
         }
@@ -313,11 +329,11 @@ public enum Importers {
                     guard let correct = Int(answer.trimmingCharacters(in: .whitespaces)), (0..<4).contains(correct) else {
                         throw error(.invalidValue, row, "correct_answer", "expected an index in 0...3, found \"\(answer)\"")
                     }
+                    // NegBench writes positive / negative / hybrid (create_mcq.py, mcq.py); its paper and
+                    // README say Affirmation / Negation / Hybrid. Both map to one MCQTemplate.
                     let templateName = try string(row, ["correct_answer_template"])
-                    guard let template = MCQTemplate.allCases.first(where: {
-                        $0.rawValue.lowercased() == templateName.trimmingCharacters(in: .whitespaces).lowercased()
-                    }) else {
-                        throw error(.invalidValue, row, "correct_answer_template", "expected Affirmation, Negation or Hybrid, found \"\(templateName)\"")
+                    guard let template = MCQTemplate(rawValue: templateName) else {
+                        throw error(.invalidValue, row, "correct_answer_template", "expected \(MCQTemplate.acceptedNames), found \"\(templateName)\"")
                     }
                     guard Set(options).count == 4 else {
                         throw error(.invalidValue, row, "caption_0..caption_3", "expected 4 distinct captions, found a repeated one")

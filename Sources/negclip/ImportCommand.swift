@@ -8,7 +8,7 @@ import Provenance
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
-        abstract: "Convert a peer negation benchmark (CC-Neg, NegationCLIP COCO, NegBench MCQ, NegRefCOCOg, VALSE) to negclip JSONL.",
+        abstract: "Convert a peer negation benchmark (CC-Neg, NegationCLIP COCO, NegBench MCQ and retrieval, NegRefCOCOg, VALSE, NegCLIP TSV) to negclip JSONL.",
         discussion: """
             Reads --data with the same importers as `negclip evaluate`, reports the records it rejects \
             (bad rows, missing or unreadable images) on stderr, and writes every accepted record to \
@@ -17,7 +17,7 @@ struct ImportCommand: ParsableCommand {
             output's folder when the image is inside it, otherwise absolute.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("The peer file (CSV or JSON).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("The peer file (CSV, TSV or JSON).", valueName: "file"))
     var data: String
 
     @Option(name: .long, help: ArgumentHelp("Output JSONL file.", valueName: "file.jsonl"))

@@ -62,7 +62,7 @@ import TestSupport
         #expect(r.badLines == 2 && r.skippedImages == 1)
         #expect(lines(r) == [4, 5, 6])
         #expect(r.issues[0].description.hasSuffix("negbench_mcq.csv:4: field 'correct_answer': expected an index in 0...3, found \"5\""))
-        #expect(r.issues[1].description.hasSuffix("negbench_mcq.csv:5: field 'correct_answer_template': expected Affirmation, Negation or Hybrid, found \"Negated\""))
+        #expect(r.issues[1].description.hasSuffix("negbench_mcq.csv:5: field 'correct_answer_template': expected positive, negative or hybrid (or Affirmation, Negation, Hybrid), found \"Negated\""))
     }
 
     @Test func negRefCOCOgBoxChoices() throws {
