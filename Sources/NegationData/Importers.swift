@@ -48,6 +48,7 @@ public enum ImportFormat: String, CaseIterable, Sendable {
             return .ccneg
         }
         if head.contains("\"bbox_list\"") || head.contains("\"ref_bbox\"") { return .negrefcocog }
+        if head.contains("\"image_paths\"") || head.contains("\"sop_data\"") { return .ccneg } // CoN-CLIP's ccneg_preprocessed.pt layout, as JSON
         if head.contains("\"updated_caption\"") || head.contains("\"annotations\"") { return .negationclipCOCO }
         if head.contains("\"foil\"") { return .valse }
         if head.contains("\"type\"") && head.contains("\"split\"") { return .jsonl }
@@ -66,9 +67,13 @@ public struct ImportOptions: Sendable {
     public var checkImages: Bool = true
     /// CC-Neg: the last N rows are the evaluation split ("test"), the rest "train" (CoN-CLIP uses 40,000).
     public var ccnegEvaluationTail: Int? = nil
-    public init(imageRoot: URL? = nil, split: String = "test", checkImages: Bool = true, ccnegEvaluationTail: Int? = nil) {
+    /// VALSE: keep only items at least 2 of 3 annotators validated (`mturk.caption >= 2`), as VALSE's
+    /// own evaluation scripts do; the others are counted in `leftOut` and listed. On by default.
+    public var valseValidatedOnly: Bool = true
+    public init(imageRoot: URL? = nil, split: String = "test", checkImages: Bool = true, ccnegEvaluationTail: Int? = nil,
+                valseValidatedOnly: Bool = true) {
         self.imageRoot = imageRoot; self.split = split; self.checkImages = checkImages
-        self.ccnegEvaluationTail = ccnegEvaluationTail
+        self.ccnegEvaluationTail = ccnegEvaluationTail; self.valseValidatedOnly = valseValidatedOnly
     }
 }
 
@@ -96,6 +101,8 @@ public enum Importers {
         case .ccneg:
             if ["csv", "tsv"].contains(url.pathExtension.lowercased()) {
                 try ctx.ccneg(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ","))
+            } else if let top = try jsonObject(data, file: url.path) as? [String: Any], top["image_paths"] != nil {
+                try ctx.ccnegCoNCLIP(top)
             } else {
                 try ctx.ccneg(rows: try jsonRows(data, file: url.path))
             }
@@ -386,6 +393,22 @@ public enum Importers {
             for key in dict.keys.sorted(by: { (Int($0) ?? Int.max, $0) < (Int($1) ?? Int.max, $1) }) {
                 let row = Row(fields: dict[key] as? [String: Any] ?? [:], line: nil, path: "[\"\(key)\"]")
                 do {
+                    // VALSE's evaluation (lxmert_valse_eval.py, unimodal_valse_eval.py) scores only items
+                    // with foil["mturk"]["caption"] >= 2; files without the field are taken whole.
+                    if options.valseValidatedOnly, let mturk = row.fields["mturk"] {
+                        guard let object = mturk as? [String: Any] else {
+                            throw error(.wrongType, row, "mturk", "expected an object with the annotators' votes {caption, foil, other}, found \(FieldReader.describe(mturk))")
+                        }
+                        guard let votes = object["caption"] as? NSNumber, !isJSONBool(votes),
+                              votes.doubleValue == votes.doubleValue.rounded() else {
+                            throw error(.wrongType, row, "mturk.caption", "expected a count of annotators, found \(FieldReader.describe(object["caption"]))")
+                        }
+                        if votes.intValue < 2 {
+                            result.issues.append(error(.invalidValue, row, "mturk.caption", "left out as VALSE's evaluation leaves it out: expected at least 2 of 3 annotators to validate the caption, found \(votes.intValue)"))
+                            result.leftOut += 1
+                            continue
+                        }
+                    }
                     let imagePath = try string(row, ["image_file"]), caption = try string(row, ["caption"])
                     let foil = try string(row, ["foil"])
                     guard foil != caption else {

@@ -37,6 +37,9 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: "CC-Neg: the last N rows are the evaluation split (CoN-CLIP uses 40000); needs --split test to keep only them.")
     var ccnegEvalTail: Int?
 
+    @Flag(name: .long, help: "VALSE: keep the items fewer than 2 of 3 annotators validated (VALSE's own evaluation leaves them out, and so do we by default).")
+    var valseUnvalidated = false
+
     @Option(name: .long, help: ArgumentHelp("Image-embedding cache folder, keyed by (weights sha256, image bytes, crop).", valueName: "dir"))
     var cache: String?
 
@@ -68,6 +71,7 @@ struct EvaluateCommand: ParsableCommand {
         var files: [EvaluationData] = []
         var options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) })
         options.ccnegEvaluationTail = ccnegEvalTail
+        options.valseValidatedOnly = !valseUnvalidated
         for file in data {
             let url = URL(fileURLWithPath: file)
             let result = try Importers.load(url, format: format == "auto" ? nil : ImportFormat(rawValue: format), options: options)
@@ -113,7 +117,7 @@ struct EvaluateCommand: ParsableCommand {
             var provenance = ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
                               "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; pairedDifference: each model minus the first on the same resampled items",
                               "retrieval_gallery": "images of the query's own (data file, split)",
-                              "records": "\(records.count)"]
+                              "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)"]
             for (i, file) in data.enumerated() {
                 provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
             }

@@ -13,7 +13,7 @@ import TestSupport
         let root = try Fixtures.tempDir("peer-cli")
         let prefix = peers.standardizedFileURL.path + "/"
         for file in files {
-            let r = try Importers.load(peers.appendingPathComponent(file), options: ImportOptions(checkImages: false))
+            let r = try Importers.load(peers.appendingPathComponent(file), options: ImportOptions(checkImages: false, valseValidatedOnly: false))
             for path in Set(r.records.flatMap(\.imagePaths)) {
                 let dest = root.appendingPathComponent(String(path.dropFirst(prefix.count)))
                 try FileManager.default.createDirectory(at: dest.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -26,7 +26,9 @@ import TestSupport
     }
 
     @Test(arguments: [("negclip_valid_neg_clip.tsv", "negclip", 15), ("negbench_mcq.csv", "negbench-mcq", 6),
-                      ("negbench_retrieval.csv", "negbench-retrieval", 8)])
+                      ("negbench_retrieval.csv", "negbench-retrieval", 8), ("valse_existence.json", "valse", 4),
+                      ("negrefcocog.json", "negrefcocog", 6), ("negationclip_coco.json", "negationclip-coco", 3),
+                      ("ccneg_conclip.json", "ccneg", 3)])
     func importDetectsAndConvertsEveryRow(file: String, format: String, records: Int) throws {
         let root = try Self.imageRoot([file])
         defer { try? FileManager.default.removeItem(at: root) }
@@ -37,6 +39,9 @@ import TestSupport
         #expect(r.stderr.contains("(\(format)): \(records) records, 0 bad lines, 0 skipped"), "\(r.stderr)")
         let back = try Importers.load(out)  // our JSONL, images relative to it
         #expect(back.records.count == records && back.issues.isEmpty, "\(back.issues)")
+        let prov = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out.path + ".provenance.json"))) as? [String: Any])
+        #expect(prov["bad_lines"] as? Int == 0 && prov["records"] as? Int == records)
+        #expect(prov["left_out"] as? Int == (format == "valse" ? 3 : 0))  // VALSE items its own evaluation drops
     }
 
     /// Two models: the table, then each model minus the first with paired intervals; the same

@@ -13,7 +13,7 @@ import TestSupport
     /// paths: coco/val2014/..., val2017/...), so the image checks pass.
     static func imageRoot(for file: String) throws -> URL {
         let root = try Fixtures.tempDir("peers")
-        let r = try Importers.load(peers.appendingPathComponent(file), options: ImportOptions(checkImages: false))
+        let r = try Importers.load(peers.appendingPathComponent(file), options: ImportOptions(checkImages: false, valseValidatedOnly: false))
         for path in Set(r.records.flatMap(\.imagePaths)) {
             let rel = String(path.dropFirst(peers.standardizedFileURL.path.count + 1))
             let dest = root.appendingPathComponent(rel)
@@ -30,15 +30,63 @@ import TestSupport
         return (try Importers.load(peers.appendingPathComponent(file), options: ImportOptions(imageRoot: root)), root)
     }
 
-    @Test(arguments: [("negclip_valid_neg_clip.tsv", ImportFormat.negclip, 15),
-                      ("negbench_mcq.csv", .negbenchMCQ, 6), ("negbench_retrieval.csv", .negbenchRetrieval, 8)])
+    static let files: [(String, ImportFormat, Int)] = [
+        ("negclip_valid_neg_clip.tsv", .negclip, 15), ("negbench_mcq.csv", .negbenchMCQ, 6),
+        ("negbench_retrieval.csv", .negbenchRetrieval, 8), ("valse_existence.json", .valse, 4),
+        ("negrefcocog.json", .negrefcocog, 6), ("negationclip_coco.json", .negationclipCOCO, 3),
+        ("ccneg_conclip.json", .ccneg, 3),
+    ]
+
+    @Test(arguments: files)
     func everyPeerExcerptImportsWithZeroRejectedRows(file: String, format: ImportFormat, records: Int) throws {
         #expect(try ImportFormat.detect(Self.peers.appendingPathComponent(file)) == format)
         let (r, root) = try Self.load(file)
         defer { try? FileManager.default.removeItem(at: root) }
-        #expect(r.issues.isEmpty, "\(r.issues)")
-        #expect(r.badLines == 0 && r.skippedImages == 0)
+        #expect(r.badLines == 0 && r.skippedImages == 0, "\(r.issues)")
+        #expect(r.issues.count == r.leftOut, "\(r.issues)")
         #expect(r.records.count == records)
+        #expect(Set(r.records.map(\.id)).count == records)
+    }
+
+    @Test func valseKeepsWhatVALSEsOwnEvaluationScores() throws {
+        let (r, root) = try Self.load("valse_existence.json")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let c = r.records.compactMap { if case .caption(let c) = $0 { c } else { nil } }
+        #expect(c.map(\.id) == ["valse-existence_visual7w_1", "valse-existence_visual7w_2360434",
+                                "valse-existence_visual7w_2371044", "valse-existence_visual7w_2393805"])
+        #expect(c[2].caption == "There are no people in the picture." && c[2].foil == "There are people in the picture.")
+        #expect(c[1].caption == "There are signs pictured." && c[1].foil == "There are no signs pictured.")
+        // Left out as VALSE's scripts leave them out (mturk caption < 2), counted and listed.
+        #expect(r.leftOut == 3 && r.summary.hasSuffix(", 3 left out as the source's own evaluation does"))
+        #expect(r.issues.map(\.description).contains { $0.hasSuffix("valse_existence.json: field '[\"existence_visual7w_2326438\"].mturk.caption': left out as VALSE's evaluation leaves it out: expected at least 2 of 3 annotators to validate the caption, found 0") }, "\(r.issues)")
+        // Without the filter, the item whose foil equals its caption is a bad record.
+        let all = try Importers.load(Self.peers.appendingPathComponent("valse_existence.json"),
+                                     options: ImportOptions(imageRoot: root, valseValidatedOnly: false))
+        #expect(all.records.count == 6 && all.badLines == 1 && all.leftOut == 0)
+    }
+
+    @Test func ccnegInCoNCLIPsLayout() throws {
+        let (r, root) = try Self.load("ccneg_conclip.json")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let c = r.records.compactMap { if case .caption(let c) = $0 { c } else { nil } }
+        #expect(c.map(\.id) == ["ccneg-0", "ccneg-1", "ccneg-2"])
+        // CoN-CLIP's prefix swap and comma removal.
+        #expect(c[0].image == root.appendingPathComponent("cc3m_subset_images_extracted_final/000000001.jpg").standardizedFileURL.path)
+        #expect(c[1].presenceNegated == "a dog not running on the beach" && c[1].caption == "a dog running on the beach")
+        let tail = try Importers.load(Self.peers.appendingPathComponent("ccneg_conclip.json"),
+                                      options: ImportOptions(imageRoot: root, ccnegEvaluationTail: 1))
+        #expect(tail.records.map(\.split) == ["train", "train", "test"])
+    }
+
+    /// NegRefCOCOg also always lists the referred box first: a model that cannot tell gets 1/2.
+    @Test func negRefCOCOgTiesGiveChance() throws {
+        let (r, root) = try Self.load("negrefcocog.json")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let b = r.records.compactMap { if case .boxes(let b) = $0 { b } else { nil } }
+        #expect(b.allSatisfy { $0.correct == 0 } && b.count == 6)
+        #expect(b[0].phrase == "a without hairy brown color teddy bear" && b[0].boxes[0] == [301.74, 0, 338.26, 480])
+        var ev = Evaluator(); ev.bootstrapResamples = 10
+        #expect(try ev.evaluate(model: ConstantModel(), name: "c", records: r.records).metrics["box_choice"]?.value == 0.5)
     }
 
     @Test func negbenchTemplateNamesAndTheirAliasesMapToOneSet() throws {
