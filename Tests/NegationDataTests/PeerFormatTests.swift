@@ -109,6 +109,23 @@ import TestSupport
         #expect(m[0].image == root.appendingPathComponent("val2017/000000000139.jpg").standardizedFileURL.path)
     }
 
+    /// Our JSONL reader takes both spellings too (worlds made before the rename say "Affirmation").
+    @Test func jsonlMCQTemplatesInEitherSpelling() throws {
+        let dir = try Fixtures.tempDir("mcq-names")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.copyItem(at: Fixtures.url("data/images/a.png"), to: dir.appendingPathComponent("a.png"))
+        let lines = ["Affirmation", "positive", "Negation", "hybrid"].enumerated().map { i, t in
+            #"{"correct":0,"id":"m\#(i)","image":"a.png","options":["a","b","c","d"],"source":"x","split":"test","template":"\#(t)","type":"mcq"}"#
+        }
+        let file = dir.appendingPathComponent("m.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        let r = try NegationJSONL.read(file)
+        #expect(r.issues.isEmpty, "\(r.issues)")
+        let templates: [MCQTemplate] = r.records.compactMap { if case .mcq(let m) = $0 { m.template } else { nil } }
+        #expect(templates == [.affirmation, .affirmation, .negation, .hybrid])
+        #expect(try NegationJSONL.encode(r.records[0]).contains(#""template":"positive""#))
+    }
+
     @Test func negclipRowsBecomeOneFoilPerHardNegative() throws {
         let (r, root) = try Self.load("negclip_valid_neg_clip.tsv")
         defer { try? FileManager.default.removeItem(at: root) }
