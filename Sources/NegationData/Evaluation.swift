@@ -68,6 +68,36 @@ public struct EvaluationReport: Codable, Sendable {
     public var skipped: [String: Int]
     /// One line per image that could not be embedded.
     public var problems: [String]
+    /// This model minus the baseline (the first model evaluated) on the items both scored, with a
+    /// paired bootstrap interval; nil for the baseline itself and for single-model runs.
+    public var pairedDifference: PairedDifference?
+
+    public init(model: String, modelIdentity: String, metrics: [String: MetricValue], skipped: [String: Int],
+                problems: [String], pairedDifference: PairedDifference? = nil) {
+        self.model = model; self.modelIdentity = modelIdentity; self.metrics = metrics
+        self.skipped = skipped; self.problems = problems; self.pairedDifference = pairedDifference
+    }
+}
+
+/// "Model B minus model A" per metric: the mean difference over the items both models scored, with
+/// a percentile bootstrap 95% interval whose resamples pick the same items for both models, so an
+/// interval above 0 states "B beats A" (two overlapping per-model intervals cannot).
+public struct PairedDifference: Codable, Equatable, Sendable {
+    /// Display name of the model subtracted (the baseline).
+    public var baseline: String
+    public var baselineIdentity: String
+    /// metric -> mean(B - A) [low, high], count = items paired.
+    public var metrics: [String: MetricValue]
+    /// metric -> items that only one of the two models scored (left out of the pairing).
+    public var unpaired: [String: Int]
+}
+
+/// One data file's records: retrieval galleries never reach across files.
+public struct EvaluationData: Sendable {
+    /// Names the file (its path); keys the retrieval gallery with the split.
+    public var file: String
+    public var records: [NegationRecord]
+    public init(file: String, records: [NegationRecord]) { self.file = file; self.records = records }
 }
 
 /// Per-item scores before averaging, with what was skipped and why.
@@ -75,6 +105,9 @@ public struct ItemScores: Sendable {
     public var scores: [String: [Double]]
     public var skipped: [String: Int]
     public var problems: [String]
+    /// metric -> one key per score, naming the item ("file\u{0}record id", a query, or an image of a
+    /// gallery), so two models' scores pair item by item.
+    public var keys: [String: [String]] = [:]
 }
 
 /// Scoring protocols (docs/data.md, "Metrics"). All similarities are cosine.
@@ -89,12 +122,20 @@ public struct Evaluator {
     /// The metric names in report order (a name is present only when the data has items for it).
     public static let metricOrder = [
         "presence", "absence", "foil", "box_choice",
-        "mcq", "mcq_affirmation", "mcq_negation", "mcq_hybrid",
+        "mcq", "mcq_positive", "mcq_negative", "mcq_hybrid",
         "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_exact_r1", "i2t_exact_r1",
     ]
 
     /// Per-item scores of every metric, before averaging (exposed so tests can recompute them).
+    /// All records count as one data file.
     public func itemScores(model: EmbeddingModel, records: [NegationRecord]) throws -> ItemScores {
+        try itemScores(model: model, data: [EvaluationData(file: "", records: records)])
+    }
+
+    /// Per-item scores of every metric over several data files. Retrieval ranks the images of the
+    /// query's own (file, split): two files that both call a split "test" keep separate galleries.
+    public func itemScores(model: EmbeddingModel, data: [EvaluationData]) throws -> ItemScores {
+        let records = data.flatMap(\.records)
         // 1. Everything to embed, deduplicated.
         var texts: [String] = [], textIndex: [String: Int] = [:]
         var images: [ImageRequest] = [], imageIndex: [ImageRequest: Int] = [:]
@@ -127,24 +168,38 @@ public struct Evaluator {
         }
 
         // 2. Per-item scores.
-        var scores: [String: [Double]] = [:]
+        var scores: [String: [Double]] = [:], keys: [String: [String]] = [:]
         var skipped: [String: Int] = [:]
-        var queriesBySplit: [String: [QueryRecord]] = [:]
-        var galleryBySplit: [String: [String]] = [:], inGallery: Set<String> = []
+        // Retrieval galleries: one per (data file index, split), never one per split name alone.
+        struct GalleryKey: Hashable, Comparable {
+            var file: Int, split: String
+            static func < (a: Self, b: Self) -> Bool { (a.file, a.split) < (b.file, b.split) }
+        }
+        var queriesByGallery: [GalleryKey: [QueryRecord]] = [:]
+        var galleryImages: [GalleryKey: [String]] = [:], inGallery: Set<String> = []
+        var fileIndex = 0
         func gallery(_ split: String, _ path: String) {
             guard ok(ImageRequest(path: path)) else { return }
-            if inGallery.insert(split + "\u{0}" + path).inserted { galleryBySplit[split, default: []].append(path) }
+            let key = GalleryKey(file: fileIndex, split: split)
+            if inGallery.insert("\(fileIndex)\u{0}\(split)\u{0}\(path)").inserted { galleryImages[key, default: []].append(path) }
+        }
+        func emit(_ metric: String, _ value: Double, _ key: String) {
+            scores[metric, default: []].append(value); keys[metric, default: []].append(key)
         }
         // Generalisation slices: "metric@tag" for each held-out tag, "metric@seen" for items with
         // none (only when the data has held-out items at all, else it would repeat the metric).
         let anyHeldOut = records.contains { $0.tags.contains { $0.hasPrefix("heldout") } }
+        var itemKey = ""
         func add(_ metric: String, _ value: Double, tags: [String], ignoring: String? = nil) {
-            scores[metric, default: []].append(value)
+            emit(metric, value, itemKey)
             let held = tags.filter { $0.hasPrefix("heldout") && $0 != ignoring }
-            for tag in held { scores["\(metric)@\(tag)", default: []].append(value) }
-            if held.isEmpty && anyHeldOut { scores["\(metric)@seen", default: []].append(value) }
+            for tag in held { emit("\(metric)@\(tag)", value, itemKey) }
+            if held.isEmpty && anyHeldOut { emit("\(metric)@seen", value, itemKey) }
         }
-        for record in records {
+        for (f, file) in data.enumerated() {
+          fileIndex = f
+          for record in file.records {
+            itemKey = "\(file.file)\u{0}\(record.typeName)\u{0}\(record.id)"
             switch record {
             case .caption(let r):
                 let img = ImageRequest(path: r.image)
@@ -154,7 +209,7 @@ public struct Evaluator {
                         tags: r.tags, ignoring: "heldout-template-absence")
                 }
                 if let f = r.foil {
-                    scores["foil", default: []].append(Metrics.pairScore(right: cos(r.caption, img), wrong: cos(f, img)))
+                    emit("foil", Metrics.pairScore(right: cos(r.caption, img), wrong: cos(f, img)), itemKey)
                 }
                 // Absence: the rewrite is true of the image and false of its contrast twin, which
                 // holds the negated object; the caption must prefer the image without it.
@@ -174,25 +229,32 @@ public struct Evaluator {
                 guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
                 let s = Metrics.choiceScore(r.options.map { cos($0, img) }, correct: r.correct)
                 add("mcq", s, tags: r.tags)
-                scores["mcq_\(r.template.rawValue.lowercased())", default: []].append(s)
+                // Per template, as NegBench's mcq.py groups (positive / negative / hybrid accuracy).
+                emit("mcq_\(r.template.rawValue)", s, itemKey)
             case .boxes(let r):
                 guard r.boxes.allSatisfy({ ok(ImageRequest(path: r.image, crop: $0)) }) else {
                     skipped["image could not be embedded", default: 0] += 1; continue
                 }
                 let s = r.boxes.map { cos(r.phrase, ImageRequest(path: r.image, crop: $0)) }
-                scores["box_choice", default: []].append(Metrics.choiceScore(s, correct: r.correct))
+                emit("box_choice", Metrics.choiceScore(s, correct: r.correct), itemKey)
             case .query(let r):
-                queriesBySplit[r.split, default: []].append(r)
+                queriesByGallery[GalleryKey(file: fileIndex, split: r.split), default: []].append(r)
                 r.relevant.forEach { gallery(r.split, $0) }
                 r.image.map { gallery(r.split, $0) }
             case .pretrain: break
             }
+          }
         }
 
         // 3. Retrieval over the whole split (never one batch): each query ranks every image of its
-        // split; an image counts as correct when the query is true of it (`relevant`).
-        for split in queriesBySplit.keys.sorted() {
-            let queries = queriesBySplit[split]!, images = galleryBySplit[split]!
+        // file's split; an image counts as correct when the query is true of it (`relevant`).
+        for key in queriesByGallery.keys.sorted() {
+            let queries = queriesByGallery[key]!, images = galleryImages[key] ?? []
+            let prefix = "\(data[key.file].file)\u{0}\(key.split)\u{0}"
+            let queryKeys = queries.map { prefix + "query\u{0}" + $0.id }, imageKeys = images.map { prefix + "image\u{0}" + $0 }
+            func kept(_ all: [String], skipping: [Int]) -> [String] {
+                let s = Set(skipping); return all.indices.filter { !s.contains($0) }.map { all[$0] }
+            }
             let column = Dictionary(uniqueKeysWithValues: images.enumerated().map { ($1, $0) })
             // [queries, images] cosines; rows looked up once, then a plain dot-product loop.
             let qRows = queries.map { textIndex[$0.text]! * dim }
@@ -212,37 +274,71 @@ public struct Evaluator {
             let relevant = queries.map { Set($0.relevant.compactMap { column[$0] }) }
             let exact = queries.map { q in Set(q.image.flatMap { column[$0] }.map { [$0] } ?? []) }
             let simT = Metrics.transpose(sim, rows: queries.count, columns: images.count)
+            func put(_ metric: String, _ r: (scores: [Double], skipped: [Int]), _ all: [String]) {
+                scores[metric, default: []] += r.scores
+                keys[metric, default: []] += kept(all, skipping: r.skipped)
+            }
             for k in [1, 5, 10] {
                 let t2i = Metrics.retrievalScores(similarity: sim, rows: queries.count, columns: images.count, relevant: relevant, k: k)
                 let i2t = Metrics.retrievalScores(similarity: simT, rows: images.count, columns: queries.count,
                                                   relevant: Metrics.invert(relevant, items: images.count), k: k)
-                scores["t2i_r\(k)", default: []] += t2i.scores
-                scores["i2t_r\(k)", default: []] += i2t.scores
+                put("t2i_r\(k)", t2i, queryKeys)
+                put("i2t_r\(k)", i2t, imageKeys)
                 if k == 1 {
                     skipped["t2i: query true of no image", default: 0] += t2i.skipped.count
                     skipped["i2t: image no query is true of", default: 0] += i2t.skipped.count
-                    scores["t2i_exact_r1", default: []] += Metrics.retrievalScores(
-                        similarity: sim, rows: queries.count, columns: images.count, relevant: exact, k: 1).scores
-                    scores["i2t_exact_r1", default: []] += Metrics.retrievalScores(
-                        similarity: simT, rows: images.count, columns: queries.count,
-                        relevant: Metrics.invert(exact, items: images.count), k: 1).scores
+                    let exactT2I = Metrics.retrievalScores(similarity: sim, rows: queries.count, columns: images.count, relevant: exact, k: 1)
+                    let exactI2T = Metrics.retrievalScores(similarity: simT, rows: images.count, columns: queries.count,
+                                                           relevant: Metrics.invert(exact, items: images.count), k: 1)
+                    put("t2i_exact_r1", exactT2I, queryKeys)
+                    put("i2t_exact_r1", exactI2T, imageKeys)
                 }
             }
         }
         let problems = failures.keys.sorted().map { failures[$0]! }
-        return ItemScores(scores: scores, skipped: skipped.filter { $0.value > 0 }, problems: problems)
+        return ItemScores(scores: scores, skipped: skipped.filter { $0.value > 0 }, problems: problems, keys: keys)
+    }
+
+    /// B - A per metric over the items both scored (matched by key), with a paired bootstrap
+    /// interval (`Metrics.pairedBootstrap`: the same resampled items for both models).
+    public func pairedDifference(baseline: ItemScores, _ other: ItemScores, baselineName: String,
+                                 baselineIdentity: String) -> PairedDifference {
+        var metrics: [String: MetricValue] = [:], unpaired: [String: Int] = [:]
+        for metric in Set(baseline.scores.keys).intersection(other.scores.keys) {
+            let (a, ka) = (baseline.scores[metric]!, baseline.keys[metric] ?? [])
+            let (b, kb) = (other.scores[metric]!, other.keys[metric] ?? [])
+            guard ka.count == a.count, kb.count == b.count else { continue }
+            var index: [String: Int] = [:]
+            for (j, k) in kb.enumerated() { index[k] = j }
+            var pa: [Double] = [], pb: [Double] = []
+            for (j, k) in ka.enumerated() { if let m = index[k] { pa.append(a[j]); pb.append(b[m]) } }
+            if a.count - pa.count + b.count - pb.count > 0 { unpaired[metric] = a.count - pa.count + b.count - pb.count }
+            if !pa.isEmpty {
+                metrics[metric] = Metrics.pairedBootstrap(baseline: pa, other: pb, resamples: bootstrapResamples, seed: bootstrapSeed)
+            }
+        }
+        return PairedDifference(baseline: baselineName, baselineIdentity: baselineIdentity, metrics: metrics, unpaired: unpaired)
     }
 
     /// Evaluate one model: item scores, then means with bootstrap 95% intervals.
     public func evaluate(model: EmbeddingModel, name: String, records: [NegationRecord]) throws -> EvaluationReport {
-        let items = try itemScores(model: model, records: records)
-        let (scores, skipped) = (items.scores, items.skipped)
+        try evaluate(model: model, name: name, data: [EvaluationData(file: "", records: records)]).report
+    }
+
+    /// Evaluate one model on several data files; with `baseline` (the first model's report and item
+    /// scores), the report also holds this model minus the baseline with paired intervals.
+    public func evaluate(model: EmbeddingModel, name: String, data: [EvaluationData],
+                         baseline: (report: EvaluationReport, items: ItemScores)? = nil) throws -> (report: EvaluationReport, items: ItemScores) {
+        let items = try itemScores(model: model, data: data)
         var metrics: [String: MetricValue] = [:]
-        for (k, v) in scores where !v.isEmpty {
+        for (k, v) in items.scores where !v.isEmpty {
             metrics[k] = Metrics.bootstrap(v, resamples: bootstrapResamples, seed: bootstrapSeed)
         }
-        return EvaluationReport(model: name, modelIdentity: model.identity, metrics: metrics, skipped: skipped,
-                                problems: items.problems)
+        let paired = baseline.map {
+            pairedDifference(baseline: $0.items, items, baselineName: $0.report.model, baselineIdentity: $0.report.modelIdentity)
+        }
+        return (EvaluationReport(model: name, modelIdentity: model.identity, metrics: metrics, skipped: items.skipped,
+                                 problems: items.problems, pairedDifference: paired), items)
     }
 
     func embedTexts(_ texts: [String], model: EmbeddingModel) throws -> [Float] {
@@ -330,6 +426,24 @@ public enum EvaluationTable {
             s += "| \(m) | " + reports.map { r in
                 guard let v = r.metrics[m] else { return "-" }
                 return String(format: "%.3f [%.3f, %.3f] n=%d", v.value, v.low, v.high, v.count)
+            }.joined(separator: " | ") + " |\n"
+        }
+        return s
+    }
+
+    /// Each model minus the baseline (the first report) per metric, paired bootstrap 95% interval:
+    /// `diff [low, high] n=paired items`; empty when fewer than two reports carry differences.
+    public static func pairedMarkdown(_ reports: [EvaluationReport]) -> String {
+        let others = reports.filter { $0.pairedDifference != nil }
+        guard let base = others.first?.pairedDifference?.baseline else { return "" }
+        let names = Evaluator.metricOrder.filter { m in others.contains { $0.pairedDifference!.metrics[m] != nil } }
+            + Set(others.flatMap { $0.pairedDifference!.metrics.keys.filter { $0.contains("@") } }).sorted()
+        var s = "| metric | " + others.map { "\($0.model) - \(base)" }.joined(separator: " | ") + " |\n"
+        s += "|---|" + String(repeating: "---|", count: others.count) + "\n"
+        for m in names {
+            s += "| \(m) | " + others.map { r in
+                guard let v = r.pairedDifference!.metrics[m] else { return "-" }
+                return String(format: "%+.3f [%+.3f, %+.3f] n=%d", v.value, v.low, v.high, v.count)
             }.joined(separator: " | ") + " |\n"
         }
         return s

@@ -10,6 +10,11 @@ public enum ImportFormat: String, CaseIterable, Sendable {
     case negationclipCOCO = "negationclip-coco"
     /// NegBench MCQ CSV: image_path, caption_0..caption_3, correct_answer, correct_answer_template.
     case negbenchMCQ = "negbench-mcq"
+    /// NegBench retrieval CSV: filepath, captions (a Python list literal of the image's captions).
+    case negbenchRetrieval = "negbench-retrieval"
+    /// NegCLIP's TSV (`valid_neg_clip.tsv`): an index column, title, filepath, neg_caption (a Python
+    /// list literal of hard negative captions), neg_image.
+    case negclip
     /// NegRefCOCOg.json: [{image, phrase, ref_bbox, bbox_list}].
     case negrefcocog
     /// VALSE existence JSON: {id: {image_file, caption, foil, ...}}.
@@ -31,9 +36,19 @@ public enum ImportFormat: String, CaseIterable, Sendable {
             throw DataError(.unreadableFile, file: url.path, "expected a readable data file: \(error.localizedDescription)")
         }
         if ext == "csv" || ext == "tsv" {
-            return head.prefix { $0 != "\n" }.contains("caption_0") ? .negbenchMCQ : .ccneg
+            let separator: Character = ext == "tsv" ? "\t" : ","
+            let names = Set(head.prefix { $0 != "\n" && $0 != "\r" }.split(separator: separator, omittingEmptySubsequences: false)
+                .map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"\u{FEFF}")) })
+            if names.contains("caption_0") { return .negbenchMCQ }
+            // NegCLIP's loader reads title + neg_caption (CC-Neg files never have a title column).
+            if names.contains("neg_caption") && names.contains("title") { return .negclip }
+            // NegBench's retrieval loader reads filepath + captions; CC-Neg rows carry a negation column.
+            let ccnegNegationKeys: Set<String> = ["negated_caption", "negative_caption", "neg_caption", "negation", "negated"]
+            if names.contains("captions") && names.isDisjoint(with: ccnegNegationKeys) { return .negbenchRetrieval }
+            return .ccneg
         }
         if head.contains("\"bbox_list\"") || head.contains("\"ref_bbox\"") { return .negrefcocog }
+        if head.contains("\"image_paths\"") || head.contains("\"sop_data\"") { return .ccneg } // CoN-CLIP's ccneg_preprocessed.pt layout, as JSON
         if head.contains("\"updated_caption\"") || head.contains("\"annotations\"") { return .negationclipCOCO }
         if head.contains("\"foil\"") { return .valse }
         if head.contains("\"type\"") && head.contains("\"split\"") { return .jsonl }
@@ -52,9 +67,13 @@ public struct ImportOptions: Sendable {
     public var checkImages: Bool = true
     /// CC-Neg: the last N rows are the evaluation split ("test"), the rest "train" (CoN-CLIP uses 40,000).
     public var ccnegEvaluationTail: Int? = nil
-    public init(imageRoot: URL? = nil, split: String = "test", checkImages: Bool = true, ccnegEvaluationTail: Int? = nil) {
+    /// VALSE: keep only items at least 2 of 3 annotators validated (`mturk.caption >= 2`), as VALSE's
+    /// own evaluation scripts do; the others are counted in `leftOut` and listed. On by default.
+    public var valseValidatedOnly: Bool = true
+    public init(imageRoot: URL? = nil, split: String = "test", checkImages: Bool = true, ccnegEvaluationTail: Int? = nil,
+                valseValidatedOnly: Bool = true) {
         self.imageRoot = imageRoot; self.split = split; self.checkImages = checkImages
-        self.ccnegEvaluationTail = ccnegEvaluationTail
+        self.ccnegEvaluationTail = ccnegEvaluationTail; self.valseValidatedOnly = valseValidatedOnly
     }
 }
 
@@ -82,11 +101,15 @@ public enum Importers {
         case .ccneg:
             if ["csv", "tsv"].contains(url.pathExtension.lowercased()) {
                 try ctx.ccneg(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ","))
+            } else if let top = try jsonObject(data, file: url.path) as? [String: Any], top["image_paths"] != nil {
+                try ctx.ccnegCoNCLIP(top)
             } else {
                 try ctx.ccneg(rows: try jsonRows(data, file: url.path))
             }
         case .negationclipCOCO: try ctx.negationCLIP(try jsonObject(data, file: url.path))
         case .negbenchMCQ: ctx.negbench(rows: try csvRows(data, file: url.path, separator: ","))
+        case .negbenchRetrieval: ctx.negbenchRetrieval(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "tsv" ? "\t" : ","))
+        case .negclip: ctx.negclip(rows: try csvRows(data, file: url.path, separator: url.pathExtension.lowercased() == "csv" ? "," : "\t"))
         case .negrefcocog: try ctx.negRefCOCOg(try jsonObject(data, file: url.path))
         case .valse: try ctx.valse(try jsonObject(data, file: url.path))
         }
@@ -313,11 +336,11 @@ public enum Importers {
                     guard let correct = Int(answer.trimmingCharacters(in: .whitespaces)), (0..<4).contains(correct) else {
                         throw error(.invalidValue, row, "correct_answer", "expected an index in 0...3, found \"\(answer)\"")
                     }
+                    // NegBench writes positive / negative / hybrid (create_mcq.py, mcq.py); its paper and
+                    // README say Affirmation / Negation / Hybrid. Both map to one MCQTemplate.
                     let templateName = try string(row, ["correct_answer_template"])
-                    guard let template = MCQTemplate.allCases.first(where: {
-                        $0.rawValue.lowercased() == templateName.trimmingCharacters(in: .whitespaces).lowercased()
-                    }) else {
-                        throw error(.invalidValue, row, "correct_answer_template", "expected Affirmation, Negation or Hybrid, found \"\(templateName)\"")
+                    guard let template = MCQTemplate(rawValue: templateName) else {
+                        throw error(.invalidValue, row, "correct_answer_template", "expected \(MCQTemplate.acceptedNames), found \"\(templateName)\"")
                     }
                     guard Set(options).count == 4 else {
                         throw error(.invalidValue, row, "caption_0..caption_3", "expected 4 distinct captions, found a repeated one")
@@ -370,6 +393,22 @@ public enum Importers {
             for key in dict.keys.sorted(by: { (Int($0) ?? Int.max, $0) < (Int($1) ?? Int.max, $1) }) {
                 let row = Row(fields: dict[key] as? [String: Any] ?? [:], line: nil, path: "[\"\(key)\"]")
                 do {
+                    // VALSE's evaluation (lxmert_valse_eval.py, unimodal_valse_eval.py) scores only items
+                    // with foil["mturk"]["caption"] >= 2; files without the field are taken whole.
+                    if options.valseValidatedOnly, let mturk = row.fields["mturk"] {
+                        guard let object = mturk as? [String: Any] else {
+                            throw error(.wrongType, row, "mturk", "expected an object with the annotators' votes {caption, foil, other}, found \(FieldReader.describe(mturk))")
+                        }
+                        guard let votes = object["caption"] as? NSNumber, !isJSONBool(votes),
+                              votes.doubleValue == votes.doubleValue.rounded() else {
+                            throw error(.wrongType, row, "mturk.caption", "expected a count of annotators, found \(FieldReader.describe(object["caption"]))")
+                        }
+                        if votes.intValue < 2 {
+                            result.issues.append(error(.invalidValue, row, "mturk.caption", "left out as VALSE's evaluation leaves it out: expected at least 2 of 3 annotators to validate the caption, found \(votes.intValue)"))
+                            result.leftOut += 1
+                            continue
+                        }
+                    }
                     let imagePath = try string(row, ["image_file"]), caption = try string(row, ["caption"])
                     let foil = try string(row, ["foil"])
                     guard foil != caption else {

@@ -105,6 +105,16 @@ public enum Metrics {
         return MetricValue(value: mean, low: lo, high: hi, count: n)
     }
 
+    /// Mean of `other[i] - baseline[i]` with a paired percentile bootstrap 95% interval: each
+    /// resample draws item indices once and uses them for both models (the same stream as
+    /// `bootstrap`, so the seed means the same thing). Pairing removes the item-difficulty variance
+    /// the two models share, so the interval is the one to read for "B beats A"; identical models
+    /// give exactly [0, 0].
+    public static func pairedBootstrap(baseline: [Double], other: [Double], resamples: Int = 1000, seed: UInt64 = 0) -> MetricValue {
+        precondition(baseline.count == other.count, "paired scores need the same items")
+        return bootstrap(zip(other, baseline).map { $0 - $1 }, resamples: resamples, seed: seed)
+    }
+
     /// L2-normalise each row of a row-major [rows, dim] matrix in place (zero rows stay zero).
     /// MCQ and retrieval scores use cosine similarity; the peers' MCQ code forgot this step,
     /// which lets long captions win on norm alone.

@@ -5,14 +5,32 @@ import Foundation
 // Image paths are relative to the directory of the JSONL file that names them (absolute paths
 // are kept as they are), so a dataset folder can be moved as a whole.
 
-/// MCQ templates, NegBench's names (arXiv 2501.09425 section 3): what the correct option says.
+/// MCQ templates: what the correct option says. The raw values are NegBench's own names, as its
+/// generator (`synthetic_datasets/evaluation/create_mcq.py`) writes them into
+/// `correct_answer_template` and its scorer (`benchmarks/src/evaluation/mcq.py`) groups by them;
+/// the names of the NegBench paper and README (Affirmation / Negation / Hybrid) are accepted as
+/// aliases, case-insensitively, by `init(rawValue:)` and so by every reader.
 public enum MCQTemplate: String, Codable, CaseIterable, Sendable {
-    /// "X is in the image" (the correct option only affirms).
-    case affirmation = "Affirmation"
-    /// "Y is not in the image".
-    case negation = "Negation"
+    /// "X is in the image" (the correct option only affirms); alias "Affirmation".
+    case affirmation = "positive"
+    /// "Y is not in the image"; alias "Negation".
+    case negation = "negative"
     /// "X but no Y".
-    case hybrid = "Hybrid"
+    case hybrid = "hybrid"
+
+    /// NegBench's name or its alias (Affirmation / Negation / Hybrid), any case, surrounding
+    /// whitespace ignored; nil for anything else.
+    public init?(rawValue: String) {
+        switch rawValue.trimmingCharacters(in: .whitespaces).lowercased() {
+        case "positive", "affirmation": self = .affirmation
+        case "negative", "negation": self = .negation
+        case "hybrid": self = .hybrid
+        default: return nil
+        }
+    }
+
+    /// The accepted spellings, for error messages.
+    public static let acceptedNames = "positive, negative or hybrid (or Affirmation, Negation, Hybrid)"
 }
 
 /// An image with a true caption and its rewrites (CC-Neg, NegationCLIP COCO, VALSE, the world).

@@ -35,12 +35,16 @@ public struct LoadResult: Sendable {
     public var badLines: Int = 0
     /// Records skipped because an image they need is missing or unreadable.
     public var skippedImages: Int = 0
+    /// Well-formed source records left out because the peer's own evaluation leaves them out (VALSE:
+    /// fewer than 2 of 3 annotators validated the caption); each is also listed in `issues`.
+    public var leftOut: Int = 0
     public init() {}
 
     /// One line for logs: "412 records, 3 bad lines, 1 skipped for missing images".
     public var summary: String {
         "\(records.count) records, \(badLines) bad line\(badLines == 1 ? "" : "s"), " +
-            "\(skippedImages) skipped for missing or unreadable images"
+            "\(skippedImages) skipped for missing or unreadable images" +
+            (leftOut > 0 ? ", \(leftOut) left out as the source's own evaluation does" : "")
     }
 }
 

@@ -12,9 +12,11 @@ struct EvaluateCommand: ParsableCommand {
         discussion: """
             Data files are our JSONL (docs/data.md) or a peer format, detected from the extension and \
             keys or named with --format. Bad records and missing images are reported on stderr, counted \
-            and skipped. Similarities are cosine. Retrieval ranks every image of a query's split, and an \
+            and skipped. Similarities are cosine. Retrieval ranks every image of a query's own data file and split, and an \
             image counts as correct when the query is true of it (exact-pair R@1 beside it). Prints a \
-            Markdown table (metrics x models) on stdout; --json writes the same with provenance.
+            Markdown table (metrics x models) on stdout; with two or more models, a second table gives each \
+            model minus the first with paired bootstrap intervals (the same resampled items for both). \
+            --json writes the same with provenance.
             """)
 
     @Option(name: .long, help: ArgumentHelp("HF CLIP checkpoint folder (repeat to compare models).", valueName: "dir"))
@@ -34,6 +36,9 @@ struct EvaluateCommand: ParsableCommand {
 
     @Option(name: .long, help: "CC-Neg: the last N rows are the evaluation split (CoN-CLIP uses 40000); needs --split test to keep only them.")
     var ccnegEvalTail: Int?
+
+    @Flag(name: .long, help: "VALSE: keep the items fewer than 2 of 3 annotators validated (VALSE's own evaluation leaves them out, and so do we by default).")
+    var valseUnvalidated = false
 
     @Option(name: .long, help: ArgumentHelp("Image-embedding cache folder, keyed by (weights sha256, image bytes, crop).", valueName: "dir"))
     var cache: String?
@@ -63,15 +68,17 @@ struct EvaluateCommand: ParsableCommand {
     }
 
     func run() throws {
-        var records: [NegationRecord] = []
+        var files: [EvaluationData] = []
         var options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) })
         options.ccnegEvaluationTail = ccnegEvalTail
+        options.valseValidatedOnly = !valseUnvalidated
         for file in data {
             let url = URL(fileURLWithPath: file)
             let result = try Importers.load(url, format: format == "auto" ? nil : ImportFormat(rawValue: format), options: options)
             logLoad(file, result, maxIssues: maxIssues)
-            records += result.records.filter { split == nil || $0.split == split }
+            files.append(EvaluationData(file: file, records: result.records.filter { split == nil || $0.split == split }))
         }
+        let records = files.flatMap(\.records)
         guard !records.isEmpty else {
             throw ValidationError("no records to evaluate\(split.map { " in split \($0)" } ?? "") in \(data.joined(separator: ", "))")
         }
@@ -87,21 +94,30 @@ struct EvaluateCommand: ParsableCommand {
             }
         }
         var reports: [EvaluationReport] = []
+        var baseline: (report: EvaluationReport, items: ItemScores)?
         for dir in model {
             let start = Date()
             let clip = try CLIPModel.load(directory: URL(fileURLWithPath: dir))
             let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
-            let report = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, records: records)
+            // Every model after the first is also scored against it, item by item (paired bootstrap).
+            let (report, items) = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, data: files, baseline: baseline)
+            if baseline == nil { baseline = (report, items) }
             for (reason, n) in report.skipped.sorted(by: { $0.key < $1.key }) { log("  skipped \(n): \(reason)") }
             for problem in report.problems.prefix(maxIssues) { log("  \(problem)") }
             log("model \(dir): \(report.metrics.count) metrics (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
             reports.append(report)
         }
         print(EvaluationTable.markdown(reports), terminator: "")
+        let paired = EvaluationTable.pairedMarkdown(reports)
+        if !paired.isEmpty {
+            print("\nPaired differences, each model minus \(reports[0].model), the same bootstrap resamples for both:\n")
+            print(paired, terminator: "")
+        }
         if let json {
             var provenance = ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
-                              "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%",
-                              "records": "\(records.count)"]
+                              "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; pairedDifference: each model minus the first on the same resampled items",
+                              "retrieval_gallery": "images of the query's own (data file, split)",
+                              "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)"]
             for (i, file) in data.enumerated() {
                 provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
             }

@@ -8,7 +8,7 @@ import Provenance
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
-        abstract: "Convert a peer negation benchmark (CC-Neg, NegationCLIP COCO, NegBench MCQ, NegRefCOCOg, VALSE) to negclip JSONL.",
+        abstract: "Convert a peer negation benchmark (CC-Neg, NegationCLIP COCO, NegBench MCQ and retrieval, NegRefCOCOg, VALSE, NegCLIP TSV) to negclip JSONL.",
         discussion: """
             Reads --data with the same importers as `negclip evaluate`, reports the records it rejects \
             (bad rows, missing or unreadable images) on stderr, and writes every accepted record to \
@@ -17,7 +17,7 @@ struct ImportCommand: ParsableCommand {
             output's folder when the image is inside it, otherwise absolute.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("The peer file (CSV or JSON).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("The peer file (CSV, TSV or JSON).", valueName: "file"))
     var data: String
 
     @Option(name: .long, help: ArgumentHelp("Output JSONL file.", valueName: "file.jsonl"))
@@ -38,6 +38,9 @@ struct ImportCommand: ParsableCommand {
     @Flag(name: .long, help: "Keep records whose images are missing or unreadable (default: report and skip them).")
     var keepMissingImages = false
 
+    @Flag(name: .long, help: "VALSE: keep the items fewer than 2 of 3 annotators validated (VALSE's own evaluation leaves them out, and so do we by default).")
+    var valseUnvalidated = false
+
     @Option(name: .long, help: "Problems listed on stderr (all are counted).")
     var maxIssues = 20
 
@@ -52,7 +55,8 @@ struct ImportCommand: ParsableCommand {
         let source = URL(fileURLWithPath: data)
         let outURL = URL(fileURLWithPath: out).standardizedFileURL
         let options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) }, split: split,
-                                    checkImages: !keepMissingImages, ccnegEvaluationTail: ccnegEvalTail)
+                                    checkImages: !keepMissingImages, ccnegEvaluationTail: ccnegEvalTail,
+                                    valseValidatedOnly: !valseUnvalidated)
         let detected = try format == "auto" ? ImportFormat.detect(source) : ImportFormat(rawValue: format)!
         if detected == .jsonl {
             throw DataError(.invalidValue, file: data, "expected a peer format (\(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", "))), found negclip JSONL already")
@@ -75,10 +79,11 @@ struct ImportCommand: ParsableCommand {
             "format": detected.rawValue, "split": split, "ccneg_eval_tail": ccnegEvalTail.map { $0 as Any } ?? NSNull(),
             "image_root": images.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? NSNull(),
             "records": records.count, "bad_lines": result.badLines, "skipped_images": result.skippedImages,
+            "left_out": result.leftOut, "valse_validated_only": !valseUnvalidated,
             "output_sha256": try SHA256Hasher.hex(fileAt: outURL),
         ]
         let json = try JSONSerialization.data(withJSONObject: provenance, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try json.write(to: URL(fileURLWithPath: outURL.path + ".provenance.json"), options: .atomic)
-        print("wrote \(out): \(records.count) records (\(result.badLines) bad, \(result.skippedImages) skipped for images)")
+        print("wrote \(out): \(records.count) records (\(result.badLines) bad, \(result.skippedImages) skipped for images\(result.leftOut > 0 ? ", \(result.leftOut) left out as the source's evaluation does" : ""))")
     }
 }
