@@ -1,5 +1,6 @@
 import Foundation
 import HiddenStateStore
+import NegationData
 
 /// One caption to encode, with the dataset metadata stored next to its hidden states.
 public struct DumpItem: Sendable, Equatable {
@@ -19,23 +20,19 @@ public struct DumpItem: Sendable, Equatable {
     }
 }
 
-/// Errors of the dump input, one line naming file:line and what was expected.
-public struct DumpInputError: Error, Equatable, CustomStringConvertible {
-    public let file: String
-    public let line: Int
-    public let detail: String
-    public var description: String { "\(file):\(line): \(detail)" }
-}
-
-/// The `--data` file of `negclip dump`, read as a stream (memory does not grow with its size):
-/// JSONL when the name ends in `.jsonl`, else one caption per line. Fields: docs/hdf5-schema.md.
+/// The `--data` file of `negclip dump`, read as a stream (memory does not grow with its size) through
+/// the one JSONL reader (`NegationJSONL`): JSONL when the name ends in `.jsonl` (typed records of
+/// docs/data.md and untyped caption-list lines, docs/hdf5-schema.md), else one caption per line.
+/// Every line must be UTF-8. The first bad line stops the dump with a `DataError`
+/// (`FILE:LINE: field 'caption': expected a non-empty string, found number 5`): a dump never skips a
+/// caption silently, and its two passes must see the same items.
 public struct CaptionFile: Sendable {
     public let url: URL
     public let isJSONL: Bool
 
     public init(url: URL) throws {
         guard FileManager.default.isReadableFile(atPath: url.path) else {
-            throw DumpInputError(file: url.path, line: 0, detail: "cannot read the file: expected a .jsonl dataset or a text file with one caption per line")
+            throw DataError(.unreadableFile, file: url.path, "expected a readable .jsonl dataset or a text file with one caption per line")
         }
         self.url = url
         self.isJSONL = url.pathExtension.lowercased() == "jsonl"
@@ -43,15 +40,14 @@ public struct CaptionFile: Sendable {
 
     /// Calls `body` with every item in file order. Return false from `body` to stop early.
     public func forEach(_ body: (DumpItem) throws -> Bool) throws {
-        var lineNumber = 0
-        try Self.forEachLine(url) { line in
-            lineNumber += 1
+        try NegationJSONL.forEachLine(url) { lineNumber, text in
+            let line = try text()
             let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty { return true }
             if !isJSONL {
                 return try body(DumpItem(id: "line-\(lineNumber)", caption: trimmed))
             }
-            for item in try parse(jsonLine: trimmed, lineNumber: lineNumber) {
+            for item in try Self.items(try NegationJSONL.decodeEntry(line: line, file: url.path, line: lineNumber), line: lineNumber) {
                 if try !body(item) { return false }
             }
             return true
@@ -65,86 +61,42 @@ public struct CaptionFile: Sendable {
         return out
     }
 
-    func parse(jsonLine: String, lineNumber: Int) throws -> [DumpItem] {
-        func fail(_ detail: String) -> DumpInputError { DumpInputError(file: url.path, line: lineNumber, detail: detail) }
-        let object: Any
-        do {
-            object = try JSONSerialization.jsonObject(with: Data(jsonLine.utf8))
-        } catch {
-            throw fail("not valid JSON: expected one object per line")
-        }
-        guard let record = object as? [String: Any] else { throw fail("expected a JSON object per line") }
-        func text(_ key: String) throws -> String? {
-            guard let v = record[key], !(v is NSNull) else { return nil }
-            if let s = v as? String { return s }
-            if let n = v as? Int { return String(n) }
-            throw fail("field \"\(key)\": expected a string or a number")
-        }
-        func label(_ key: String, default d: ItemLabel) throws -> ItemLabel {
-            guard let name = try text(key) else { return d }
-            guard let l = ItemLabel(name: name), l != .unlabeled else {
-                throw fail("field \"\(key)\": expected one of \(ItemLabel.names), found \"\(name)\"")
+    /// The captions a line contributes, in order.
+    static func items(_ entry: JSONLEntry, line: Int) -> [DumpItem] {
+        switch entry {
+        case .record(.caption(let r)):
+            // The caption (affirmative, id and pair id = the record's id), then each rewrite present.
+            var out = [DumpItem(id: r.id, caption: r.caption, label: .affirmative, pairID: r.id, image: r.image)]
+            for (key, text, label) in [("presence_negated", r.presenceNegated, ItemLabel.presenceNegated),
+                                       ("absence_negated", r.absenceNegated, .absenceNegated), ("foil", r.foil, .unlabeled)] {
+                if let text { out.append(DumpItem(id: "\(r.id):\(key)", caption: text, label: label, pairID: r.id, image: r.image)) }
             }
-            return l
+            return out
+        case .record(.pretrain(let r)):
+            return [DumpItem(id: r.id, caption: r.caption, image: r.image)]
+        case .record:
+            return []  // mcq, query, boxes: no single caption to dump
+        case .captionList(let e):
+            let id = e.id ?? "line-\(line)"
+            var first = DumpItem(id: id, caption: e.caption, label: e.label.map(ItemLabel.init) ?? .unlabeled,
+                                 pairID: e.pairID ?? "", image: e.image)
+            guard let negated = e.negatedCaption else { return [first] }
+            if first.pairID.isEmpty { first.pairID = id }
+            if first.label == .unlabeled { first.label = .affirmative }
+            let second = DumpItem(id: id + ":neg", caption: negated, label: ItemLabel(e.negationLabel ?? .presenceNegated),
+                                  pairID: first.pairID, image: e.image)
+            return [first, second]
         }
-        // The negation data schema (docs/data.md): typed records; `caption` records carry their
-        // rewrites under `presence_negated` / `absence_negated` / `foil`, and `id` is the pair id.
-        if let type = try text("type") {
-            switch type {
-            case "caption":
-                guard let caption = try text("caption"), !caption.isEmpty, let id = try text("id") else {
-                    throw fail("caption record: expected non-empty \"caption\" and \"id\"")
-                }
-                let image = try text("image")
-                var out = [DumpItem(id: id, caption: caption, label: .affirmative, pairID: id, image: image)]
-                for (key, label) in [("presence_negated", ItemLabel.presenceNegated), ("absence_negated", .absenceNegated),
-                                     ("foil", .unlabeled)] {
-                    if let t = try text(key), !t.isEmpty {
-                        out.append(DumpItem(id: "\(id):\(key)", caption: t, label: label, pairID: id, image: image))
-                    }
-                }
-                return out
-            case "pretrain":
-                guard let caption = try text("caption"), !caption.isEmpty else {
-                    throw fail("pretrain record: expected a non-empty \"caption\"")
-                }
-                return [DumpItem(id: try text("id") ?? "line-\(lineNumber)", caption: caption, image: try text("image"))]
-            default:
-                return []  // mcq, query, boxes: no single caption to dump
-            }
-        }
-        guard let caption = try text("caption"), !caption.isEmpty else {
-            throw fail("missing field \"caption\": expected a non-empty string")
-        }
-        let id = try text("id") ?? "line-\(lineNumber)"
-        let image = try text("image")
-        var first = DumpItem(id: id, caption: caption, label: try label("label", default: .unlabeled),
-                             pairID: try text("pair_id") ?? "", image: image)
-        guard let negated = try text("negated_caption") else { return [first] }
-        if first.pairID.isEmpty { first.pairID = id }
-        if first.label == .unlabeled { first.label = .affirmative }
-        let second = DumpItem(id: id + ":neg", caption: negated,
-                              label: try label("negation_label", default: .presenceNegated),
-                              pairID: first.pairID, image: image)
-        return [first, second]
     }
+}
 
-    /// Streams lines (without the newline) in 1 MiB reads.
-    static func forEachLine(_ url: URL, _ body: (String) throws -> Bool) throws {
-        let handle = try FileHandle(forReadingFrom: url)
-        defer { try? handle.close() }
-        var buffer = Data()
-        while true {
-            let chunk = try handle.read(upToCount: 1 << 20) ?? Data()
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
-            var start = buffer.startIndex
-            while let nl = buffer[start...].firstIndex(of: 0x0A) {
-                if try !body(String(decoding: buffer[start..<nl], as: UTF8.self)) { return }
-                start = buffer.index(after: nl)
-            }
-            buffer = Data(buffer[start...])
+extension ItemLabel {
+    /// The store's code for a caption-list label.
+    init(_ label: CaptionLabel) {
+        switch label {
+        case .affirmative: self = .affirmative
+        case .presenceNegated: self = .presenceNegated
+        case .absenceNegated: self = .absenceNegated
         }
-        if !buffer.isEmpty { _ = try body(String(decoding: buffer, as: UTF8.self)) }
     }
 }

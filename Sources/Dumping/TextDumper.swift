@@ -7,6 +7,8 @@ import Provenance
 
 /// Progress and milestones of a dump, reported to a callback (the library never prints).
 public enum DumpProgress: Sendable, Equatable {
+    /// `TextDumper.dump` starts its first pass over `file` (after the output checks).
+    case scanning(file: String)
     /// The first pass is done: counts that size the file, including the captions truncated to the
     /// tokenizer's context.
     case scanned(DumpScan)
@@ -152,6 +154,7 @@ public final class TextDumper {
         let input = try CaptionFile(url: request.data)
 
         // First pass: hash, count, longest caption (the token axis), images, truncations.
+        progress(.scanning(file: request.data.path))
         let dataSHA = try SHA256Hasher.hex(fileAt: request.data)
         let tok = tokenizer
         let scan = try Self.scan(input) { caption in

@@ -64,7 +64,7 @@ struct DumpCommand: ParsableCommand {
         let L = dumper.numHiddenLayers
         let layerList = try layers.map(parseLayerList) ?? Array(0...L)
         if let bad = layerList.first(where: { $0 > L }) {
-            throw ValidationError("--layers: \(bad) is out of range: hidden_states has indices 0...\(L) (0 = embeddings, \(L) = last block)")
+            throw CommandFailure("--layers: \(bad) is out of range: hidden_states has indices 0...\(L) (0 = embeddings, \(L) = last block)")
         }
         var request = DumpRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out))
         request.layers = layerList
@@ -84,9 +84,9 @@ struct DumpCommand: ParsableCommand {
         request.delayPerBatchMilliseconds = throttleMs
 
         let progress = ProgressLine(label: "dump")
-        progress.note("scanning \(data)")
         let result = try dumper.dump(request) { p in
             switch p {
+            case .scanning: progress.note("scanning \(data)")
             case .scanned(let scan):
                 if scan.truncated > 0 {
                     progress.note(truncationLine(scan.truncated, contextLength: dumper.tokenizer.contextLength))

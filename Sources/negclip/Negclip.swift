@@ -17,6 +17,12 @@ func truncationLine(_ n: Int, contextLength: Int) -> String {
     "\(n) caption\(n == 1 ? "" : "s") longer than \(contextLength) tokens \(n == 1 ? "was" : "were") truncated"
 }
 
+/// A failure found while a command runs (bad data, empty input, a refused output): one line, exit 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 @main
 struct Negclip: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,4 +37,40 @@ struct Negclip: ParsableCommand {
             EvaluateCommand.self,
             TrainCommand.self,
         ])
+
+    /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through
+    /// swift-argument-parser's reporting, while anything `run()` throws is a run-time failure and
+    /// prints one line `negclip: <message>` on stderr with exit status 1.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ExitCode {
+            exit(withError: error)
+        } catch let error as CleanExit {
+            exit(withError: error)
+        } catch {
+            FileHandle.standardError.write(Data("negclip: \(oneLine(error))\n".utf8))
+            Foundation.exit(1)
+        }
+    }
+
+    /// The error's own message on one line (our errors describe themselves; Foundation's have a
+    /// localized description).
+    static func oneLine(_ error: Error) -> String {
+        let text: String
+        if let e = error as? ValidationError {
+            text = e.message
+        } else if let e = error as? CustomStringConvertible {
+            text = e.description
+        } else {
+            text = error.localizedDescription
+        }
+        return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
 }
