@@ -87,10 +87,14 @@ struct EvaluateCommand: ParsableCommand {
             }
         }
         var reports: [EvaluationReport] = []
+        var truncated: [Int] = []  // per model: distinct texts cut to its tokenizer's context
+        let texts = Set(records.flatMap(\.texts))
         for dir in model {
             let start = Date()
             let clip = try CLIPModel.load(directory: URL(fileURLWithPath: dir))
             let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
+            truncated.append(clip.tokenizer.map { $0.truncatedCount(texts) } ?? 0)
+            if let tok = clip.tokenizer, truncated.last! > 0 { log("model \(dir): " + truncationLine(truncated.last!, contextLength: tok.contextLength)) }
             let report = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, records: records)
             for (reason, n) in report.skipped.sorted(by: { $0.key < $1.key }) { log("  skipped \(n): \(reason)") }
             for problem in report.problems.prefix(maxIssues) { log("  \(problem)") }
@@ -102,6 +106,7 @@ struct EvaluateCommand: ParsableCommand {
             var provenance = ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
                               "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%",
                               "records": "\(records.count)"]
+            for (i, n) in truncated.enumerated() { provenance["truncated_captions.\(i)"] = "\(n)" }
             for (i, file) in data.enumerated() {
                 provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
             }

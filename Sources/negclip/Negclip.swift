@@ -66,10 +66,10 @@ struct Negclip: ParsableCommand {
         let text: String
         if let e = error as? ValidationError {
             text = e.message
-        } else if let e = error as? CustomStringConvertible {
-            text = e.description
-        } else {
+        } else if error is CocoaError || error is POSIXError || type(of: error) is NSError.Type {
             text = error.localizedDescription
+        } else {
+            text = String(describing: error)
         }
         return text.split(whereSeparator: \.isNewline).joined(separator: " ")
     }
