@@ -20,8 +20,10 @@ struct DumpCommand: ParsableCommand {
         is refused unless --overwrite (then it is replaced only once the new dump is complete).
         Captions longer than the tokenizer's context (77 tokens for CLIP) are cut as transformers'
         truncation=True does; their number is printed on stderr and stored as truncated_captions.
-        --data: a .jsonl dataset ({"caption", "id", "label", "pair_id", "negated_caption", "image"})
-        or a text file with one caption per line.
+        --data: a .jsonl dataset (caption-list lines {"caption", "id", "label", "pair_id",
+        "negated_caption", "image"} or typed records of docs/data.md) or a text file with one caption
+        per line; UTF-8. The first bad line (wrong type, missing field, unknown type, bytes that are
+        not UTF-8) stops the dump with FILE:LINE: field 'KEY': expected ..., found ... (docs/hdf5-schema.md).
         """)
 
     @OptionGroup var modelOptions: ModelOptions

@@ -50,14 +50,19 @@ struct Negclip: ParsableCommand {
         }
         do {
             try command.run()
-        } catch let error as ExitCode {
-            exit(withError: error)
-        } catch let error as CleanExit {
+        } catch let error as ValidationError {
+            failed(error)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            // --help, ExitCode, CleanExit and the parser's own errors (the help command throws one).
             exit(withError: error)
         } catch {
-            FileHandle.standardError.write(Data("negclip: \(oneLine(error))\n".utf8))
-            Foundation.exit(1)
+            failed(error)
         }
+    }
+
+    static func failed(_ error: Error) -> Never {
+        FileHandle.standardError.write(Data("negclip: \(oneLine(error))\n".utf8))
+        Foundation.exit(1)
     }
 
     /// The error's own message on one line (our errors describe themselves; Foundation's have a

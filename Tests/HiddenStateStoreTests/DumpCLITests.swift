@@ -179,6 +179,16 @@ import TestSupport
         let malformed = try negclip(["dump", "--model", Fixtures.url("tiny-clip").path, "--bogus"])
         #expect(malformed.status == 64)
         #expect(malformed.stderr.contains("Usage: negclip dump"), "\(malformed.stderr)")
+        let invalid = try negclip(dumpArgs(data: empty, out: out) + ["--resume", "--overwrite"])  // validate()
+        #expect(invalid.status == 64)
+        #expect(invalid.stderr.contains("--overwrite and --resume exclude each other") && invalid.stderr.contains("Usage:"), "\(invalid.stderr)")
+        for args in [["dump", "--help"], ["help", "dump"]] {
+            let help = try negclip(args)
+            #expect(help.status == 0, "\(help.stderr)")
+            #expect(help.stdout.contains("--overwrite") && help.stderr.isEmpty, "\(help.stdout)\(help.stderr)")
+        }
+        let root = try negclip([])
+        #expect(root.stdout.contains("SUBCOMMANDS") || root.stderr.contains("SUBCOMMANDS"), "\(root.stdout)\(root.stderr)")
     }
 
     /// Captions longer than the context are cut as transformers does; the count is on stderr and in
