@@ -236,8 +236,9 @@ public enum NegationJSONL {
         if !buffer.isEmpty { _ = try emit(buffer[...]) }
     }
 
-    /// The line's bytes as a String, or a `DataError` naming the first byte that is not UTF-8.
-    static func text(_ bytes: ArraySlice<UInt8>, file: String, line: Int) throws -> String {
+    /// The line's bytes as a String, or a `DataError` naming the first byte that is not UTF-8
+    /// (for every line-oriented text input: caption files, `tokenize`'s input).
+    public static func text(_ bytes: ArraySlice<UInt8>, file: String, line: Int) throws -> String {
         if let s = String(validating: bytes, as: UTF8.self) { return s }
         var parser = Unicode.UTF8.ForwardParser()
         var it = bytes.makeIterator()

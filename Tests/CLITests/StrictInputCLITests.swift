@@ -2,10 +2,11 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Captions longer than the context (77 tokens) are cut as transformers does; every command that
-/// reads captions says how many on stderr and records the count in its output's provenance
-/// (old: truncated silently, recorded nowhere). `dump` is covered in HiddenStateStoreTests.DumpCLI.
-@Suite(.serialized) struct TruncationCLITests {
+/// Strict inputs through the binary (issue 9 section 4). Captions longer than the context (77 tokens)
+/// are cut as transformers does; every command that reads captions says how many on stderr and records
+/// the count in its output's provenance (old: truncated silently, recorded nowhere). `dump` is covered
+/// in HiddenStateStoreTests.DumpCLI.
+@Suite(.serialized) struct StrictInputCLITests {
     static let model = Fixtures.url("tiny-clip").path
     static let long = Array(repeating: "a red square on a blue sofa", count: 15).joined(separator: " and ")  // > 77 tokens
 
@@ -62,5 +63,26 @@ import TestSupport
         let short = try CLIRunner.run("negclip", ["encode", "--model", Self.model, "--no-embeddings", "--text", "a dog"])
         #expect(!short.stderr.contains("truncated"))
         #expect((try JSONSerialization.jsonObject(with: Data(short.stdout.utf8)) as? [String: Any])?["truncated_captions"] as? Int == 0)
+    }
+
+    /// `tokenize` reads its lines as bytes: a line that is not UTF-8 is an error naming the line, from a
+    /// file or stdin (old: stdin bytes became U+FFFD, a file failed without a line number), and
+    /// truncated lines are counted on stderr.
+    @Test func tokenizeChecksUTF8PerLineAndCountsTruncation() throws {
+        let dir = try Fixtures.tempDir("tokenize")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("lines.txt")
+        try Data(Array("a dog\r\n".utf8) + Array("caf".utf8) + [0xE9] + Array("\n".utf8)).write(to: file)
+        let f = try CLIRunner.run("negclip", ["tokenize", "--model", Self.model, "--file", file.path])
+        #expect(f.status == 1)
+        #expect(f.stderr == "negclip: \(file.path):2: expected UTF-8 text, found the byte 0xE9 at byte 4 of the line\n", "\(f.stderr)")
+        #expect(f.stdout.isEmpty)
+        let s = try CLIRunner.run("negclip", ["tokenize", "--model", Self.model], stdin: "a dog\ncaf\u{e9}\n")
+        #expect(s.status == 0 && s.stdout.split(separator: "\n").count == 2, "\(s.stderr)")
+        let long = try CLIRunner.run("negclip", ["tokenize", "--model", Self.model, Self.long, "a dog"])
+        #expect(long.status == 0)
+        #expect(long.stderr == "1 caption longer than 77 tokens was truncated\n", "\(long.stderr)")
+        let untruncated = try CLIRunner.run("negclip", ["tokenize", "--model", Self.model, "--no-truncate", Self.long])
+        #expect(untruncated.stderr.isEmpty)
     }
 }
