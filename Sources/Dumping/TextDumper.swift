@@ -102,7 +102,7 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
                 + "(the old file stays until the new one is complete) or --resume to continue an interrupted "
                 + "dump (\(file)\(StoreSchema.partialSuffix)), or choose another --out"
         case .noCaptions(let file):
-            return "\(file): expected at least one caption, found none"
+            return "\(file): expected at least one caption, found none (mcq, query and boxes records have no caption to dump)"
         case .noImages(let file):
             return "\(file): --images: expected records naming an image (field \"image\"), found none"
         case .noProjection(let model):

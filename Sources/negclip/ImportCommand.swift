@@ -74,6 +74,11 @@ struct ImportCommand: ParsableCommand {
         let truncated = tok.map { $0.truncatedCount(records.flatMap(\.texts)) }
         if let tok, let truncated, truncated > 0 { logLine(truncationLine(truncated, contextLength: tok.contextLength)) }
         let text = try NegationJSONL.encode(records)
+        // What dump, train and evaluate will read: the output must pass the same reader, or nothing is written.
+        let check = NegationJSONL.parse(text, file: out)
+        if let first = check.issues.first {
+            throw CommandFailure("\(out): \(check.badLines) converted record(s) would not read back, nothing written; first: \(first)")
+        }
         try FileManager.default.createDirectory(at: outURL.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(text.utf8).write(to: outURL, options: .atomic)
         let provenance: [String: Any] = [
