@@ -209,6 +209,17 @@ public enum NegationRecord: Equatable, Sendable {
         }
     }
 
+    /// Every caption text of the record (for the truncation count each command records).
+    public var texts: [String] {
+        switch self {
+        case .caption(let r): return [r.caption] + [r.presenceNegated, r.absenceNegated, r.foil].compactMap { $0 }
+        case .mcq(let r): return r.options
+        case .query(let r): return [r.text]
+        case .boxes(let r): return [r.phrase]
+        case .pretrain(let r): return [r.caption]
+        }
+    }
+
     /// Image paths the record refers to (for existence checks and the embedding cache).
     public var imagePaths: [String] {
         switch self {

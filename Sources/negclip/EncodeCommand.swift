@@ -42,6 +42,10 @@ struct EncodeCommand: ParsableCommand {
             "tool": ["name": ToolInfo.name, "version": ToolInfo.version],
             "command_line": ToolInfo.commandLine,
         ]
+        // Captions longer than the context are cut (transformers' truncation=True): counted and recorded.
+        let truncated = model.tokenizer.map { $0.truncatedCount(text) } ?? 0
+        out["truncated_captions"] = truncated
+        if truncated > 0, let tok = model.tokenizer { logLine(truncationLine(truncated, contextLength: tok.contextLength)) }
         var textEmbeds: [Float] = [], imageEmbeds: [Float] = []
         var dim = 0
         if !text.isEmpty {

@@ -95,10 +95,14 @@ struct EvaluateCommand: ParsableCommand {
         }
         var reports: [EvaluationReport] = []
         var baseline: (report: EvaluationReport, items: ItemScores)?
+        var truncated: [Int] = []  // per model: distinct texts cut to its tokenizer's context
+        let texts = Set(records.flatMap(\.texts))
         for dir in model {
             let start = Date()
             let clip = try CLIPModel.load(directory: URL(fileURLWithPath: dir))
             let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
+            truncated.append(clip.tokenizer.map { $0.truncatedCount(texts) } ?? 0)
+            if let tok = clip.tokenizer, truncated.last! > 0 { log("model \(dir): " + truncationLine(truncated.last!, contextLength: tok.contextLength)) }
             // Every model after the first is also scored against it, item by item (paired bootstrap).
             let (report, items) = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, data: files, baseline: baseline)
             if baseline == nil { baseline = (report, items) }
@@ -118,6 +122,7 @@ struct EvaluateCommand: ParsableCommand {
                               "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; pairedDifference: each model minus the first on the same resampled items",
                               "retrieval_gallery": "images of the query's own (data file, split)",
                               "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)"]
+            for (i, n) in truncated.enumerated() { provenance["truncated_captions.\(i)"] = "\(n)" }
             for (i, file) in data.enumerated() {
                 provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
             }

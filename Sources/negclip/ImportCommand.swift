@@ -1,4 +1,5 @@
 import ArgumentParser
+import BPETokenizer
 import Foundation
 import NegationData
 import Provenance
@@ -44,6 +45,9 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .long, help: "Problems listed on stderr (all are counted).")
     var maxIssues = 20
 
+    @Option(name: .long, help: ArgumentHelp("Folder with vocab.json + merges.txt (e.g. the model's): count the captions longer than its context (77 tokens for CLIP), which dump/train/evaluate will truncate; recorded in the provenance (null without it).", valueName: "dir"))
+    var tokenizer: String?
+
     func validate() throws {
         if format != "auto" && !ImportFormat.peerFormats.map(\.rawValue).contains(format) {
             throw ValidationError("--format: expected auto or one of \(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
@@ -70,7 +74,15 @@ struct ImportCommand: ParsableCommand {
         let records = result.records.map { record in
             mappingImagePaths(record) { $0.hasPrefix(folder) ? String($0.dropFirst(folder.count)) : $0 }
         }
+        let tok = try tokenizer.map { try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: $0)) }
+        let truncated = tok.map { $0.truncatedCount(records.flatMap(\.texts)) }
+        if let tok, let truncated, truncated > 0 { logLine(truncationLine(truncated, contextLength: tok.contextLength)) }
         let text = try NegationJSONL.encode(records)
+        // What dump, train and evaluate will read: the output must pass the same reader, or nothing is written.
+        let check = NegationJSONL.parse(text, file: out)
+        if let first = check.issues.first {
+            throw CommandFailure("\(out): \(check.badLines) converted record(s) would not read back, nothing written; first: \(first)")
+        }
         try FileManager.default.createDirectory(at: outURL.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(text.utf8).write(to: outURL, options: .atomic)
         let provenance: [String: Any] = [
@@ -81,6 +93,8 @@ struct ImportCommand: ParsableCommand {
             "records": records.count, "bad_lines": result.badLines, "skipped_images": result.skippedImages,
             "left_out": result.leftOut, "valse_validated_only": !valseUnvalidated,
             "output_sha256": try SHA256Hasher.hex(fileAt: outURL),
+            "truncated_captions": truncated.map { $0 as Any } ?? NSNull(),
+            "tokenizer": tokenizer.map { URL(fileURLWithPath: $0).standardizedFileURL.path as Any } ?? NSNull(),
         ]
         let json = try JSONSerialization.data(withJSONObject: provenance, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try json.write(to: URL(fileURLWithPath: outURL.path + ".provenance.json"), options: .atomic)

@@ -12,6 +12,17 @@ func logLoad(_ file: String, _ result: LoadResult, maxIssues: Int) {
     if result.issues.count > maxIssues { logLine("  ... \(result.issues.count - maxIssues) more") }
 }
 
+/// The stderr line every command prints when captions were cut to the tokenizer's context.
+func truncationLine(_ n: Int, contextLength: Int) -> String {
+    "\(n) caption\(n == 1 ? "" : "s") longer than \(contextLength) tokens \(n == 1 ? "was" : "were") truncated"
+}
+
+/// A failure found while a command runs (bad data, empty input, a refused output): one line, exit 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 @main
 struct Negclip: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,4 +37,45 @@ struct Negclip: ParsableCommand {
             EvaluateCommand.self,
             TrainCommand.self,
         ])
+
+    /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through
+    /// swift-argument-parser's reporting, while anything `run()` throws is a run-time failure and
+    /// prints one line `negclip: <message>` on stderr with exit status 1.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch let error as ValidationError {
+            failed(error)
+        } catch where String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            // --help, ExitCode, CleanExit and the parser's own errors (the help command throws one).
+            exit(withError: error)
+        } catch {
+            failed(error)
+        }
+    }
+
+    static func failed(_ error: Error) -> Never {
+        FileHandle.standardError.write(Data("negclip: \(oneLine(error))\n".utf8))
+        Foundation.exit(1)
+    }
+
+    /// The error's own message on one line (our errors describe themselves; Foundation's have a
+    /// localized description).
+    static func oneLine(_ error: Error) -> String {
+        let text: String
+        if let e = error as? ValidationError {
+            text = e.message
+        } else if error is CocoaError || error is POSIXError || type(of: error) is NSError.Type {
+            text = error.localizedDescription
+        } else {
+            text = String(describing: error)
+        }
+        return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BPETokenizer
 import Foundation
+import NegationData
 
 /// `negclip tokenize`: token ids as HF CLIPTokenizer gives them, one JSON array per input line.
 struct TokenizeCommand: ParsableCommand {
@@ -50,14 +51,15 @@ struct TokenizeCommand: ParsableCommand {
             lines = text
         } else if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
-                throw ValidationError("\(file): cannot read")
+                throw CommandFailure("\(file): cannot read")
             }
-            guard let content = String(data: data, encoding: .utf8) else {
-                throw ValidationError("\(file): expected UTF-8 text")
-            }
-            lines = splitLines(content)
+            lines = try splitLines(data, name: file)
         } else {
-            lines = splitLines(String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self))
+            lines = try splitLines(FileHandle.standardInput.readDataToEndOfFile(), name: "<stdin>")
+        }
+        if !noTruncate {
+            let truncated = tokenizer.truncatedCount(lines)
+            if truncated > 0 { FileHandle.standardError.write(Data((truncationLine(truncated, contextLength: tokenizer.contextLength) + "\n").utf8)) }
         }
         var out = ""
         for line in lines {
@@ -69,10 +71,11 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     /// Lines without their terminators ("\n" or "\r\n"); a final newline does not start another line.
-    /// Split on bytes: as a Swift Character, "\r\n" is one grapheme and would not match "\n".
-    func splitLines(_ s: String) -> [String] {
-        var lines = s.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { line in
-            String(decoding: line.last == UInt8(ascii: "\r") ? line.dropLast() : line, as: UTF8.self)
+    /// Split on bytes (as a Swift Character, "\r\n" is one grapheme and would not match "\n"), and
+    /// each line must be UTF-8: a bad byte is an error naming the line, never a U+FFFD.
+    func splitLines(_ data: Data, name: String) throws -> [String] {
+        var lines = try [UInt8](data).split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated().map { i, line in
+            try NegationJSONL.text(line.last == UInt8(ascii: "\r") ? line.dropLast() : line, file: name, line: i + 1)
         }
         if lines.last == "" { lines.removeLast() }
         return lines

@@ -88,11 +88,18 @@ struct TrainCommand: ParsableCommand {
             imageRow[p] = imagePaths.count; imagePaths.append(p); return imagePaths.count - 1
         }
         var presence: [PresenceItem] = [], absence: [AbsenceItem] = []
-        for case let .caption(r) in loaded.records where r.split == split {
-            let t = tokenizer.encode(r.caption)
-            if let n = r.presenceNegated { presence.append(PresenceItem(image: row(r.image), caption: t, negated: tokenizer.encode(n))) }
-            if let a = r.absenceNegated { absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: tokenizer.encode(a))) }
+        var truncated = 0  // captions cut to the context, counted and recorded in the provenance
+        func encode(_ text: String) -> [Int32] {
+            let (ids, cut) = tokenizer.encodeNotingTruncation(text)
+            if cut { truncated += 1 }
+            return ids
         }
+        for case let .caption(r) in loaded.records where r.split == split {
+            let t = encode(r.caption)
+            if let n = r.presenceNegated { presence.append(PresenceItem(image: row(r.image), caption: t, negated: encode(n))) }
+            if let a = r.absenceNegated { absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: encode(a))) }
+        }
+        if truncated > 0 { log("data: " + truncationLine(truncated, contextLength: tokenizer.contextLength)) }
         guard !imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
         let t0 = Date()
         let embedder = try CLIPEmbeddingModel(model)
@@ -134,7 +141,7 @@ struct TrainCommand: ParsableCommand {
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
             "base_model": modelOptions.model, "data": data,
             "layer_definition": "trainable text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] to hidden_states[i+1] (hidden_states[0] = embeddings)",
-            "trainable_spec": trainable,
+            "trainable_spec": trainable, "truncated_captions": "\(truncated)",
         ]) { a, _ in a }
         let runDir = RunDirectory(URL(fileURLWithPath: out))
         let trainRun = CaptionTrainingRun(base: modelURL, run: runDir, total: total, saveEvery: saveEvery, keep: keep,

@@ -67,7 +67,8 @@ import TestSupport
         let out = dir.appendingPathComponent("x.jsonl")
         let r = try CLIRunner.run("negclip", ["import"] + args + ["--out", out.path])
         #expect(r.status != 0)
-        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error") }
+        // "Error: ..." (+ usage) for a malformed command line, "negclip: ..." for a run-time failure
+        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error") || $0.hasPrefix("negclip: ") }
         #expect(errors.count == 1 && errors[0].contains(mentions), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out.path))
     }

@@ -1,3 +1,5 @@
+import CLIP
+import Dumping
 import Foundation
 import Testing
 import TestSupport
@@ -113,6 +115,149 @@ import TestSupport
         try "{\"id\": 1}\n".write(to: badData, atomically: true, encoding: .utf8)
         let bad = try negclip(dumpArgs(data: badData, out: out))
         #expect(bad.status != 0)
-        #expect(bad.stderr.contains("bad.jsonl:1: missing field \"caption\""), "\(bad.stderr)")
+        #expect(bad.stderr.contains("bad.jsonl:1: field 'caption': expected a non-empty string, found nothing"), "\(bad.stderr)")
+    }
+
+    /// `dump` refuses an existing finished OUT unless --overwrite, and with --overwrite the old file
+    /// stays until the new dump is complete (old: a second dump replaced OUT without asking).
+    @Test func existingOutputIsRefusedWithoutOverwriteAndReplacedOnlyWhenComplete() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let out = dir.appendingPathComponent("x.h5")
+        let first = try negclip(dumpArgs(data: try captions(dir, count: 5), out: out))
+        #expect(first.status == 0, "\(first.stderr)")
+        let before = try Data(contentsOf: out)
+
+        let again = try negclip(dumpArgs(data: try captions(dir, count: 3), out: out))
+        #expect(again.status == 1)
+        #expect(again.stderr == "negclip: \(out.path): expected a new output file, found a finished dump: pass --overwrite to replace it (the old file stays until the new one is complete) or --resume to continue an interrupted dump (\(out.path).partial), or choose another --out\n",
+                "\(again.stderr)")
+        #expect(try Data(contentsOf: out) == before)
+
+        // --overwrite with a dump that fails after its text pass (an image is missing): OUT untouched.
+        let image = Fixtures.url("images/src/rgb64.png").path
+        let failing = dir.appendingPathComponent("images.jsonl")
+        try """
+            {"caption": "a dog", "image": "\(image)"}
+            {"caption": "no dog", "image": "\(dir.path)/missing.png"}
+            """.write(to: failing, atomically: true, encoding: .utf8)
+        let failed = try negclip(dumpArgs(data: failing, out: out) + ["--images", "--overwrite"])
+        #expect(failed.status == 1, "\(failed.stderr)")
+        #expect(failed.stderr.contains("missing.png"), "\(failed.stderr)")
+        #expect(try Data(contentsOf: out) == before)
+        #expect(try HiddenStateReader(url: out).info.itemCount == 5)
+
+        let replaced = try negclip(dumpArgs(data: try captions(dir, count: 3), out: out) + ["--overwrite"])
+        #expect(replaced.status == 0, "\(replaced.stderr)")
+        #expect(try HiddenStateReader(url: out).info.itemCount == 3)
+        #expect(!FileManager.default.fileExists(atPath: StoreSchema.partialURL(for: out).path))
+    }
+
+    /// Failures found while running print one line `negclip: ...` and exit 1, without the usage text;
+    /// a malformed command line still gets swift-argument-parser's usage (old: a ValidationError thrown
+    /// from run() printed the usage too and exited 64).
+    @Test func runTimeFailuresPrintOneLineAndNoUsage() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let empty = dir.appendingPathComponent("empty.txt")
+        try "\n\n".write(to: empty, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("e.h5")
+        let r = try negclip(dumpArgs(data: empty, out: out))
+        #expect(r.status == 1)
+        #expect(r.stderr.hasSuffix("negclip: \(empty.path): expected at least one caption, found none (mcq, query and boxes records have no caption to dump)\n"), "\(r.stderr)")
+        #expect(!r.stderr.contains("Usage"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").filter { $0.hasPrefix("negclip:") }.count == 1)
+        #expect(!FileManager.default.fileExists(atPath: out.path))
+
+        let layers = try negclip(dumpArgs(data: try captions(dir, count: 3), out: out).map { $0 == "0,1-3" ? "0,9" : $0 })
+        #expect(layers.status == 1)
+        #expect(layers.stderr.hasPrefix("negclip: --layers: 9 is out of range"), "\(layers.stderr)")
+        #expect(!layers.stderr.contains("Usage"), "\(layers.stderr)")
+
+        let malformed = try negclip(["dump", "--model", Fixtures.url("tiny-clip").path, "--bogus"])
+        #expect(malformed.status == 64)
+        #expect(malformed.stderr.contains("Usage: negclip dump"), "\(malformed.stderr)")
+        let invalid = try negclip(dumpArgs(data: empty, out: out) + ["--resume", "--overwrite"])  // validate()
+        #expect(invalid.status == 64)
+        #expect(invalid.stderr.contains("--overwrite and --resume exclude each other") && invalid.stderr.contains("Usage:"), "\(invalid.stderr)")
+        for args in [["dump", "--help"], ["help", "dump"]] {
+            let help = try negclip(args)
+            #expect(help.status == 0, "\(help.stderr)")
+            #expect(help.stdout.contains("--overwrite") && help.stderr.isEmpty, "\(help.stdout)\(help.stderr)")
+        }
+        let root = try negclip([])
+        #expect(root.stdout.contains("SUBCOMMANDS") || root.stderr.contains("SUBCOMMANDS"), "\(root.stdout)\(root.stderr)")
+    }
+
+    /// Captions longer than the context are cut as transformers does; the count is on stderr and in
+    /// the file's provenance (old: truncated silently, nothing recorded).
+    @Test func truncatedCaptionsAreCountedOnStderrAndInTheFile() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = dir.appendingPathComponent("long.txt")
+        let long = Array(repeating: "a dog on a sofa", count: 20).joined(separator: " and ")  // > 77 tokens
+        try ["a dog", long, "no dog", long + " but no cat"].joined(separator: "\n").write(to: data, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("t.h5")
+        let r = try negclip(dumpArgs(data: data, out: out))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("dump: 2 captions longer than 77 tokens were truncated\n"), "\(r.stderr)")
+        let reader = try HiddenStateReader(url: out)
+        #expect(reader.info.provenance.truncatedCaptions == 2)
+        #expect(reader.info.layout.contextLength == 77)
+        let lengths = try reader.lengths()
+        #expect(lengths[1] == 77 && lengths[3] == 77 && lengths[0] < 77, "\(lengths)")
+        let ids = try reader.inputIDs()
+        #expect(ids[1][76] == ids[0][lengths[0] - 1])  // still ends in <|endoftext|>
+
+        let short = try negclip(dumpArgs(data: try captions(dir, count: 3), out: dir.appendingPathComponent("s.h5")))
+        #expect(short.status == 0)
+        #expect(!short.stderr.contains("truncated"))
+        #expect(try HiddenStateReader(url: dir.appendingPathComponent("s.h5")).info.provenance.truncatedCaptions == 0)
+    }
+
+    /// The pipeline runs in-process (what `probe-layers` does) and writes what `negclip dump` writes.
+    @Test func textDumperInProcessMatchesTheCLI() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try captions(dir, count: 20)
+        let cli = dir.appendingPathComponent("cli.h5")
+        let r = try negclip(dumpArgs(data: data, out: cli))
+        #expect(r.status == 0, "\(r.stderr)")
+
+        let dumper = try TextDumper(model: try CLIPModel.load(directory: Fixtures.url("tiny-clip")),
+                                    tokenizerDirectory: Fixtures.url("tokenizer/tiny"))
+        var request = DumpRequest(data: data, out: dir.appendingPathComponent("lib.h5"))
+        request.layers = [0, 1, 2, 3]
+        request.batchSize = 8
+        request.chunkItems = 8
+        request.compression = .gzip(level: 1)
+        var events: [DumpProgress] = []
+        let result = try dumper.dump(request) { events.append($0) }
+        #expect(result.scan == DumpScan(items: 20, maxTokens: result.scan.maxTokens, images: 0, truncated: 0))
+        #expect(events.first == .scanning(file: data.path))
+        #expect(events.contains(.scanned(result.scan)) && events.last == .text(done: 20, total: 20))
+        // Same items, ids and tokens exactly; the floats to rounding (BLAS and the row-parallel
+        // kernels may split work differently in the test process than in the CLI's).
+        let lib = try HiddenStateReader(url: result.url), ref = try HiddenStateReader(url: cli)
+        #expect(lib.info.layout == ref.info.layout)
+        #expect(try lib.inputIDs() == ref.inputIDs() && lib.captions() == ref.captions() && lib.itemIDs() == ref.itemIDs())
+        #expect(try lib.lengths() == ref.lengths() && lib.eosIndex() == ref.eosIndex() && lib.labels() == ref.labels())
+        for l in ref.info.layout.layers {
+            let c = compareClose("hidden_states[\(l)]", got: try lib.eosHiddenStates(layer: l), want: try ref.eosHiddenStates(layer: l), atol: 1e-5, rtol: 1e-4)
+            #expect(c.ok, "\(c)")
+        }
+        let pooled = compareClose("pooled", got: try lib.pooled(), want: try ref.pooled(), atol: 1e-5, rtol: 1e-4)
+        let embeds = compareClose("embeds", got: try lib.embeds(), want: try ref.embeds(), atol: 1e-5, rtol: 1e-4)
+        #expect(pooled.ok && embeds.ok, "\(pooled) \(embeds)")
+        let a = try HiddenStateReader(url: result.url).info.provenance, b = try HiddenStateReader(url: cli).info.provenance
+        #expect(a.tokenizer == b.tokenizer && a.modelWeightsSHA256 == b.modelWeightsSHA256 && a.datasetSHA256 == b.datasetSHA256)
+
+        // The library refuses an existing file too, before reading anything.
+        let e = #expect(throws: DumpError.self) { try dumper.dump(request) }
+        #expect(e == .outputExists(file: request.out.path))
     }
 }

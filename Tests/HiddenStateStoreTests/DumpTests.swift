@@ -1,4 +1,7 @@
+import CLIP
+import Dumping
 import Foundation
+import NegationData
 import Testing
 import TestSupport
 @testable import HiddenStateStore
@@ -12,7 +15,7 @@ struct FakeEncoder {
         Array(caption.utf8.prefix(layout.contextLength - 2).map { Int32($0) }) + [49407]
     }
 
-    func encode(_ items: [DumpItem]) -> EncodedText {
+    func encode(_ items: [DumpItem]) -> TextEncoding {
         let W = layout.width, P = layout.projectionDim, L = layout.layers.count
         let ids = items.map { [49406] + tokens($0.caption) }
         func value(_ i: Int, _ l: Int, _ t: Int, _ k: Int) -> Float {
@@ -26,8 +29,9 @@ struct FakeEncoder {
                 for k in 0..<W { eos.append(value(i, l, ids[i].count - 1, k)) }
             }
         }
-        return EncodedText(
-            inputIDs: ids, lengths: ids.map(\.count), eosIndex: ids.map { $0.count - 1 },
+        return TextEncoding(
+            count: items.count, width: W, projectionDim: P, layers: layout.layers,
+            lengths: ids.map(\.count), eosIndex: ids.map { $0.count - 1 }, inputIDs: ids,
             eosHiddenStates: eos, tokenHiddenStates: layout.tokens == .all ? tokenStates : nil,
             pooled: items.indices.flatMap { i in (0..<W).map { value(i, 99, 0, $0) } },
             embeds: items.indices.flatMap { i in (0..<P).map { value(i, 77, 1, $0) } })
@@ -71,10 +75,10 @@ struct FakeEncoder {
 
     @Test func negationDataRecords() throws {
         let url = try write("""
-            {"type": "caption", "id": "w1", "image": "a.png", "caption": "a red circle", "presence_negated": "no red circle", "absence_negated": "a red circle and no square", "split": "test"}
-            {"type": "mcq", "id": "m1", "image": "a.png", "options": ["a", "b", "c", "d"], "correct": 0, "template": "Negation"}
-            {"type": "pretrain", "id": "p1", "image": "b.png", "caption": "a square", "noise_negation": false}
-            {"type": "caption", "id": "w2", "image": "c.png", "caption": "two dogs", "foil": "two cats"}
+            {"type": "caption", "id": "w1", "image": "a.png", "caption": "a red circle", "presence_negated": "no red circle", "absence_negated": "a red circle and no square", "split": "test", "source": "world"}
+            {"type": "mcq", "id": "m1", "image": "a.png", "options": ["a", "b", "c", "d"], "correct": 0, "template": "Negation", "split": "test", "source": "world"}
+            {"type": "pretrain", "id": "p1", "image": "b.png", "caption": "a square", "noise_negation": false, "split": "train", "source": "world"}
+            {"type": "caption", "id": "w2", "image": "c.png", "caption": "two dogs", "foil": "two cats", "split": "test", "source": "valse"}
             """, "world.jsonl")
         let items = try CaptionFile(url: url).items()
         #expect(items == [
@@ -87,17 +91,48 @@ struct FakeEncoder {
         ])
     }
 
+    /// One reader (NegationJSONL) for every command: strict types, line numbers, one line per error.
+    /// Rows marked "old: accepted" were dumped by the previous parser of its own (`{"caption": 5}`
+    /// became the caption "5", an unknown `type` and a typed record without `split` were skipped or taken).
     @Test(arguments: [
-        ("{\"caption\": \"x\"}\n{\"caption\": \"y\", \"label\": \"negated\"}", "d.jsonl:2: field \"label\": expected one of [\"affirmative\", \"presence_negated\", \"absence_negated\"], found \"negated\""),
-        ("{\"text\": \"x\"}", "d.jsonl:1: missing field \"caption\": expected a non-empty string"),
-        ("{\"caption\": \"x\"\n", "d.jsonl:1: not valid JSON: expected one object per line"),
-        ("[1, 2]", "d.jsonl:1: expected a JSON object per line"),
+        ("{\"caption\": \"x\"}\n{\"caption\": \"y\", \"label\": \"negated\"}", "d.jsonl:2: field 'label': expected one of affirmative, presence_negated, absence_negated, found \"negated\""),
+        ("{\"text\": \"x\"}", "d.jsonl:1: field 'caption': expected a non-empty string, found nothing"),
+        ("{\"caption\": \"x\"\n", "d.jsonl:1: expected one JSON object per line, found text that is not JSON"),
+        ("[1, 2]", "d.jsonl:1: expected one JSON object per line, found an array"),
+        // old: accepted
+        ("{\"caption\": 5}", "d.jsonl:1: field 'caption': expected a non-empty string, found number 5"),
+        ("{\"caption\": \"a\"}\n\n{\"caption\": \"b\", \"negated_caption\": [\"no b\"]}", "d.jsonl:3: field 'negated_caption': expected a non-empty string, found an array"),
+        ("{\"caption\": \"a\", \"id\": true}", "d.jsonl:1: field 'id': expected a non-empty string or an integer, found boolean true"),
+        ("{\"caption\": \"a\", \"image\": 3}", "d.jsonl:1: field 'image': expected a non-empty string, found number 3"),
+        ("{\"type\": \"picture\", \"id\": \"x\", \"split\": \"test\", \"source\": \"s\"}", "d.jsonl:1: field 'type': expected one of caption, mcq, query, boxes, pretrain, found \"picture\""),
+        ("{\"type\": \"caption\", \"id\": \"c\", \"image\": \"a.png\", \"caption\": \"a dog\", \"foil\": \"a cat\"}", "d.jsonl:1: field 'split': expected a non-empty string, found nothing"),
+        ("{\"type\": \"pretrain\", \"id\": \"p\", \"split\": \"train\", \"source\": \"w\", \"image\": \"a.png\", \"caption\": \"x\", \"noise_negation\": \"no\"}", "d.jsonl:1: field 'noise_negation': expected true or false, found string \"no\""),
     ])
     func badJSONLNamesFileLineAndExpectation(text: String, message: String) throws {
         let url = try write(text, "d.jsonl")
-        let e = #expect(throws: DumpInputError.self) { try CaptionFile(url: url).items() }
+        let e = #expect(throws: DataError.self) { try CaptionFile(url: url).items() }
         #expect(e?.description.hasSuffix(message) == true, "\(String(describing: e))")
         #expect(e?.description.hasPrefix(url.deletingLastPathComponent().path) == true)
+        #expect(e?.description.contains("\n") == false)
+    }
+
+    /// Invalid UTF-8 is an error naming the line and the byte, in JSONL and plain-text caption files
+    /// alike (old: the bytes became U+FFFD and the caption was dumped).
+    @Test(arguments: ["c.txt", "c.jsonl"])
+    func invalidUTF8NamesTheLine(name: String) throws {
+        let url = try Fixtures.tempDir("captions").appendingPathComponent(name)
+        let good = name.hasSuffix(".jsonl") ? Array(#"{"caption": "a dog"}"#.utf8) : Array("a dog".utf8)
+        let bad = name.hasSuffix(".jsonl") ? Array(#"{"caption": "caf"#.utf8) + [0xE9] + Array(#" au lait"}"#.utf8)
+            : Array("caf".utf8) + [0xE9] + Array(" au lait".utf8)
+        try Data(good + [0x0A] + good + [0x0D, 0x0A] + bad + [0x0A]).write(to: url)
+        let e = #expect(throws: DataError.self) { try CaptionFile(url: url).items() }
+        let at = name.hasSuffix(".jsonl") ? 17 : 4
+        #expect(e?.description == "\(url.path):3: expected UTF-8 text, found the byte 0xE9 at byte \(at) of the line", "\(String(describing: e))")
+        #expect(e?.kind == .invalidUTF8)
+        // A valid multi-byte caption (and a CRLF line end) passes unchanged.
+        try Data(good + [0x0D, 0x0A] + Array("caf\u{e9} \u{2603}".utf8) + [0x0A]).write(to: url.deletingPathExtension().appendingPathExtension("txt"))
+        let items = try CaptionFile(url: url.deletingPathExtension().appendingPathExtension("txt")).items()
+        #expect(items.map(\.caption).last == "caf\u{e9} \u{2603}")
     }
 }
 
@@ -124,7 +159,7 @@ struct FakeEncoder {
         let data = try dataset(9)
         let input = try CaptionFile(url: data)
         let probe = FakeEncoder(layout: StoreLayout(layers: [0], numHiddenLayers: 2, width: 1, projectionDim: 1, contextLength: 77))
-        let scan = try HiddenStateDump.scan(input) { probe.tokens($0).count + 1 }
+        let scan = try TextDumper.scan(input) { (probe.tokens($0).count + 1, false) }
         #expect(scan.items == 14)  // 5 records with a negation -> 2 items each
         // Records 0...8 name img0 img1 img2 img3 img4 img5 img1 img0 img3: 6 distinct, in that order.
         #expect(scan.images == 6)
@@ -134,7 +169,7 @@ struct FakeEncoder {
 
         let full = dir.appendingPathComponent("full.h5")
         var reports: [DumpProgress] = []
-        try HiddenStateDump.run(input: input, scan: scan, writer: try .create(at: full, layout: lay, provenance: testProvenance()),
+        try TextDumper.run(input: input, scan: scan, writer: try .create(at: full, layout: lay, provenance: testProvenance()),
                                 batchSize: 3, encode: fake.encode, encodeImages: fake.images) { reports.append($0) }
         #expect(reports.first == .text(done: 0, total: 14))
         #expect(reports.contains(.text(done: 14, total: 14)))
@@ -145,14 +180,14 @@ struct FakeEncoder {
         var calls = 0
         struct Boom: Error {}
         #expect(throws: Boom.self) {
-            try HiddenStateDump.run(input: input, scan: scan, writer: try .create(at: out, layout: lay, provenance: testProvenance()),
+            try TextDumper.run(input: input, scan: scan, writer: try .create(at: out, layout: lay, provenance: testProvenance()),
                                     batchSize: 3, encode: { calls += 1; if calls == 4 { throw Boom() }; return fake.encode($0) },
                                     encodeImages: fake.images)
         }
         #expect(!FileManager.default.fileExists(atPath: out.path))
         let w = try HiddenStateWriter.resume(at: out, layout: lay, provenance: testProvenance())
         #expect(w.itemsCommitted == 8)
-        try HiddenStateDump.run(input: input, scan: scan, writer: w, batchSize: 3, encode: fake.encode, encodeImages: fake.images)
+        try TextDumper.run(input: input, scan: scan, writer: w, batchSize: 3, encode: fake.encode, encodeImages: fake.images)
         let problems = try expectSameContent(out, full)
         #expect(problems.isEmpty, "\(problems)")
         let r = try HiddenStateReader(url: out)

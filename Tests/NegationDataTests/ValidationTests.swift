@@ -61,4 +61,40 @@ import TestSupport
         #expect { try NegationJSONL.read(URL(fileURLWithPath: "/nonexistent/data.jsonl")) }
             throws: { ($0 as? DataError)?.kind == .unreadableFile && "\($0)".hasPrefix("/nonexistent/data.jsonl: ") }
     }
+
+    /// A line that is not UTF-8 is a bad line naming the line and the byte; the other lines are read
+    /// (old: the whole file was read as one String, so one bad byte either failed the file without a
+    /// line or was replaced by U+FFFD).
+    @Test func invalidUTF8IsABadLineNamingTheLine() throws {
+        let url = try Fixtures.tempDir("jsonl").appendingPathComponent("d.jsonl")
+        let good = #"{"type":"caption","id":"c1","split":"test","source":"x","image":"a.png","caption":"a dog","presence_negated":"no dog"}"#
+        let bad = Array(#"{"type":"caption","id":"c2","split":"test","source":"x","image":"a.png","caption":"a d"#.utf8)
+            + [0xFF, 0xFE] + Array(#"g","foil":"a cat"}"#.utf8)
+        try Data(Array(good.utf8) + [0x0D, 0x0A] + bad + [0x0A]).write(to: url)
+        let result = try NegationJSONL.read(url)
+        #expect(result.records.map(\.id) == ["c1"])
+        #expect(result.badLines == 1)
+        #expect(result.issues.map(\.description) == ["\(url.path):2: expected UTF-8 text, found the byte 0xFF at byte 87 of the line"])
+        #expect(result.issues.first?.kind == .invalidUTF8)
+    }
+
+    /// Wrong JSON types are errors, never converted: the issue 9 examples.
+    @Test func wrongTypesAreErrorsNotConversions() {
+        let lines = [
+            #"{"type":"caption","id":"c1","split":"test","source":"x","image":"a.png","caption":5,"foil":"a cat"}"#,
+            #"{"type":"caption","id":7,"split":"test","source":"x","image":"a.png","caption":"a dog","foil":"a cat"}"#,
+            #"{"type":"caption","id":"c3","split":"test","source":"x","image":"a.png","caption":"a dog","foil":"a cat","tags":["a",1]}"#,
+            #"{"type":"mcq","id":"m1","split":"test","source":"x","image":"a.png","options":["a","b","c","d"],"correct":"0","template":"Hybrid"}"#,
+            #"{"type":5,"id":"m2","split":"test","source":"x"}"#,
+        ]
+        let result = NegationJSONL.parse(lines.joined(separator: "\n"), file: "t.jsonl")
+        #expect(result.records.isEmpty && result.badLines == 5)
+        #expect(result.issues.map(\.description) == [
+            "t.jsonl:1: field 'caption': expected a non-empty string, found number 5",
+            "t.jsonl:2: field 'id': expected a non-empty string, found number 7",
+            "t.jsonl:3: field 'tags[1]': expected a string, found number 1",
+            "t.jsonl:4: field 'correct': expected an integer, found string \"0\"",
+            "t.jsonl:5: field 'type': expected a non-empty string, found number 5",
+        ])
+    }
 }

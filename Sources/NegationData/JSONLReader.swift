@@ -6,6 +6,8 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     public enum Kind: String, Sendable {
         case unreadableFile, malformedLine, missingField, wrongType, invalidValue, duplicateID
         case missingImage, unreadableImage, badHeader
+        /// A line whose bytes are not UTF-8 (never replaced by U+FFFD behind the user's back).
+        case invalidUTF8
     }
     public let kind: Kind
     public let file: String
@@ -91,6 +93,21 @@ struct FieldReader {
         return try string(key)
     }
 
+    /// An id that may be written as a string or as an integer (`"id": 7`); nil when absent.
+    func optionalID(_ key: String) throws -> String? {
+        guard let raw = object[key], !(raw is NSNull) else { return nil }
+        if let n = raw as? NSNumber {
+            guard !isJSONBool(n), n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15 else {
+                throw fail(.wrongType, key, "expected a non-empty string or an integer, found \(Self.describe(raw))")
+            }
+            return String(Int(n.doubleValue))
+        }
+        guard raw is String else {
+            throw fail(.wrongType, key, "expected a non-empty string or an integer, found \(Self.describe(raw))")
+        }
+        return try string(key)
+    }
+
     func strings(_ key: String, required: Bool) throws -> [String]? {
         guard let raw = object[key], !(raw is NSNull) else {
             if required { throw fail(.missingField, key, "expected an array of strings, found nothing") }
@@ -154,19 +171,94 @@ struct FieldReader {
     }
 }
 
-/// Reading and writing the JSONL schema (docs/data.md).
+/// The one reader (and writer) of our JSONL (docs/data.md): every command reads its records through
+/// it. Lines are read as bytes and checked to be UTF-8; each record is type-checked field by field,
+/// and every error is one line `FILE:LINE: field 'KEY': expected ..., found ...`.
+/// `read`/`parse` collect the good records and count the bad lines (train, evaluate, import);
+/// `forEachLine` + `decodeEntry` stream a file and let the caller stop at the first error (dump).
 public enum NegationJSONL {
     /// Parse and validate one line. `file` and `line` only label errors.
     public static func decode(line text: String, file: String, line: Int) throws -> NegationRecord {
-        guard let data = text.data(using: .utf8),
-              let json = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else {
+        try decode(object: try jsonObject(Data(text.utf8), file: file, line: line), file: file, line: line)
+    }
+
+    /// One line of any JSONL we read: a typed record when it has `type` (the schema above, strictly),
+    /// else a caption-list line (`negclip dump`'s untyped form, docs/hdf5-schema.md).
+    public static func decodeEntry(line text: String, file: String, line: Int) throws -> JSONLEntry {
+        let object = try jsonObject(Data(text.utf8), file: file, line: line)
+        if object["type"] != nil {
+            return .record(try decode(object: object, file: file, line: line))
+        }
+        return .captionList(try CaptionListEntry(FieldReader(object: object, file: file, line: line)))
+    }
+
+    static func jsonObject(_ data: Data, file: String, line: Int) throws -> [String: Any] {
+        guard let json = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else {
             throw DataError(.malformedLine, file: file, line: line, "expected one JSON object per line, found text that is not JSON")
         }
         guard let object = json as? [String: Any] else {
             throw DataError(.malformedLine, file: file, line: line,
                             "expected one JSON object per line, found \(FieldReader.describe(json))")
         }
-        return try decode(object: object, file: file, line: line)
+        return object
+    }
+
+    // MARK: lines
+
+    /// Streams the lines of a file in 1 MiB reads (memory does not grow with its size): 1-based line
+    /// numbers, the "\n" and a trailing "\r" removed, blank lines included. Each line is checked to be
+    /// UTF-8 (`text` throws a `DataError` naming the line and the byte otherwise: Foundation would
+    /// silently turn bad bytes into U+FFFD). Return false from `body` to stop early.
+    public static func forEachLine(_ url: URL, _ body: (_ line: Int, _ text: () throws -> String) throws -> Bool) throws {
+        let handle: FileHandle
+        do { handle = try FileHandle(forReadingFrom: url) } catch {
+            throw DataError(.unreadableFile, file: url.path, "expected a readable file: \(error.localizedDescription)")
+        }
+        defer { try? handle.close() }
+        var buffer: [UInt8] = []
+        var lineNumber = 0
+        func emit(_ bytes: ArraySlice<UInt8>) throws -> Bool {
+            lineNumber += 1
+            let n = lineNumber
+            let line = bytes.last == 0x0D ? bytes.dropLast() : bytes
+            return try body(n) { try text(line, file: url.path, line: n) }
+        }
+        while true {
+            let chunk: Data
+            do { chunk = try handle.read(upToCount: 1 << 20) ?? Data() } catch {
+                throw DataError(.unreadableFile, file: url.path, "expected a readable file: \(error.localizedDescription)")
+            }
+            if chunk.isEmpty { break }
+            buffer.append(contentsOf: chunk)
+            var start = buffer.startIndex
+            while let nl = buffer[start...].firstIndex(of: 0x0A) {
+                if try !emit(buffer[start..<nl]) { return }
+                start = nl + 1
+            }
+            buffer.removeFirst(start)
+        }
+        if !buffer.isEmpty { _ = try emit(buffer[...]) }
+    }
+
+    /// The line's bytes as a String, or a `DataError` naming the first byte that is not UTF-8
+    /// (for every line-oriented text input: caption files, `tokenize`'s input).
+    public static func text(_ bytes: ArraySlice<UInt8>, file: String, line: Int) throws -> String {
+        if let s = String(validating: bytes, as: UTF8.self) { return s }
+        var parser = Unicode.UTF8.ForwardParser()
+        var it = bytes.makeIterator()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &it) {
+            case .valid(let scalar): offset += scalar.count
+            case .emptyInput: offset = bytes.count; break
+            case .error(let length):
+                let bad = bytes[(bytes.startIndex + offset)..<(bytes.startIndex + offset + length)]
+                throw DataError(.invalidUTF8, file: file, line: line,
+                                "expected UTF-8 text, found the byte\(length == 1 ? "" : "s") \(bad.map { String(format: "0x%02X", $0) }.joined(separator: " ")) at byte \(offset + 1) of the line")
+            }
+            if offset >= bytes.count { break }
+        }
+        throw DataError(.invalidUTF8, file: file, line: line, "expected UTF-8 text, found bytes that are not")
     }
 
     static func decode(object: [String: Any], file: String, line: Int) throws -> NegationRecord {
@@ -246,26 +338,44 @@ public enum NegationJSONL {
         }
     }
 
-    /// Read a JSONL file; bad lines (and duplicate ids within a type) are reported in `issues`
-    /// and counted in `badLines`, the rest are returned. Blank lines are allowed.
-    /// Throws only when the file itself cannot be read.
+    /// Read a JSONL file; bad lines (JSON, types, values, bytes that are not UTF-8, duplicate ids
+    /// within a type) are reported in `issues` and counted in `badLines`, the rest are returned.
+    /// Blank lines are allowed. Throws only when the file itself cannot be read.
     public static func read(_ url: URL) throws -> LoadResult {
-        let text: String
-        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-            throw DataError(.unreadableFile, file: url.path, "expected a readable UTF-8 JSONL file: \(error.localizedDescription)")
+        var collector = Collector(file: url.path)
+        try forEachLine(url) { n, text in
+            do { collector.add(try text(), line: n) } catch let e as DataError { collector.fail(e) }
+            return true
         }
-        return parse(text, file: url.path)
+        return collector.result
     }
 
     /// `read` on text already in memory.
     public static func parse(_ text: String, file: String) -> LoadResult {
-        var result = LoadResult()
-        var seen: [String: Int] = [:] // "type/id" -> first line
+        var collector = Collector(file: file)
         var lineNumber = 0
         for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
-            let line = raw.hasSuffix("\r") ? String(raw.dropLast()) : String(raw)
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            collector.add(raw.hasSuffix("\r") ? String(raw.dropLast()) : String(raw), line: lineNumber)
+        }
+        return collector.result
+    }
+
+    /// The per-line policy of `read`: good records kept, every bad line an issue and counted.
+    private struct Collector {
+        let file: String
+        var result = LoadResult()
+        var seen: [String: Int] = [:] // "type/id" -> first line
+
+        init(file: String) { self.file = file }
+
+        mutating func fail(_ e: DataError) {
+            result.issues.append(e)
+            result.badLines += 1
+        }
+
+        mutating func add(_ line: String, line lineNumber: Int) {
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { return }
             do {
                 let record = try decode(line: line, file: file, line: lineNumber)
                 let key = record.typeName + "/" + record.id
@@ -276,14 +386,11 @@ public enum NegationJSONL {
                 seen[key] = lineNumber
                 result.records.append(record)
             } catch let error as DataError {
-                result.issues.append(error)
-                result.badLines += 1
+                fail(error)
             } catch {
-                result.issues.append(DataError(.malformedLine, file: file, line: lineNumber, "\(error)"))
-                result.badLines += 1
+                fail(DataError(.malformedLine, file: file, line: lineNumber, "\(error)"))
             }
         }
-        return result
     }
 
     /// One record as a JSON line with sorted keys (no trailing newline).
