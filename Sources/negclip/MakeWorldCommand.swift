@@ -39,7 +39,7 @@ struct MakeWorldCommand: ParsableCommand {
     var heldOutCombinations: Int = 5
 
     @Option(name: .long, parsing: .upToNextOption,
-            help: "Negation templates used only in test (\(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", "))).")
+            help: "Negation templates used only in test (\(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), or none.")
     var heldOutTemplates: [String] = [NegationTemplate.not.rawValue, NegationTemplate.noOnly.rawValue]
 
     func run() throws {
@@ -49,9 +49,9 @@ struct MakeWorldCommand: ParsableCommand {
         config.noiseNegationShownRate = noiseNegationShownRate
         config.pretrainCaptionsPerImage = pretrainCaptions
         config.heldOutCombinationCount = heldOutCombinations
-        config.heldOutTemplates = try heldOutTemplates.map { name in
+        config.heldOutTemplates = try heldOutTemplates.filter { $0 != "none" }.map { name in
             guard let t = NegationTemplate(rawValue: name) else {
-                throw ValidationError("--held-out-templates: expected one of \(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(name)\"")
+                throw ValidationError("--held-out-templates: expected one of \(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")) or none, found \"\(name)\"")
             }
             return t
         }
