@@ -82,7 +82,7 @@ let package = Package(
         // The store, and the dump pipeline that fills it (Dumping) with stand-in encoders and the CLI.
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
-        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
+        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["Probing", "TestSupport"]),
     ]
