@@ -23,7 +23,7 @@ struct DumpCommand: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: ArgumentHelp("Folder with vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
     var tokenizer: String?
     @Option(help: ArgumentHelp("Captions: .jsonl dataset or a text file, one caption per line.", valueName: "file"))
     var data: String
@@ -93,7 +93,7 @@ struct DumpCommand: ParsableCommand {
             toolVersion: "\(ToolInfo.name) \(ToolInfo.version)", model: modelOptions.model,
             modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
             dataset: data, datasetSHA256: dataSHA,
-            tokenizer: "CLIP byte-level BPE (\(tokDir.path)), vocab \(tok.vocabularySize), context \(tok.contextLength), vocab.json sha256 \(try SHA256Hasher.hex(fileAt: tokDir.appendingPathComponent("vocab.json")))",
+            tokenizer: "CLIP byte-level BPE (\(tokDir.path)), vocab \(tok.vocabularySize), context \(tok.contextLength), \(try (CLIPTokenizer.vocabularyFiles(modelDirectory: tokDir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }.joined(separator: ", "))",
             commandLine: ToolInfo.commandLine, seed: seed)
 
         let writer: HiddenStateWriter
