@@ -29,22 +29,33 @@ problem() {   # a failed step that is not a test: one failed test in the summary
 scripts/bootstrap.sh || { problem "scripts/bootstrap.sh"; summary; }
 swift build --build-tests || { problem "swift build --build-tests"; summary; }
 
-# Swift Testing prints one line per test ("<symbol> Test name() passed after ...", "... failed after ...",
-# "... skipped") and a closing "Test run with N tests in M suites passed/failed". The three counts must
-# add up to N, otherwise (a crash, a changed format) the run counts as failed.
-swift test --skip-build --disable-xctest 2>&1 | tee "$LOGS/swift.txt"
-rc=${PIPESTATUS[0]}
-total=$(sed -nE 's/.*Test run with ([0-9]+) tests? in [0-9]+ suites? (passed|failed).*/\1/p' "$LOGS/swift.txt" | tail -1)
-tests=$(grep -E '^[^ ]+ Test ' "$LOGS/swift.txt" | grep -v ' Test run with ' || true)
-SWIFT_PASSED=$(grep -cE ' passed after [0-9.]+ seconds' <<< "$tests" || true)
-SWIFT_FAILED=$(grep -cE ' failed after [0-9.]+ seconds' <<< "$tests" || true)
-SWIFT_SKIPPED=$(grep -cE '^[^ ]+ Test .* skipped(:|\.|$)' <<< "$tests" || true)
-if [[ -z $total ]]; then
-    problem "swift test printed no 'Test run with N tests' line (exit status $rc)"
-elif ((SWIFT_PASSED + SWIFT_FAILED + SWIFT_SKIPPED != total)); then
-    problem "swift test: counted $SWIFT_PASSED passed + $SWIFT_FAILED failed + $SWIFT_SKIPPED skipped, but it ran $total"
-elif ((rc != 0 && SWIFT_FAILED == 0)); then
-    problem "swift test exited with status $rc without a failed test"
+# Counts from Swift Testing's xunit report (one testcase per test; <failure> = failed, <skipped> =
+# skipped), not from the console: through a pipe, Swift Testing's per-test lines can go missing (seen with
+# `| tee`: 177 of 271 "passed" lines arrived). No report (a crash) or a non-zero exit status without a
+# failed test counts as one failure.
+swift test --skip-build --disable-xctest --xunit-output "$LOGS/swift.xml"
+rc=$?
+report=$LOGS/swift.xml
+[[ -s $LOGS/swift-swift-testing.xml ]] && report=$LOGS/swift-swift-testing.xml   # SwiftPM's name when XCTest also writes one
+if [[ -s $report ]] && counts=$(python3 - "$report" <<'PYEOF'
+import sys
+import xml.etree.ElementTree as ET
+p = f = s = 0
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    tags = {child.tag for child in case}
+    if tags & {"failure", "error"}:
+        f += 1
+    elif "skipped" in tags:
+        s += 1
+    else:
+        p += 1
+print(p, f, s)
+PYEOF
+); then
+    read -r SWIFT_PASSED SWIFT_FAILED SWIFT_SKIPPED <<< "$counts"
+    ((rc != 0 && SWIFT_FAILED == 0)) && problem "swift test exited with status $rc without a failed test"
+else
+    problem "swift test wrote no readable xunit report (exit status $rc)"
 fi
 
 NEGCLIP_CHECKS_COUNTS="$LOGS/python.txt" scripts/python_checks.sh
