@@ -3,7 +3,7 @@ never run Python). Pinned versions: torch 2.13.0 (CPU wheel) + scripts/requireme
 
     python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -r scripts/requirements-fixtures.txt
     .venv/bin/python scripts/make_fixtures.py            # all
-    .venv/bin/python scripts/make_fixtures.py model      # one part: tokenizer, images, safetensors, model
+    .venv/bin/python scripts/make_fixtures.py model      # one part: tokenizer, tokenizer_json, images, safetensors, model
 
 Each part lives in scripts/fixtures/<part>.py and records its generator version in what it writes;
 a Swift test that finds a fixture out of date names the part to rerun.
@@ -15,9 +15,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 # Order matters: the model fixtures use the tiny vocabulary and the image files of earlier parts.
-PARTS = ["tokenizer", "images", "safetensors_fixtures", "model", "training"]
+PARTS = ["tokenizer", "tokenizer_json", "images", "safetensors_fixtures", "model", "training"]
 # Where each part writes (its main(out_dir) argument).
-OUT = {"tokenizer": "Tests/Fixtures", "images": "Tests/Fixtures/images",
+OUT = {"tokenizer": "Tests/Fixtures", "tokenizer_json": "Tests/Fixtures", "images": "Tests/Fixtures/images",
        "safetensors_fixtures": "Tests/Fixtures/safetensors", "model": "Tests/Fixtures",
        "training": "Tests/Fixtures/training"}
 

@@ -1,24 +1,94 @@
 #!/usr/bin/env bash
-# Python-side checks. Small packages (numpy, h5py) are always installed into .venv; torch comes
-# only from a local CPU wheel (never a multi-GB download in CI): without it the torch checks print
-# a loud SKIPPED line.
-set -euo pipefail
+# Python-side checks (scripts/checks/test_*.py, notebooks-export/test_*.py). Small packages (numpy,
+# h5py, pytest) are always installed into the venv; torch comes only from a local CPU wheel (never a
+# multi-GB download in CI), transformers from PyPI with the pinned versions.
+#
+# Without torch the transformers checks skip, with a loud SKIPPED line. Under
+# NEGCLIP_REQUIRE_PYTHON_CHECKS=1 (set by .ci/run) a check that does not run is a failure instead: no
+# torch wheel, torch or transformers not importable, no check collected, any skipped or xfailed test
+# (scripts/pytest_require_checks.py turns pytest skips into failures; the junit counts are checked too).
+#
+# Ends with `python checks: passed P, failed F, skipped S` and, when NEGCLIP_CHECKS_COUNTS names a file,
+# writes "P F S" into it (scripts/test.sh's summary). Exit status non-zero when F > 0.
+# NEGCLIP_TORCH_WHEELS (default /opt/wheels) is where the wheel is looked for; NEGCLIP_VENV (default
+# .venv) the virtual environment: point them elsewhere to try the no-torch path.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-VENV=.venv
-[[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+REQUIRE=${NEGCLIP_REQUIRE_PYTHON_CHECKS:-0}
+VENV=${NEGCLIP_VENV:-.venv}
+WHEELS=${NEGCLIP_TORCH_WHEELS:-/opt/wheels}
+PASSED=0 FAILED=0 SKIPPED=0
+
+finish() {
+    echo "python checks: passed $PASSED, failed $FAILED, skipped $SKIPPED"
+    [[ -n ${NEGCLIP_CHECKS_COUNTS:-} ]] && echo "$PASSED $FAILED $SKIPPED" > "$NEGCLIP_CHECKS_COUNTS"
+    ((FAILED == 0))
+    exit $?
+}
+problem() {   # a failure that is not a test's: counted as one failed check
+    echo "==================== FAILED: $1 ====================" >&2
+    FAILED=$((FAILED + 1))
+}
+
+[[ -x $VENV/bin/python ]] || python3 -m venv "$VENV" || { problem "cannot create the venv $VENV"; finish; }
 PY=$VENV/bin/python
-$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat
-TORCH_WHEEL=$(ls /opt/wheels/torch-*cpu*.whl 2>/dev/null | head -1 || true)
-if [[ -n "$TORCH_WHEEL" ]]; then
-    $PY -c "import torch" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check "$TORCH_WHEEL"
-    $PY -c "import transformers" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check -r scripts/requirements-fixtures.txt
-else
-    echo "==================== SKIPPED: no torch CPU wheel found (/opt/wheels/torch-*cpu*.whl); transformers checks not run ===================="
+$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat \
+    || { problem "pip install of numpy h5py pytest ... failed"; finish; }
+TORCH_WHEEL=$(ls "$WHEELS"/torch-*cpu*.whl 2>/dev/null | head -1 || true)
+if [[ -n $TORCH_WHEEL ]]; then
+    $PY -c "import torch" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check "$TORCH_WHEEL" \
+        || problem "pip install $TORCH_WHEEL failed"
+    $PY -c "import transformers" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check -r scripts/requirements-fixtures.txt \
+        || problem "pip install -r scripts/requirements-fixtures.txt failed"
 fi
+if ! $PY -c "import torch, transformers" 2>/dev/null; then
+    if [[ $REQUIRE == 1 ]]; then
+        problem "torch/transformers not importable in $VENV (torch CPU wheel: ${TORCH_WHEEL:-none in $WHEELS/torch-*cpu*.whl}); NEGCLIP_REQUIRE_PYTHON_CHECKS=1 needs the transformers checks"
+    else
+        echo "==================== SKIPPED: no torch CPU wheel found ($WHEELS/torch-*cpu*.whl); transformers checks not run ===================="
+    fi
+fi
+
 shopt -s nullglob
 tests=(scripts/checks/test_*.py notebooks-export/test_*.py)
-if ((${#tests[@]})); then
-    $PY -m pytest -q "${tests[@]}"
-else
-    echo "python checks: none yet"
+if ((${#tests[@]} == 0)); then
+    if [[ $REQUIRE == 1 ]]; then problem "no Python checks found (scripts/checks/test_*.py)"; else echo "python checks: none yet"; fi
+    finish
 fi
+JUNIT=$(mktemp)
+trap 'rm -f "$JUNIT"' EXIT
+PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} $PY -m pytest -q -rs -p pytest_require_checks \
+    --continue-on-collection-errors --junitxml="$JUNIT" "${tests[@]}"
+rc=$?
+# Counts from the junit report: one testcase per test, plus one per module that failed or skipped at
+# collection. failure/error -> failed, skipped (skip or xfail) -> skipped, otherwise passed.
+if counts=$($PY - "$JUNIT" <<'PYEOF'
+import sys
+import xml.etree.ElementTree as ET
+p = f = s = 0
+for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
+    tags = {child.tag for child in case}
+    if tags & {"failure", "error"}:
+        f += 1
+    elif "skipped" in tags:
+        s += 1
+    else:
+        p += 1
+print(p, f, s)
+PYEOF
+); then
+    read -r p f s <<< "$counts"
+    PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
+else
+    problem "pytest wrote no readable junit report (exit status $rc)"
+fi
+if ((rc == 5)); then
+    # pytest: no tests collected.
+    if [[ $REQUIRE == 1 ]]; then problem "pytest collected no checks from ${tests[*]}"; else echo "python checks: pytest collected none"; fi
+elif ((rc != 0 && FAILED == 0)); then
+    problem "pytest exited with status $rc without a failed check (internal or usage error)"
+fi
+if [[ $REQUIRE == 1 ]] && ((SKIPPED > 0)); then
+    problem "$SKIPPED checks skipped under NEGCLIP_REQUIRE_PYTHON_CHECKS=1"
+fi
+finish

@@ -131,31 +131,69 @@ public struct CLIPTokenizer: Sendable {
         specialIDs = Set(all.map(\.1))
     }
 
-    /// An HF model folder: vocab.json + merges.txt, plus tokenizer_config.json and special_tokens_map.json
-    /// when present (special tokens and their `normalized` flags, `model_max_length` as the context
-    /// length; see `TokenizerConfig` for the precedence). Without `model_max_length` the context length is
-    /// 77 (HF would not truncate; CLIP has 77 positions). tokenizer.json is not read: transformers 5
-    /// rebuilds CLIP's normalizer and pre-tokenizer in `CLIPTokenizer.__init__` and takes only vocabulary,
-    /// merges and post-processor from it, which vocab.json + merges.txt already give.
+    /// An HF model folder, read the way transformers 5 `CLIPTokenizer.from_pretrained` reads it:
+    /// - the vocabulary and merges from tokenizer.json when the folder has one (transformers 5 prefers it,
+    ///   and its `save_pretrained` writes no vocab.json / merges.txt), else from vocab.json + merges.txt
+    ///   (the two sources give the same ids: `TokenizerJSONTests`); see `TokenizerJSON` for what is checked;
+    /// - special tokens, their `normalized` flags and `model_max_length` (the context length) from
+    ///   tokenizer_config.json, special_tokens_map.json and tokenizer.json's `added_tokens` (precedence in
+    ///   `TokenizerConfig`). Without `model_max_length` the context length is 77 (HF would not truncate;
+    ///   CLIP has 77 positions).
+    /// transformers 5 rebuilds CLIP's normalizer and pre-tokenizer in `CLIPTokenizer.__init__` whatever the
+    /// files say; `PreTokenizer` implements those.
     public static func load(modelDirectory: URL) throws -> CLIPTokenizer {
-        let vocab = modelDirectory.appendingPathComponent("vocab.json")
-        let mergesURL = modelDirectory.appendingPathComponent("merges.txt")
-        let tokens = try VocabularyFiles.readVocabJSON(vocab)
-        let merges = try VocabularyFiles.readMergesTXT(mergesURL)
-        let tables = try VocabularyFiles.tables(tokens: tokens, merges: merges, vocabFile: vocab.path,
-                                                mergesFile: mergesURL.path)
+        let files = vocabularyFiles(modelDirectory: modelDirectory)
+            ?? [modelDirectory.appendingPathComponent("vocab.json"), modelDirectory.appendingPathComponent("merges.txt")]
+        let tables: BPETables
+        var tokenizerJSON: TokenizerJSON?
+        if files.count == 1 {
+            let json = try TokenizerJSON.read(files[0])
+            tables = try VocabularyFiles.tables(tokens: json.tokens, merges: json.merges, vocabFile: files[0].path,
+                                                mergesFile: files[0].path, vocabName: "model.vocab")
+            tokenizerJSON = json
+        } else {
+            let tokens = try VocabularyFiles.readVocabJSON(files[0])
+            let merges = try VocabularyFiles.readMergesTXT(files[1])
+            tables = try VocabularyFiles.tables(tokens: tokens, merges: merges, vocabFile: files[0].path,
+                                                mergesFile: files[1].path)
+        }
         var config = TokenizerConfig()
         var configFiles: [String] = []
-        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-            let url = modelDirectory.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: url.path) {
-                try config.read(url)
-                configFiles.append(url.path)
-            }
+        let configURL = modelDirectory.appendingPathComponent("tokenizer_config.json")
+        if FileManager.default.fileExists(atPath: configURL.path) {
+            try config.read(configURL)
+            configFiles.append(configURL.path)
         }
+        // transformers reads special_tokens_map.json (and tokenizer.json's added_tokens) only when
+        // tokenizer_config.json has no added_tokens_decoder (the "legacy" branch of from_pretrained).
+        let mapURL = modelDirectory.appendingPathComponent("special_tokens_map.json")
+        if !config.hasAddedTokensDecoder && FileManager.default.fileExists(atPath: mapURL.path) {
+            try config.read(mapURL)
+            configFiles.append(mapURL.path)
+        }
+        if let tokenizerJSON, !config.hasAddedTokensDecoder {
+            config.decoderFlags.merge(tokenizerJSON.normalizedFlags) { _, new in new }
+        }
+        let special = config.specialTokens()
+        if config.hasAddedTokensDecoder {
+            try TokenizerConfig.checkAddedTokens(config.decoderEntries, special: special, idForToken: tables.idForToken,
+                                                 file: configURL.path, key: "added_tokens_decoder",
+                                                 vocabName: files.count == 1 ? "model.vocab" : files[0].lastPathComponent)
+        }
+        try tokenizerJSON?.check(special, idForToken: tables.idForToken)
         return try CLIPTokenizer(tables: tables, contextLength: config.modelMaxLength ?? 77,
-                                 specialTokens: config.specialTokens(), vocabFile: vocab.path,
+                                 specialTokens: special, vocabFile: files[0].path,
                                  configFile: configFiles.isEmpty ? nil : configFiles.joined(separator: " or "))
+    }
+
+    /// The vocabulary files `load(modelDirectory:)` reads: `[tokenizer.json]` when the folder has one,
+    /// else `[vocab.json, merges.txt]` when it has either; nil when it has none (no tokenizer).
+    public static func vocabularyFiles(modelDirectory: URL) -> [URL]? {
+        let fm = FileManager.default
+        let json = modelDirectory.appendingPathComponent("tokenizer.json")
+        if fm.fileExists(atPath: json.path) { return [json] }
+        let pair = [modelDirectory.appendingPathComponent("vocab.json"), modelDirectory.appendingPathComponent("merges.txt")]
+        return pair.contains(where: { fm.fileExists(atPath: $0.path) }) ? pair : nil
     }
 
     /// The same tokenizer with another context length (>= 2).
@@ -333,17 +371,24 @@ public struct CLIPTokenizer: Sendable {
     return true
 }
 
-/// The fields of tokenizer_config.json / special_tokens_map.json that change tokenization, combined the
-/// way transformers 5.23 combines them (measured with from_pretrained on small folders):
+/// The fields of tokenizer_config.json / special_tokens_map.json (and tokenizer.json's `added_tokens`)
+/// that change tokenization, combined the way transformers 5.23 combines them (measured with
+/// from_pretrained on small folders):
 /// - each role (bos_token, eos_token, unk_token, pad_token) is a string or an AddedToken object
-///   `{"content": ..., "normalized": ...}`; special_tokens_map.json overrides tokenizer_config.json;
-/// - a token's `normalized` flag comes from `added_tokens_decoder` when that lists it, otherwise from the
-///   last role naming it in the order bos, eos, unk, pad (a plain string counts as `false`). So the
+///   `{"content": ..., "normalized": ...}`; special_tokens_map.json overrides tokenizer_config.json, but
+///   is not read at all when tokenizer_config.json has `added_tokens_decoder`;
+/// - a token's `normalized` flag comes from `added_tokens_decoder` when tokenizer_config.json has one,
+///   else from tokenizer.json's `added_tokens` when they list the token, otherwise from the last role
+///   naming it in the order bos, eos, unk, pad (a plain string counts as `false`). So the
 ///   openai/clip-vit-base-patch32 files (AddedToken objects with normalized true, pad "<|endoftext|>")
-///   give <|startoftext|> normalized, <|endoftext|> raw.
+///   give <|startoftext|> normalized, <|endoftext|> raw, and so does a folder saved by transformers 5
+///   (plain role strings, flags in tokenizer.json).
 struct TokenizerConfig {
     var roles: [String: (content: String, normalized: Bool)] = [:]
     var decoderFlags: [String: Bool] = [:]
+    /// `added_tokens_decoder` entries (content, id) of the files read.
+    var decoderEntries: [(content: String, id: Int)] = []
+    var hasAddedTokensDecoder = false
     var modelMaxLength: Int?
 
     static let roleOrder = ["bos_token", "eos_token", "unk_token", "pad_token"]
@@ -363,6 +408,29 @@ struct TokenizerConfig {
         for (content, flag) in decoderFlags { flags[content] = flag }
         s.normalized = Set(flags.filter(\.value).map(\.key))
         return s
+    }
+
+    /// Added tokens (`added_tokens_decoder` or tokenizer.json's `added_tokens`) must be the folder's
+    /// special tokens at their vocabulary ids: transformers would match any other added token in the text,
+    /// which negclip does not do, so such a folder is refused rather than tokenized differently.
+    static func checkAddedTokens(_ entries: [(content: String, id: Int)], special: SpecialTokens,
+                                 idForToken: [String: Int32], file: String, key: String, vocabName: String) throws {
+        let roles = [special.bos, special.eos, special.pad, special.unk]
+        for (index, entry) in entries.enumerated() {
+            let location = key == "added_tokens" ? "key added_tokens[\(index)]" : "key \(key).\(entry.id)"
+            guard roles.contains(entry.content) else {
+                throw TokenizerError.malformed(
+                    file: file, location: location,
+                    expected: "only the special tokens \(Set(roles).sorted().map { quoted($0) }.joined(separator: ", ")) (other added tokens are not supported)",
+                    found: quoted(entry.content))
+            }
+            guard let id = idForToken[entry.content], Int(id) == entry.id else {
+                throw TokenizerError.malformed(
+                    file: file, location: location,
+                    expected: "\(quoted(entry.content)) at its id in \(vocabName) (\(idForToken[entry.content].map(String.init) ?? "absent"))",
+                    found: "id \(entry.id)")
+            }
+        }
     }
 
     mutating func read(_ url: URL) throws {
@@ -391,9 +459,15 @@ struct TokenizerConfig {
             roles[key] = try token(value, key)
         }
         if case let .object(decoder)? = dict["added_tokens_decoder"] {
-            for (id, value) in decoder {
+            hasAddedTokensDecoder = true
+            for (id, value) in decoder.sorted(by: { $0.key < $1.key }) {
                 let (content, normalized) = try token(value, "added_tokens_decoder.\(id)")
+                guard let n = Int(id) else {
+                    throw TokenizerError.malformed(file: url.path, location: "key added_tokens_decoder.\(id)",
+                                                   expected: "an integer token id as the key", found: quoted(id))
+                }
                 decoderFlags[content] = normalized
+                decoderEntries.append((content, n))
             }
         }
         if let value = dict["model_max_length"] {

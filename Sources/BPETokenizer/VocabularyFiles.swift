@@ -46,15 +46,21 @@ enum VocabularyFiles {
             throw TokenizerError.malformed(file: url.path, location: "content", expected: "token -> integer id",
                                            found: oneLine(error))
         }
+        return try denseTokens(dict, file: url.path, keyPrefix: "")
+    }
+
+    /// token -> id with ids exactly 0..<count, as the id-ordered token list. `keyPrefix` places the
+    /// token in error messages (`model.vocab ` in tokenizer.json).
+    static func denseTokens(_ dict: [String: Int], file: String, keyPrefix: String) throws -> [String] {
         var tokens = [String?](repeating: nil, count: dict.count)
         for (token, id) in dict {
             guard id >= 0 && id < dict.count else {
-                throw TokenizerError.malformed(file: url.path, location: "key \(quoted(token))",
+                throw TokenizerError.malformed(file: file, location: "key \(keyPrefix)\(quoted(token))",
                                                expected: "an id in 0..<\(dict.count) (ids are dense)",
                                                found: "\(id)")
             }
             if let other = tokens[id] {
-                throw TokenizerError.malformed(file: url.path, location: "key \(quoted(token))",
+                throw TokenizerError.malformed(file: file, location: "key \(keyPrefix)\(quoted(token))",
                                                expected: "a unique id", found: "\(id), also used by \(quoted(other))")
             }
             tokens[id] = token
@@ -73,11 +79,11 @@ enum VocabularyFiles {
     }
 
     /// merges.txt: optional `#version` header, then one `left right` pair per line, in rank order.
-    static func readMergesTXT(_ url: URL) throws -> [(String, String, line: Int)] {
+    static func readMergesTXT(_ url: URL) throws -> [(String, String, location: String)] {
         let text = try utf8Text(try readData(url), file: url)
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         while let last = lines.last, last.isEmpty || last == "\r" { lines.removeLast() }
-        var out: [(String, String, line: Int)] = []
+        var out: [(String, String, location: String)] = []
         out.reserveCapacity(lines.count)
         for (index, raw) in lines.enumerated() {
             let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
@@ -88,7 +94,7 @@ enum VocabularyFiles {
                                                expected: "two tokens separated by one space",
                                                found: quoted(String(line)))
             }
-            out.append((String(parts[0]), String(parts[1]), index + 1))
+            out.append((String(parts[0]), String(parts[1]), "line \(index + 1)"))
         }
         return out
     }
@@ -129,7 +135,7 @@ enum VocabularyFiles {
 
     /// OpenAI's file -> (HF vocabulary in id order, merges), built as HF's conversion builds vocab.json:
     /// 256 byte tokens, the same + `</w>`, one token per merge, then <|startoftext|>, <|endoftext|>.
-    static func readOpenAIGz(_ url: URL) throws -> (tokens: [String], merges: [(String, String, line: Int)]) {
+    static func readOpenAIGz(_ url: URL) throws -> (tokens: [String], merges: [(String, String, location: String)]) {
         let text = try utf8Text(try gunzip(url), file: url)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count > openAIMergeCount else {
@@ -137,7 +143,7 @@ enum VocabularyFiles {
                                            expected: "a header line and at least \(openAIMergeCount) merge lines (bpe_simple_vocab_16e6.txt.gz)",
                                            found: "\(lines.count) lines")
         }
-        var merges: [(String, String, line: Int)] = []
+        var merges: [(String, String, location: String)] = []
         merges.reserveCapacity(openAIMergeCount)
         for index in 1...openAIMergeCount {
             let parts = lines[index].split(separator: " ", omittingEmptySubsequences: false)
@@ -146,7 +152,7 @@ enum VocabularyFiles {
                                                expected: "two tokens separated by one space",
                                                found: quoted(String(lines[index])))
             }
-            merges.append((String(parts[0]), String(parts[1]), index + 1))
+            merges.append((String(parts[0]), String(parts[1]), "line \(index + 1)"))
         }
         var tokens = ByteTable.order.map { String(ByteTable.scalarForByte[Int($0)]) }
         tokens += tokens.map { $0 + "</w>" }
@@ -155,9 +161,11 @@ enum VocabularyFiles {
         return (tokens, merges)
     }
 
-    /// Vocabulary + merges -> tables. `vocabFile` / `mergesFile` name the files in errors.
-    static func tables(tokens: [String], merges: [(String, String, line: Int)], vocabFile: String,
-                       mergesFile: String) throws -> BPETables {
+    /// Vocabulary + merges -> tables. `vocabFile` / `mergesFile` name the files in errors, `vocabName` the
+    /// vocabulary inside them (default: the vocabulary file; `model.vocab` for tokenizer.json).
+    static func tables(tokens: [String], merges: [(String, String, location: String)], vocabFile: String,
+                       mergesFile: String, vocabName: String? = nil) throws -> BPETables {
+        let vocabName = vocabName ?? vocabFile
         var idForToken = [String: Int32](minimumCapacity: tokens.count)
         for (id, token) in tokens.enumerated() {
             if idForToken.updateValue(Int32(id), forKey: token) != nil {
@@ -183,18 +191,18 @@ enum VocabularyFiles {
         var table = [UInt64: UInt64](minimumCapacity: merges.count)
         var lines: [String] = []
         lines.reserveCapacity(merges.count)
-        for (rank, (left, right, line)) in merges.enumerated() {
+        for (rank, (left, right, location)) in merges.enumerated() {
             guard let a = idForToken[left] else {
-                throw TokenizerError.malformed(file: mergesFile, location: "line \(line)",
-                                               expected: "tokens of \(vocabFile)", found: "unknown \(quoted(left))")
+                throw TokenizerError.malformed(file: mergesFile, location: location,
+                                               expected: "tokens of \(vocabName)", found: "unknown \(quoted(left))")
             }
             guard let b = idForToken[right] else {
-                throw TokenizerError.malformed(file: mergesFile, location: "line \(line)",
-                                               expected: "tokens of \(vocabFile)", found: "unknown \(quoted(right))")
+                throw TokenizerError.malformed(file: mergesFile, location: location,
+                                               expected: "tokens of \(vocabName)", found: "unknown \(quoted(right))")
             }
             guard let merged = idForToken[left + right] else {
-                throw TokenizerError.malformed(file: mergesFile, location: "line \(line)",
-                                               expected: "the merged token in \(vocabFile)",
+                throw TokenizerError.malformed(file: mergesFile, location: location,
+                                               expected: "the merged token in \(vocabName)",
                                                found: "no \(quoted(left + right))")
             }
             let key = BPETables.pairKey(a, b)

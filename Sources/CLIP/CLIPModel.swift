@@ -5,7 +5,7 @@ import SafeTensors
 import TensorKernels
 
 /// A CLIP checkpoint loaded from a Hugging Face folder: `config.json` + `model.safetensors` (or a
-/// sharded index), optional `vocab.json` + `merges.txt`. CLIPModel, CLIPTextModel(WithProjection) and
+/// sharded index), optional tokenizer (`tokenizer.json`, or `vocab.json` + `merges.txt`). CLIPModel, CLIPTextModel(WithProjection) and
 /// CLIPVisionModel(WithProjection) checkpoints load; weights may be F32, F16 or BF16 (computed in F32).
 public final class CLIPModel: @unchecked Sendable {
     public let directory: URL
@@ -51,8 +51,7 @@ public final class CLIPModel: @unchecked Sendable {
         }
         try loader.finish()
         consumedKeys = loader.consumed
-        let vocab = directory.appendingPathComponent("vocab.json")
-        tokenizer = FileManager.default.fileExists(atPath: vocab.path)
+        tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
             ? try CLIPTokenizer.load(modelDirectory: directory) : nil
         weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
         configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
@@ -101,7 +100,7 @@ public final class CLIPModel: @unchecked Sendable {
     public func encodeText(_ texts: [String], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {
         guard let tokenizer else {
-            throw CLIPError.input("\(directory.path): no vocab.json + merges.txt in the model folder; pass token ids or a tokenizer")
+            throw CLIPError.input("\(directory.path): no tokenizer.json or vocab.json + merges.txt in the model folder; pass token ids or a tokenizer")
         }
         return try encodeText(ids: texts.map { tokenizer.encode($0) }, tokens: tokens, layers: layers)
     }

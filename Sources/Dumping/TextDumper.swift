@@ -122,10 +122,11 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
 public final class TextDumper {
     public let model: CLIPModel
     public let tokenizer: CLIPTokenizer
-    /// Stored as the `tokenizer` provenance attribute (folder, vocabulary size, context, vocab.json hash).
+    /// Stored as the `tokenizer` provenance attribute (folder, vocabulary size, context, hashes of the
+    /// tokenizer files read: tokenizer.json, or vocab.json + merges.txt).
     public let tokenizerDescription: String
 
-    /// `tokenizerDirectory`: a folder with vocab.json + merges.txt (default: the model folder).
+    /// `tokenizerDirectory`: a folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).
     public init(model: CLIPModel, tokenizerDirectory: URL? = nil) throws {
         guard model.text != nil else { throw CLIPError.noTower(file: model.directory.path, tower: "text") }
         self.model = model
@@ -136,7 +137,8 @@ public final class TextDumper {
             tokenizer = try CLIPTokenizer.load(modelDirectory: dir)
         }
         tokenizerDescription = "CLIP byte-level BPE (\(dir.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
-            + "vocab.json sha256 \(try SHA256Hasher.hex(fileAt: dir.appendingPathComponent("vocab.json")))"
+            + (try (CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
+                .joined(separator: ", "))
     }
 
     /// Number of text blocks L: `layers` range over 0...L.

@@ -11,7 +11,7 @@ struct ParityDump: ParsableCommand {
         commandName: "parity-dump",
         abstract: "Dump all text and vision hidden states to a safetensors file (used by scripts/parity_check.py).")
 
-    @Option(help: "HF CLIP checkpoint folder with vocab.json + merges.txt.") var model: String
+    @Option(help: "HF CLIP checkpoint folder with tokenizer.json or vocab.json + merges.txt.") var model: String
     @Option(help: "Text file, one caption per line.") var captions: String
     @Option(parsing: .upToNextOption, help: "Image files (PNG/JPEG).") var images: [String] = []
     @Option(help: "Output .safetensors file.") var out: String

@@ -7,7 +7,7 @@ import Provenance
 /// Shared `--model` option: a Hugging Face CLIP checkpoint folder.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), vocab.json + merges.txt for text.",
+        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text.",
         valueName: "dir"))
     var model: String
 

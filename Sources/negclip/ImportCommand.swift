@@ -45,7 +45,7 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .long, help: "Problems listed on stderr (all are counted).")
     var maxIssues = 20
 
-    @Option(name: .long, help: ArgumentHelp("Folder with vocab.json + merges.txt (e.g. the model's): count the captions longer than its context (77 tokens for CLIP), which dump/train/evaluate will truncate; recorded in the provenance (null without it).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (e.g. the model's): count the captions longer than its context (77 tokens for CLIP), which dump/train/evaluate will truncate; recorded in the provenance (null without it).", valueName: "dir"))
     var tokenizer: String?
 
     func validate() throws {

@@ -72,7 +72,7 @@ struct TrainCommand: ParsableCommand {
         guard let hingeForm = TextHinge(rawValue: hinge) else { throw ValidationError("--hinge: expected released or shifted, found \(hinge)") }
         let modelURL = URL(fileURLWithPath: modelOptions.model), dataURL = URL(fileURLWithPath: data)
         let model = try modelOptions.load()
-        guard let tokenizer = model.tokenizer else { throw ValidationError("\(modelOptions.model): no vocab.json + merges.txt; training needs the tokenizer") }
+        guard let tokenizer = model.tokenizer else { throw ValidationError("\(modelOptions.model): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
         let params = try TextTowerParameters<Float>.load(directory: modelURL)
         let layers = params.config.numHiddenLayers
         let groups = try TrainableSpec.parse(trainable, layers: layers)

@@ -29,4 +29,28 @@ import TestSupport
         let r3 = compareClose("\(fixture) e2e.logits_per_image", got: logits, want: try g.values("e2e.logits_per_image"), atol: 1e-4, rtol: 1e-4)
         #expect(r3.ok, "\(r3)")
     }
+
+    /// A checkpoint folder as transformers 5 saves it has tokenizer.json + tokenizer_config.json and no
+    /// vocab.json / merges.txt (tokenizer/tiny-saved is tiny-clip's tokenizer saved by transformers):
+    /// it still tokenizes and encodes captions exactly as the goldens say.
+    @Test func checkpointWithOnlyTokenizerJSON() throws {
+        let dir = try Fixtures.tempDir("tokjson-model")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fm = FileManager.default
+        for name in ["config.json", "model.safetensors", "preprocessor_config.json"] {
+            try fm.copyItem(at: Fixtures.url("tiny-clip/\(name)"), to: dir.appendingPathComponent(name))
+        }
+        for name in ["tokenizer.json", "tokenizer_config.json"] {
+            try fm.copyItem(at: Fixtures.url("tokenizer/tiny-saved/\(name)"), to: dir.appendingPathComponent(name))
+        }
+        let model = try CLIPModel(directory: dir)
+        #expect(model.tokenizer != nil)
+        let g = try Goldens("tiny-clip")
+        let captions = try #require(g.meta["e2e_captions"] as? [String])
+        let text = try model.encodeText(captions)
+        #expect(text.inputIDs == g.ids("e2e_input_ids"))
+        let r = compareClose("tokenizer.json folder e2e.text_embeds", got: l2Normalized(text.embeds, dim: text.projectionDim),
+                             want: try g.values("e2e.text_embeds"), atol: atol, rtol: rtol)
+        #expect(r.ok, "\(r)")
+    }
 }
