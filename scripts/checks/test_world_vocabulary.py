@@ -51,7 +51,7 @@ def strings(value):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("world") / "w"
-    run("make-world", "--size", "300", "--image-size", "16", "--seed", "3", "--out", str(folder))
+    run("make-world", "--size", "300", "--image-size", "32", "--seed", "3", "--out", str(folder))
     records = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".jsonl"):
