@@ -149,13 +149,6 @@ struct DumpBench: ParsableCommand {
     }
 
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
-
-    /// Peak resident set size of this process (Linux: ru_maxrss is in KiB).
-    func peakRSSMiB() -> Double {
-        var u = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &u)
-        return Double(u.ru_maxrss) / 1024
-    }
 }
 
 extension TokenMode: ExpressibleByArgument {}

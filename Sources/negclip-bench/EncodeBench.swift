@@ -49,7 +49,8 @@ struct EncodeBench: ParsableCommand {
     func run() throws {
         let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
         var report: [String: Any] = ["tool": "negclip-bench", "threads": Parallel.threads,
-                                     "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable]
+                                     "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable,
+                                     "rss_after_model_load_mib": peakRSSMiB()]
         if let text = m.text {
             let c = text.config
             let seqs = benchmarkCaptions(count: texts, seed: seed, vocab: c.vocabSize,
@@ -82,6 +83,7 @@ struct EncodeBench: ParsableCommand {
                                 "images_per_s": Double(calls * imageBatch) / best]
             if profile { report["vision_profile"] = try profiled(pass) }
         }
+        report["peak_rss_mib"] = peakRSSMiB()
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         print(String(decoding: data, as: UTF8.self))
     }
