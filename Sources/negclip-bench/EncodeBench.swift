@@ -47,7 +47,7 @@ struct EncodeBench: ParsableCommand {
     @Flag(help: "Also report where the time goes, per kernel family.") var profile = false
 
     func run() throws {
-        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
+        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model), towers: images > 0 ? .all : .text)
         var report: [String: Any] = ["tool": "negclip-bench", "threads": Parallel.threads,
                                      "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable,
                                      "rss_after_model_load_mib": peakRSSMiB()]

@@ -54,7 +54,7 @@ struct DumpCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let model = try modelOptions.load()
+        let model = try modelOptions.load(towers: images ? .all : .text)
         guard let text = model.text else { throw CLIPError.noTower(file: modelOptions.model, tower: "text") }
         let tokDir = URL(fileURLWithPath: tokenizer ?? modelOptions.model)
         let tok: CLIPTokenizer
