@@ -51,6 +51,9 @@ struct EncodeBench: ParsableCommand {
         var report: [String: Any] = ["tool": "negclip-bench", "threads": Parallel.threads,
                                      "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable,
                                      "rss_after_model_load_mib": peakRSSMiB()]
+        for (name, bytes) in [("text", m.text?.weightBytes), ("vision", m.vision?.weightBytes)] {
+            if let bytes { report[name + "_weights_mib"] = ["mapped": Double(bytes.mapped) / 1_048_576, "owned": Double(bytes.owned) / 1_048_576] }
+        }
         if let text = m.text {
             let c = text.config
             let seqs = benchmarkCaptions(count: texts, seed: seed, vocab: c.vocabSize,
