@@ -5,12 +5,16 @@
     python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding max_length
     python scripts/torch_peer.py encode-images --model /tmp/vitb32 --count 64 --batch 16
     python scripts/torch_peer.py train --model /tmp/vitb32 --ids /tmp/ids.json --batch 64 --blocks 0-2
+    python scripts/torch_peer.py make-checkpoint --shape vit-l-14 --dtype bfloat16 --vocab --out /tmp/vitl14-bf16
+    python scripts/torch_peer.py dump-text --model /tmp/vitl14 --captions /tmp/captions.txt --out /tmp/peer.h5
 
 `--ids` is the JSON list of token-id lists that `negclip-bench encode --ids-out` wrote, so both sides
 encode exactly the same captions. Threads: 2 (torch.set_num_threads), like the machine.
 """
 import argparse
 import json
+import os
+import resource
 import sys
 import time
 
@@ -25,6 +29,13 @@ SHAPES = {
                      vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                  num_attention_heads=12, image_size=224, patch_size=32),
                      projection_dim=512),
+    # openai/clip-vit-large-patch14: 123M text + 303M vision parameters (1.7 GB in fp32).
+    "vit-l-14": dict(text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                               num_attention_heads=12, max_position_embeddings=77, vocab_size=49408,
+                               eos_token_id=49407, bos_token_id=49406, pad_token_id=49407),
+                     vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                 num_attention_heads=16, image_size=224, patch_size=14),
+                     projection_dim=768),
 }
 
 
@@ -33,9 +44,16 @@ def make_checkpoint(args):
     s = SHAPES[args.shape]
     cfg = CLIPConfig(text_config=s["text"], vision_config=s["vision"], projection_dim=s["projection_dim"])
     model = CLIPModel(cfg)
-    if args.dtype == "float16":
-        model = model.half()
+    if args.dtype != "float32":
+        model = model.to(getattr(torch, args.dtype))
     model.save_pretrained(args.out)
+    if args.vocab:
+        # the real OpenAI vocabulary (from the committed .gz), laid out as openai/clip-vit-base-patch32
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path.insert(0, os.path.join(here, "fixtures"))
+        from tokenizer import openai_merges, write_hf_folder
+        gz = os.path.join(here, "..", "Tests", "Fixtures", "openai-vocab", "bpe_simple_vocab_16e6.txt.gz")
+        write_hf_folder(args.out, openai_merges(gz))
     print(f"wrote {args.shape} ({args.dtype}) random CLIP to {args.out}")
 
 
@@ -173,6 +191,50 @@ def train(args):
                       "torch": torch.__version__, "transformers": transformers.__version__}))
 
 
+def dump_text(args):
+    """What `negclip dump` does, the usual transformers way: a text-only model (CLIPTextModelWithProjection
+    reads the text tower and text_projection out of a CLIPModel checkpoint; the vision tensors are
+    skipped), the folder's CLIPTokenizer, batches padded to their longest caption, every hidden state at
+    the end-of-text token plus pooled and embeds, written to HDF5 with h5py. Reports the peak RSS of this
+    whole process (ru_maxrss), to set beside `negclip-bench memory`."""
+    import h5py
+    import numpy as np
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    tok = CLIPTokenizer.from_pretrained(args.model)
+    full = CLIPConfig.from_pretrained(args.model)
+    text_cfg = full.text_config
+    text_cfg.projection_dim = full.projection_dim   # CLIPModel's text_projection width is the top-level one
+    model = CLIPTextModelWithProjection.from_pretrained(args.model, config=text_cfg, dtype=torch.float32).eval()
+    rss_after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(args.captions, encoding="utf-8") as f:
+        caps = [line.rstrip("\n") for line in f if line.strip()]
+    cfg = model.config
+    n, w, layers = len(caps), cfg.hidden_size, cfg.num_hidden_layers + 1
+    with h5py.File(args.out, "w") as h5, torch.inference_mode():
+        hs = h5.create_dataset("text/hidden_states", (layers, n, w), "f4", chunks=(1, min(n, 512), w))
+        pooled = h5.create_dataset("text/pooled", (n, w), "f4")
+        embeds = h5.create_dataset("text/embeds", (n, cfg.projection_dim), "f4")
+        for a in range(0, n, args.batch):
+            enc = tok(caps[a:a + args.batch], padding="longest", truncation=True, max_length=77, return_tensors="pt")
+            out = model(**enc, output_hidden_states=True)
+            eos = (enc["input_ids"] == cfg.eos_token_id).int().argmax(-1)
+            rows = torch.arange(eos.shape[0])
+            b = a + eos.shape[0]
+            hs[:, a:b] = torch.stack([h[rows, eos] for h in out.hidden_states]).numpy()
+            last = out.last_hidden_state[rows, eos]
+            pooled[a:b] = last.numpy()
+            embeds[a:b] = out.text_embeds.numpy()
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"peer": "transformers+h5py", "task": "dump-text", "captions": n, "batch": args.batch,
+                      "layers": layers, "width": w, "seconds": seconds,
+                      "rss_after_load_mib": rss_after_load,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "threads": args.threads, "torch": torch.__version__,
+                      "transformers": transformers.__version__, "h5py": h5py.__version__, "numpy": np.__version__}))
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -187,7 +249,14 @@ def main():
     m.add_argument("--shape", default="vit-b-32", choices=sorted(SHAPES))
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    m.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    m.add_argument("--vocab", action="store_true", help="also write the OpenAI vocab.json + merges.txt")
+    d = sub.add_parser("dump-text")
+    d.add_argument("--model", required=True)
+    d.add_argument("--captions", required=True, help="UTF-8 text file, one caption per line")
+    d.add_argument("--out", required=True)
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--threads", type=int, default=2)
     for name in ["encode-text", "encode-images"]:
         e = sub.add_parser(name)
         e.add_argument("--model", required=True)
@@ -211,7 +280,7 @@ def main():
     t.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     ARGS = p.parse_args()
     {"make-checkpoint": make_checkpoint, "encode-text": encode_text, "encode-images": encode_images,
-     "train": train}[ARGS.cmd](ARGS)
+     "train": train, "dump-text": dump_text}[ARGS.cmd](ARGS)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,26 @@ public final class CLIPModel: @unchecked Sendable {
     /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
     public let weightsSHA256: String
     public let configSHA256: String
-    /// Every checkpoint key the loader consumed (strict loading: all of them).
+    /// Every checkpoint key whose values the loader read (strict loading: all of them for a full load;
+    /// for a one-tower load, that tower's keys and logit_scale).
     public let consumedKeys: Set<String>
 
-    public static func load(directory: URL) throws -> CLIPModel { try CLIPModel(directory: directory) }
+    /// Which towers to load. `.all` loads every tower the checkpoint has. `.text` / `.vision` load one
+    /// tower and never read the other's tensors (a text-only command does not pay for the vision tower
+    /// in memory or time); the other tower's tensors may be absent, and those present must still have
+    /// the names and shapes config.json implies (checked from the header), so strict loading keeps
+    /// refusing a checkpoint its config does not describe.
+    public enum Towers: String, Sendable, CaseIterable {
+        case all
+        case text
+        case vision
+    }
 
-    public init(directory: URL) throws {
+    public static func load(directory: URL, towers: Towers = .all) throws -> CLIPModel {
+        try CLIPModel(directory: directory, towers: towers)
+    }
+
+    public init(directory: URL, towers: Towers = .all) throws {
         self.directory = directory
         let configURL = directory.appendingPathComponent("config.json")
         config = try CLIPConfig.load(configURL)
@@ -32,10 +46,25 @@ public final class CLIPModel: @unchecked Sendable {
         let loader = StrictLoader(checkpoint, file: file)
         switch config.modelType {
         case "clip":
-            text = try TextTower(loader: loader, config: config.text!, projectionDim: config.projectionDim)
-            vision = try VisionTower(loader: loader, config: config.vision!, projectionDim: config.projectionDim)
-            logitScale = try loader.take(WeightTable.logitScale, []).first
+            let textTable = WeightTable.text(config.text!) + [(WeightTable.textProjection, [config.projectionDim, config.text!.hiddenSize])]
+            let visionTable = WeightTable.vision(config.vision!) + [(WeightTable.visualProjection, [config.projectionDim, config.vision!.hiddenSize])]
+            let hint = "does config.json describe this checkpoint?"
+            if towers == .vision {
+                try loader.check(textTable, hint: hint)
+                text = nil
+            } else {
+                text = try TextTower(loader: loader, config: config.text!, projectionDim: config.projectionDim)
+            }
+            if towers == .text {
+                try loader.check(visionTable, hint: hint)
+                vision = nil
+            } else {
+                vision = try VisionTower(loader: loader, config: config.vision!, projectionDim: config.projectionDim)
+            }
+            logitScale = towers == .all || loader.has(WeightTable.logitScale)
+                ? try loader.take(WeightTable.logitScale, []).first : nil
         case "clip_text_model":
+            if towers == .vision { throw CLIPError.noTower(file: directory.path, tower: "vision") }
             if !loader.names.contains(where: { $0.hasPrefix("text_model.") }) { loader.prefixToStrip = "text_model." }
             // CLIPTextModelWithProjection carries text_projection; plain CLIPTextModel does not.
             let proj = loader.has(WeightTable.textProjection) ? config.text!.projectionDim : nil
@@ -43,6 +72,7 @@ public final class CLIPModel: @unchecked Sendable {
             vision = nil
             logitScale = nil
         default:
+            if towers == .text { throw CLIPError.noTower(file: directory.path, tower: "text") }
             if !loader.names.contains(where: { $0.hasPrefix("vision_model.") }) { loader.prefixToStrip = "vision_model." }
             let proj = loader.has(WeightTable.visualProjection) ? config.vision!.projectionDim : nil
             text = nil

@@ -104,6 +104,15 @@ public final class TextTower: @unchecked Sendable {
 
     public var projectionDim: Int { projection?.shape[0] ?? 0 }
 
+    var params: [Param] {
+        [tokenEmbedding, positionEmbedding] + encoder.layers.flatMap(\.params) + [finalLNg, finalLNb]
+            + (projection.map { [$0] } ?? [])
+    }
+
+    /// Bytes of the weights used in place from the checkpoint's memory map, and bytes the model holds
+    /// in memory of its own (converted F16/BF16 tensors, the fused q/k/v matrices).
+    public var weightBytes: (mapped: Int, owned: Int) { weightByteCounts(params) }
+
     /// HF's pooling rule (`TextConfig.eosIndex`).
     public func eosIndex(_ ids: [Int32]) -> Int { config.eosIndex(ids) }
 
@@ -188,6 +197,12 @@ public final class TextTower: @unchecked Sendable {
     }
 }
 
+func weightByteCounts(_ params: [Param]) -> (mapped: Int, owned: Int) {
+    params.reduce((mapped: 0, owned: 0)) { acc, p in
+        p.isMapped ? (acc.mapped + 4 * p.count, acc.owned) : (acc.mapped, acc.owned + 4 * p.count)
+    }
+}
+
 /// embeds [count, P] = pooled [count, W] . projection [P, W]^T (text_projection / visual_projection have
 /// no bias); empty when the checkpoint has no projection.
 func projectRows(_ pooled: [Float], count: Int, inDim: Int, projection: Param?) -> [Float] {
@@ -223,9 +238,9 @@ public final class VisionTower: @unchecked Sendable {
         let w = c.hiddenSize
         let hint = "does config.json (vision_config: hidden_size, patch_size, image_size) describe this checkpoint?"
         classEmbedding = try loader.param("vision_model.embeddings.class_embedding", [w], hint: hint)
-        let pw = try loader.take("vision_model.embeddings.patch_embedding.weight",
-                                 [w, c.numChannels, c.patchSize, c.patchSize], hint: hint)
-        patchWeight = Param(shape: [w, c.numChannels * c.patchSize * c.patchSize], values: pw)
+        patchWeight = try loader.param("vision_model.embeddings.patch_embedding.weight",
+                                       [w, c.numChannels, c.patchSize, c.patchSize],
+                                       as: [w, c.numChannels * c.patchSize * c.patchSize], hint: hint)
         positionEmbedding = try loader.param("vision_model.embeddings.position_embedding.weight",
                                              [c.numPositions, w], hint: hint)
         preLNg = try loader.param("vision_model.pre_layrnorm.weight", [w])
@@ -242,6 +257,14 @@ public final class VisionTower: @unchecked Sendable {
     }
 
     public var projectionDim: Int { projection?.shape[0] ?? 0 }
+
+    var params: [Param] {
+        [classEmbedding, patchWeight, positionEmbedding, preLNg, preLNb] + encoder.layers.flatMap(\.params)
+            + [postLNg, postLNb] + (projection.map { [$0] } ?? [])
+    }
+
+    /// As `TextTower.weightBytes`.
+    public var weightBytes: (mapped: Int, owned: Int) { weightByteCounts(params) }
 
     /// pixels: [count, C, S, S] (S = image_size), already preprocessed.
     public func encode(pixels: [Float], count: Int, tokens selection: HiddenStateSelection = .eos,
@@ -289,7 +312,7 @@ public final class VisionTower: @unchecked Sendable {
                 // h[img] = [class_embedding; patches] + position_embedding; then pre_layrnorm
                 for img in 0..<m {
                     let base = h + img * n * w
-                    for ch in 0..<w { base[ch] = classEmbedding.data[ch] + positionEmbedding.data[ch] }
+                    for ch in 0..<w { base[ch] = classEmbedding.p[ch] + positionEmbedding.p[ch] }
                     for p in 1..<n {
                         let dst = base + p * w, src = patches + (img * (n - 1) + p - 1) * w
                         let pe = positionEmbedding.p + p * w

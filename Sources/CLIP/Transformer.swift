@@ -2,7 +2,9 @@ import Foundation
 import TensorKernels
 
 /// Weights of one pre-LN encoder layer. q/k/v are fused into one [3W, W] matrix at load time so the
-/// projection is a single GEMM (rows: q_proj, then k_proj, then v_proj, as HF's separate Linears).
+/// projection is a single GEMM (rows: q_proj, then k_proj, then v_proj, as HF's separate Linears); the
+/// fused copy replaces the three mapped originals (their pages are released). The other weights are
+/// used as stored (in place in the memory map when F32).
 final class EncoderLayer {
     let ln1g: Param, ln1b: Param
     let wqkv: Param, bqkv: Param      // [3W, W], [3W]
@@ -15,14 +17,9 @@ final class EncoderLayer {
         let w = c.hiddenSize, i = c.intermediateSize
         func t(_ k: String, _ s: [Int]) throws -> Param { try loader.param(prefix + k, s, hint: Self.hint) }
         ln1g = try t("layer_norm1.weight", [w]); ln1b = try t("layer_norm1.bias", [w])
-        let q = try loader.take(prefix + "self_attn.q_proj.weight", [w, w], hint: Self.hint)
-        let k = try loader.take(prefix + "self_attn.k_proj.weight", [w, w], hint: Self.hint)
-        let v = try loader.take(prefix + "self_attn.v_proj.weight", [w, w], hint: Self.hint)
-        wqkv = Param(shape: [3 * w, w], values: q + k + v)
-        let qb = try loader.take(prefix + "self_attn.q_proj.bias", [w])
-        let kb = try loader.take(prefix + "self_attn.k_proj.bias", [w])
-        let vb = try loader.take(prefix + "self_attn.v_proj.bias", [w])
-        bqkv = Param(shape: [3 * w], values: qb + kb + vb)
+        wqkv = try loader.fused(["q_proj", "k_proj", "v_proj"].map { prefix + "self_attn.\($0).weight" }, [w, w],
+                                hint: Self.hint)
+        bqkv = try loader.fused(["q_proj", "k_proj", "v_proj"].map { prefix + "self_attn.\($0).bias" }, [w])
         wo = try t("self_attn.out_proj.weight", [w, w]); bo = try t("self_attn.out_proj.bias", [w])
         ln2g = try t("layer_norm2.weight", [w]); ln2b = try t("layer_norm2.bias", [w])
         w1 = try t("mlp.fc1.weight", [i, w]); b1 = try t("mlp.fc1.bias", [i])
@@ -30,6 +27,8 @@ final class EncoderLayer {
     }
 
     static let hint = "does config.json describe this checkpoint (hidden_size, intermediate_size)?"
+
+    var params: [Param] { [ln1g, ln1b, wqkv, bqkv, wo, bo, ln2g, ln2b, w1, b1, w2, b2] }
 }
 
 /// Scratch buffers for one forward chunk of `rows` packed tokens; reused across layers.

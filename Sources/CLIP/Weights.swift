@@ -1,30 +1,48 @@
 import Foundation
 import SafeTensors
 
-/// A weight tensor owned by the model: a stable Float buffer (the kernels take raw pointers).
+/// A weight tensor of the model: a stable, read-only Float buffer (the kernels take raw pointers).
+/// Either the checkpoint's own bytes in its memory map (an F32 tensor whose layout the model uses as
+/// stored: no copy, and only the pages the forward pass touches are resident), or memory the loader
+/// owns (a converted F16/BF16 tensor, a fused q/k/v matrix), in which case the mapped source pages
+/// have been released.
 public final class Param: @unchecked Sendable {
     public let shape: [Int]
     public let count: Int
-    public let data: UnsafeMutablePointer<Float>
+    public let p: UnsafePointer<Float>
+    /// nil when `p` points into a memory map.
+    private let owned: UnsafeMutablePointer<Float>?
+    /// Keeps the mapped file alive while `p` points into it.
+    private let mapping: AnyObject?
 
-    init(shape: [Int]) {
+    /// Zeroed memory of its own, filled by the loader before the model uses it.
+    init(shape: [Int], fill: (UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows {
         self.shape = shape
         count = shape.reduce(1, *)
-        data = .allocate(capacity: max(count, 1))
+        let data = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
         data.initialize(repeating: 0, count: max(count, 1))
+        owned = data
+        mapping = nil
+        p = UnsafePointer(data)
+        do { try fill(UnsafeMutableBufferPointer(start: data, count: count)) } catch {
+            data.deallocate()
+            throw error
+        }
     }
 
-    init(shape: [Int], values: [Float]) {
-        precondition(values.count == shape.reduce(1, *))
+    /// A view of `count` Floats inside a memory map owned by `mapping`.
+    init(shape: [Int], mapped: UnsafePointer<Float>, mapping: AnyObject) {
         self.shape = shape
-        count = values.count
-        data = .allocate(capacity: max(count, 1))
-        values.withUnsafeBufferPointer { data.initialize(from: $0.baseAddress!, count: count) }
+        count = shape.reduce(1, *)
+        p = mapped
+        owned = nil
+        self.mapping = mapping
     }
 
-    deinit { data.deallocate() }
-    public var p: UnsafePointer<Float> { UnsafePointer(data) }
-    public var array: [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+    deinit { owned?.deallocate() }
+    /// Whether the values live in the checkpoint's memory map (no copy).
+    public var isMapped: Bool { owned == nil }
+    public var array: [Float] { Array(UnsafeBufferPointer(start: p, count: count)) }
 }
 
 /// The HF key table: the single source of truth for weight names, one function per tower
@@ -82,12 +100,20 @@ public enum WeightTable {
 }
 
 /// Strict loading: every requested key must exist with the expected shape; afterwards every key of the
-/// checkpoint must have been consumed (or be a known buffer), so a misspelt key can never become a
-/// silently random layer.
+/// checkpoint must have been consumed, checked or be a known buffer, so a misspelt key can never become
+/// a silently random layer.
+///
+/// Memory: F32 tensors the model uses as stored are not copied (`Param` points into the map); every
+/// other tensor is converted straight into the model's buffer and its mapped pages are released at
+/// once, so a converted or fused copy replaces the original instead of sitting beside it.
 final class StrictLoader {
     let checkpoint: SafeTensorsCheckpoint
     let file: String
+    /// Keys whose values were read into the model.
     private(set) var consumed: Set<String> = []
+    /// Keys of a tower that is not loaded: checked against the table (name and shape, from the header),
+    /// never read.
+    private(set) var checked: Set<String> = []
 
     init(_ checkpoint: SafeTensorsCheckpoint, file: String) {
         self.checkpoint = checkpoint
@@ -107,7 +133,8 @@ final class StrictLoader {
 
     func has(_ key: String) -> Bool { names.contains(resolve(key)) }
 
-    func take(_ tableKey: String, _ shape: [Int], hint: String = "") throws -> [Float] {
+    /// The checkpoint key of `tableKey` after checking that it exists with `shape`.
+    func require(_ tableKey: String, _ shape: [Int], hint: String = "") throws -> String {
         let key = resolve(tableKey)
         guard names.contains(key) else {
             throw CLIPError.missingTensor(file: file, key: key, expectedShape: shape)
@@ -118,18 +145,59 @@ final class StrictLoader {
         guard same else {
             throw CLIPError.shapeMismatch(file: file, key: key, expected: shape, found: info.shape, hint: hint)
         }
+        return key
+    }
+
+    func take(_ tableKey: String, _ shape: [Int], hint: String = "") throws -> [Float] {
+        let key = try require(tableKey, shape, hint: hint)
         consumed.insert(key)
         return try checkpoint.floats(key)
     }
 
-    func param(_ key: String, _ shape: [Int], hint: String = "") throws -> Param {
-        Param(shape: shape, values: try take(key, shape, hint: hint))
+    /// The tensor as a Param of shape `as` (default: `shape`; same element order): in place when the
+    /// checkpoint stores it as F32, else converted into the Param's buffer and the mapped pages released.
+    func param(_ tableKey: String, _ shape: [Int], as viewShape: [Int]? = nil, hint: String = "") throws -> Param {
+        let key = try require(tableKey, shape, hint: hint)
+        consumed.insert(key)
+        let target = viewShape ?? shape
+        if let p = try checkpoint.mappedFloats(key) {
+            return Param(shape: target, mapped: p, mapping: try checkpoint.file(for: key))
+        }
+        let param = try Param(shape: target) { try checkpoint.floats(key, into: $0) }
+        try checkpoint.releasePages(key)
+        return param
+    }
+
+    /// Tensors of the same trailing shape stacked along the first axis into one owned Param (q, k, v ->
+    /// [3W, W]); each source's mapped pages are released once it is copied, so the fused matrix
+    /// replaces the three originals in the resident set.
+    func fused(_ tableKeys: [String], _ shape: [Int], hint: String = "") throws -> Param {
+        let keys = try tableKeys.map { try require($0, shape, hint: hint) }
+        let n = shape.reduce(1, *)
+        let param = try Param(shape: [keys.count * shape[0]] + shape.dropFirst()) { buf in
+            for (i, key) in keys.enumerated() {
+                try checkpoint.floats(key, into: UnsafeMutableBufferPointer(rebasing: buf[(i * n)..<((i + 1) * n)]))
+            }
+        }
+        for key in keys {
+            consumed.insert(key)
+            try checkpoint.releasePages(key)
+        }
+        return param
+    }
+
+    /// A tower that is not loaded: each of its keys, if the checkpoint has it, must have the table's
+    /// shape (read from the header; the values are never read). Absent keys are allowed.
+    func check(_ table: [(key: String, shape: [Int])], hint: String = "") throws {
+        for (tableKey, shape) in table where has(tableKey) {
+            checked.insert(try require(tableKey, shape, hint: hint))
+        }
     }
 
     /// Consumes known buffers, then fails on anything left over.
     func finish() throws {
         for b in WeightTable.knownBuffers.map(resolve) where names.contains(b) { consumed.insert(b) }
-        let left = names.subtracting(consumed).sorted()
+        let left = names.subtracting(consumed).subtracting(checked).sorted()
         if !left.isEmpty { throw CLIPError.unexpectedTensors(file: file, keys: left) }
     }
 }

@@ -73,6 +73,17 @@ public final class SafeTensorsCheckpoint: @unchecked Sendable {
         try f.floats(name, into: out)
     }
 
+    /// `SafeTensorsFile.mappedFloats` of the file holding `name`: the F32 elements in place, or nil.
+    /// Keep `file(for: name)` alive as long as the pointer is used.
+    public func mappedFloats(_ name: String) throws(SafeTensorsError) -> UnsafePointer<Float>? {
+        try file(for: name).mappedFloats(name)
+    }
+
+    /// `SafeTensorsFile.releasePages` of the file holding `name`.
+    public func releasePages(_ name: String) throws(SafeTensorsError) {
+        try file(for: name).releasePages(name)
+    }
+
     /// The file holding `name` (for raw access through `SafeTensorsFile.withRawBytes`).
     public func file(for name: String) throws(SafeTensorsError) -> SafeTensorsFile {
         guard let f = location[name] else { throw .unknownTensor(file: path, tensor: name) }

@@ -99,6 +99,31 @@ public final class SafeTensorsFile: @unchecked Sendable {
         if out.count > 0 { Conversion.toFloat(t.dtype, base.advanced(by: dataStart + t.dataOffsets.lowerBound), out.baseAddress!, out.count) }
     }
 
+    /// The tensor's elements in place, in the memory map, when they can be used as Float without a copy:
+    /// stored as F32 at a 4-byte aligned address (safetensors writers align the data section to 8 bytes,
+    /// so F32 tensors always are). nil otherwise (convert with `floats(_:into:)`). The pointer is
+    /// valid while this file object is alive; the memory is read-only.
+    public func mappedFloats(_ name: String) throws(SafeTensorsError) -> UnsafePointer<Float>? {
+        let t = try info(name)
+        let p = base.advanced(by: dataStart + t.dataOffsets.lowerBound)
+        guard t.dtype == .f32, Int(bitPattern: p) % MemoryLayout<Float>.alignment == 0 else { return nil }
+        return p.assumingMemoryBound(to: Float.self)
+    }
+
+    /// Drops this process's copies of the tensor's pages (`madvise(MADV_DONTNEED)` on the whole pages
+    /// inside its byte range): call it once the tensor has been converted or copied elsewhere, so the
+    /// mapped pages no longer count in the resident set beside the copy. The mapping is private and
+    /// never written, so nothing is lost: a later read faults the pages in again from the file.
+    public func releasePages(_ name: String) throws(SafeTensorsError) {
+        let t = try info(name)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = Int(bitPattern: base) + dataStart + t.dataOffsets.lowerBound
+        let end = Int(bitPattern: base) + dataStart + t.dataOffsets.upperBound
+        let first = (start + page - 1) / page * page, last = end / page * page
+        guard last > first else { return }
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, Int32(MADV_DONTNEED))
+    }
+
     /// The tensor's bytes as stored (little-endian, `dtype` encoding), valid only inside `body`.
     public func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let t = try info(name)

@@ -234,5 +234,6 @@ func loadSlices<T: Real>(_ slices: [NamedSlice<T>], from directory: URL) throws 
         }
         let v = try ckpt.floats(slice.key)
         for i in 0..<v.count { slice.tensor.data[slice.offset + i] = T(v[i]) }
+        try ckpt.releasePages(slice.key)   // the copy replaces the mapped pages in the resident set
     }
 }

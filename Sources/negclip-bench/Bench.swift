@@ -7,6 +7,7 @@ struct NegclipBench: ParsableCommand {
         abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
         subcommands: [
             EncodeBench.self,
+            MemoryBench.self,
             DumpBench.self,
             ParityDump.self,
             TokenizeBench.self,

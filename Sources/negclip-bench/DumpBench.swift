@@ -32,7 +32,7 @@ struct DumpBench: ParsableCommand {
     var writerOnly = false
 
     func run() throws {
-        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
+        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model), towers: .text)   // as `negclip dump`
         guard let text = m.text else { throw CLIPError.noTower(file: model, tower: "text") }
         let c = text.config
         let eos = Int32(min(c.eosTokenID == 2 ? c.vocabSize - 1 : c.eosTokenID, c.vocabSize - 1))
@@ -148,13 +148,6 @@ struct DumpBench: ParsableCommand {
     }
 
     func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
-
-    /// Peak resident set size of this process (Linux: ru_maxrss is in KiB).
-    func peakRSSMiB() -> Double {
-        var u = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &u)
-        return Double(u.ru_maxrss) / 1024
-    }
 }
 
 extension TokenMode: ExpressibleByArgument {}

@@ -47,9 +47,13 @@ struct EncodeBench: ParsableCommand {
     @Flag(help: "Also report where the time goes, per kernel family.") var profile = false
 
     func run() throws {
-        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model))
+        let m = try CLIPModel.load(directory: URL(fileURLWithPath: model), towers: images > 0 ? .all : .text)
         var report: [String: Any] = ["tool": "negclip-bench", "threads": Parallel.threads,
-                                     "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable]
+                                     "model_sha256": m.weightsSHA256, "simd": Kernels.simdAvailable,
+                                     "rss_after_model_load_mib": peakRSSMiB()]
+        for (name, bytes) in [("text", m.text?.weightBytes), ("vision", m.vision?.weightBytes)] {
+            if let bytes { report[name + "_weights_mib"] = ["mapped": Double(bytes.mapped) / 1_048_576, "owned": Double(bytes.owned) / 1_048_576] }
+        }
         if let text = m.text {
             let c = text.config
             let seqs = benchmarkCaptions(count: texts, seed: seed, vocab: c.vocabSize,
@@ -82,6 +86,7 @@ struct EncodeBench: ParsableCommand {
                                 "images_per_s": Double(calls * imageBatch) / best]
             if profile { report["vision_profile"] = try profiled(pass) }
         }
+        report["peak_rss_mib"] = peakRSSMiB()
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         print(String(decoding: data, as: UTF8.self))
     }

@@ -61,7 +61,7 @@ struct DumpCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let model = try modelOptions.load()
+        let model = try modelOptions.load(towers: images ? .all : .text)
         let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
         let L = dumper.numHiddenLayers
         let layerList = try layers.map(parseLayerList) ?? Array(0...L)

@@ -11,7 +11,10 @@ struct ModelOptions: ParsableArguments {
         valueName: "dir"))
     var model: String
 
-    func load() throws -> CLIPModel { try CLIPModel.load(directory: URL(fileURLWithPath: model)) }
+    /// `towers`: what the command uses; a tower it does not use is never read (docs/performance.md, memory).
+    func load(towers: CLIPModel.Towers = .all) throws -> CLIPModel {
+        try CLIPModel.load(directory: URL(fileURLWithPath: model), towers: towers)
+    }
 }
 
 struct EncodeCommand: ParsableCommand {
@@ -35,7 +38,7 @@ struct EncodeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try modelOptions.load()
+        let model = try modelOptions.load(towers: image.isEmpty ? .text : text.isEmpty ? .vision : .all)
         var out: [String: Any] = [
             "model": ["path": modelOptions.model, "weights_sha256": model.weightsSHA256,
                       "config_sha256": model.configSHA256],

@@ -71,8 +71,11 @@ struct TrainCommand: ParsableCommand {
         }
         guard let hingeForm = TextHinge(rawValue: hinge) else { throw ValidationError("--hinge: expected released or shifted, found \(hinge)") }
         let modelURL = URL(fileURLWithPath: modelOptions.model), dataURL = URL(fileURLWithPath: data)
-        let model = try modelOptions.load()
-        guard let tokenizer = model.tokenizer else { throw ValidationError("\(modelOptions.model): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
+        // The frozen base model only embeds the images (the trained text tower is `params`, read on its
+        // own), so its text tower is never loaded, and it is released once the images are embedded.
+        var frozen: CLIPModel? = try modelOptions.load(towers: .vision)
+        let model = (weightsSHA256: frozen!.weightsSHA256, config: frozen!.config)
+        guard let tokenizer = frozen!.tokenizer else { throw ValidationError("\(modelOptions.model): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
         let params = try TextTowerParameters<Float>.load(directory: modelURL)
         let layers = params.config.numHiddenLayers
         let groups = try TrainableSpec.parse(trainable, layers: layers)
@@ -102,12 +105,15 @@ struct TrainCommand: ParsableCommand {
         if truncated > 0 { log("data: " + truncationLine(truncated, contextLength: tokenizer.contextLength)) }
         guard !imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
         let t0 = Date()
-        let embedder = try CLIPEmbeddingModel(model)
         var embeds: [Float] = []
-        for start in stride(from: 0, to: imagePaths.count, by: 64) {
-            let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
-            embeds += try embedder.embedImages(part)
+        do {
+            let embedder = try CLIPEmbeddingModel(frozen!)
+            for start in stride(from: 0, to: imagePaths.count, by: 64) {
+                let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
+                embeds += try embedder.embedImages(part)
+            }
         }
+        frozen = nil
         log("data: \(presence.count) presence + \(absence.count) absence items, \(imagePaths.count) images embedded by the frozen vision tower (\(String(format: "%.1f", Date().timeIntervalSince(t0))) s)")
         let set = CaptionTrainingSet(imageEmbeds: embeds, dim: model.config.projectionDim, presence: presence, absence: absence)
 

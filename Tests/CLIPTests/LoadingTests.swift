@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 import SafeTensors
 import Testing
 import TestSupport
@@ -157,6 +158,116 @@ import TestSupport
         } catch let e as CLIPError {
             #expect(e.description.contains("config key '\(key)'") && e.description.contains(url.path), "\(e)")
         }
+    }
+
+    // MARK: loading what a command uses (docs/performance.md, memory)
+
+    func textKeys(_ c: CLIPConfig) -> Set<String> { Set(WeightTable.text(c.text!).map(\.key) + [WeightTable.textProjection]) }
+    func visionKeys(_ c: CLIPConfig) -> Set<String> { Set(WeightTable.vision(c.vision!).map(\.key) + [WeightTable.visualProjection]) }
+
+    @Test func textOnlyLoadReadsExactlyTheTextTensors() throws {
+        let full = try Goldens.model("tiny-clip")
+        let text = try CLIPModel.load(directory: Fixtures.url("tiny-clip"), towers: .text)
+        #expect(text.vision == nil && text.text != nil)
+        #expect(text.consumedKeys == textKeys(full.config).union([WeightTable.logitScale]))
+        #expect(text.consumedKeys.isDisjoint(with: visionKeys(full.config)))
+        let ids = Goldens.idsOf("tiny-clip")
+        let a = try text.encodeText(ids: ids, tokens: .all), b = try full.encodeText(ids: ids, tokens: .all)
+        #expect(a.eosHiddenStates == b.eosHiddenStates && a.tokenHiddenStates! == b.tokenHiddenStates!)
+        #expect(a.pooled == b.pooled && a.embeds == b.embeds)
+        #expect(text.logitScale == full.logitScale && text.weightsSHA256 == full.weightsSHA256)
+        #expect(throws: CLIPError.self) { try text.encodeImages(pixels: [], count: 0) }
+    }
+
+    @Test func visionOnlyLoadReadsExactlyTheVisionTensors() throws {
+        let full = try Goldens.model("tiny-clip")
+        let vision = try CLIPModel.load(directory: Fixtures.url("tiny-clip"), towers: .vision)
+        #expect(vision.text == nil && vision.vision != nil)
+        #expect(vision.consumedKeys == visionKeys(full.config).union([WeightTable.logitScale]))
+        let s = full.config.vision!.imageSize
+        let pixels = (0..<(2 * 3 * s * s)).map { Float(($0 * 37) % 101 - 50) / 64 }
+        #expect(try vision.encodeImages(pixels: pixels, count: 2).embeds == (try full.encodeImages(pixels: pixels, count: 2).embeds))
+        #expect(throws: CLIPError.self) { try vision.encodeText(ids: [[1012, 1013]]) }
+    }
+
+    @Test func textOnlyLoadNeedsNoVisionTensorsButAFullLoadDoes() throws {
+        let cfg = try Goldens.model("tiny-clip").config
+        let vision = visionKeys(cfg).union([WeightTable.logitScale])
+        let dir = try makeCheckpoint(from: "tiny-clip", tensors: try tensors(of: "tiny-clip").filter { !vision.contains($0.name) })
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let text = try CLIPModel.load(directory: dir, towers: .text)
+        let ids = Goldens.idsOf("tiny-clip")
+        #expect(try text.encodeText(ids: ids).embeds == (try Goldens.model("tiny-clip").encodeText(ids: ids).embeds))
+        #expect(text.logitScale == nil)
+        let msg = try #require(loadError(dir))
+        #expect(msg.contains("missing tensor vision_model."), "\(msg)")
+        #expect(throws: CLIPError.self) { try CLIPModel.load(directory: dir, towers: .vision) }
+    }
+
+    @Test func textOnlyLoadStillRefusesAVisionTensorOfTheWrongShapeOrAnUnknownKey() throws {
+        var t = try tensors(of: "tiny-clip")
+        let i = t.firstIndex { $0.name == "vision_model.encoder.layers.1.mlp.fc1.weight" }!
+        t[i].shape = [t[i].shape[1], t[i].shape[0]]
+        let dir = try makeCheckpoint(from: "tiny-clip", tensors: t)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        do {
+            _ = try CLIPModel.load(directory: dir, towers: .text)
+            Issue.record("a wrong-shaped vision tensor must fail a text-only load too")
+        } catch {
+            #expect("\(error)".contains("vision_model.encoder.layers.1.mlp.fc1.weight: expected"), "\(error)")
+        }
+        var u = try tensors(of: "tiny-clip")
+        u.append((name: "vision_model.encoder.layers.9.mlp.fc1.weight", shape: [2], dtype: .f32, values: [1, 2]))
+        let dir2 = try makeCheckpoint(from: "tiny-clip", tensors: u)
+        defer { try? FileManager.default.removeItem(at: dir2) }
+        do {
+            _ = try CLIPModel.load(directory: dir2, towers: .text)
+            Issue.record("an unexpected tensor must fail a text-only load")
+        } catch {
+            #expect("\(error)".contains("unexpected") && "\(error)".contains("layers.9"), "\(error)")
+        }
+    }
+
+    @Test func oneTowerLoadOfACheckpointWithoutThatTowerIsAnError() throws {
+        #expect(throws: CLIPError.noTower(file: Fixtures.url("tiny-vision").path, tower: "text")) {
+            try CLIPModel.load(directory: Fixtures.url("tiny-vision"), towers: .text)
+        }
+        #expect(throws: CLIPError.noTower(file: Fixtures.url("tiny-text-proj").path, tower: "vision")) {
+            try CLIPModel.load(directory: Fixtures.url("tiny-text-proj"), towers: .vision)
+        }
+        #expect(try CLIPModel.load(directory: Fixtures.url("tiny-text-proj"), towers: .text).text != nil)
+    }
+
+    /// F32 weights are used in place from the memory map; only the fused q/k/v matrices are copies.
+    /// F16/BF16 weights are converted copies (and their mapped pages released).
+    @Test(arguments: ["tiny-clip", "tiny-clip-fp16", "tiny-clip-bf16"])
+    func f32WeightsAreUsedFromTheMapAndOnlyConvertedOrFusedOnesAreCopied(fixture: String) throws {
+        let m = try CLIPModel.load(directory: Fixtures.url(fixture))
+        let ck = try SafeTensorsCheckpoint(url: Fixtures.url(fixture))
+        for (tower, bytes, prefix, tc) in [("text", m.text!.weightBytes, "text_model.", m.config.text!.tower),
+                                           ("vision", m.vision!.weightBytes, "vision_model.", m.config.vision!.tower)] {
+            let proj = tower == "text" ? WeightTable.textProjection : WeightTable.visualProjection
+            let total = 4 * (try ck.names.filter { $0.hasPrefix(prefix) || $0 == proj }.reduce(0) { $0 + (try ck.info($1).elementCount) })
+            let w = tc.hiddenSize
+            let fused = 4 * tc.numHiddenLayers * (3 * w * w + 3 * w)
+            #expect(bytes.mapped + bytes.owned == total, "\(fixture) \(tower)")
+            if fixture == "tiny-clip" {
+                #expect(bytes.owned == fused && bytes.mapped == total - fused, "\(fixture) \(tower): \(bytes)")
+            } else {
+                #expect(bytes.mapped == 0 && bytes.owned == total, "\(fixture) \(tower): \(bytes)")
+            }
+        }
+    }
+
+    @Test func weightHashIsTheSameReadInPiecesAsWhole() throws {
+        // 9 MiB + 3 bytes: three 4 MiB reads, the last one short.
+        let dir = try Fixtures.tempDir("sha")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("blob")
+        let bytes = Data((0..<(9 << 20) + 3).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) })
+        try bytes.write(to: url)
+        #expect(try SHA256Hasher.hex(fileAt: url) == SHA256Hasher.hex(bytes))
+        #expect(SHA256Hasher.hex(Data("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
     @Test func badTokenInputsAreErrorsNotCrashes() throws {

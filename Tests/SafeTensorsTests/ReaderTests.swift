@@ -84,6 +84,29 @@ struct JSONAny: Decodable {
         }
     }
 
+    /// F32 tensors are handed out in place (no copy) when aligned; other dtypes and misaligned F32 are not.
+    @Test func mappedFloatsAreTheStoredF32ValuesInPlace() throws {
+        let values = ST.formula(3000)   // 12,000 bytes: spans whole pages, so releasePages drops some
+        let u = try Fixtures.tempDir("mapped").appendingPathComponent("m.safetensors")
+        try SafeTensorsWriter.write([(name: "w", shape: [3000], dtype: .f32, values: values),
+                                     (name: "h", shape: [4], dtype: .f16, values: ST.formula(4))], metadata: [:], to: u)
+        let f = try SafeTensorsFile(url: u)
+        let p = try #require(try f.mappedFloats("w"))
+        expectExact("mapped w", got: Array(UnsafeBufferPointer(start: p, count: 3000)), want: values)
+        #expect(try f.mappedFloats("h") == nil)
+        // Dropping the pages loses nothing: the next read faults them in again from the file.
+        try f.releasePages("w")
+        try f.releasePages("h")
+        expectExact("after releasePages", got: Array(UnsafeBufferPointer(start: p, count: 3000)), want: values)
+        expectExact("floats after releasePages", got: try f.floats("w"), want: values)
+        // A header of 10 bytes puts the data section at offset 18: F32 there is not Float-aligned.
+        let header = #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
+        let padded = header + String(repeating: " ", count: (4 - (8 + header.utf8.count) % 4) % 4 + 2)
+        let odd = try SafeTensorsFile(url: try ST.temp(ST.craft(header: padded, data: [0, 0, 128, 63, 0, 0, 0, 64]), name: "odd.safetensors"))
+        #expect(try odd.mappedFloats("a") == nil)
+        #expect(try odd.floats("a") == [1, 2])
+    }
+
     /// The branch-free F16 widening against Swift's Float16 for all 65536 bit patterns.
     @Test func halfToFloatExhaustive() {
         var got = [Float](), want = [Float]()
