@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
-        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors"],
+        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
 
         // MARK: tools

@@ -25,5 +25,6 @@ struct Negclip: ParsableCommand {
             MakeWorldCommand.self,
             EvaluateCommand.self,
             TrainCommand.self,
+            PretrainCommand.self,
         ])
 }
