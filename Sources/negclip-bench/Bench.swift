@@ -11,5 +11,6 @@ struct NegclipBench: ParsableCommand {
             ParityDump.self,
             TokenizeBench.self,
             TrainBench.self,
+            PretrainBench.self,
         ])
 }
