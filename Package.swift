@@ -70,7 +70,7 @@ let package = Package(
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
-        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
+        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
     ]
 )

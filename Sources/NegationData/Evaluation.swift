@@ -138,9 +138,11 @@ public struct Evaluator {
         // Generalisation slices: "metric@tag" for each held-out tag, "metric@seen" for items with
         // none (only when the data has held-out items at all, else it would repeat the metric).
         let anyHeldOut = records.contains { $0.tags.contains { $0.hasPrefix("heldout") } }
-        func add(_ metric: String, _ value: Double, tags: [String], ignoring: String? = nil) {
+        // A caption record holds a presence and an absence item: tags ending in "-absence" slice
+        // only absence, those ending in "-presence" only presence.
+        func add(_ metric: String, _ value: Double, tags: [String], ignoring suffix: String? = nil) {
             scores[metric, default: []].append(value)
-            let held = tags.filter { $0.hasPrefix("heldout") && $0 != ignoring }
+            let held = tags.filter { $0.hasPrefix("heldout") && !(suffix.map($0.hasSuffix) ?? false) }
             for tag in held { scores["\(metric)@\(tag)", default: []].append(value) }
             if held.isEmpty && anyHeldOut { scores["\(metric)@seen", default: []].append(value) }
         }
@@ -151,7 +153,7 @@ public struct Evaluator {
                 guard ok(img) else { skipped["image could not be embedded", default: 0] += 1; continue }
                 if let n = r.presenceNegated {
                     add("presence", Metrics.pairScore(right: cos(r.caption, img), wrong: cos(n, img)),
-                        tags: r.tags, ignoring: "heldout-template-absence")
+                        tags: r.tags, ignoring: "-absence")
                 }
                 if let f = r.foil {
                     scores["foil", default: []].append(Metrics.pairScore(right: cos(r.caption, img), wrong: cos(f, img)))
@@ -163,7 +165,7 @@ public struct Evaluator {
                         skipped["absence: contrast image could not be embedded", default: 0] += 1
                     } else if let c = r.absenceContrastImage {
                         add("absence", Metrics.pairScore(right: cos(a, img), wrong: cos(a, ImageRequest(path: c))),
-                            tags: r.tags, ignoring: "heldout-template-presence")
+                            tags: r.tags, ignoring: "-presence")
                     } else {
                         skipped["absence: no contrast image", default: 0] += 1
                     }

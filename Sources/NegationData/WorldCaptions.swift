@@ -1,16 +1,19 @@
 import Foundation
 
-/// What a world caption claims: every `required` kind is in the image and no `forbidden` kind is.
-/// Truth is "contains", not "exactly", so a caption naming two of three objects is still true;
-/// this is what makes retrieval by truth well defined.
+/// What a world caption claims: every `required` kind is in the image and no `forbidden` kind is;
+/// with `exact` ("only ..."), the required kinds are all the image shows. Otherwise truth is
+/// "contains", not "exactly", so a caption naming two of three objects is still true; this is
+/// what makes retrieval by truth well defined.
 public struct CaptionMeaning: Equatable, Sendable {
     public var required: [ObjectKind]
     public var forbidden: [ObjectKind]
-    public init(required: [ObjectKind], forbidden: [ObjectKind]) {
-        self.required = required; self.forbidden = forbidden
+    public var exact: Bool
+    public init(required: [ObjectKind], forbidden: [ObjectKind], exact: Bool = false) {
+        self.required = required; self.forbidden = forbidden; self.exact = exact
     }
     public func isTrue(of kinds: Set<ObjectKind>) -> Bool {
         required.allSatisfy(kinds.contains) && !forbidden.contains(where: kinds.contains)
+            && (!exact || kinds.count == Set(required).count)
     }
 }
 
@@ -32,7 +35,8 @@ public enum AffirmativeTemplate: Int, CaseIterable, Sendable {
 
 /// Negation templates. In every template the negation cue ("no", "without", "not") comes right
 /// before the object it negates, and negates only that object: the scope rule the label test
-/// re-derives from the text.
+/// re-derives from the text. `no-only` with a list ("no red circle, only a blue square") also
+/// says the listed objects are all the image shows.
 public enum NegationTemplate: String, CaseIterable, Codable, Sendable {
     case butNo = "but-no"
     case thereIsNo = "there-is-no"
@@ -82,12 +86,13 @@ public enum WorldCaptions {
         (template.render(objectList(kinds)), CaptionMeaning(required: kinds, forbidden: []))
     }
 
-    /// `kinds` may be empty (then only the negated object is named).
+    /// `kinds` may be empty (then only the negated object is named). With `no-only` and a list,
+    /// the caption is true only of images that show exactly `kinds`.
     public static func negated(_ kinds: [ObjectKind], negating: ObjectKind, affirmative: AffirmativeTemplate,
                                template: NegationTemplate) -> (String, CaptionMeaning) {
         let list = kinds.isEmpty ? nil : objectList(kinds)
         let text = template.render(affirmative: list.map(affirmative.render), list: list, negated: negating.name)
-        return (text, CaptionMeaning(required: kinds, forbidden: [negating]))
+        return (text, CaptionMeaning(required: kinds, forbidden: [negating], exact: template == .noOnly && !kinds.isEmpty))
     }
 
     /// Every word the world's captions can contain, for the world vocabulary (sorted).

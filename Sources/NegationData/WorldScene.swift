@@ -75,6 +75,18 @@ public enum WorldShape: String, CaseIterable, Codable, Sendable {
             return abs(dx) <= (dy + 1) / 1.8
         }
     }
+
+    /// How far the shape reaches from its centre, in units of the radius: the largest |(dx, dy)|
+    /// that `contains` accepts (a square's corner, the triangle's base corners, the end of a
+    /// cross arm's edge). Layout checks use `radius * extent`, never the bare radius.
+    public var extent: Double {
+        switch self {
+        case .circle, .ring, .diamond: return 1
+        case .square: return (0.8 * 0.8 * 2).squareRoot()
+        case .triangle: return (1 + 0.8 * 0.8).squareRoot()
+        case .cross: return (1 + 0.3 * 0.3).squareRoot()
+        }
+    }
 }
 
 /// A colour-shape combination, the unit of the world's semantics ("red circle").
@@ -112,40 +124,68 @@ public struct SceneObject: Codable, Equatable, Sendable {
     public var radius: Double
 }
 
-/// A scene: distinct object kinds (never two red circles, so captions need no counting) at
-/// non-overlapping positions, plus the seed of its background noise.
+/// A disc that holds one object: centre and radius in pixels. Objects are drawn inside their slot
+/// (`SceneObject.radius * shape.extent == bound`), so disjoint slots mean disjoint shapes.
+public struct Slot: Equatable, Sendable {
+    public var x: Double
+    public var y: Double
+    public var bound: Double
+}
+
+/// A scene: distinct object kinds (never two red circles, so captions need no counting) in
+/// disjoint slots, plus the seed of its background noise.
 public struct Scene: Codable, Equatable, Sendable {
     public var objects: [SceneObject]
     public var noiseSeed: UInt64
     public var kinds: Set<ObjectKind> { Set(objects.map(\.kind)) }
     public var objectNames: [String] { objects.map(\.kind.name) }
 
-    /// Place `kinds` at random non-overlapping positions in a size x size image. The radius range
-    /// shrinks with the number of objects so that four always fit.
-    public static func random(kinds: [ObjectKind], size: Int, rng: inout SplitMix64) -> Scene {
-        var objects: [SceneObject] = []
-        for kind in kinds { objects.append(place(kind, among: objects, size: size, rng: &rng)) }
-        return Scene(objects: objects, noiseSeed: rng.next())
+    /// Bounding radii of the slots as fractions of the image side.
+    static let boundRange = (0.09, 0.18)
+
+    /// `count` (at most 4) pairwise disjoint slots inside a size x size image, at least 1 pixel
+    /// apart and 1 pixel from the border. Rejection sampling first; when a layout jams (an
+    /// unlucky early slot leaves no room), a fresh layout, and after 20 of those one slot per
+    /// quadrant, which always fits: so the guarantee never depends on luck.
+    public static func slots(count: Int, size: Int, rng: inout SplitMix64) -> [Slot] {
+        precondition((0...4).contains(count))
+        let s = Double(size)
+        let bMin = boundRange.0 * s, bMax = min(boundRange.1 * s, s / 4 - 1)
+        for _ in 0..<20 {
+            var slots: [Slot] = []
+            for _ in 0..<count {
+                for _ in 0..<50 {
+                    let b = rng.uniform(bMin, bMax)
+                    let x = rng.uniform(b + 1, s - b - 1), y = rng.uniform(b + 1, s - b - 1)
+                    let free = slots.allSatisfy { o in
+                        let dx = o.x - x, dy = o.y - y
+                        return (dx * dx + dy * dy).squareRoot() >= o.bound + b + 1
+                    }
+                    if free { slots.append(Slot(x: x, y: y, bound: b)); break }
+                }
+            }
+            if slots.count == count { return slots }
+        }
+        // Quadrants of side s/2; a slot stays 1 pixel inside its quadrant, so two slots are at
+        // least 2 pixels apart.
+        var quadrants = [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)]
+        rng.shuffle(&quadrants)
+        return quadrants.prefix(count).map { q in
+            let b = rng.uniform(bMin, bMax)
+            let x0 = q.0 * s, y0 = q.1 * s
+            return Slot(x: rng.uniform(x0 + b + 1, x0 + s / 2 - b - 1), y: rng.uniform(y0 + b + 1, y0 + s / 2 - b - 1), bound: b)
+        }
     }
 
-    static func place(_ kind: ObjectKind, among objects: [SceneObject], size: Int, rng: inout SplitMix64) -> SceneObject {
-        let s = Double(size)
-        let rMin = 0.08 * s, rMax = 0.16 * s
-        var best = SceneObject(kind: kind, x: s / 2, y: s / 2, radius: rMin)
-        var bestGap = -Double.infinity
-        // Rejection sampling; keep the least-overlapping try so placement always terminates.
-        for _ in 0..<200 {
-            let r = rng.uniform(rMin, rMax)
-            let x = rng.uniform(r + 1, s - r - 1), y = rng.uniform(r + 1, s - r - 1)
-            var gap = Double.infinity
-            for o in objects {
-                let dx = o.x - x, dy = o.y - y
-                gap = min(gap, (dx * dx + dy * dy).squareRoot() - o.radius - r - 1)
-            }
-            if gap > bestGap { best = SceneObject(kind: kind, x: x, y: y, radius: r); bestGap = gap }
-            if gap >= 0 { break }
-        }
-        return best
+    /// The object `kind` drawn as large as `slot` allows.
+    public static func object(_ kind: ObjectKind, in slot: Slot) -> SceneObject {
+        SceneObject(kind: kind, x: slot.x, y: slot.y, radius: slot.bound / kind.shape.extent)
+    }
+
+    /// Place `kinds` (at most 4) in disjoint slots of a size x size image.
+    public static func random(kinds: [ObjectKind], size: Int, rng: inout SplitMix64) -> Scene {
+        let slots = slots(count: kinds.count, size: size, rng: &rng)
+        return Scene(objects: zip(kinds, slots).map { object($0, in: $1) }, noiseSeed: rng.next())
     }
 
     /// Render to RGB bytes, row-major [size, size, 3]. The background is grey with strong
@@ -160,8 +200,8 @@ public struct Scene: Codable, Equatable, Sendable {
                 let o = (y * size + x) * 3
                 var colour = (base.0, base.1, base.2)
                 var amplitude = 40
-                // Sample at the pixel centre; later objects are drawn on top (they never overlap
-                // by construction, except when placement gave up, which is rare).
+                // Sample at the pixel centre; objects never overlap (disjoint slots), so the order
+                // of drawing does not matter.
                 for obj in objects {
                     let dx = (Double(x) + 0.5 - obj.x) / obj.radius, dy = (Double(y) + 0.5 - obj.y) / obj.radius
                     if obj.kind.shape.contains(dx: dx, dy: dy) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NegationData
+import Provenance
 
 /// `negclip make-world`: write the synthetic negation world (docs/data.md).
 struct MakeWorldCommand: ParsableCommand {
@@ -19,43 +20,50 @@ struct MakeWorldCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the generator (unsigned 64-bit integer).")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Number of scenes over all splits; each scene also gets a contrast image.")
+    @Option(name: .long, help: "Number of scenes over all splits (10-\(WorldConfig.maxSize)); each scene also gets a contrast image.")
     var size: Int = 1000
 
-    @Option(name: .long, help: "Image side in pixels.")
+    @Option(name: .long, help: "Image side in pixels (\(WorldConfig.minImageSize)-\(WorldConfig.maxImageSize)).")
     var imageSize: Int = 64
 
-    @Option(name: .long, help: "Fraction (0-1) of pretraining captions that get a negation clause whose object is drawn without looking at the image.")
+    @Option(name: .long, help: "Fraction (0-1) of pretraining captions that get a negation clause (\"but no Y\") whose object the caption does not name.")
     var noiseNegationRate: Double = 0.25
 
-    @Option(name: .long, help: "Pretraining captions per train image.")
+    @Option(name: .long, help: "Share (0-1) of those negation clauses whose object the image shows (a false caption, like web alt-text); the rest negate an object the image does not show. Expected false pretraining captions: noise rate x this x 3/4 (one-object scenes fall back to an absent object); world.json counts them.")
+    var noiseNegationShownRate: Double = 0
+
+    @Option(name: .long, help: "Pretraining captions per train image (0-\(WorldConfig.maxPretrainCaptionsPerImage)).")
     var pretrainCaptions: Int = 2
 
     @Option(name: .long, help: "Colour-shape combinations held out of train and val (0-5).")
     var heldOutCombinations: Int = 5
 
     @Option(name: .long, parsing: .upToNextOption,
-            help: "Negation templates used only in test (\(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", "))).")
+            help: "Negation templates used only in test (\(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), or none.")
     var heldOutTemplates: [String] = [NegationTemplate.not.rawValue, NegationTemplate.noOnly.rawValue]
 
     func run() throws {
         var config = WorldConfig(seed: seed, size: size)
         config.imageSize = imageSize
         config.noiseNegationRate = noiseNegationRate
+        config.noiseNegationShownRate = noiseNegationShownRate
         config.pretrainCaptionsPerImage = pretrainCaptions
         config.heldOutCombinationCount = heldOutCombinations
-        config.heldOutTemplates = try heldOutTemplates.map { name in
+        config.heldOutTemplates = try heldOutTemplates.filter { $0 != "none" }.map { name in
             guard let t = NegationTemplate(rawValue: name) else {
-                throw ValidationError("--held-out-templates: expected one of \(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(name)\"")
+                throw ValidationError("--held-out-templates: expected one of \(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")) or none, found \"\(name)\"")
             }
             return t
         }
         let start = Date()
         let world = try World.build(config) { Self.log($0) }
         let dir = URL(fileURLWithPath: out)
-        try world.write(to: dir) { Self.log($0) }
+        try world.write(to: dir, provenance: ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine]) {
+            Self.log($0)
+        }
         let seconds = Date().timeIntervalSince(start)
         print("world \(dir.path): \(world.items.count) scenes, \(world.queries.count) queries, " +
+              "\(world.pretrainCounts.captions) pretraining captions (\(world.pretrainCounts.falseCaptions) false), " +
               "held out \(world.heldOutCombinations.map(\.name).joined(separator: ", ")) (\(String(format: "%.1f", seconds)) s)")
     }
 

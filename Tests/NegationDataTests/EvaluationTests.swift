@@ -113,10 +113,12 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
     @Test func heldOutSlicesPartitionTheItems() throws {
         let scores = try Evaluator().itemScores(model: HashModel(), records: Self.records).scores
         let captions = Self.records.compactMap { if case .caption(let c) = $0 { c } else { nil } }
-        let heldPresence = captions.filter { $0.tags.contains { $0 == "heldout-combination" || $0 == "heldout-template-presence" } }
+        let heldPresence = captions.filter { $0.tags.contains { $0 == "heldout-combination-presence" || $0 == "heldout-template-presence" } }
         #expect(!heldPresence.isEmpty)
         #expect(scores["presence@seen"]!.count + heldPresence.count == scores["presence"]!.count)
-        #expect(scores["presence@heldout-combination"]!.count == captions.filter { $0.tags.contains("heldout-combination") }.count)
+        #expect(scores["presence@heldout-combination-presence"]!.count == captions.filter { $0.tags.contains("heldout-combination-presence") }.count)
+        #expect(scores["absence@heldout-combination-absence"]!.count == captions.filter { $0.tags.contains("heldout-combination-absence") }.count)
+        #expect(scores["presence@heldout-combination-absence"] == nil && scores["absence@heldout-combination-presence"] == nil)
         #expect(scores["absence@heldout-template-absence"]!.count == captions.filter { $0.tags.contains("heldout-template-absence") }.count)
         #expect(scores["presence@heldout-template-absence"] == nil && scores["mcq_hybrid@seen"] == nil)
     }
