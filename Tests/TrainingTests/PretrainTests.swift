@@ -183,14 +183,14 @@ enum PretrainFixtures {
 @Suite(.serialized) struct PretrainCLITests {
     static func world() throws -> URL {
         let dir = try Fixtures.tempDir("pretrain-world")
-        let r = try CLIRunner.run("negclip", ["make-world", "--size", "40", "--image-size", "16", "--out", dir.path])
+        let r = try CLIRunner.run("negclip", ["make-world", "--size", "40", "--image-size", "32", "--out", dir.path])
         #expect(r.status == 0, "\(r.stderr)")
         return dir
     }
 
     static func config() throws -> URL {
         let url = try Fixtures.tempDir("pretrain-config").appendingPathComponent("tiny.json")
-        try Data(#"{"text_width": 24, "text_layers": 2, "text_heads": 2, "vision_width": 20, "vision_layers": 2, "vision_heads": 2, "patch_size": 8, "image_size": 16, "projection_dim": 12, "batch": 8, "lr": 0.002, "warmup": 3, "steps": 40, "seed": 11}"#.utf8).write(to: url)
+        try Data(#"{"text_width": 24, "text_layers": 2, "text_heads": 2, "vision_width": 20, "vision_layers": 2, "vision_heads": 2, "patch_size": 16, "image_size": 32, "projection_dim": 12, "batch": 8, "lr": 0.002, "warmup": 3, "steps": 40, "seed": 11}"#.utf8).write(to: url)
         return url
     }
 
