@@ -157,6 +157,11 @@ import Glibc
     @Test func committedDefaultConfigIsTheBuiltInOne() throws {
         let url = Fixtures.repoRoot.appendingPathComponent("configs/pretrain/negclip-mini.json")
         #expect(try PretrainConfig.load(url) == PretrainConfig())
+        // every committed recipe parses and validates
+        let dir = url.deletingLastPathComponent()
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".json") }
+        #expect(files.count >= 3)
+        for f in files { _ = try PretrainConfig.load(dir.appendingPathComponent(f)) }
         let bad = try Fixtures.tempDir("pretrain-config").appendingPathComponent("c.json")
         try Data(#"{"text_widht": 64}"#.utf8).write(to: bad)
         #expect(throws: TrainingError.self) { try PretrainConfig.load(bad) }
