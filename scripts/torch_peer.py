@@ -7,6 +7,7 @@
     python scripts/torch_peer.py train --model /tmp/vitb32 --ids /tmp/ids.json --batch 64 --blocks 0-2
     python scripts/torch_peer.py make-checkpoint --shape vit-l-14 --dtype bfloat16 --vocab --out /tmp/vitl14-bf16
     python scripts/torch_peer.py dump-text --model /tmp/vitl14 --captions /tmp/captions.txt --out /tmp/peer.h5
+    python scripts/torch_peer.py pretrain --model /tmp/peer --batch 256    # after negclip-bench pretrain --peer-dir /tmp/peer
 
 `--ids` is the JSON list of token-id lists that `negclip-bench encode --ids-out` wrote, so both sides
 encode exactly the same captions. Threads: 2 (torch.set_num_threads), like the machine.
@@ -234,6 +235,61 @@ def dump_text(args):
                       "threads": args.threads, "torch": torch.__version__,
                       "transformers": transformers.__version__, "h5py": h5py.__version__, "numpy": np.__version__}))
 
+def pretrain(args):
+    """CLIP pretraining steps from scratch on the shapes `negclip-bench pretrain --peer-dir` wrote
+    (config.json + ids.json): both towers forward + backward, symmetric InfoNCE with the clamped
+    learnable logit scale, AdamW (0.9, 0.98), eps 1e-6, wd 0.2 on matrices, every parameter trained;
+    random pixels; captions padded to the longest of the batch. `--bf16`: bf16 autocast (the PyTorch
+    trial of the recipe)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = CLIPConfig.from_pretrained(args.model)
+    model = CLIPModel._from_config(cfg, attn_implementation=args.attn).float().train()
+    seqs = json.load(open(f"{args.model}/ids.json"))
+    pad = cfg.text_config.pad_token_id
+    params = list(model.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.2}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
+    B, S = args.batch, cfg.vision_config.image_size
+    F = torch.nn.functional
+
+    def step(k):
+        batch = seqs[k * B:(k + 1) * B]
+        n = max(len(s) for s in batch)
+        ids = torch.full((B, n), pad, dtype=torch.long)
+        mask = torch.zeros((B, n), dtype=torch.long)
+        for i, s in enumerate(batch):
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        pixels = torch.randn(B, 3, S, S)
+        opt.zero_grad(set_to_none=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            t = model.get_text_features(input_ids=ids, attention_mask=mask)
+            v = model.get_image_features(pixel_values=pixels)
+        t, v = getattr(t, "pooler_output", t).float(), getattr(v, "pooler_output", v).float()
+        t, v = F.normalize(t, dim=-1), F.normalize(v, dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * v @ t.T
+        target = torch.arange(B)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, 4.605170185988092)
+        return float(loss.detach())
+
+    step(0)  # warm-up
+    times = []
+    for k in range(1, args.steps + 1):
+        times.append(timed(lambda: step(k)))
+    best = min(times)
+    print(json.dumps({"peer": "transformers", "task": "pretrain", "batch": B, "steps": args.steps,
+                      "best_step_s": best, "median_step_s": sorted(times)[len(times) // 2], "steps_per_s": 1 / best,
+                      "pairs_per_s": B / best, "bf16_autocast": args.bf16, "threads": args.threads, "attn": args.attn,
+                      "parameters": sum(p.numel() for p in params),
+                      "torch": torch.__version__, "transformers": transformers.__version__}))
+
 
 def timed(fn):
     t = time.perf_counter()
@@ -278,9 +334,16 @@ def main():
     t.add_argument("--steps", type=int, default=3)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    q = sub.add_parser("pretrain")
+    q.add_argument("--model", required=True, help="folder with config.json + ids.json from negclip-bench pretrain --peer-dir")
+    q.add_argument("--batch", type=int, default=256)
+    q.add_argument("--steps", type=int, default=3)
+    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    q.add_argument("--bf16", action="store_true", help="bf16 autocast (as the PyTorch trial of the recipe)")
     ARGS = p.parse_args()
     {"make-checkpoint": make_checkpoint, "encode-text": encode_text, "encode-images": encode_images,
-     "train": train, "dump-text": dump_text}[ARGS.cmd](ARGS)
+     "train": train, "dump-text": dump_text, "pretrain": pretrain}[ARGS.cmd](ARGS)
 
 
 if __name__ == "__main__":

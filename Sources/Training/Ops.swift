@@ -199,32 +199,47 @@ public enum Ops {
                                                  _ qkv: UnsafePointer<T>, offsets: [Int], _ C: Int, heads NH: Int,
                                                  causal: Bool) {
         let d = C / NH, scale = 1 / T(d).squareRoot(), ld = 3 * C
-        var a = att
-        for s in 0..<(offsets.count - 1) {
-            let start = offsets[s], n = offsets[s + 1] - start
-            for h in 0..<NH {
-                let q = qkv + start * ld + h * d, k = q + C, v = q + 2 * C
-                for i in 0..<n {
-                    let row = a + i * n
-                    let last = causal ? i : n - 1
-                    var mx = -T.infinity
-                    for j in 0...last {
-                        var dot: T = 0
-                        for c in 0..<d { dot += q[i * ld + c] * k[j * ld + c] }
-                        row[j] = dot * scale
-                        mx = max(mx, row[j])
+        let attStart = attentionBlockStarts(offsets: offsets, heads: NH)
+        // sequences write disjoint rows of out and disjoint att blocks: split them over the cores
+        // (the arithmetic per (sequence, head) is the same on any thread, so results are too)
+        Parallel.forRanges(offsets.count - 1, costPerItem: 4 * NH * C) { s0, s1 in
+            for s in s0..<s1 {
+                let start = offsets[s], n = offsets[s + 1] - start
+                var a = att + attStart[s]
+                for h in 0..<NH {
+                    let q = qkv + start * ld + h * d, k = q + C, v = q + 2 * C
+                    for i in 0..<n {
+                        let row = a + i * n
+                        let last = causal ? i : n - 1
+                        var mx = -T.infinity
+                        for j in 0...last {
+                            var dot: T = 0
+                            for c in 0..<d { dot += q[i * ld + c] * k[j * ld + c] }
+                            row[j] = dot * scale
+                            mx = max(mx, row[j])
+                        }
+                        var sum: T = 0
+                        for j in 0...last { row[j] = T.mathExp(row[j] - mx); sum += row[j] }
+                        for j in 0...last { row[j] /= sum }
+                        for j in (last + 1)..<max(last + 1, n) { row[j] = 0 }   // masked: probability 0
+                        let o = out + (start + i) * C + h * d
+                        for c in 0..<d { o[c] = 0 }
+                        for j in 0...last { let p = row[j]; for c in 0..<d { o[c] += p * v[j * ld + c] } }
                     }
-                    var sum: T = 0
-                    for j in 0...last { row[j] = T.mathExp(row[j] - mx); sum += row[j] }
-                    for j in 0...last { row[j] /= sum }
-                    for j in (last + 1)..<max(last + 1, n) { row[j] = 0 }   // masked: probability 0
-                    let o = out + (start + i) * C + h * d
-                    for c in 0..<d { o[c] = 0 }
-                    for j in 0...last { let p = row[j]; for c in 0..<d { o[c] += p * v[j * ld + c] } }
+                    a += n * n
                 }
-                a += n * n
             }
         }
+    }
+
+    /// Offset of sequence s's first probability block in the attention cache (heads blocks of n x n each).
+    static func attentionBlockStarts(offsets: [Int], heads: Int) -> [Int] {
+        var starts = [0]
+        for s in 0..<(offsets.count - 1) {
+            let n = offsets[s + 1] - offsets[s]
+            starts.append(starts[s] + heads * n * n)
+        }
+        return starts
     }
 
     /// In the forward pass this was out_i = sum_j P_ij v_j with P = softmax(S), S_ij = q_i . k_j / sqrt(d):
@@ -237,35 +252,39 @@ public enum Ops {
                                                   offsets: [Int], _ C: Int, heads NH: Int) {
         let d = C / NH, scale = 1 / T(d).squareRoot(), ld = 3 * C
         let maxLen = zip(offsets.dropFirst(), offsets).map { $0 - $1 }.max() ?? 0
-        var dP = [T](repeating: 0, count: max(1, maxLen))
-        var a = att
-        for s in 0..<(offsets.count - 1) {
-            let start = offsets[s], n = offsets[s + 1] - start
-            for h in 0..<NH {
-                let q = qkv + start * ld + h * d, k = q + C, v = q + 2 * C
-                let dq = dqkv + start * ld + h * d, dk = dq + C, dv = dq + 2 * C
-                for i in 0..<n {
-                    let row = a + i * n, g = dout + (start + i) * C + h * d
-                    var dot: T = 0
-                    for j in 0..<n {
-                        let p = row[j]
-                        if p == 0 { dP[j] = 0; continue }
-                        var acc: T = 0
-                        for c in 0..<d { acc += g[c] * v[j * ld + c]; dv[j * ld + c] += p * g[c] }
-                        dP[j] = acc
-                        dot += p * acc
-                    }
-                    for j in 0..<n {
-                        let p = row[j]
-                        if p == 0 { continue }
-                        let ds = p * (dP[j] - dot) * scale
-                        for c in 0..<d {
-                            dq[i * ld + c] += ds * k[j * ld + c]
-                            dk[j * ld + c] += ds * q[i * ld + c]
+        let attStart = attentionBlockStarts(offsets: offsets, heads: NH)
+        // a sequence's gradients land in its own rows of dqkv: sequences split over the cores
+        Parallel.forRanges(offsets.count - 1, costPerItem: 8 * NH * C) { s0, s1 in
+            var dP = [T](repeating: 0, count: max(1, maxLen))
+            for s in s0..<s1 {
+                let start = offsets[s], n = offsets[s + 1] - start
+                var a = att + attStart[s]
+                for h in 0..<NH {
+                    let q = qkv + start * ld + h * d, k = q + C, v = q + 2 * C
+                    let dq = dqkv + start * ld + h * d, dk = dq + C, dv = dq + 2 * C
+                    for i in 0..<n {
+                        let row = a + i * n, g = dout + (start + i) * C + h * d
+                        var dot: T = 0
+                        for j in 0..<n {
+                            let p = row[j]
+                            if p == 0 { dP[j] = 0; continue }
+                            var acc: T = 0
+                            for c in 0..<d { acc += g[c] * v[j * ld + c]; dv[j * ld + c] += p * g[c] }
+                            dP[j] = acc
+                            dot += p * acc
+                        }
+                        for j in 0..<n {
+                            let p = row[j]
+                            if p == 0 { continue }
+                            let ds = p * (dP[j] - dot) * scale
+                            for c in 0..<d {
+                                dq[i * ld + c] += ds * k[j * ld + c]
+                                dk[j * ld + c] += ds * q[i * ld + c]
+                            }
                         }
                     }
+                    a += n * n
                 }
-                a += n * n
             }
         }
     }

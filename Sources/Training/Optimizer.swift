@@ -23,10 +23,15 @@ public final class AdamW<T: Real>: @unchecked Sendable {
     let m: [Tensor<T>], v: [Tensor<T>]
     public internal(set) var stepCount = 0
 
-    public init(parameters: TextTowerParameters<T>, trainable: Set<TrainableGroup>, config: AdamWConfig = AdamWConfig()) {
+    public convenience init(parameters: TextTowerParameters<T>, trainable: Set<TrainableGroup>, config: AdamWConfig = AdamWConfig()) {
+        self.init(tensors: parameters.tensors.filter { trainable.contains($0.group) }, config: config)
+    }
+
+    /// Over an explicit list of trainable tensors (names unique: HF keys, so both towers of a
+    /// CLIPModel can share one optimizer).
+    public init(tensors: [(name: String, group: TrainableGroup, tensor: Tensor<T>)], config: AdamWConfig = AdamWConfig()) {
         self.config = config
-        params = parameters.tensors.filter { trainable.contains($0.group) }
-            .map { (name: $0.name, group: $0.group, tensor: $0.tensor, decay: $0.tensor.shape.count >= 2) }
+        params = tensors.map { (name: $0.name, group: $0.group, tensor: $0.tensor, decay: $0.tensor.shape.count >= 2) }
         m = params.map { Tensor(shape: $0.tensor.shape) }
         v = params.map { Tensor(shape: $0.tensor.shape) }
     }
@@ -34,10 +39,14 @@ public final class AdamW<T: Real>: @unchecked Sendable {
     /// One update with learning rate `lr` from `grads` (same layout as the parameters). `lrScale`
     /// multiplies the rate per group (layer-wise rates on open_clip's partition; missing = 1), as
     /// torch's per-parameter-group lr: the decoupled decay uses the scaled rate too.
-    @_specialize(where T == Float)
     public func step(grads: TextTowerParameters<T>, lr: Double, lrScale: [TrainableGroup: Double] = [:]) {
+        step(gradients: Dictionary(uniqueKeysWithValues: grads.tensors.map { ($0.name, $0.tensor) }), lr: lr, lrScale: lrScale)
+    }
+
+    /// The same with the gradients by tensor name (every trainable tensor must have one).
+    @_specialize(where T == Float)
+    public func step(gradients gradByName: [String: Tensor<T>], lr: Double, lrScale: [TrainableGroup: Double] = [:]) {
         stepCount += 1
-        let gradByName = Dictionary(uniqueKeysWithValues: grads.tensors.map { ($0.name, $0.tensor) })
         let b1 = T(config.beta1), b2 = T(config.beta2), eps = T(config.eps)
         let bc1 = 1 - T(Foundation.pow(config.beta1, Double(stepCount)))
         let bc2 = 1 - T(Foundation.pow(config.beta2, Double(stepCount)))
@@ -77,7 +86,13 @@ public struct CosineSchedule: Sendable, Equatable {
 @discardableResult
 @_specialize(where T == Float)
 public func clipGradientNorm<T: Real>(_ grads: TextTowerParameters<T>, trainable: Set<TrainableGroup>, maxNorm: Double) -> Double {
-    let ts = grads.tensors.filter { trainable.contains($0.group) }.map(\.tensor)
+    clipGradientNorm(grads.tensors.filter { trainable.contains($0.group) }.map(\.tensor), maxNorm: maxNorm)
+}
+
+/// The same over an explicit list of gradient tensors (both towers of a pretraining step).
+@discardableResult
+@_specialize(where T == Float)
+public func clipGradientNorm<T: Real>(_ ts: [Tensor<T>], maxNorm: Double) -> Double {
     var ss = 0.0
     for t in ts { for i in 0..<t.count { ss += Double(t.data[i]) * Double(t.data[i]) } }
     let norm = ss.squareRoot()

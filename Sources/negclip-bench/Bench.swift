@@ -12,5 +12,6 @@ struct NegclipBench: ParsableCommand {
             ParityDump.self,
             TokenizeBench.self,
             TrainBench.self,
+            PretrainBench.self,
         ])
 }
