@@ -3,7 +3,7 @@
 //
 // Dependency direction (see ../shared/STYLE.md):
 //   C shims <- TensorKernels <- CLIP (+ SafeTensors, BPETokenizer, CLIPImage)
-//   <- HiddenStateStore / NegationData <- negclip (the only target that prints)
+//   <- HiddenStateStore / NegationData <- Dumping <- negclip (the only target that prints)
 import PackageDescription
 
 let package = Package(
@@ -45,8 +45,12 @@ let package = Package(
         .target(name: "CLIPImage", dependencies: ["CPNG", "CTurboJPEG"]),
         .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
-        .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance"]),
+        // The writer stores `CLIP.TextEncoding` batches as they come from the encoder.
+        .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance", "CLIP"]),
         .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
+        // The dump pipeline: captions (NegationData's reader) -> tokenizer -> CLIP text encoder ->
+        // HiddenStateStore writer; `negclip dump` and `probe-layers` drive it in-process.
+        .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
         .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors"],
@@ -60,7 +64,7 @@ let package = Package(
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: [
@@ -75,7 +79,8 @@ let package = Package(
         .testTarget(name: "BPETokenizerTests", dependencies: ["BPETokenizer", "TestSupport"]),
         .testTarget(name: "CLIPImageTests", dependencies: ["CLIPImage", "TestSupport"]),
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
-        .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "TestSupport"]),
+        // The store, and the dump pipeline that fills it (Dumping) with stand-in encoders and the CLI.
+        .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),

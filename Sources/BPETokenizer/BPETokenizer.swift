@@ -235,6 +235,20 @@ public struct CLIPTokenizer: Sendable {
         return [bosTokenID] + content + [eosTokenID]
     }
 
+    /// `encode`, and whether it cut the text: with its two special tokens it has more than
+    /// `contextLength` tokens (the count every command reports and records, issue 9).
+    public func encodeNotingTruncation(_ text: String) -> (ids: [Int32], truncated: Bool) {
+        var content = encodeWithoutSpecialTokens(text)
+        let truncated = content.count > contextLength - 2
+        if truncated { content.removeLast(content.count - (contextLength - 2)) }
+        return ([bosTokenID] + content + [eosTokenID], truncated)
+    }
+
+    /// How many of `texts` `encode` truncates (each occurrence counts).
+    public func truncatedCount<S: Sequence>(_ texts: S) -> Int where S.Element == String {
+        texts.reduce(0) { $0 + (encodeWithoutSpecialTokens($1).count > contextLength - 2 ? 1 : 0) }
+    }
+
     /// Encode each text (truncated as `encode`) and pad with `padTokenID`; the mask marks real tokens.
     public func encodeBatch(_ texts: [String], padding: Padding) -> TokenBatch {
         let rows = texts.map(encode)

@@ -54,7 +54,10 @@ public final class HiddenStateReader {
                 tokenizer: try ctx.readStringAttribute(f, "tokenizer"),
                 commandLine: try ctx.readStringAttribute(f, "command_line"),
                 seed: seed < 0 ? nil : seed,
-                createdUTC: try ctx.readStringAttribute(f, "created_utc"))
+                createdUTC: try ctx.readStringAttribute(f, "created_utc"),
+                // Files written before the attribute existed have none: not counted.
+                truncatedCaptions: ctx.hasAttribute(f, "truncated_captions")
+                    ? try ctx.readIntAttribute(f, "truncated_captions").nonNegative : nil)
             let info = StoreInfo(
                 schemaVersion: StoreSchema.version, complete: complete == 1,
                 itemCount: Int(written), imageCount: Int(try ctx.readIntAttribute(f, "images_written")),
@@ -297,4 +300,9 @@ public final class HiddenStateReader {
         }
         return try readStrings(StoreSchema.imageIDs, try range(items, StoreSchema.imageIDs, count: info.imageCount))
     }
+}
+
+private extension Int64 {
+    /// nil for the -1 "not recorded" value of count attributes.
+    var nonNegative: Int? { self < 0 ? nil : Int(self) }
 }

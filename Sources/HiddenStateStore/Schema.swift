@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 
 /// The on-disk layout of a hidden-state dump. `docs/hdf5-schema.md` is the human-readable twin of
@@ -47,13 +48,11 @@ public enum StoreSchema {
     static let scaleImage = "/image/item"
 }
 
-/// Which token rows a dump keeps.
-public enum TokenMode: String, Sendable, Equatable, CaseIterable {
-    /// Only the end-of-text row of each hidden state (`/text/hidden_states`).
-    case eos
-    /// Also every token row (`/text/token_states`, zero-padded to `contextLength`).
-    case all
-}
+/// Which token rows a dump keeps: the encoder's own selection (`CLIP.HiddenStateSelection`), so the
+/// store and the model share one type. `.eos`: only the end-of-text row of each hidden state
+/// (`/text/hidden_states`); `.all`: also every token row (`/text/token_states`, zero-padded to
+/// `contextLength`).
+public typealias TokenMode = HiddenStateSelection
 
 /// Label of one caption in a negation dataset, stored as int8 in `/text/labels`.
 public enum ItemLabel: Int8, Sendable, Equatable, CaseIterable {
@@ -166,10 +165,14 @@ public struct StoreProvenance: Sendable, Equatable {
     public var seed: Int64?
     /// ISO 8601 UTC; filled in by the writer when empty.
     public var createdUTC: String
+    /// Captions longer than the tokenizer's context, cut to it (as transformers' `truncation=True`);
+    /// root attribute `truncated_captions`, -1 (read back as nil) when not counted.
+    public var truncatedCaptions: Int?
 
     public init(toolVersion: String, model: String, modelConfigSHA256: String,
                 modelWeightsSHA256: String, dataset: String, datasetSHA256: String,
-                tokenizer: String, commandLine: String, seed: Int64? = nil, createdUTC: String = "") {
+                tokenizer: String, commandLine: String, seed: Int64? = nil, createdUTC: String = "",
+                truncatedCaptions: Int? = nil) {
         self.toolVersion = toolVersion
         self.model = model
         self.modelConfigSHA256 = modelConfigSHA256
@@ -180,6 +183,7 @@ public struct StoreProvenance: Sendable, Equatable {
         self.commandLine = commandLine
         self.seed = seed
         self.createdUTC = createdUTC
+        self.truncatedCaptions = truncatedCaptions
     }
 }
 

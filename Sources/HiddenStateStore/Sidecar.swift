@@ -52,8 +52,8 @@ public struct StoreSidecar: Codable, Sendable {
         ]
     }
 
-    public mutating func add(_ b: TextBatch) {
-        let n = b.count, W = width, P = projectionDim
+    public mutating func add(_ batch: TextBatch) {
+        let b = batch.encoding, n = batch.count, W = width, P = projectionDim
         for l in layers.indices {
             for i in 0..<n { hiddenStates[l].append(Array(b.eosHiddenStates[((l * n + i) * W)..<((l * n + i + 1) * W)])) }
         }
@@ -73,10 +73,10 @@ public struct StoreSidecar: Codable, Sendable {
         inputIDs += b.inputIDs
         lengths += b.lengths
         eosIndex += b.eosIndex
-        captions += b.captions
-        ids += b.ids
-        labels += b.labels.map { $0.rawValue }
-        pairIDs += b.pairIDs
+        captions += batch.captions
+        ids += batch.ids
+        labels += batch.labels.map { $0.rawValue }
+        pairIDs += batch.pairIDs
     }
 
     public mutating func addImages(ids: [String], embeds: [Float]) {

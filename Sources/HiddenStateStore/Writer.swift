@@ -1,45 +1,28 @@
 import CHDF5
+import CLIP
 import Foundation
 
-/// One batch of encoder output, in the shapes `CLIPModel.encodeText` returns
-/// (`TextEncoding`), plus the dataset's metadata for the same items.
+/// One batch for the store: the text encoder's output (`CLIP.TextEncoding`, as `encodeText`
+/// returns it) plus the dataset's metadata for the same items.
 public struct TextBatch: Sendable {
     public var ids: [String]
     public var captions: [String]
     public var labels: [ItemLabel]
     /// Links a caption to its negation (same pair id); "" when the item has no pair.
     public var pairIDs: [String]
-    /// Unpadded token ids per item (at most `contextLength` each).
-    public var inputIDs: [[Int32]]
-    /// Tokens per item through the end-of-text token.
-    public var lengths: [Int]
-    /// Position of the end-of-text (pooled) token per item.
-    public var eosIndex: [Int]
-    /// [layers, count, width]: the end-of-text row of every stored hidden state.
-    public var eosHiddenStates: [Float]
-    /// Only for `TokenMode.all`: per stored layer, [sum(lengths), width], items concatenated in order.
-    public var tokenHiddenStates: [[Float]]?
-    /// [count, width] after the final LayerNorm.
-    public var pooled: [Float]
-    /// [count, projectionDim], not L2-normalised.
-    public var embeds: [Float]
+    /// What the encoder returned for these items: unpadded input ids (at most `contextLength` each),
+    /// lengths, end-of-text positions, [layers, count, width] end-of-text rows, per-layer token rows
+    /// (only for `TokenMode.all`), pooled and projected outputs. `lastHiddenState` is not stored.
+    public var encoding: TextEncoding
 
     public var count: Int { ids.count }
 
-    public init(ids: [String], captions: [String], labels: [ItemLabel], pairIDs: [String],
-                inputIDs: [[Int32]], lengths: [Int], eosIndex: [Int], eosHiddenStates: [Float],
-                tokenHiddenStates: [[Float]]? = nil, pooled: [Float], embeds: [Float]) {
+    public init(ids: [String], captions: [String], labels: [ItemLabel], pairIDs: [String], encoding: TextEncoding) {
         self.ids = ids
         self.captions = captions
         self.labels = labels
         self.pairIDs = pairIDs
-        self.inputIDs = inputIDs
-        self.lengths = lengths
-        self.eosIndex = eosIndex
-        self.eosHiddenStates = eosHiddenStates
-        self.tokenHiddenStates = tokenHiddenStates
-        self.pooled = pooled
-        self.embeds = embeds
+        self.encoding = encoding
     }
 }
 
@@ -187,6 +170,7 @@ final class StoreWriterCore {
         try ctx.writeAttribute(f, "tokenizer", provenance.tokenizer)
         try ctx.writeAttribute(f, "command_line", provenance.commandLine)
         try ctx.writeAttribute(f, "seed", provenance.seed ?? -1)
+        try ctx.writeAttribute(f, "truncated_captions", Int64(provenance.truncatedCaptions ?? -1))
         try ctx.writeAttribute(f, "created_utc", provenance.createdUTC.isEmpty ? Self.nowUTC() : provenance.createdUTC)
         try ctx.writeAttribute(f, "layer_definition", StoreSchema.layerDefinition)
         try ctx.writeAttribute(f, "label_names", ItemLabel.names)
@@ -336,6 +320,10 @@ final class StoreWriterCore {
         try same("model_config_sha256", provenance.modelConfigSHA256, try ctx.readStringAttribute(f, "model_config_sha256"))
         try same("model_weights_sha256", provenance.modelWeightsSHA256, try ctx.readStringAttribute(f, "model_weights_sha256"))
         try same("dataset_sha256", provenance.datasetSHA256, try ctx.readStringAttribute(f, "dataset_sha256"))
+        // A .partial from before the attribute existed gets it now (same data, same tokenizer: same count).
+        if !ctx.hasAttribute(f, "truncated_captions") {
+            try ctx.writeAttribute(f, "truncated_captions", Int64(provenance.truncatedCaptions ?? -1))
+        }
 
         for path in textPaths + imagePaths {
             datasets[path] = try ctx.openDataset(f, path, expected: "a dataset written by `negclip dump`")
@@ -379,23 +367,23 @@ final class StoreWriterCore {
             guard file != nil else { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
             try Self.validate(batch, layout: layout, partialURL: partialURL)
             let t0 = Self.now()
-            let n = batch.count, W = layout.width, T = layout.contextLength
+            let e = batch.encoding, n = batch.count, W = layout.width, T = layout.contextLength
             for (li, _) in layout.layers.enumerated() {
-                pending.hidden[li] += batch.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
+                pending.hidden[li] += e.eosHiddenStates[(li * n * W)..<((li + 1) * n * W)]
             }
-            if layout.tokens == .all, let tokenStates = batch.tokenHiddenStates {
+            if layout.tokens == .all, let tokenStates = e.tokenHiddenStates {
                 // Packed [sum(lengths), width] per layer (checked by `validate`): kept, not copied.
                 pending.tokenBatches.append(tokenStates)
                 pending.tokenBatchItems.append(n)
             }
-            pending.pooled += batch.pooled
-            pending.embeds += batch.embeds
-            for ids in batch.inputIDs {
+            pending.pooled += e.pooled
+            pending.embeds += e.embeds
+            for ids in e.inputIDs {
                 pending.inputIDs += ids
                 pending.inputIDs += repeatElement(0, count: T - ids.count)
             }
-            pending.lengths += batch.lengths.map { Int32($0) }
-            pending.eosIndex += batch.eosIndex.map { Int32($0) }
+            pending.lengths += e.lengths.map { Int32($0) }
+            pending.eosIndex += e.eosIndex.map { Int32($0) }
             pending.ids += batch.ids
             pending.captions += batch.captions
             pending.labels += batch.labels.map { $0.rawValue }
@@ -409,30 +397,35 @@ final class StoreWriterCore {
 
     /// Checks a batch against the layout (no HDF5: the caller runs it before queueing the batch).
     static func validate(_ b: TextBatch, layout: StoreLayout, partialURL: URL) throws {
-        let n = b.count, L = layout.layers.count, W = layout.width
+        let e = b.encoding, n = b.count, L = layout.layers.count, W = layout.width
         func bad(_ key: String, _ expected: String, _ found: Int) -> HiddenStateStoreError {
             .mismatch(file: partialURL.path, key: "TextBatch.\(key)", expected: expected, found: "\(found)")
         }
         for (key, c) in [("captions", b.captions.count), ("labels", b.labels.count), ("pairIDs", b.pairIDs.count),
-                         ("inputIDs", b.inputIDs.count), ("lengths", b.lengths.count), ("eosIndex", b.eosIndex.count)] where c != n {
+                         ("encoding.inputIDs", e.inputIDs.count), ("encoding.lengths", e.lengths.count), ("encoding.eosIndex", e.eosIndex.count), ("encoding.count", e.count)] where c != n {
             throw bad("\(key).count", "\(n) (ids.count)", c)
         }
-        if b.eosHiddenStates.count != L * n * W { throw bad("eosHiddenStates.count", "[\(L), \(n), \(W)] = \(L * n * W)", b.eosHiddenStates.count) }
-        if b.pooled.count != n * W { throw bad("pooled.count", "[\(n), \(W)]", b.pooled.count) }
-        if b.embeds.count != n * layout.projectionDim { throw bad("embeds.count", "[\(n), \(layout.projectionDim)]", b.embeds.count) }
+        if e.width != W { throw bad("encoding.width", "\(W) (the layout's width)", e.width) }
+        if e.layers != layout.layers {
+            throw HiddenStateStoreError.mismatch(file: partialURL.path, key: "TextBatch.encoding.layers",
+                                                 expected: "\(layout.layers) (the layout's)", found: "\(e.layers)")
+        }
+        if e.eosHiddenStates.count != L * n * W { throw bad("encoding.eosHiddenStates.count", "[\(L), \(n), \(W)] = \(L * n * W)", e.eosHiddenStates.count) }
+        if e.pooled.count != n * W { throw bad("encoding.pooled.count", "[\(n), \(W)]", e.pooled.count) }
+        if e.embeds.count != n * layout.projectionDim { throw bad("encoding.embeds.count", "[\(n), \(layout.projectionDim)]", e.embeds.count) }
         for i in 0..<n {
-            if b.inputIDs[i].count > layout.contextLength { throw bad("inputIDs[\(i)].count", "<= context_length \(layout.contextLength)", b.inputIDs[i].count) }
-            if b.lengths[i] < 1 || b.lengths[i] > layout.contextLength { throw bad("lengths[\(i)]", "1...\(layout.contextLength)", b.lengths[i]) }
-            if b.eosIndex[i] < 0 || b.eosIndex[i] >= b.lengths[i] { throw bad("eosIndex[\(i)]", "0..<\(b.lengths[i]) (lengths)", b.eosIndex[i]) }
+            if e.inputIDs[i].count > layout.contextLength { throw bad("encoding.inputIDs[\(i)].count", "<= context_length \(layout.contextLength)", e.inputIDs[i].count) }
+            if e.lengths[i] < 1 || e.lengths[i] > layout.contextLength { throw bad("encoding.lengths[\(i)]", "1...\(layout.contextLength)", e.lengths[i]) }
+            if e.eosIndex[i] < 0 || e.eosIndex[i] >= e.lengths[i] { throw bad("encoding.eosIndex[\(i)]", "0..<\(e.lengths[i]) (lengths)", e.eosIndex[i]) }
         }
         if layout.tokens == .all {
-            guard let t = b.tokenHiddenStates else {
-                throw HiddenStateStoreError.missing(file: partialURL.path, key: "TextBatch.tokenHiddenStates", expected: "per-layer token states (tokens = all)")
+            guard let t = e.tokenHiddenStates else {
+                throw HiddenStateStoreError.missing(file: partialURL.path, key: "TextBatch.encoding.tokenHiddenStates", expected: "per-layer token states (tokens = all)")
             }
-            if t.count != L { throw bad("tokenHiddenStates.count", "\(L) layers", t.count) }
-            let rows = b.lengths.reduce(0, +)
+            if t.count != L { throw bad("encoding.tokenHiddenStates.count", "\(L) layers", t.count) }
+            let rows = e.lengths.reduce(0, +)
             for (li, s) in t.enumerated() where s.count != rows * W {
-                throw bad("tokenHiddenStates[\(li)].count", "[sum(lengths) = \(rows), \(W)]", s.count)
+                throw bad("encoding.tokenHiddenStates[\(li)].count", "[sum(lengths) = \(rows), \(W)]", s.count)
             }
         }
     }

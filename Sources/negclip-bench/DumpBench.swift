@@ -89,12 +89,11 @@ struct DumpBench: ParsableCommand {
                 if n < enc.lengths.count { enc = try m.encodeText(ids: batchIDs(0, n, c, eos), tokens: mode) }
                 tokenCount += enc.lengths.reduce(0, +)
                 let b = now(), bc = threadCPU()
+                enc.lastHiddenState = nil  // not stored (the dump drops it too)
                 try writer.append(TextBatch(
                     ids: (done..<(done + n)).map { "item-\($0)" }, captions: Array(repeating: "", count: n),
                     labels: Array(repeating: .unlabeled, count: n), pairIDs: Array(repeating: "", count: n),
-                    inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
-                    eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
-                    pooled: enc.pooled, embeds: enc.embeds))
+                    encoding: enc))
                 let c2 = now()
                 writeCPUSeconds += threadCPU() - bc
                 encodeSeconds += b - a

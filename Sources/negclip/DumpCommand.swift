@@ -1,7 +1,6 @@
 import ArgumentParser
-import BPETokenizer
 import CLIP
-import CLIPImage
+import Dumping
 import Foundation
 import HiddenStateStore
 import Provenance
@@ -17,7 +16,10 @@ struct DumpCommand: ParsableCommand {
         L = last block before the final LayerNorm. Rows are taken at the end-of-text token; /text/pooled
         and /text/embeds hold the final LayerNorm and projection outputs.
         The file is written as OUT.partial and renamed to OUT when complete; after an interruption,
-        run the same command with --resume to continue from the last committed chunk.
+        run the same command with --resume to continue from the last committed chunk. An existing OUT
+        is refused unless --overwrite (then it is replaced only once the new dump is complete).
+        Captions longer than the tokenizer's context (77 tokens for CLIP) are cut as transformers'
+        truncation=True does; their number is printed on stderr and stored as truncated_captions.
         --data: a .jsonl dataset ({"caption", "id", "label", "pair_id", "negated_caption", "image"})
         or a text file with one caption per line.
         """)
@@ -40,6 +42,8 @@ struct DumpCommand: ParsableCommand {
     @Option(help: ArgumentHelp("gzip level 1-9 with byte shuffle for the numeric datasets; 0 = uncompressed.", valueName: "level"))
     var gzip: Int = 0
     @Flag(help: "Continue an interrupted dump from OUT.partial (same options and inputs).") var resume = false
+    @Flag(help: "Replace an existing finished OUT (it stays until the new dump is complete); without it an existing OUT is refused.")
+    var overwrite = false
     @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic).") var seed: Int64?
     @Option(help: .hidden) var expectJSON: String?
     @Option(help: .hidden) var throttleMs: Int = 0
@@ -49,106 +53,54 @@ struct DumpCommand: ParsableCommand {
         if !(0...9).contains(gzip) { throw ValidationError("--gzip must be 0 (none) or 1...9") }
         if let chunkItems, chunkItems < 1 { throw ValidationError("--chunk-items must be at least 1") }
         if expectJSON != nil && resume { throw ValidationError("--expect-json needs an uninterrupted run (no --resume)") }
+        if overwrite && resume { throw ValidationError("--overwrite and --resume exclude each other: --resume continues OUT.partial, --overwrite starts over") }
         if let layers { _ = try parseLayerList(layers) }
     }
 
     func run() throws {
         let started = Date()
         let model = try modelOptions.load()
-        guard let text = model.text else { throw CLIPError.noTower(file: modelOptions.model, tower: "text") }
-        let tokDir = URL(fileURLWithPath: tokenizer ?? modelOptions.model)
-        let tok: CLIPTokenizer
-        if tokenizer == nil, let t = model.tokenizer {
-            tok = t
-        } else {
-            tok = try CLIPTokenizer.load(modelDirectory: tokDir)
-        }
-        let L = text.config.numHiddenLayers
+        let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
+        let L = dumper.numHiddenLayers
         let layerList = try layers.map(parseLayerList) ?? Array(0...L)
         if let bad = layerList.first(where: { $0 > L }) {
             throw ValidationError("--layers: \(bad) is out of range: hidden_states has indices 0...\(L) (0 = embeddings, \(L) = last block)")
         }
-        let dataURL = URL(fileURLWithPath: data)
-        let input = try CaptionFile(url: dataURL)
-        let outURL = URL(fileURLWithPath: out)
+        var request = DumpRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out))
+        request.layers = layerList
+        request.tokens = tokens
+        request.images = images
+        request.batchSize = batch
+        request.chunkItems = chunkItems
+        request.compression = gzip == 0 ? .none : .gzip(level: gzip)
+        request.resume = resume
+        request.overwrite = overwrite
+        request.seed = seed
+        request.modelName = modelOptions.model
+        request.datasetName = data
+        request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+        request.commandLine = ToolInfo.commandLine
+        request.sidecar = expectJSON.map { URL(fileURLWithPath: $0) }
+        request.delayPerBatchMilliseconds = throttleMs
 
-        // First pass: hash, count, longest caption (the token axis), number of images.
         let progress = ProgressLine(label: "dump")
         progress.note("scanning \(data)")
-        let dataSHA = try SHA256Hasher.hex(fileAt: dataURL)
-        let scan = try HiddenStateDump.scan(input) { tok.encode($0).count }
-        if scan.items == 0 { throw ValidationError("\(data): no captions found") }
-        if images && scan.images == 0 { throw ValidationError("--images: \(data) names no images (field \"image\")") }
-        if images && model.vision == nil { throw CLIPError.noTower(file: modelOptions.model, tower: "vision") }
-
-        let layout = StoreLayout(
-            layers: layerList, numHiddenLayers: L, width: text.config.hiddenSize,
-            projectionDim: text.projectionDim, contextLength: scan.maxTokens, tokens: tokens,
-            includesImages: images, compression: gzip == 0 ? .none : .gzip(level: gzip),
-            // A small dump needs no chunk bigger than itself (edge chunks are allocated whole).
-            chunkItems: chunkItems ?? min(max(scan.items, scan.images),
-                                          StoreLayout.defaultChunkItems(width: text.config.hiddenSize, contextLength: scan.maxTokens, tokens: tokens)))
-        if layout.projectionDim == 0 { throw ValidationError("\(modelOptions.model): the text tower has no text_projection; /text/embeds needs one") }
-        let provenance = StoreProvenance(
-            toolVersion: "\(ToolInfo.name) \(ToolInfo.version)", model: modelOptions.model,
-            modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
-            dataset: data, datasetSHA256: dataSHA,
-            tokenizer: "CLIP byte-level BPE (\(tokDir.path)), vocab \(tok.vocabularySize), context \(tok.contextLength), vocab.json sha256 \(try SHA256Hasher.hex(fileAt: tokDir.appendingPathComponent("vocab.json")))",
-            commandLine: ToolInfo.commandLine, seed: seed)
-
-        let writer: HiddenStateWriter
-        if resume {
-            writer = try HiddenStateWriter.resume(at: outURL, layout: layout, provenance: provenance)
-            progress.note("resuming \(writer.partialURL.path) at item \(writer.itemsCommitted) of \(scan.items)")
-        } else {
-            writer = try HiddenStateWriter.create(at: outURL, layout: layout, provenance: provenance)
-        }
-
-        var sidecar = expectJSON.map { _ in StoreSidecar(layout: layout, provenance: provenance) }
-        let throttle = throttleMs
-        let encode: ([DumpItem]) throws -> EncodedText = { items in
-            let ids = items.map { tok.encode($0.caption) }
-            let enc = try model.encodeText(ids: ids, tokens: tokens == .all ? .all : .eos, layers: layerList)
-            if throttle > 0 { usleep(useconds_t(throttle * 1000)) }
-            let e = EncodedText(inputIDs: enc.inputIDs, lengths: enc.lengths, eosIndex: enc.eosIndex,
-                                eosHiddenStates: enc.eosHiddenStates, tokenHiddenStates: enc.tokenHiddenStates,
-                                pooled: enc.pooled, embeds: enc.embeds)
-            sidecar?.add(TextBatch(items: items, encoded: e))
-            return e
-        }
-        var encodeImages: (([String]) throws -> [Float])?
-        if images, let vision = model.vision {
-            let pre = try imagePreprocessor(imageSize: vision.config.imageSize)
-            let base = dataURL.deletingLastPathComponent()
-            encodeImages = { paths in
-                let decoded = try paths.map { p in
-                    try ImageDecoder.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
-                }
-                let enc = try model.encodeImages(pixels: pre.batch(decoded), count: paths.count)
-                sidecar?.addImages(ids: paths, embeds: enc.embeds)
-                return enc.embeds
-            }
-        }
-        try HiddenStateDump.run(input: input, scan: scan, writer: writer, batchSize: batch,
-                                encode: encode, encodeImages: encodeImages) { p in
+        let result = try dumper.dump(request) { p in
             switch p {
+            case .scanned(let scan):
+                if scan.truncated > 0 {
+                    progress.note(truncationLine(scan.truncated, contextLength: dumper.tokenizer.contextLength))
+                }
+            case let .resuming(partial, at, of): progress.note("resuming \(partial) at item \(at) of \(of)")
             case .text(let done, let total): progress.update(done: done, total: total, unit: "captions")
             case .images(let done, let total): progress.update(done: done, total: total, unit: "images")
             }
         }
         progress.finish()
-        if let expectJSON, let sidecar { try sidecar.write(to: URL(fileURLWithPath: expectJSON)) }
-        let bytes = (try? FileManager.default.attributesOfItem(atPath: outURL.path)[.size] as? Int) ?? 0
+        let scan = result.scan
+        let bytes = (try? FileManager.default.attributesOfItem(atPath: result.url.path)[.size] as? Int) ?? 0
         let seconds = Date().timeIntervalSince(started)
         print("wrote \(out): \(scan.items) captions, layers \(layerList), tokens \(tokens.rawValue)\(images ? ", \(scan.images) images" : ""), \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(String(format: "%.1f", seconds)) s")
-    }
-
-    func imagePreprocessor(imageSize: Int) throws -> CLIPImagePreprocessor {
-        let url = URL(fileURLWithPath: modelOptions.model).appendingPathComponent("preprocessor_config.json")
-        if FileManager.default.fileExists(atPath: url.path) { return try CLIPImagePreprocessor.load(preprocessorConfig: url) }
-        var p = CLIPImagePreprocessor()
-        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
-        return p
     }
 }
 

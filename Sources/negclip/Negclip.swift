@@ -12,6 +12,11 @@ func logLoad(_ file: String, _ result: LoadResult, maxIssues: Int) {
     if result.issues.count > maxIssues { logLine("  ... \(result.issues.count - maxIssues) more") }
 }
 
+/// The stderr line every command prints when captions were cut to the tokenizer's context.
+func truncationLine(_ n: Int, contextLength: Int) -> String {
+    "\(n) caption\(n == 1 ? "" : "s") longer than \(contextLength) tokens \(n == 1 ? "was" : "were") truncated"
+}
+
 @main
 struct Negclip: ParsableCommand {
     static let configuration = CommandConfiguration(

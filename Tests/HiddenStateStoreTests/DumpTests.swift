@@ -1,3 +1,5 @@
+import CLIP
+import Dumping
 import Foundation
 import Testing
 import TestSupport
@@ -12,7 +14,7 @@ struct FakeEncoder {
         Array(caption.utf8.prefix(layout.contextLength - 2).map { Int32($0) }) + [49407]
     }
 
-    func encode(_ items: [DumpItem]) -> EncodedText {
+    func encode(_ items: [DumpItem]) -> TextEncoding {
         let W = layout.width, P = layout.projectionDim, L = layout.layers.count
         let ids = items.map { [49406] + tokens($0.caption) }
         func value(_ i: Int, _ l: Int, _ t: Int, _ k: Int) -> Float {
@@ -26,8 +28,9 @@ struct FakeEncoder {
                 for k in 0..<W { eos.append(value(i, l, ids[i].count - 1, k)) }
             }
         }
-        return EncodedText(
-            inputIDs: ids, lengths: ids.map(\.count), eosIndex: ids.map { $0.count - 1 },
+        return TextEncoding(
+            count: items.count, width: W, projectionDim: P, layers: layout.layers,
+            lengths: ids.map(\.count), eosIndex: ids.map { $0.count - 1 }, inputIDs: ids,
             eosHiddenStates: eos, tokenHiddenStates: layout.tokens == .all ? tokenStates : nil,
             pooled: items.indices.flatMap { i in (0..<W).map { value(i, 99, 0, $0) } },
             embeds: items.indices.flatMap { i in (0..<P).map { value(i, 77, 1, $0) } })
@@ -124,7 +127,7 @@ struct FakeEncoder {
         let data = try dataset(9)
         let input = try CaptionFile(url: data)
         let probe = FakeEncoder(layout: StoreLayout(layers: [0], numHiddenLayers: 2, width: 1, projectionDim: 1, contextLength: 77))
-        let scan = try HiddenStateDump.scan(input) { probe.tokens($0).count + 1 }
+        let scan = try TextDumper.scan(input) { (probe.tokens($0).count + 1, false) }
         #expect(scan.items == 14)  // 5 records with a negation -> 2 items each
         // Records 0...8 name img0 img1 img2 img3 img4 img5 img1 img0 img3: 6 distinct, in that order.
         #expect(scan.images == 6)
@@ -134,7 +137,7 @@ struct FakeEncoder {
 
         let full = dir.appendingPathComponent("full.h5")
         var reports: [DumpProgress] = []
-        try HiddenStateDump.run(input: input, scan: scan, writer: try .create(at: full, layout: lay, provenance: testProvenance()),
+        try TextDumper.run(input: input, scan: scan, writer: try .create(at: full, layout: lay, provenance: testProvenance()),
                                 batchSize: 3, encode: fake.encode, encodeImages: fake.images) { reports.append($0) }
         #expect(reports.first == .text(done: 0, total: 14))
         #expect(reports.contains(.text(done: 14, total: 14)))
@@ -145,14 +148,14 @@ struct FakeEncoder {
         var calls = 0
         struct Boom: Error {}
         #expect(throws: Boom.self) {
-            try HiddenStateDump.run(input: input, scan: scan, writer: try .create(at: out, layout: lay, provenance: testProvenance()),
+            try TextDumper.run(input: input, scan: scan, writer: try .create(at: out, layout: lay, provenance: testProvenance()),
                                     batchSize: 3, encode: { calls += 1; if calls == 4 { throw Boom() }; return fake.encode($0) },
                                     encodeImages: fake.images)
         }
         #expect(!FileManager.default.fileExists(atPath: out.path))
         let w = try HiddenStateWriter.resume(at: out, layout: lay, provenance: testProvenance())
         #expect(w.itemsCommitted == 8)
-        try HiddenStateDump.run(input: input, scan: scan, writer: w, batchSize: 3, encode: fake.encode, encodeImages: fake.images)
+        try TextDumper.run(input: input, scan: scan, writer: w, batchSize: 3, encode: fake.encode, encodeImages: fake.images)
         let problems = try expectSameContent(out, full)
         #expect(problems.isEmpty, "\(problems)")
         let r = try HiddenStateReader(url: out)

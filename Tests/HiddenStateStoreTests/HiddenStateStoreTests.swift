@@ -234,11 +234,10 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         let items = SyntheticItems(layout: smallLayout, count: 4)
         let w = try HiddenStateWriter.create(at: dir.appendingPathComponent("d.h5"), layout: smallLayout, provenance: testProvenance())
         var b = items.batch(0..<4)
-        b.eosHiddenStates.removeLast()
+        b.encoding.eosHiddenStates.removeLast()
         let e = #expect(throws: HiddenStateStoreError.self) { try w.append(b) }
         #expect(e?.description.contains("eosHiddenStates.count: expected [3, 4, 8] = 96, found 95") == true)
-        var b2 = items.batch(0..<4)
-        b2.eosIndex[1] = 9
+        let b2 = items.batch(0..<4, eosIndexOverride: [1: 9])
         #expect(throws: HiddenStateStoreError.self) { try w.append(b2) }
         #expect(w.itemsAppended == 0)
         let bad = StoreLayout(layers: [3, 1], numHiddenLayers: 3, width: 8, projectionDim: 4, contextLength: 6)

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import TestSupport
 @testable import HiddenStateStore
@@ -51,15 +52,18 @@ struct SyntheticItems {
         }
     }
 
-    func batch(_ r: Range<Int>) -> TextBatch {
+    func batch(_ r: Range<Int>, eosIndexOverride: [Int: Int] = [:]) -> TextBatch {
         var eos: [Float] = []
         for l in hidden.indices { for i in r { eos += hidden[l][i] } }
+        var eosIndex = Array(self.eosIndex[r])
+        for (k, v) in eosIndexOverride { eosIndex[k] = v }
         return TextBatch(
-            ids: Array(ids[r]), captions: Array(captions[r]), labels: Array(labels[r]),
-            pairIDs: Array(pairIDs[r]), inputIDs: Array(inputIDs[r]), lengths: Array(lengths[r]),
-            eosIndex: Array(eosIndex[r]), eosHiddenStates: eos,
-            tokenHiddenStates: layout.tokens == .all ? tokens.map { t in r.flatMap { t[$0] } } : nil,
-            pooled: r.flatMap { pooled[$0] }, embeds: r.flatMap { embeds[$0] })
+            ids: Array(ids[r]), captions: Array(captions[r]), labels: Array(labels[r]), pairIDs: Array(pairIDs[r]),
+            encoding: TextEncoding(
+                count: r.count, width: layout.width, projectionDim: layout.projectionDim, layers: layout.layers,
+                lengths: Array(lengths[r]), eosIndex: eosIndex, inputIDs: Array(inputIDs[r]), eosHiddenStates: eos,
+                tokenHiddenStates: layout.tokens == .all ? tokens.map { t in r.flatMap { t[$0] } } : nil,
+                pooled: r.flatMap { pooled[$0] }, embeds: r.flatMap { embeds[$0] }))
     }
 
     /// Expected [n, T, W] token states of one layer, zero padded.

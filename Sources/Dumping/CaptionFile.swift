@@ -1,4 +1,5 @@
 import Foundation
+import HiddenStateStore
 
 /// One caption to encode, with the dataset metadata stored next to its hidden states.
 public struct DumpItem: Sendable, Equatable {

@@ -1,0 +1,311 @@
+import BPETokenizer
+import CLIP
+import CLIPImage
+import Foundation
+import HiddenStateStore
+import Provenance
+
+/// Progress and milestones of a dump, reported to a callback (the library never prints).
+public enum DumpProgress: Sendable, Equatable {
+    /// The first pass is done: counts that size the file, including the captions truncated to the
+    /// tokenizer's context.
+    case scanned(DumpScan)
+    /// `TextDumper.dump` with `resume`: continuing `partial` at item `at` of `of`.
+    case resuming(partial: String, at: Int, of: Int)
+    case text(done: Int, total: Int)
+    case images(done: Int, total: Int)
+}
+
+/// Counts from a first pass over the input: sizes the file and the progress bar.
+public struct DumpScan: Sendable, Equatable {
+    public var items: Int
+    /// Longest tokenised caption (after truncation): the `context_length` of the store.
+    public var maxTokens: Int
+    /// Distinct image paths, in order of first appearance.
+    public var images: Int
+    /// Captions with more tokens (start and end tokens included) than the tokenizer's context: they
+    /// are cut as transformers' `truncation=True` does, counted here and recorded in the provenance
+    /// (root attribute `truncated_captions`).
+    public var truncated: Int
+
+    public init(items: Int = 0, maxTokens: Int = 0, images: Int = 0, truncated: Int = 0) {
+        self.items = items
+        self.maxTokens = maxTokens
+        self.images = images
+        self.truncated = truncated
+    }
+}
+
+/// What to dump and how to store it: the options of `negclip dump`.
+public struct DumpRequest: Sendable {
+    /// The captions: our JSONL (docs/data.md, docs/hdf5-schema.md) or a text file, one caption per line.
+    public var data: URL
+    /// The finished file; the dump writes `out.partial` and renames it when complete.
+    public var out: URL
+    /// hidden_states indices to keep (nil: all, 0...L).
+    public var layers: [Int]?
+    public var tokens: TokenMode = .eos
+    /// Also encode the images the records name into `/image/embeds`.
+    public var images = false
+    /// Captions (and images) per encoder call.
+    public var batchSize = 64
+    /// Items per HDF5 chunk (nil: ~1 MiB of hidden states, see `StoreLayout.defaultChunkItems`).
+    public var chunkItems: Int?
+    public var compression: StoreCompression = .none
+    /// Continue `out.partial` from its last commit (same options and inputs).
+    public var resume = false
+    /// Replace an existing finished `out` (only once the new dump is complete); without it an
+    /// existing `out` is refused before anything is read or written.
+    public var overwrite = false
+    /// Seed recorded in the provenance (the dump itself is deterministic).
+    public var seed: Int64?
+    /// Provenance labels: the model and dataset as the user named them (default: their paths),
+    /// the tool version and the command line.
+    public var modelName: String?
+    public var datasetName: String?
+    public var toolVersion = ""
+    public var commandLine = ""
+    /// Also write every value handed to the writer as JSON here (`StoreSidecar`, for the Python checks).
+    public var sidecar: URL?
+    /// Testing aid: sleep this long after each encoder call (crash tests need a slow dump).
+    public var delayPerBatchMilliseconds = 0
+
+    public init(data: URL, out: URL) {
+        self.data = data
+        self.out = out
+    }
+}
+
+/// What a finished dump wrote.
+public struct DumpResult: Sendable {
+    public var url: URL
+    public var scan: DumpScan
+    public var layout: StoreLayout
+    public var provenance: StoreProvenance
+    /// Items already committed when a resumed dump started (nil: a fresh dump).
+    public var resumedAt: Int?
+}
+
+/// Errors of the dump pipeline itself (input and store errors come from `CaptionFile` and the store).
+public enum DumpError: Error, Equatable, CustomStringConvertible {
+    case outputExists(file: String)
+    case noCaptions(file: String)
+    case noImages(file: String)
+    case noProjection(model: String)
+
+    public var description: String {
+        switch self {
+        case .outputExists(let file):
+            return "\(file): expected a new output file, found a finished dump: pass --overwrite to replace it "
+                + "(the old file stays until the new one is complete) or --resume to continue an interrupted "
+                + "dump (\(file)\(StoreSchema.partialSuffix)), or choose another --out"
+        case .noCaptions(let file):
+            return "\(file): expected at least one caption, found none"
+        case .noImages(let file):
+            return "\(file): --images: expected records naming an image (field \"image\"), found none"
+        case .noProjection(let model):
+            return "\(model): the text tower has no text_projection; /text/embeds needs one"
+        }
+    }
+}
+
+/// The dump pipeline: caption file -> tokenizer -> CLIP text encoder -> `HiddenStateWriter`, one
+/// batch at a time, with images (optionally) after the text. `negclip dump` and `negclip
+/// probe-layers` run it in-process; tests drive the loop (`run`) with stand-in encoders.
+///
+/// Speed: the writer thread commits chunks while the encoder computes the next batch (at most two
+/// batches queued), captions are encoded in file order with their own lengths (no padding), and
+/// the input is streamed twice (a scan, then the encoding pass), so memory does not grow with the
+/// number of captions (docs/performance.md).
+public final class TextDumper {
+    public let model: CLIPModel
+    public let tokenizer: CLIPTokenizer
+    /// Stored as the `tokenizer` provenance attribute (folder, vocabulary size, context, vocab.json hash).
+    public let tokenizerDescription: String
+
+    /// `tokenizerDirectory`: a folder with vocab.json + merges.txt (default: the model folder).
+    public init(model: CLIPModel, tokenizerDirectory: URL? = nil) throws {
+        guard model.text != nil else { throw CLIPError.noTower(file: model.directory.path, tower: "text") }
+        self.model = model
+        let dir = tokenizerDirectory ?? model.directory
+        if tokenizerDirectory == nil, let t = model.tokenizer {
+            tokenizer = t
+        } else {
+            tokenizer = try CLIPTokenizer.load(modelDirectory: dir)
+        }
+        tokenizerDescription = "CLIP byte-level BPE (\(dir.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
+            + "vocab.json sha256 \(try SHA256Hasher.hex(fileAt: dir.appendingPathComponent("vocab.json")))"
+    }
+
+    /// Number of text blocks L: `layers` range over 0...L.
+    public var numHiddenLayers: Int { model.text!.config.numHiddenLayers }
+
+    /// The whole dump: scan, layout, provenance, create (or resume) the file, encode, finish.
+    public func dump(_ request: DumpRequest, progress: (DumpProgress) -> Void = { _ in }) throws -> DumpResult {
+        let text = model.text!
+        let out = request.out
+        if !request.resume && !request.overwrite && FileManager.default.fileExists(atPath: out.path) {
+            throw DumpError.outputExists(file: out.path)
+        }
+        let L = text.config.numHiddenLayers
+        let layers = request.layers ?? Array(0...L)
+        let input = try CaptionFile(url: request.data)
+
+        // First pass: hash, count, longest caption (the token axis), images, truncations.
+        let dataSHA = try SHA256Hasher.hex(fileAt: request.data)
+        let tok = tokenizer
+        let scan = try Self.scan(input) { caption in
+            let (ids, truncated) = tok.encodeNotingTruncation(caption)
+            return (ids.count, truncated)
+        }
+        progress(.scanned(scan))
+        if scan.items == 0 { throw DumpError.noCaptions(file: request.data.path) }
+        if request.images && scan.images == 0 { throw DumpError.noImages(file: request.data.path) }
+        if request.images && model.vision == nil { throw CLIPError.noTower(file: model.directory.path, tower: "vision") }
+
+        let width = text.config.hiddenSize
+        let layout = StoreLayout(
+            layers: layers, numHiddenLayers: L, width: width,
+            projectionDim: text.projectionDim, contextLength: scan.maxTokens, tokens: request.tokens,
+            includesImages: request.images, compression: request.compression,
+            // A small dump needs no chunk bigger than itself (edge chunks are allocated whole).
+            chunkItems: request.chunkItems ?? min(max(scan.items, scan.images),
+                                                  StoreLayout.defaultChunkItems(width: width, contextLength: scan.maxTokens, tokens: request.tokens)))
+        if layout.projectionDim == 0 { throw DumpError.noProjection(model: request.modelName ?? model.directory.path) }
+        let provenance = StoreProvenance(
+            toolVersion: request.toolVersion, model: request.modelName ?? model.directory.path,
+            modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
+            dataset: request.datasetName ?? request.data.path, datasetSHA256: dataSHA,
+            tokenizer: tokenizerDescription, commandLine: request.commandLine, seed: request.seed,
+            truncatedCaptions: scan.truncated)
+
+        let writer: HiddenStateWriter
+        var resumedAt: Int?
+        if request.resume {
+            writer = try HiddenStateWriter.resume(at: out, layout: layout, provenance: provenance)
+            resumedAt = writer.itemsCommitted
+            progress(.resuming(partial: writer.partialURL.path, at: writer.itemsCommitted, of: scan.items))
+        } else {
+            writer = try HiddenStateWriter.create(at: out, layout: layout, provenance: provenance)
+        }
+
+        var sidecar = request.sidecar.map { _ in StoreSidecar(layout: layout, provenance: provenance) }
+        let delay = request.delayPerBatchMilliseconds
+        let model = self.model
+        let encode: ([DumpItem]) throws -> TextEncoding = { items in
+            let ids = items.map { tok.encode($0.caption) }
+            var enc = try model.encodeText(ids: ids, tokens: request.tokens, layers: layers)
+            enc.lastHiddenState = nil  // not stored: do not keep it in the writer's queue
+            if delay > 0 { usleep(useconds_t(delay * 1000)) }
+            sidecar?.add(TextBatch(items: items, encoding: enc))
+            return enc
+        }
+        var encodeImages: (([String]) throws -> [Float])?
+        if request.images, let vision = model.vision {
+            let pre = try Self.imagePreprocessor(modelDirectory: model.directory, imageSize: vision.config.imageSize)
+            let base = request.data.deletingLastPathComponent()
+            encodeImages = { paths in
+                let decoded = try paths.map { p in
+                    try ImageDecoder.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
+                }
+                let enc = try model.encodeImages(pixels: pre.batch(decoded), count: paths.count)
+                sidecar?.addImages(ids: paths, embeds: enc.embeds)
+                return enc.embeds
+            }
+        }
+        try Self.run(input: input, scan: scan, writer: writer, batchSize: request.batchSize,
+                     encode: encode, encodeImages: encodeImages, progress: progress)
+        if let url = request.sidecar, let sidecar { try sidecar.write(to: url) }
+        return DumpResult(url: out, scan: scan, layout: layout, provenance: provenance, resumedAt: resumedAt)
+    }
+
+    /// The folder's preprocessor_config.json when present, else CLIP's defaults at the tower's size.
+    public static func imagePreprocessor(modelDirectory: URL, imageSize: Int) throws -> CLIPImagePreprocessor {
+        let url = modelDirectory.appendingPathComponent("preprocessor_config.json")
+        if FileManager.default.fileExists(atPath: url.path) { return try CLIPImagePreprocessor.load(preprocessorConfig: url) }
+        var p = CLIPImagePreprocessor()
+        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
+        return p
+    }
+
+    // MARK: the loop (model-independent)
+
+    /// One pass over `input` (memory bounded except for the set of distinct image paths).
+    /// `tokenize` gives a caption's token count as encoded (after truncation) and whether it was cut.
+    public static func scan(_ input: CaptionFile, tokenize: (String) throws -> (count: Int, truncated: Bool)) throws -> DumpScan {
+        var s = DumpScan()
+        var seen = Set<String>()
+        try input.forEach { item in
+            s.items += 1
+            let t = try tokenize(item.caption)
+            s.maxTokens = max(s.maxTokens, t.count)
+            if t.truncated { s.truncated += 1 }
+            if let image = item.image, seen.insert(image).inserted { s.images += 1 }
+            return true
+        }
+        return s
+    }
+
+    /// Encodes every item after the first `writer.itemsAppended` (so a resumed writer continues
+    /// where its file stops), then the images when `encodeImages` is given, then finishes.
+    public static func run(input: CaptionFile, scan: DumpScan, writer: HiddenStateWriter, batchSize: Int,
+                           encode: ([DumpItem]) throws -> TextEncoding,
+                           encodeImages: (([String]) throws -> [Float])? = nil,
+                           progress: (DumpProgress) -> Void = { _ in }) throws {
+        precondition(batchSize > 0, "batchSize must be positive")
+        let skip = writer.itemsAppended
+        var index = 0
+        var batch: [DumpItem] = []
+        func flush() throws {
+            if batch.isEmpty { return }
+            try writer.append(TextBatch(items: batch, encoding: try encode(batch)))
+            batch.removeAll(keepingCapacity: true)
+            progress(.text(done: writer.itemsAppended, total: scan.items))
+        }
+        progress(.text(done: skip, total: scan.items))
+        try input.forEach { item in
+            defer { index += 1 }
+            if index < skip { return true }
+            batch.append(item)
+            if batch.count == batchSize { try flush() }
+            return true
+        }
+        try flush()
+        if writer.itemsAppended != scan.items {
+            throw HiddenStateStoreError.state(file: input.url.path,
+                                              detail: "expected \(scan.items) items (first pass), found \(writer.itemsAppended): did the file change during the dump?")
+        }
+
+        if let encodeImages, writer.layout.includesImages {
+            let skipImages = writer.imagesAppended
+            var seen = Set<String>()
+            var paths: [String] = []
+            var imageIndex = 0
+            func flushImages() throws {
+                if paths.isEmpty { return }
+                try writer.appendImages(ids: paths, embeds: try encodeImages(paths))
+                paths.removeAll(keepingCapacity: true)
+                progress(.images(done: writer.imagesAppended, total: scan.images))
+            }
+            progress(.images(done: skipImages, total: scan.images))
+            try input.forEach { item in
+                guard let image = item.image, seen.insert(image).inserted else { return true }
+                defer { imageIndex += 1 }
+                if imageIndex < skipImages { return true }
+                paths.append(image)
+                if paths.count == batchSize { try flushImages() }
+                return true
+            }
+            try flushImages()
+        }
+        try writer.finish()
+    }
+}
+
+extension TextBatch {
+    /// The items' metadata beside the encoder's output for them.
+    public init(items: [DumpItem], encoding: TextEncoding) {
+        self.init(ids: items.map(\.id), captions: items.map(\.caption), labels: items.map(\.label),
+                  pairIDs: items.map(\.pairID), encoding: encoding)
+    }
+}
