@@ -6,6 +6,8 @@ import HiddenStateStore
 /// asks for it, the mean over the caption's token rows.
 public struct LayerStates: Sendable {
     public var layers: [Int]
+    /// L: the tower's blocks (layers range over 0...L; a dump may store fewer).
+    public var numHiddenLayers: Int
     public var width: Int
     public var count: Int
     /// Per layer position: [count, width].
@@ -50,7 +52,7 @@ public struct LayerStates: Sendable {
             start = end
             progress(start, n)
         }
-        return LayerStates(layers: layers, width: W, count: n, eos: eos, mean: mean)
+        return LayerStates(layers: layers, numHiddenLayers: L, width: W, count: n, eos: eos, mean: mean)
     }
 
     /// The states a dump holds (every stored layer; token means when it was dumped with --tokens all).
@@ -71,7 +73,7 @@ public struct LayerStates: Sendable {
                 mean!.append(m)
             }
         }
-        return LayerStates(layers: layout.layers, width: W, count: n, eos: eos, mean: mean)
+        return LayerStates(layers: layout.layers, numHiddenLayers: layout.numHiddenLayers, width: W, count: n, eos: eos, mean: mean)
     }
 }
 

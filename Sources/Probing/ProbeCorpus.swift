@@ -30,38 +30,8 @@ public struct ProbeCorpus: Sendable {
     public var imageEmbeds: [Float]
     public var projectionDim: Int
 
-    /// Texts of caption records of `split` (all splits when nil).
-    public static func fromRecords(_ records: [CaptionRecord], split: String?, baseDirectory: URL,
-                                   tokenize: (String) -> [Int32]) -> ProbeCorpus {
-        var c = ProbeCorpus(texts: [], tokenIDs: [], textGroups: [], dumpLabels: nil, entries: [], images: [],
-                            imageEmbeds: [], projectionDim: 0)
-        var imageIndex: [String: Int] = [:]
-        func image(_ p: String) -> Int {
-            let path = p.hasPrefix("/") ? p : baseDirectory.appendingPathComponent(p).path
-            if let i = imageIndex[path] { return i }
-            imageIndex[path] = c.images.count
-            c.images.append(path)
-            return c.images.count - 1
-        }
-        for r in records where split == nil || r.split == split {
-            let g = c.entries.count
-            var e = Entry(group: g, texts: [:], image: image(r.image), contrastImage: r.absenceContrastImage.map(image),
-                          negatedObject: r.negatedObject, absentObject: r.absentObject)
-            for (item, text) in [(ProbeTask.Item.affirmative, r.caption), (.presenceNegated, r.presenceNegated),
-                                 (.absenceNegated, r.absenceNegated), (.foil, r.foil)] {
-                guard let text else { continue }
-                e.texts[item] = c.texts.count
-                c.texts.append(text)
-                c.tokenIDs.append(tokenize(text))
-                c.textGroups.append(g)
-            }
-            c.entries.append(e)
-        }
-        return c
-    }
-
     /// The rows of a dump; `records` (optional) adds objects and images by item id.
-    public static func fromDump(_ reader: HiddenStateReader, records: [CaptionRecord]?, baseDirectory: URL?) throws -> ProbeCorpus {
+    public static func fromDump(_ reader: HiddenStateReader, records: [CaptionRecord]?) throws -> ProbeCorpus {
         let n = reader.info.itemCount
         let texts = try reader.captions(), ids = try reader.itemIDs(), pairs = try reader.pairIDs()
         let labels = try reader.labels().map { Int($0.rawValue) }
@@ -74,17 +44,18 @@ public struct ProbeCorpus: Sendable {
         }
         var c = ProbeCorpus(texts: texts, tokenIDs: try reader.inputIDs(), textGroups: groups, dumpLabels: labels,
                             entries: [], images: [], imageEmbeds: [], projectionDim: reader.info.layout.projectionDim)
-        if reader.info.layout.includesImages {
-            c.images = try reader.imageIDs()
-            c.imageEmbeds = try reader.imageEmbeds()
-        }
         guard let records else { return c }
         var row: [String: Int] = [:]
         for (i, id) in ids.enumerated() { row[id] = i }
         var imageIndex: [String: Int] = [:]
-        for (i, p) in c.images.enumerated() { imageIndex[p] = i }
+        func image(_ p: String) -> Int {
+            if let i = imageIndex[p] { return i }
+            imageIndex[p] = c.images.count
+            c.images.append(p)
+            return c.images.count - 1
+        }
         for r in records {
-            var e = Entry(group: 0, texts: [:], image: imageIndex[r.image], contrastImage: r.absenceContrastImage.flatMap { imageIndex[$0] },
+            var e = Entry(group: 0, texts: [:], image: image(r.image), contrastImage: r.absenceContrastImage.map(image),
                           negatedObject: r.negatedObject, absentObject: r.absentObject)
             for (item, suffix) in [(ProbeTask.Item.affirmative, ""), (.presenceNegated, ":presence_negated"),
                                    (.absenceNegated, ":absence_negated"), (.foil, ":foil")] {
@@ -94,8 +65,40 @@ public struct ProbeCorpus: Sendable {
             e.group = groups[first]
             c.entries.append(e)
         }
-        _ = baseDirectory
         return c
+    }
+
+    /// Image embeddings for `images`: taken from the dump's /image/embeds where its /image/ids name
+    /// the same path, the rest computed by `embed` (paths as the records give them). Without
+    /// `embed`, an image the dump lacks is an error naming it.
+    public mutating func attachImages(dump reader: HiddenStateReader?, embed: (([String]) throws -> [Float])?,
+                                      projectionDim P: Int, progress: (Int, Int) -> Void = { _, _ in }) throws {
+        guard !images.isEmpty else { return }
+        projectionDim = P
+        var have: [String: Int] = [:]
+        var stored: [Float] = []
+        if let reader, reader.info.layout.includesImages {
+            for (i, id) in try reader.imageIDs().enumerated() { have[id] = i }
+            stored = try reader.imageEmbeds()
+        }
+        var out = [Float](repeating: 0, count: images.count * P)
+        var missing: [Int] = []
+        for (i, p) in images.enumerated() {
+            if let j = have[p] { out.replaceSubrange((i * P)..<((i + 1) * P), with: stored[(j * P)..<((j + 1) * P)]) } else { missing.append(i) }
+        }
+        if !missing.isEmpty {
+            guard let embed else {
+                throw ProbingError.input(file: reader?.url.path ?? "dump", key: "/image/ids", expected: "an embedding of image \(images[missing[0]]) (dump with --images, or pass --model to embed it)", found: "none")
+            }
+            let batch = 32
+            for start in stride(from: 0, to: missing.count, by: batch) {
+                let part = Array(missing[start..<min(start + batch, missing.count)])
+                let e = try embed(part.map { images[$0] })
+                for (k, i) in part.enumerated() { out.replaceSubrange((i * P)..<((i + 1) * P), with: e[(k * P)..<((k + 1) * P)]) }
+                progress(min(start + batch, missing.count), missing.count)
+            }
+        }
+        imageEmbeds = out
     }
 
     /// Caption / negation pairs for the separation measure: (caption text, negation text, group).

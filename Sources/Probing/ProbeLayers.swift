@@ -188,11 +188,14 @@ public enum ProbeLayers {
         public init() {}
     }
 
-    /// Separation of one kind of negation on one network: per layer, per-pair cosines.
-    static func pairCosines(_ states: LayerStates, pairs: [(Int, Int, Int)]) -> [[Double]] {
+    /// Separation of one kind of negation on one network: per hidden_states index 0...L, the per-pair
+    /// cosines (nil for a layer the states do not hold).
+    static func pairCosines(_ states: LayerStates, pairs: [(Int, Int, Int)]) -> [[Double]?] {
         let W = states.width
-        return states.eos.map { x in
-            pairs.map { a, b, _ in
+        return (0...states.numHiddenLayers).map { l in
+            guard let k = states.layers.firstIndex(of: l) else { return nil }
+            let x = states.eos[k]
+            return pairs.map { a, b, _ in
                 var dot = 0.0, na = 0.0, nb = 0.0
                 for c in 0..<W {
                     let u = Double(x[a * W + c]), v = Double(x[b * W + c])
@@ -212,10 +215,15 @@ public enum ProbeLayers {
             let groups = pairs.map(\.2)
             let cm = pairCosines(states, pairs: pairs)
             let cr = random.map { pairCosines($0, pairs: pairs) }
-            let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: groups, resamples: resamples, seed: seed) }
+            let est = { (v: [Double]?) -> Estimate in
+                v.map { GroupBootstrap.estimate(values: $0, groups: groups, resamples: resamples, seed: seed) } ?? .missing
+            }
             out[name] = SeparationResult(
                 kind: name, pairs: pairs.count, model: cm.map(est), random: cr?.map(est) ?? [],
-                gainOverRandom: cr.map { r in zip(r, cm).map { est(zip($0, $1).map { $0 - $1 }) } } ?? [])
+                gainOverRandom: cr.map { r in zip(r, cm).map { a, b in
+                    guard let a, let b else { return .missing }
+                    return est(zip(a, b).map { $0 - $1 })
+                } } ?? [])
         }
         return out
     }
@@ -237,7 +245,7 @@ public enum ProbeLayers {
 
     public static func probe(_ task: ProbeTask, corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
                              options: Options, progress: (Int, Int) -> Void) -> ProbeResult {
-        let L = states.layers.max() ?? 0
+        let L = states.numHiddenLayers
         let nan = [Estimate](repeating: .missing, count: L + 1)
         let ds = ProbeDataset.build(task, corpus: corpus)
         var result = ProbeResult(task: task, classes: ds.classNames, items: ds.count, groups: Set(ds.groups).count,
@@ -333,7 +341,7 @@ public enum ProbeLayers {
     public static func measure(corpus: ProbeCorpus, states: LayerStates, random: LayerStates?, tasks: [ProbeTask],
                                sweep: SweepResult?, options: Options, provenance: ProbeProvenance,
                                timings: inout [String: Double], progress: (ProbeProgress) -> Void) -> ProbeLayersResult {
-        let L = states.layers.max() ?? 0
+        let L = states.numHiddenLayers
         var t0 = Date()
         progress(.stage("separation"))
         let sep = separation(corpus, states: states, random: random, resamples: options.settings.bootstrapResamples, seed: options.bootstrapSeed)

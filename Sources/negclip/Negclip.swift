@@ -30,5 +30,6 @@ struct Negclip: ParsableCommand {
             MakeWorldCommand.self,
             EvaluateCommand.self,
             TrainCommand.self,
+            ProbeLayersCommand.self,
         ])
 }
