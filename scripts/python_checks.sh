@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 PY=$VENV/bin/python
-$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat
+$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat scikit-learn cairosvg
 TORCH_WHEEL=$(ls /opt/wheels/torch-*cpu*.whl 2>/dev/null | head -1 || true)
 if [[ -n "$TORCH_WHEEL" ]]; then
     $PY -c "import torch" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check "$TORCH_WHEEL"

@@ -9,6 +9,8 @@ struct NegclipBench: ParsableCommand {
             EncodeBench.self,
             DumpBench.self,
             ParityDump.self,
+            ProbeBench.self,
+            ProbeParity.self,
             TokenizeBench.self,
             TrainBench.self,
         ])
