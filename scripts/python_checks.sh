@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
+# cairosvg (the probe-layers SVG check) needs the cairo library from Debian.
+need=()
+for pkg in libcairo2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 PY=$VENV/bin/python
 $PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat scikit-learn cairosvg

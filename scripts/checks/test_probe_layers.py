@@ -247,7 +247,7 @@ def test_report_files_agree():
 
 
 def test_svgs_render_and_html_is_self_contained():
-    cairosvg = pytest.importorskip("cairosvg")
+    import cairosvg  # installed by scripts/python_checks.sh (needs Debian libcairo2)
     out = _report()
     svgs = sorted(out.glob("*.svg"))
     assert {"separation.svg", "combined.svg", "probe-truth.svg"} <= {s.name for s in svgs}
