@@ -190,6 +190,7 @@ public enum CrossValidation {
         let k = max(2, min(settings.folds, Set(groups).count))
         var correct = [Double](repeating: 0, count: n)
         let lr = LogisticRegression(C: settings.C, maxIterations: settings.maxIterations, tolerance: settings.tolerance)
+        var previous: LogisticRegression.Model?
         for seed in settings.seeds {
             let fold = GroupKFold.folds(groups: groups, k: k, seed: seed)
             for f in 0..<k {
@@ -202,7 +203,8 @@ public enum CrossValidation {
                     // one class in the training fold: the only sensible prediction is that class
                     pred = Array(repeating: ytr.first ?? 0, count: test.count)
                 } else {
-                    let model = lr.fit(x: xtr, n: train.count, d: D, y: ytr, classes: classes)
+                    let model = lr.fit(x: xtr, n: train.count, d: D, y: ytr, classes: classes, start: previous)
+                    previous = model
                     pred = model.predict(xte, n: test.count)
                 }
                 for (i, r) in test.enumerated() where pred[i] == labels[r] { correct[r] += 1 }

@@ -96,12 +96,15 @@ public struct LogisticRegression: Sendable {
         }
     }
 
-    /// x: [n, d] row-major (already standardised), y: class indices in 0..<classes.
-    public func fit(x: [Double], n: Int, d: Int, y: [Int], classes: Int) -> Model {
+    /// x: [n, d] row-major (already standardised), y: class indices in 0..<classes. `start`: a
+    /// model of the same shape to start from (warm start: the next fold of a cross-validation starts
+    /// near its optimum; the minimiser is the same, the objective being strictly convex).
+    public func fit(x: [Double], n: Int, d: Int, y: [Int], classes: Int, start: Model? = nil) -> Model {
         precondition(x.count == n * d && y.count == n && classes >= 2)
         let K = classes == 2 ? 1 : classes
         let objective = Objective(x: x, n: n, d: d, y: y, columns: K, C: C)
         var theta = [Double](repeating: 0, count: (d + 1) * K)   // W [d, K] then b [K]
+        if let start, start.d == d, start.columns == K { theta = start.coef + start.intercept }
         let result = LBFGS(memory: memory, maxIterations: maxIterations, tolerance: tolerance)
             .minimize(&theta) { objective.evaluate($0) }
         return Model(d: d, classes: classes, columns: K, coef: Array(theta[0..<(d * K)]),
