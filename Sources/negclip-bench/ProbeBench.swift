@@ -26,11 +26,16 @@ struct ProbeBench: ParsableCommand {
         request.options.settings.folds = folds
         request.options.settings.seeds = (0..<UInt64(seeds)).map { $0 }
         request.toolVersion = "negclip-bench"
-        let t0 = Date()
+        func cpuSeconds() -> Double {
+            var u = rusage()
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &u)
+            return Double(u.ru_utime.tv_sec) + Double(u.ru_utime.tv_usec) / 1e6 + Double(u.ru_stime.tv_sec) + Double(u.ru_stime.tv_usec) / 1e6
+        }
+        let t0 = Date(), c0 = cpuSeconds()
         let result = try ProbeLayersRun.run(request) { _ in }
-        let total = Date().timeIntervalSince(t0)
+        let total = Date().timeIntervalSince(t0), cpu = cpuSeconds() - c0
         if out == nil { try? FileManager.default.removeItem(at: dir) }
-        var report: [String: Any] = ["total_s": total, "stages_s": result.timings,
+        var report: [String: Any] = ["total_s": total, "cpu_s": cpu, "load_average_1min": loadAverage(), "stages_s": result.timings,
                                      "layers": result.layers.count, "model_sha256": result.provenance.modelWeightsSHA256]
         report["items"] = Dictionary(uniqueKeysWithValues: result.probes.map { ($0.task.name, $0.items) })
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
@@ -38,13 +43,19 @@ struct ProbeBench: ParsableCommand {
     }
 }
 
+/// The 1-minute load average (the machine may be shared: wall times mean little when it is > cores).
+func loadAverage() -> Double {
+    var l = [Double](repeating: 0, count: 3)
+    return getloadavg(&l, 3) > 0 ? l[0] : .nan
+}
+
 /// `negclip-bench probe-parity`: fits the probe's logistic regression on given features and reports
-/// coefficients and cross-validated accuracy, for scripts/checks/test_probe_parity.py to compare
+/// coefficients and cross-validated accuracy, for scripts/checks/test_probe_layers.py to compare
 /// with scikit-learn's LogisticRegression on the same standardised features and folds.
 struct ProbeParity: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe-parity",
-        abstract: "Logistic regression fit + grouped CV on JSON features (used by scripts/checks/test_probe_parity.py).")
+        abstract: "Logistic regression fit + grouped CV on JSON features (used by scripts/checks/test_probe_layers.py).")
 
     @Option(help: "JSON {\"x\": [[...]], \"y\": [...], \"groups\": [...], \"c\": 1.0, \"folds\": 5, \"seeds\": [0]}.") var input: String
     @Option(help: "Output JSON.") var out: String
