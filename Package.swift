@@ -60,7 +60,7 @@ let package = Package(
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: [

@@ -25,5 +25,7 @@ struct Negclip: ParsableCommand {
             MakeWorldCommand.self,
             EvaluateCommand.self,
             TrainCommand.self,
+            SweepCommand.self,
+            SelectLayersCommand.self,
         ])
 }
