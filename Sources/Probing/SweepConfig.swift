@@ -58,7 +58,7 @@ public struct SweepConfig: Sendable {
 }
 
 /// Defaults chosen so that a whole sweep of the built-in 12-block, width-128 model on a 1000-scene
-/// world fits in a few minutes on 2 cores (docs/probing.md, "Sweep cost").
+/// world fits in a few minutes on 2 cores (docs/sweep.md, "Defaults and their cost").
 public enum SweepDefaults {
     public static let seeds: [UInt64] = [0, 1]
     public static let steps = 24
