@@ -40,7 +40,7 @@ public enum Sweep {
     /// SWEEP/result.json).
     @discardableResult
     public static func run(_ config: SweepConfig, progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
-        let started = Date()
+        let startTime = Date()
         let fm = FileManager.default
         guard config.steps >= 1 else { throw SweepError.settings("sweep steps must be at least 1, found \(config.steps)") }
         guard config.batch >= 1 else { throw SweepError.settings("sweep batch must be at least 1, found \(config.batch)") }
@@ -72,28 +72,32 @@ public enum Sweep {
         // 2. The sweep folder: settings fixed at the first start.
         let settings = try Self.settings(config, base: base, layers: L, windows: windows, singles: singles)
         try fm.createDirectory(at: config.out.appendingPathComponent("runs"), withIntermediateDirectories: true)
+        // A folder that already holds runs continues only with the same settings; one without runs
+        // (a start that failed on its data, say) takes the new ones.
         let sweepJSON = config.out.appendingPathComponent("sweep.json")
-        if fm.fileExists(atPath: sweepJSON.path) {
+        let started = try fm.contentsOfDirectory(atPath: config.out.appendingPathComponent("runs").path).filter { !$0.hasPrefix(".") }
+        if fm.fileExists(atPath: sweepJSON.path), !started.isEmpty {
             let saved = try SweepFiles.readObject(sweepJSON)["settings"] as? [String: String] ?? [:]
             for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
                 throw SweepError.folder(file: sweepJSON.path, message: "the sweep in this folder was started with \(key) = \(saved[key] ?? "none"), this run has \(settings[key] ?? "none"); use the same settings or a new sweep folder")
             }
-        } else {
-            try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings,
-                                        "provenance": Self.provenance(config, settings: settings)], to: sweepJSON)
         }
 
         // 3. Data: the training set (tokenised, images embedded once) and the evaluation records.
+        let records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
         let set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer,
                                             batchSize: config.evaluationBatchSize)
-        let records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
+        if !fm.fileExists(atPath: sweepJSON.path) || started.isEmpty {
+            try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings,
+                                        "provenance": Self.provenance(config, settings: settings)], to: sweepJSON)
+        }
         let total = units.count * config.seeds.count
         let done = units.reduce(0) { n, u in
             n + config.seeds.filter { fm.fileExists(atPath: resultURL(config, window: u.window, seed: $0).path) }.count
         }
         progress(.prepared(presenceItems: set.presence.count, absenceItems: set.absence.count,
                            images: set.imageEmbeds.count / max(1, set.dim), evalRecords: records.count, runs: total,
-                           alreadyDone: done, seconds: Date().timeIntervalSince(started)))
+                           alreadyDone: done, seconds: Date().timeIntervalSince(startTime)))
 
         // 4. The base model, measured exactly as `negclip evaluate` does; its image embeddings are
         // recorded and serve every fine-tuned model (the vision tower never trains).
@@ -165,7 +169,7 @@ public enum Sweep {
         try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings),
                                     "settings": settings, "result": try SweepFiles.object(result)],
                                    to: config.out.appendingPathComponent("result.json"))
-        progress(.finished(result, seconds: Date().timeIntervalSince(started)))
+        progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
         return result
     }
 

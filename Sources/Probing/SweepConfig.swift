@@ -61,8 +61,8 @@ public struct SweepConfig: Sendable {
 /// world fits in a few minutes on 2 cores (docs/sweep.md, "Defaults and their cost").
 public enum SweepDefaults {
     public static let seeds: [UInt64] = [0, 1]
-    public static let steps = 24
-    public static let batch = 32
+    public static let steps = 20
+    public static let batch = 16
     public static let learningRate = 5e-4
 }
 

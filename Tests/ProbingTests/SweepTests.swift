@@ -157,9 +157,15 @@ import Training
             #expect("\(error)".contains("captions.jsonl") && "\(error)".contains("t2i_r1") && "\(error)".contains("query"), "\(error)")
             #expect(!"\(error)".contains("\n"))
         }
+        // the failed start left no run, so the folder takes other settings
         c.evalSplit = "nosuchsplit"
         do { _ = try Sweep.run(c); Issue.record("a sweep with an empty split ran") } catch {
-            #expect("\(error)".contains("nosuchsplit"), "\(error)")
+            #expect("\(error)".contains("expected records with split nosuchsplit to measure on"), "\(error)")
         }
+        c.evalSplit = "val"
+        c.trainSplit = "test"   // the world's test split has captions too: a valid start
+        c.evalData.append(world.appendingPathComponent("queries.jsonl"))
+        c.steps = 1
+        #expect(try Sweep.run(c).runs.count == 2)
     }
 }
