@@ -341,3 +341,9 @@ struct TunedTextModel: EmbeddingModel {
     func embedTexts(_ texts: [String]) throws -> [Float] { try text.embedTexts(texts) }
     func embedImages(_ requests: [ImageRequest]) throws -> [Float] { try images.embedImages(requests) }
 }
+
+/// `Sweep.run`: runs (or resumes) the sweep in `config.out` and returns its result.
+@discardableResult
+public func runSweep(_ config: SweepConfig, progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
+    try Sweep.run(config, progress: progress)
+}

@@ -85,20 +85,22 @@ public enum SweepWindows {
     }
 
     /// `name=a-b` or `name=3,5,7` (blocks); throws a one-line error naming what was expected.
-    public static func parse(_ spec: String, layers L: Int) throws -> (String, [Int]) {
+    public static func parse(_ spec: String, layers L: Int, option: String = "--window") throws -> (String, [Int]) {
+        // `--blocks a-b` is parsed as "blocks=a-b"; its errors show what was typed
+        let shown = option == "--window" ? spec : String(spec.drop { $0 != "=" }.dropFirst())
         let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
         guard parts.count == 2, !parts[0].isEmpty, !parts[0].hasPrefix("block.") else {
-            throw SweepError.settings("--window \(spec): expected NAME=a-b or NAME=i,j,k (a name other than block.<i>)")
+            throw SweepError.settings("\(option) \(shown): expected NAME=a-b or NAME=i,j,k (a name other than block.<i>)")
         }
         var blocks: [Int] = []
         for item in parts[1].split(separator: ",") {
             let ends = item.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
             guard !ends.isEmpty, ends.count <= 2, let a = ends.first!, let b = ends.last!, 0 <= a, a <= b, b < L else {
-                throw SweepError.settings("--window \(spec): expected blocks within 0-\(L - 1) (the text tower has \(L) blocks), found \(item)")
+                throw SweepError.settings("\(option) \(shown): expected blocks within 0-\(L - 1) (the text tower has \(L) blocks), found \(item)")
             }
             blocks += Array(a...b)
         }
-        guard !blocks.isEmpty else { throw SweepError.settings("--window \(spec): no blocks") }
+        guard !blocks.isEmpty else { throw SweepError.settings("\(option) \(shown): no blocks") }
         return (parts[0], Array(Set(blocks)).sorted())
     }
 }

@@ -79,7 +79,7 @@ struct SweepCommand: ParsableCommand {
         switch blocks {
         case "all": config.blocks = nil
         case "none": config.blocks = []
-        default: config.blocks = try SweepWindows.parse("blocks=\(blocks)", layers: layers).1
+        default: config.blocks = try SweepWindows.parse("blocks=\(blocks)", layers: layers, option: "--blocks").1
         }
         if noWindows { config.windows = [:] } else if !window.isEmpty {
             var w: [String: [Int]] = [:]
@@ -120,7 +120,15 @@ struct SweepCommand: ParsableCommand {
                                index, total, run.window, run.seed, m.presence, m.absence, m.retrievalT2I, m.retrievalI2T,
                                reused ? "done before" : String(format: "%.1f s", seconds), Self.eta(eta)))
             case let .finished(r, seconds):
-                logLine(String(format: "sweep: %d runs in %.1f s", r.runs.count, seconds))
+                logLine(String(format: "sweep: %d runs in %.1f s; mean gain over the base per unit (over %d seeds):", r.runs.count, seconds, config.seeds.count))
+                var order: [String] = []
+                for run in r.runs where !order.contains(run.window) { order.append(run.window) }
+                for unit in order {
+                    let runs = r.runs.filter { $0.window == unit }
+                    func gain(_ f: (SweepMetrics) -> Double) -> Double { runs.map { f($0.metrics) - f(r.base) }.reduce(0, +) / Double(runs.count) }
+                    logLine(String(format: "  %@: presence %+.3f absence %+.3f t2i %+.3f i2t %+.3f", unit,
+                                   gain(\.presence), gain(\.absence), gain(\.retrievalT2I), gain(\.retrievalI2T)))
+                }
             }
         }
         _ = result
