@@ -85,8 +85,7 @@ public enum Sweep {
 
         // 3. Data: the training set (tokenised, images embedded once) and the evaluation records.
         let records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
-        let set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer,
-                                            batchSize: config.evaluationBatchSize)
+        let set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
         if !fm.fileExists(atPath: sweepJSON.path) || started.isEmpty {
             try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings,
                                         "provenance": Self.provenance(config, settings: settings)], to: sweepJSON)

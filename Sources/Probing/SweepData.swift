@@ -10,8 +10,7 @@ enum SweepData {
     /// Caption records of `split` -> token ids + one image-embedding table, exactly as `negclip train`
     /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
     /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
-    static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer,
-                            batchSize: Int) throws -> CaptionTrainingSet {
+    static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer) throws -> CaptionTrainingSet {
         let loaded = try NegationJSONL.read(url)
         let base = url.deletingLastPathComponent()
         var imageRow: [String: Int] = [:], imagePaths: [String] = []
