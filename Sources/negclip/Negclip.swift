@@ -31,5 +31,7 @@ struct Negclip: ParsableCommand {
             EvaluateCommand.self,
             TrainCommand.self,
             ProbeLayersCommand.self,
+            SweepCommand.self,
+            SelectLayersCommand.self,
         ])
 }
