@@ -34,6 +34,10 @@ public struct ProbeLayersRequest: Sendable {
     /// Seed of the random-weights network; nil = no random baseline.
     public var randomSeed: UInt64? = 0
     public var batchSize = 64
+    /// The partial fine-tuning sweep to run first (its folder resumes); nil = no sweep.
+    public var sweep: SweepConfig?
+    /// A layer-selection policy applied to report.json afterwards (OUT/layers.json); nil = none.
+    public var select: SelectionPolicy?
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -67,7 +71,7 @@ public enum ProbeLayersRun {
 
     /// Dump (records mode) or read (dump mode), encode the random-weights network, measure, and
     /// write the report into `request.out`.
-    public static func run(_ request: ProbeLayersRequest, sweep: SweepResult? = nil,
+    public static func run(_ request: ProbeLayersRequest, sweep given: SweepResult? = nil,
                            progress: (ProbeProgress) -> Void) throws -> ProbeLayersResult {
         var timings: [String: Double] = [:]
         let fm = FileManager.default
@@ -143,6 +147,18 @@ public enum ProbeLayersRun {
             timings["random"] = Date().timeIntervalSince(t0)
         }
 
+        var sweep = given
+        if sweep == nil, let config = request.sweep {
+            t0 = Date()
+            progress(.stage("sweep"))
+            sweep = try Sweep.run(config) { p in
+                if case let .step(index, total, step, steps, _, _, _) = p {
+                    progress(.step(stage: "sweep", done: index * steps + step, total: total * steps))
+                }
+            }
+            timings["sweep"] = Date().timeIntervalSince(t0)
+        }
+
         let p = reader.info.provenance
         let provenance = ProbeProvenance(
             model: request.model?.path ?? p.model, modelWeightsSHA256: p.modelWeightsSHA256, modelConfigSHA256: p.modelConfigSHA256,
@@ -156,6 +172,11 @@ public enum ProbeLayersRun {
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)
         result.timings["report"] = Date().timeIntervalSince(t0)
+        if let policy = request.select {
+            progress(.stage("select"))
+            try selectLayers(report: request.out.appendingPathComponent("report.json"), policy: policy,
+                             out: request.out.appendingPathComponent("layers.json"), commandLine: request.commandLine)
+        }
         return result
     }
 }

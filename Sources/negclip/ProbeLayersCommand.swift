@@ -35,12 +35,29 @@ struct ProbeLayersCommand: ParsableCommand {
     @Flag(help: "Skip the random-weights baseline.") var noRandom = false
     @Option(help: "Bootstrap resamples for the 95% intervals.") var bootstrap: Int = 1000
     @Option(help: "Captions per encoder call.") var batch: Int = 64
+    @Flag(inversion: .prefixedNo, help: "Run the partial fine-tuning sweep (records mode, or --dump with --model and --data; folder OUT/sweep, resumable).")
+    var sweep = true
+    @Option(name: .customLong("sweep-steps"), help: "Optimizer steps per sweep run.") var sweepSteps = SweepDefaults.steps
+    @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated.", valueName: "list")) var sweepSeeds: String = "0,1"
+    @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
+    var sweepBlocks: String?
+    @Option(help: ArgumentHelp("Also choose layers: top-k | front-contiguous | threshold (writes OUT/layers.json, as negclip select-layers).", valueName: "policy"))
+    var select: String?
+    @Option(name: .customLong("select-k"), help: "k of top-k / front-contiguous.") var selectK: Int?
 
     func validate() throws {
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
         if c <= 0 { throw ValidationError("--c must be positive") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
+        if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
+        if let sweepBlocks { _ = try parseLayerList(sweepBlocks) }
+        if let select { _ = try SelectionPolicy(name: select, k: selectK) }
+    }
+
+    var parsedSweepSeeds: [UInt64]? {
+        let parts = sweepSeeds.split(separator: ",").map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        return parts.isEmpty || parts.contains(nil) ? nil : parts.map { $0! }
     }
 
     var parsedSeeds: [UInt64]? {
@@ -82,6 +99,23 @@ struct ProbeLayersCommand: ParsableCommand {
         request.options.settings.C = c
         request.options.settings.maxIterations = maxIterations
         request.options.settings.bootstrapResamples = bootstrap
+        if sweep, let m = modelURL, let d = dataURL {
+            // fine-tune on the train split, measure on --split; the world's queries.jsonl (beside the
+            // captions) gives the retrieval metrics when it is there
+            let queries = d.deletingLastPathComponent().appendingPathComponent("queries.jsonl")
+            var config = SweepConfig(model: m, trainData: d,
+                                     evalData: [d] + (FileManager.default.fileExists(atPath: queries.path) ? [queries] : []),
+                                     out: URL(fileURLWithPath: out).appendingPathComponent("sweep"))
+            config.evalSplit = split
+            config.steps = sweepSteps
+            config.seeds = parsedSweepSeeds!
+            config.blocks = try sweepBlocks.map(parseLayerList)
+            config.commandLine = ToolInfo.commandLine
+            request.sweep = config
+        } else if sweep {
+            logLine("probe-layers: sweep skipped (it needs --model and --data); pass --no-sweep to silence this")
+        }
+        request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
         request.commandLine = ToolInfo.commandLine
         request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
 
@@ -97,11 +131,12 @@ struct ProbeLayersCommand: ParsableCommand {
                 currentStage = s; stageStart = Date()
                 line.note(s)
             case let .step(stage, done, total):
-                line.update(done: done, total: total, unit: stage.hasPrefix("probe") ? "layers" : stage == "images" ? "images" : "captions")
+                line.update(done: done, total: total, unit: stage.hasPrefix("probe") ? "layers" : stage == "images" ? "images" : stage == "sweep" ? "steps" : "captions")
             }
         }
         line.finish()
         print(ProbeReport.summary(result), terminator: "")
+        if select != nil { print("wrote \(out)/layers.json (negclip train --layers \(out)/layers.json)") }
         print("wrote \(out)/report.md, report.html, report.json, probe-layers.h5 in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
     }
 }

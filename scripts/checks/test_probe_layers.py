@@ -276,5 +276,40 @@ def test_notebooks_export_reads_probe_layers_h5():
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_sweep_heat_map_and_layers_json_round_trip_into_train():
+    """probe-layers with the sweep on (a short one) and --select: the sweep rankings map block k to
+    layer k+1, the heat map renders, and layers.json drives `negclip train --layers`."""
+    import cairosvg  # installed by scripts/python_checks.sh
+
+    out = _workdir() / "report-sweep"
+    _run([_bin("negclip"), "probe-layers", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data",
+          _world() / "captions.jsonl", "--out", out, "--tasks", ROOT / "probes", "--task", "truth",
+          "--seeds", "0", "--folds", "3", "--bootstrap", "100", "--sweep-steps", "2", "--sweep-seeds", "0",
+          "--select", "top-k", "--select-k", "2"])
+    report = json.loads((out / "report.json").read_text())
+    n = len(report["layers"])
+    windows = {w["window"]: w for w in report["sweep"]["windows"]}
+    for k in range(n - 1):
+        assert windows[f"block.{k}"]["layer"] == k + 1
+    gains = {windows[f"block.{k}"]["layer"]: windows[f"block.{k}"]["gain"]["absence"]["mean"] for k in range(n - 1)}
+    best = max(gains.values())
+    assert report["rankings"]["sweep.absence"][0] in {l for l, g in gains.items() if g == best}
+    assert report["rankings"]["sweep.absence"][-1] == 0 or 0 not in gains
+    assert "sweep.absence" in report["combined_of"] and "sweep.presence" in report["combined_of"]
+    with h5py.File(out / "probe-layers.h5", "r") as f:
+        assert list(f["sweep/window"].asstr()[:]) == [w["window"] for w in report["sweep"]["windows"]]
+    png = cairosvg.svg2png(url=str(out / "sweep-heatmap.svg"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    layers = json.loads((out / "layers.json").read_text())
+    top = report["rankings"]["combined"][:2]
+    want = {"embeddings" if l == 0 else f"block.{l - 1}" for l in top}
+    assert want <= set(layers["groups"]), (want, layers["groups"])
+    run = _workdir() / "train-from-layers"
+    _run([_bin("negclip"), "train", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data", _world() / "captions.jsonl",
+          "--layers", out / "layers.json", "--steps", "1", "--batch", "4", "--warmup", "0", "--out", run])
+    state = json.loads(next(run.glob("checkpoint-*/trainer_state.json")).read_text())
+    assert sorted(state["trainable_groups"]) == sorted(layers["groups"]), (state["trainable_groups"], layers["groups"])
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
