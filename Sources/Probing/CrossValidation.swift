@@ -179,18 +179,20 @@ public struct ProbeSettings: Codable, Sendable, Equatable {
 public struct ProbeOutcome: Sendable {
     public var correct: [Double]
     public var accuracy: Estimate
+    /// The last fold's model: a warm start for the next layer's probe (adjacent layers are close).
+    public var last: LogisticRegression.Model?
 }
 
 public enum CrossValidation {
     /// Grouped k-fold cross-validated accuracy, repeated over `settings.seeds`.
     public static func run(_ features: FeatureMap, labels: [Int], classes: Int, groups: [Int],
-                           settings: ProbeSettings, bootstrapSeed: UInt64) -> ProbeOutcome {
+                           settings: ProbeSettings, bootstrapSeed: UInt64, start: LogisticRegression.Model? = nil) -> ProbeOutcome {
         let n = labels.count
         precondition(features.rows == n && groups.count == n)
         let k = max(2, min(settings.folds, Set(groups).count))
         var correct = [Double](repeating: 0, count: n)
         let lr = LogisticRegression(C: settings.C, maxIterations: settings.maxIterations, tolerance: settings.tolerance)
-        var previous: LogisticRegression.Model?
+        var previous = start
         for seed in settings.seeds {
             let fold = GroupKFold.folds(groups: groups, k: k, seed: seed)
             for f in 0..<k {
@@ -214,6 +216,7 @@ public enum CrossValidation {
         correct = correct.map { $0 / s }
         return ProbeOutcome(correct: correct,
                             accuracy: GroupBootstrap.estimate(values: correct, groups: groups,
-                                                              resamples: settings.bootstrapResamples, seed: bootstrapSeed))
+                                                              resamples: settings.bootstrapResamples, seed: bootstrapSeed),
+                            last: previous)
     }
 }

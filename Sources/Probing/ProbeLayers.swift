@@ -265,20 +265,28 @@ public enum ProbeLayers {
         let controlLabels = task.control == .caption ? ds.controlLabels(texts: corpus.texts, seed: seed) : nil
         let layers = (task.layers ?? states.layers).filter { states.layers.contains($0) }
         let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: ds.groups, resamples: s.bootstrapResamples, seed: seed) }
+        // each of the three probes starts from its own fit at the previous layer
+        var warm: [String: LogisticRegression.Model] = [:]
         for (done, l) in layers.enumerated() {
             progress(done, layers.count)
             let f = features(ds, task: task, rows: states.rows(layer: l, row: task.row)!, width: states.width, corpus: corpus)
-            let m = CrossValidation.run(f, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
+            let m = CrossValidation.run(f, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                        bootstrapSeed: seed, start: warm["model"])
+            warm["model"] = m.last
             result.model[l] = m.accuracy
             result.gainOverBagOfWords[l] = est(zip(m.correct, bow.correct).map { $0 - $1 })
             if let controlLabels {
-                let c = CrossValidation.run(f, labels: controlLabels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
+                let c = CrossValidation.run(f, labels: controlLabels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                            bootstrapSeed: seed, start: warm["control"])
+                warm["control"] = c.last
                 result.control[l] = c.accuracy
                 result.selectivity[l] = m.accuracy.mean - c.accuracy.mean
             }
             if let random, let rows = random.rows(layer: l, row: task.row) {
                 let fr = features(ds, task: task, rows: rows, width: random.width, corpus: corpus)
-                let r = CrossValidation.run(fr, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
+                let r = CrossValidation.run(fr, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                            bootstrapSeed: seed, start: warm["random"])
+                warm["random"] = r.last
                 result.random[l] = r.accuracy
                 result.gainOverRandom[l] = est(zip(m.correct, r.correct).map { $0 - $1 })
             }
