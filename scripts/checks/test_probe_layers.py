@@ -156,7 +156,7 @@ def test_planted_signal_ranks_exactly_the_planted_layers():
                 x += 1.5 * direction[np.clip(labels, 0, 2)].astype(np.float32)
             hs[k] = x
     out = _workdir() / "planted-report"
-    _run([_bin("negclip"), "probe-layers", "--dump", planted, "--out", out, "--no-random", "--seeds", "0",
+    _run([_bin("negclip"), "probe-layers", "--dump", planted, "--out", out, "--no-random", "--no-sweep", "--seeds", "0",
           "--bootstrap", "200"])
     report = json.loads((out / "report.json").read_text())
     ranking = report["rankings"]["probe.dump_label"]
@@ -180,7 +180,7 @@ def _report():
         out = _workdir() / "report"
         _run([_bin("negclip"), "probe-layers", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data",
               _world() / "captions.jsonl", "--split", "train", "--out", out, "--tasks", ROOT / "probes",
-              "--seeds", "0", "--folds", "3", "--bootstrap", "200", "--max-iterations", "50"])
+              "--seeds", "0", "--folds", "3", "--bootstrap", "200", "--max-iterations", "50", "--no-sweep"])
         _cache["report"] = out
     return _cache["report"]
 
