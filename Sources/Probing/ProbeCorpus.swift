@@ -71,14 +71,18 @@ public struct ProbeCorpus: Sendable {
     /// Image embeddings for `images`: taken from the dump's /image/embeds where its /image/ids name
     /// the same path, the rest computed by `embed` (paths as the records give them). Without
     /// `embed`, an image the dump lacks is an error naming it.
-    public mutating func attachImages(dump reader: HiddenStateReader?, embed: (([String]) throws -> [Float])?,
+    /// `dumpBase`: the folder the dump's relative /image/ids are relative to (its JSONL's folder).
+    public mutating func attachImages(dump reader: HiddenStateReader?, dumpBase: URL? = nil, embed: (([String]) throws -> [Float])?,
                                       projectionDim P: Int, progress: (Int, Int) -> Void = { _, _ in }) throws {
         guard !images.isEmpty else { return }
         projectionDim = P
         var have: [String: Int] = [:]
         var stored: [Float] = []
         if let reader, reader.info.layout.includesImages {
-            for (i, id) in try reader.imageIDs().enumerated() { have[id] = i }
+            for (i, id) in try reader.imageIDs().enumerated() {
+                have[id] = i
+                if let dumpBase, !id.hasPrefix("/") { have[dumpBase.appendingPathComponent(id).standardizedFileURL.path] = i }
+            }
             stored = try reader.imageEmbeds()
         }
         var out = [Float](repeating: 0, count: images.count * P)

@@ -128,7 +128,7 @@ public enum ProbeLayersRun {
             progress(.stage("images"))
             let embedder = try model.map { try CLIPEmbeddingModel($0) }
             let base = request.data?.deletingLastPathComponent()
-            try corpus.attachImages(dump: reader, embed: embedder.map { e in
+            try corpus.attachImages(dump: reader, dumpBase: request.dump == nil ? nil : request.data?.deletingLastPathComponent(), embed: embedder.map { e in
                 { paths in try e.embedImages(paths.map { ImageRequest(path: $0.hasPrefix("/") || base == nil ? $0 : base!.appendingPathComponent($0).path) }) }
             }, projectionDim: reader.info.layout.projectionDim) { progress(.step(stage: "images", done: $0, total: $1)) }
             timings["images"] = Date().timeIntervalSince(t0)
