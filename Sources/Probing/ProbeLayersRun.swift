@@ -13,8 +13,21 @@ public enum ProbeDefaults {
     public static func modelAndData() throws -> (model: URL, data: URL) {
         throw ProbingError.noDefaultModel
     }
-    /// The task folder: `probes/` at the repository top level (the working directory when run from it).
-    public static func tasksFolder() -> URL { URL(fileURLWithPath: "probes") }
+    /// The task folder: `probes/` of the working directory, else the `probes/` of the repository the
+    /// executable was built in (`<repo>/.build/<config>/negclip`), else `probes` (whose absence is
+    /// then reported by `ProbeTask.loadFolder`).
+    public static func tasksFolder() -> URL {
+        let fm = FileManager.default
+        let here = URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("probes")
+        if fm.fileExists(atPath: here.path) { return here }
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = dir.appendingPathComponent("probes")
+            if fm.fileExists(atPath: candidate.appendingPathComponent("truth.yaml").path) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return here
+    }
 }
 
 /// What `negclip probe-layers` runs.

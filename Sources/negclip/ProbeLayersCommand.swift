@@ -24,7 +24,7 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(help: "Split of --data to measure.") var split: String = ProbeDefaults.split
     @Option(help: ArgumentHelp("Measure this dump (docs/hdf5-schema.md) instead of encoding --data.", valueName: "file.h5")) var dump: String?
     @Option(help: ArgumentHelp("Report folder.", valueName: "dir")) var out: String = "probe-layers"
-    @Option(help: ArgumentHelp("Folder of probe task files.", valueName: "dir")) var tasks: String?
+    @Option(help: ArgumentHelp("Folder of probe task files (default: ./probes, else the probes/ of the repository negclip was built in).", valueName: "dir")) var tasks: String?
     @Option(name: .customLong("task"), help: ArgumentHelp("Run only this task (repeat for several; dump_label = the dump's labels).", valueName: "name"))
     var taskNames: [String] = []
     @Option(help: "Cross-validation folds (grouped by pair id).") var folds: Int = 5
