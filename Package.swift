@@ -58,17 +58,17 @@ let package = Package(
         // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
         // sweep), their ranking, the report and the layer selector.
         .target(name: "Probing", dependencies: [
-            "CBLAS", "TensorKernels", "CLIP", "HiddenStateStore", "NegationData", "Training",
+            "CBLAS", "TensorKernels", "CLIP", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: [
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "SafeTensors", "TensorKernels", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Probing", "SafeTensors", "TensorKernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -84,6 +84,6 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["Probing", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),
     ]
 )

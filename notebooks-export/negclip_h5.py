@@ -168,3 +168,80 @@ class Dump:
 
 def open_dump(path, allow_incomplete=False):
     return Dump(path, allow_incomplete=allow_incomplete)
+
+
+# -- probe-layers.h5 (docs/hdf5-schema.md, "probe-layers.h5") ------------------------------------
+
+PROBE_SCHEMA = "negclip.probe_layers"
+PROBE_SCHEMA_VERSION = 1
+
+
+class ProbeLayers:
+    """Per-layer numbers of a `negclip probe-layers` report: every [layer, 3] array holds
+    (mean, low, high) of a 95% interval; index = hidden_states index."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as e:
+            raise DumpError(f"{self.path}: cannot open as HDF5 ({e})") from None
+        a = self.file.attrs
+        if _text(a.get("schema", "")) != PROBE_SCHEMA:
+            self.close()
+            raise DumpError(f"{self.path}: root attribute schema is {a.get('schema')!r}, expected {PROBE_SCHEMA!r}")
+        if int(a["schema_version"]) != PROBE_SCHEMA_VERSION:
+            self.close()
+            raise DumpError(f"{self.path}: schema_version {int(a['schema_version'])}, this reader reads only {PROBE_SCHEMA_VERSION}")
+        self.layers = [int(v) for v in self.file["layers/index"][:]]
+        self.hooks = list(self.file["layers/hook"].asstr()[:])
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def attrs(self):
+        return {k: (_text(v) if isinstance(v, (bytes, np.bytes_, str)) else v) for k, v in self.file.attrs.items()}
+
+    def separation(self, kind):
+        """{"model", "random", "gain_over_random"}: [layer, 3] arrays (those present)."""
+        g = self.file[f"separation/{kind}"]
+        return {k: g[k][:] for k in g}
+
+    def probe_tasks(self):
+        return list(self.file["probes"]) if "probes" in self.file else []
+
+    def probe(self, task):
+        """{"model", "random", "control", "gain_over_random", "gain_over_bag_of_words": [layer, 3],
+        "selectivity": [layer], "chance": float, "bag_of_words": [3]}."""
+        g = self.file[f"probes/{task}"]
+        out = {k: g[k][:] for k in g}
+        out["chance"] = float(out["chance"][0])
+        return out
+
+    def rankings(self):
+        return {k: [int(v) for v in self.file[f"rankings/{k}"][:]] for k in _walk(self.file["rankings"])}
+
+    def combined_score(self):
+        return self.file["combined_score"][:]
+
+
+def _walk(group, prefix=""):
+    """Dataset names under a group, nested names joined with '/' ("probe.x" stays one name)."""
+    out = []
+    for k, v in group.items():
+        if isinstance(v, h5py.Group):
+            out += _walk(v, f"{prefix}{k}/")
+        else:
+            out.append(prefix + k)
+    return out
+
+
+def open_probe_layers(path):
+    return ProbeLayers(path)

@@ -1,6 +1,10 @@
-"""Per-layer curves of a `negclip dump` file.
+"""Per-layer curves of a `negclip dump` file, or of a `negclip probe-layers` report.
 
     python plot_layers.py DUMP.h5 [--out layers.png]
+    python plot_layers.py --probe-layers OUT/probe-layers.h5 [--out probe-layers.png]
+
+With --probe-layers: one panel for the separation (trained and random-weights, with intervals) and
+one per probe task (accuracy, random weights, control task, chance and bag-of-words lines).
 
 Plots, per stored layer (hidden_states index; 0 = embeddings), the mean cosine similarity between
 each caption and its negation at the end-of-text token (pairs linked by /text/pair_ids, grouped
@@ -64,12 +68,70 @@ def plot(rows, layers, out, title):
     plt.close(fig)
 
 
+def plot_probe_layers(path, out):
+    """Separation and probe curves of probe-layers.h5 (docs/hdf5-schema.md)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from negclip_h5 import open_probe_layers
+
+    with open_probe_layers(path) as r:
+        tasks = r.probe_tasks()
+        kinds = list(r.file["separation"]) if "separation" in r.file else []
+        fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(4.5 * (1 + len(tasks)), 3.8), squeeze=False)
+        x = np.array(r.layers)
+
+        def band(ax, arr, label, style="-"):
+            ax.plot(x, arr[:, 0], style, marker="o", label=label)
+            ax.fill_between(x, arr[:, 1], arr[:, 2], alpha=0.2)
+
+        ax = axes[0][0]
+        for kind in kinds:
+            s = r.separation(kind)
+            band(ax, s["model"], f"{kind}")
+            if "random" in s:
+                band(ax, s["random"], f"{kind} (random weights)", "--")
+        ax.set_title("cos(caption, negation), end-of-text")
+        ax.set_xlabel("layer (hidden_states index)")
+        if kinds:
+            ax.legend(fontsize=7)
+        for ax, task in zip(axes[0][1:], tasks):
+            p = r.probe(task)
+            band(ax, p["model"], "trained")
+            if "random" in p:
+                band(ax, p["random"], "random weights", "--")
+            band(ax, p["control"], "control task", ":")
+            ax.axhline(p["chance"], color="k", lw=0.8, ls=":", label="chance")
+            ax.axhline(p["bag_of_words"][0], color="tab:orange", lw=0.8, ls="--", label="bag of words")
+            ax.set_title(f"probe {task}")
+            ax.set_xlabel("layer (hidden_states index)")
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize=7)
+        a = r.attrs
+        fig.suptitle(f"{path}  model {a['model_sha256'][:12]}  data {a['data_sha256'][:12]}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dump", help="HDF5 file written by `negclip dump`")
+    p.add_argument("dump", nargs="?", help="HDF5 file written by `negclip dump`")
+    p.add_argument("--probe-layers", help="plot a probe-layers.h5 (written by `negclip probe-layers`) instead")
     p.add_argument("--out", default="layers.png", help="PNG to write (default: layers.png)")
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     args = p.parse_args(argv)
+    if args.probe_layers:
+        try:
+            plot_probe_layers(args.probe_layers, args.out)
+        except DumpError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if not args.dump:
+        p.error("give a dump file or --probe-layers FILE")
     try:
         with open_dump(args.dump) as d:
             rows = layer_table(d)

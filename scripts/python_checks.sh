@@ -30,9 +30,19 @@ problem() {   # a failure that is not a test's: counted as one failed check
     FAILED=$((FAILED + 1))
 }
 
+# cairosvg (the probe-layers SVG check) needs the cairo library from Debian.
+need=()
+for pkg in libcairo2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null; } \
+        || problem "apt-get install ${need[*]} failed"
+fi
 [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV" || { problem "cannot create the venv $VENV"; finish; }
 PY=$VENV/bin/python
-$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat \
+$PY -m pip install -q --disable-pip-version-check numpy h5py pytest safetensors==0.8.0 matplotlib nbformat scikit-learn cairosvg \
     || { problem "pip install of numpy h5py pytest ... failed"; finish; }
 TORCH_WHEEL=$(ls "$WHEELS"/torch-*cpu*.whl 2>/dev/null | head -1 || true)
 if [[ -n $TORCH_WHEEL ]]; then

@@ -8,6 +8,7 @@ static inline hid_t negclip_H5T_NATIVE_FLOAT(void) { return H5T_NATIVE_FLOAT; }
 static inline hid_t negclip_H5T_NATIVE_INT8(void) { return H5T_NATIVE_INT8; }
 static inline hid_t negclip_H5T_NATIVE_INT32(void) { return H5T_NATIVE_INT32; }
 static inline hid_t negclip_H5T_NATIVE_INT64(void) { return H5T_NATIVE_INT64; }
+static inline hid_t negclip_H5T_NATIVE_DOUBLE(void) { return H5T_NATIVE_DOUBLE; }
 static inline hid_t negclip_H5T_C_S1(void) { return H5T_C_S1; }
 static inline hid_t negclip_H5P_DATASET_CREATE(void) { return H5P_DATASET_CREATE; }
 static inline hid_t negclip_H5P_DATASET_ACCESS(void) { return H5P_DATASET_ACCESS; }

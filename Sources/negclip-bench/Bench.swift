@@ -10,6 +10,8 @@ struct NegclipBench: ParsableCommand {
             MemoryBench.self,
             DumpBench.self,
             ParityDump.self,
+            ProbeBench.self,
+            ProbeParity.self,
             TokenizeBench.self,
             TrainBench.self,
             PretrainBench.self,

@@ -37,6 +37,9 @@ struct Negclip: ParsableCommand {
             EvaluateCommand.self,
             TrainCommand.self,
             PretrainCommand.self,
+            ProbeLayersCommand.self,
+            SweepCommand.self,
+            SelectLayersCommand.self,
         ])
 
     /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through

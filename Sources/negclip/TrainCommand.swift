@@ -2,6 +2,7 @@ import ArgumentParser
 import CLIP
 import Foundation
 import NegationData
+import Probing
 import Provenance
 import Training
 #if canImport(Glibc)
@@ -25,7 +26,9 @@ struct TrainCommand: ParsableCommand {
         released code. Presets for a 12-block tower: front = blocks 0-5 (the released code; the \
         paper's help text says 0-3: pass 0-3 for that), middle = 4-7, back = 8-11, whole = 0-11; \
         other depths L scale as 0..<L/2, L/3..<2L/3, 2L/3..<L. The exact group list is printed and \
-        recorded in every checkpoint. When everything below block k is frozen (a comma list without \
+        recorded in every checkpoint. --layers layers.json (negclip select-layers) trains exactly its \
+        groups; it is refused when its report measured other weights than --model (sha256) unless \
+        --allow-other-model, and is recorded in the checkpoints' provenance. When everything below block k is frozen (a comma list without \
         embeddings), the forward starts from cached hidden_states[k] of each caption (same losses up to BLAS rounding; --no-layer-cache to turn off).
 
         Writes OUT/log.jsonl (one line per step: loss, parts, lr, grad_norm, ms) and \
@@ -37,8 +40,12 @@ struct TrainCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Caption records (JSONL, docs/data.md); image paths relative to the file.", valueName: "file"))
     var data: String
     @Option(name: .long, help: "Records of this split only.") var split = "train"
-    @Option(name: .long, help: "Blocks/groups to train: a-b, k, front|middle|back|whole, or a comma list of groups.")
-    var trainable = "front"
+    @Option(name: .long, help: "Blocks/groups to train: a-b, k, front|middle|back|whole, or a comma list of groups (default front).")
+    var trainable: String?
+    @Option(name: .long, help: ArgumentHelp("layers.json from select-layers: train its groups (instead of --trainable).", valueName: "file"))
+    var layers: String?
+    @Flag(name: .customLong("allow-other-model"), help: "Accept a --layers file selected on a model other than --model.")
+    var allowOtherModel = false
     @Option(name: .long, help: "omni | conclip | clip | negationclip.") var loss = "omni"
     @Option(name: .customLong("lambda-stage2"), help: "Weight of L_abs in L = L_pre + lambda_stage2 L_abs.") var lambdaStage2 = 1.0
     @Option(name: .customLong("lambda-orig"), help: "Weight of L_orig in L_abs.") var lambdaOrig = 1.0
@@ -77,8 +84,27 @@ struct TrainCommand: ParsableCommand {
         let model = (weightsSHA256: frozen!.weightsSHA256, config: frozen!.config)
         guard let tokenizer = frozen!.tokenizer else { throw ValidationError("\(modelOptions.model): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
         let params = try TextTowerParameters<Float>.load(directory: modelURL)
-        let layers = params.config.numHiddenLayers
-        let groups = try TrainableSpec.parse(trainable, layers: layers)
+        let depth = params.config.numHiddenLayers
+        let groups: Set<TrainableGroup>
+        var layersProvenance: [String: String] = [:]
+        if let layers {
+            guard trainable == nil else { throw ValidationError("--layers and --trainable are mutually exclusive: layers.json already says what trains") }
+            let url = URL(fileURLWithPath: layers)
+            let selection = try LayerSelection.load(url)
+            if let measured = selection.modelSHA256, measured != model.weightsSHA256 {
+                guard allowOtherModel else {
+                    throw ValidationError("\(layers): key 'provenance.model_sha256': the layers were selected on weights \(measured.prefix(12)), --model has \(model.weightsSHA256.prefix(12)); pass --allow-other-model to train this choice on another model")
+                }
+                log("layers: \(layers) was selected on another model (weights \(measured.prefix(12))); --allow-other-model")
+            }
+            groups = try selection.trainableGroups(layers: depth, file: layers)
+            layersProvenance = ["layers_file": layers, "layers_sha256": try SHA256Hasher.hex(fileAt: url),
+                                "layers_policy": selection.policy.name + (selection.policy.k.map { " k=\($0)" } ?? "")
+                                    + (selection.policy.threshold.map { " t=\($0)" } ?? "") + " extras=\(selection.policy.extras)",
+                                "layers_model_sha256": selection.modelSHA256 ?? "unknown"]
+        } else {
+            groups = try TrainableSpec.parse(trainable ?? "front", layers: depth)
+        }
 
         // data: caption records of the split -> token ids + rows of one image-embedding table
         let loaded = try NegationJSONL.read(dataURL)
@@ -147,8 +173,9 @@ struct TrainCommand: ParsableCommand {
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
             "base_model": modelOptions.model, "data": data,
             "layer_definition": "trainable text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] to hidden_states[i+1] (hidden_states[0] = embeddings)",
-            "trainable_spec": trainable, "truncated_captions": "\(truncated)",
+            "trainable_spec": layers.map { "layers.json \($0)" } ?? trainable ?? "front", "truncated_captions": "\(truncated)",
         ]) { a, _ in a }
+        provenance.merge(layersProvenance) { a, _ in a }
         let runDir = RunDirectory(URL(fileURLWithPath: out))
         let trainRun = CaptionTrainingRun(base: modelURL, run: runDir, total: total, saveEvery: saveEvery, keep: keep,
                                           provenance: provenance, settings: settings)

@@ -1,0 +1,374 @@
+import CLIP
+import Foundation
+import HiddenStateStore
+import NegationData
+
+/// Progress of `ProbeLayers.run`, for the caller to show (the library never prints).
+public enum ProbeProgress: Sendable {
+    /// A stage starts ("encode", "random", "separation", "probe <task>", "report").
+    case stage(String)
+    /// Work done within the current stage.
+    case step(stage: String, done: Int, total: Int)
+}
+
+/// Separation (the paper's measure): mean cosine between a caption and its negation at the
+/// end-of-text row of each layer; lower = more separated.
+public struct SeparationResult: Codable, Sendable {
+    public var kind: String
+    public var pairs: Int
+    /// Per layer (index = hidden_states index): mean cosine with a pair-bootstrap interval.
+    public var model: [Estimate]
+    /// The random-weights network, same captions (empty when not computed).
+    public var random: [Estimate]
+    /// cos(random) - cos(model) per pair, bootstrapped: how much more the trained layer separates.
+    public var gainOverRandom: [Estimate]
+
+    enum CodingKeys: String, CodingKey {
+        case kind, pairs, model, random, gainOverRandom = "gain_over_random"
+    }
+}
+
+/// One probe task at every layer, with its baselines.
+public struct ProbeResult: Codable, Sendable {
+    public var task: ProbeTask
+    public var classes: [String]
+    public var items: Int
+    public var groups: Int
+    /// Majority-class accuracy.
+    public var chance: Double
+    /// The same probe on bag-of-token-ids features (with the same image features for image tasks).
+    public var bagOfWords: Estimate
+    /// Per layer accuracy (index = hidden_states index; NaN where the task skips the layer).
+    public var model: [Estimate]
+    public var random: [Estimate]
+    /// Control task (labels shuffled per caption type) on the trained network.
+    public var control: [Estimate]
+    /// accuracy - control accuracy (Hewitt & Liang's selectivity).
+    public var selectivity: [Double]
+    /// Paired bootstrap of per-item correctness differences.
+    public var gainOverRandom: [Estimate]
+    public var gainOverBagOfWords: [Estimate]
+    /// Why the task was not run (missing labels or images); nil when it ran.
+    public var unavailable: String?
+
+    enum CodingKeys: String, CodingKey {
+        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable
+        case bagOfWords = "bag_of_words", gainOverRandom = "gain_over_random", gainOverBagOfWords = "gain_over_bag_of_words"
+    }
+}
+
+/// The sweep as the report shows it: per window, the gain over the base model of each metric with
+/// a t interval over seeds (the point alone with one seed).
+public struct SweepSummary: Codable, Sendable {
+    public struct Window: Codable, Sendable {
+        public var window: String
+        public var blocks: [Int]
+        /// The layer a single-block run is reported at (block k -> hidden_states[k+1]); nil for windows.
+        public var layer: Int?
+        public var seeds: Int
+        public var gain: [String: Estimate]
+    }
+    public var windows: [Window]
+    public var base: SweepMetrics
+    public var settings: [String: String]
+
+    public static let metrics = ["presence", "absence", "retrievalT2I", "retrievalI2T"]
+
+    static func value(_ m: SweepMetrics, _ name: String) -> Double {
+        switch name {
+        case "presence": return m.presence
+        case "absence": return m.absence
+        case "retrievalT2I": return m.retrievalT2I
+        default: return m.retrievalI2T
+        }
+    }
+
+    public init(_ r: SweepResult) {
+        base = r.base
+        settings = ["steps": "\(r.steps)", "learning_rate": "\(r.learningRate)", "batch": "\(r.batch)", "loss": r.loss]
+        var order: [String] = []
+        var byWindow: [String: [SweepRun]] = [:]
+        for run in r.runs {
+            if byWindow[run.window] == nil { order.append(run.window) }
+            byWindow[run.window, default: []].append(run)
+        }
+        windows = order.map { name in
+            let runs = byWindow[name]!
+            var gain: [String: Estimate] = [:]
+            for m in Self.metrics {
+                gain[m] = SeedInterval.estimate(runs.map { Self.value($0.metrics, m) - Self.value(r.base, m) })
+            }
+            let blocks = runs[0].blocks
+            return Window(window: name, blocks: blocks, layer: blocks.count == 1 ? LayerNames.layer(ofBlock: blocks[0]) : nil,
+                          seeds: runs.count, gain: gain)
+        }
+    }
+}
+
+/// Mean with a Student t 95% interval over a handful of seeds.
+enum SeedInterval {
+    static let t975: [Double] = [.nan, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+    static func estimate(_ v: [Double]) -> Estimate {
+        let n = v.count
+        guard n > 0 else { return .missing }
+        let mean = v.reduce(0, +) / Double(n)
+        guard n > 1 else { return Estimate(mean: mean, low: mean, high: mean, n: 1) }
+        let sd = (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n - 1)).squareRoot()
+        let t = n - 1 < t975.count ? t975[n - 1] : 1.96
+        let h = t * sd / Double(n).squareRoot()
+        return Estimate(mean: mean, low: mean - h, high: mean + h, n: n)
+    }
+}
+
+/// What the run used, recorded in every output.
+public struct ProbeProvenance: Codable, Sendable {
+    public var model: String
+    public var modelWeightsSHA256: String
+    public var modelConfigSHA256: String
+    public var data: String
+    public var dataSHA256: String
+    public var split: String?
+    public var dump: String?
+    public var dumpSHA256: String?
+    public var seeds: [UInt64]
+    public var randomWeightsSeed: UInt64?
+    public var layerDefinition: String
+    public var commandLine: String
+    public var toolVersion: String
+    public var createdUTC: String
+
+    public init(model: String, modelWeightsSHA256: String, modelConfigSHA256: String, data: String, dataSHA256: String,
+                split: String?, dump: String?, dumpSHA256: String?, seeds: [UInt64], randomWeightsSeed: UInt64?,
+                commandLine: String, toolVersion: String) {
+        self.model = model; self.modelWeightsSHA256 = modelWeightsSHA256; self.modelConfigSHA256 = modelConfigSHA256
+        self.data = data; self.dataSHA256 = dataSHA256; self.split = split; self.dump = dump; self.dumpSHA256 = dumpSHA256
+        self.seeds = seeds; self.randomWeightsSeed = randomWeightsSeed; self.layerDefinition = LayerNames.definition
+        self.commandLine = commandLine; self.toolVersion = toolVersion
+        createdUTC = ISO8601DateFormatter().string(from: Date())
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case model, data, split, dump, seeds
+        case modelWeightsSHA256 = "model_sha256", modelConfigSHA256 = "model_config_sha256", dataSHA256 = "data_sha256"
+        case dumpSHA256 = "dump_sha256", randomWeightsSeed = "random_weights_seed", layerDefinition = "layer_definition"
+        case commandLine = "command_line", toolVersion = "tool_version", createdUTC = "created_utc"
+    }
+}
+
+/// Everything probe-layers measured: the report's content.
+public struct ProbeLayersResult: Codable, Sendable {
+    public struct Layer: Codable, Sendable, Equatable { public var index: Int; public var name: String; public var hook: String }
+
+    public var layers: [Layer]
+    public var separation: [String: SeparationResult]
+    public var probes: [ProbeResult]
+    public var sweep: SweepSummary?
+    /// Measurement -> hidden_states indices, best first (every index 0...L appears once).
+    public var rankings: [String: [Int]]
+    /// Index = hidden_states index; mean normalised rank over `combinedOf`, in [0, 1], higher is better.
+    public var combinedScore: [Double]
+    public var combinedOf: [String]
+    public var rankingRules: [String: String]
+    public var settings: ProbeSettings
+    public var provenance: ProbeProvenance
+    /// Seconds per stage (also what `negclip-bench probe` reports).
+    public var timings: [String: Double]
+
+    enum CodingKeys: String, CodingKey {
+        case layers, separation, probes, sweep, rankings, settings, provenance, timings
+        case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
+    }
+}
+
+/// The probe-layers pipeline on prepared states (the command and the benchmark prepare them).
+public enum ProbeLayers {
+    public struct Options: Sendable {
+        public var settings = ProbeSettings()
+        public var bootstrapSeed: UInt64 = 0
+        public init() {}
+    }
+
+    /// Separation of one kind of negation on one network: per hidden_states index 0...L, the per-pair
+    /// cosines (nil for a layer the states do not hold).
+    static func pairCosines(_ states: LayerStates, pairs: [(Int, Int, Int)]) -> [[Double]?] {
+        let W = states.width
+        return (0...states.numHiddenLayers).map { l in
+            guard let k = states.layers.firstIndex(of: l) else { return nil }
+            let x = states.eos[k]
+            return pairs.map { a, b, _ in
+                var dot = 0.0, na = 0.0, nb = 0.0
+                for c in 0..<W {
+                    let u = Double(x[a * W + c]), v = Double(x[b * W + c])
+                    dot += u * v; na += u * u; nb += v * v
+                }
+                return na > 0 && nb > 0 ? dot / (na.squareRoot() * nb.squareRoot()) : 0
+            }
+        }
+    }
+
+    public static func separation(_ corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
+                                  resamples: Int, seed: UInt64) -> [String: SeparationResult] {
+        var out: [String: SeparationResult] = [:]
+        for (name, kind) in [("presence", ProbeTask.Item.presenceNegated), ("absence", .absenceNegated)] {
+            let pairs = corpus.separationPairs(kind)
+            if pairs.isEmpty { continue }
+            let groups = pairs.map(\.2)
+            let cm = pairCosines(states, pairs: pairs)
+            let cr = random.map { pairCosines($0, pairs: pairs) }
+            let est = { (v: [Double]?) -> Estimate in
+                v.map { GroupBootstrap.estimate(values: $0, groups: groups, resamples: resamples, seed: seed) } ?? .missing
+            }
+            out[name] = SeparationResult(
+                kind: name, pairs: pairs.count, model: cm.map(est), random: cr?.map(est) ?? [],
+                gainOverRandom: cr.map { r in zip(r, cm).map { a, b in
+                    guard let a, let b else { return .missing }
+                    return est(zip(a, b).map { $0 - $1 })
+                } } ?? [])
+        }
+        return out
+    }
+
+    /// Features of a task at one layer of one network.
+    static func features(_ ds: ProbeDataset, task: ProbeTask, rows x: [Float], width W: Int, corpus: ProbeCorpus) -> FeatureMap {
+        var t = [Double](repeating: 0, count: ds.count * W)
+        for (i, r) in ds.textIndex.enumerated() { for c in 0..<W { t[i * W + c] = Double(x[r * W + c]) } }
+        return withImage(ds, text: t, d: W, task: task, corpus: corpus)
+    }
+
+    static func withImage(_ ds: ProbeDataset, text: [Double], d: Int, task: ProbeTask, corpus: ProbeCorpus) -> FeatureMap {
+        guard let images = ds.imageIndex else { return .plain(x: text, d: d) }
+        let P = corpus.projectionDim
+        var v = [Double](repeating: 0, count: ds.count * P)
+        for (i, m) in images.enumerated() { for c in 0..<P { v[i * P + c] = Double(corpus.imageEmbeds[m * P + c]) } }
+        return .paired(text: text, d: d, image: v, p: P, rank: task.interactionRank)
+    }
+
+    public static func probe(_ task: ProbeTask, corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
+                             options: Options, progress: (Int, Int) -> Void) -> ProbeResult {
+        let L = states.numHiddenLayers
+        let nan = [Estimate](repeating: .missing, count: L + 1)
+        let ds = ProbeDataset.build(task, corpus: corpus)
+        var result = ProbeResult(task: task, classes: ds.classNames, items: ds.count, groups: Set(ds.groups).count,
+                                 chance: ds.count > 0 ? ds.chance : .nan, bagOfWords: .missing, model: nan, random: random == nil ? [] : nan,
+                                 control: nan, selectivity: [Double](repeating: .nan, count: L + 1),
+                                 gainOverRandom: random == nil ? [] : nan, gainOverBagOfWords: nan, unavailable: ds.unavailable)
+        if ds.unavailable != nil { return result }
+        if task.row == .mean && states.mean == nil {
+            result.unavailable = "row mean needs token states (a dump made with --tokens all)"
+            return result
+        }
+        let s = options.settings, seed = options.bootstrapSeed
+        let bowAll = BagOfWords.features(ds.textIndex.map { corpus.tokenIDs[$0] })
+        let bow = CrossValidation.run(withImage(ds, text: bowAll.x, d: bowAll.d, task: task, corpus: corpus),
+                                      labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
+        result.bagOfWords = bow.accuracy
+        let controlLabels = task.control == .caption ? ds.controlLabels(texts: corpus.texts, seed: seed) : nil
+        let layers = (task.layers ?? states.layers).filter { states.layers.contains($0) }
+        let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: ds.groups, resamples: s.bootstrapResamples, seed: seed) }
+        // each of the three probes starts from its own fit at the previous layer
+        var warm: [String: LogisticRegression.Model] = [:]
+        for (done, l) in layers.enumerated() {
+            progress(done, layers.count)
+            let f = features(ds, task: task, rows: states.rows(layer: l, row: task.row)!, width: states.width, corpus: corpus)
+            let m = CrossValidation.run(f, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                        bootstrapSeed: seed, start: warm["model"])
+            warm["model"] = m.last
+            result.model[l] = m.accuracy
+            result.gainOverBagOfWords[l] = est(zip(m.correct, bow.correct).map { $0 - $1 })
+            if let controlLabels {
+                let c = CrossValidation.run(f, labels: controlLabels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                            bootstrapSeed: seed, start: warm["control"])
+                warm["control"] = c.last
+                result.control[l] = c.accuracy
+                result.selectivity[l] = m.accuracy.mean - c.accuracy.mean
+            }
+            if let random, let rows = random.rows(layer: l, row: task.row) {
+                let fr = features(ds, task: task, rows: rows, width: random.width, corpus: corpus)
+                let r = CrossValidation.run(fr, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
+                                            bootstrapSeed: seed, start: warm["random"])
+                warm["random"] = r.last
+                result.random[l] = r.accuracy
+                result.gainOverRandom[l] = est(zip(m.correct, r.correct).map { $0 - $1 })
+            }
+        }
+        progress(layers.count, layers.count)
+        return result
+    }
+
+    // MARK: rankings
+
+    public static let rules: [String: String] = [
+        "separation": "layers sorted by the mean gain in separation over the random-weights network, cos(random) - cos(model) of each caption/negation pair, largest first (by 1 - cos(model) when no random network was run); ties go to the lower layer",
+        "probe": "layers sorted by the mean accuracy gain over the random-weights network (paired per item), largest first (by accuracy when no random network was run); layers a task skips come last; ties go to the lower layer",
+        "sweep": "a run on block k is placed at layer k+1; layers sorted by the mean gain of the metric over the base model across seeds, largest first; layer 0 and blocks without a single-block run come last",
+        "combined": "for each measurement m in combined_of, a layer at position p (0 = best) of ranking m scores 1 - p / L; combined_score is the mean over m, and the combined ranking sorts by it, highest first (ties: lower layer). combined_of = the composition probe tasks + separation.presence + separation.absence + sweep.presence + sweep.absence when present",
+    ]
+
+    static func order(_ key: [Double], count: Int) -> [Int] {
+        (0..<count).sorted { a, b in
+            let x = key[a].isNaN ? -.infinity : key[a], y = key[b].isNaN ? -.infinity : key[b]
+            return x != y ? x > y : a < b
+        }
+    }
+
+    public static func rank(separation: [String: SeparationResult], probes: [ProbeResult], sweep: SweepSummary?,
+                            layerCount: Int) -> (rankings: [String: [Int]], combined: [Double], combinedOf: [String]) {
+        var rankings: [String: [Int]] = [:]
+        var combinedOf: [String] = []
+        for (name, s) in separation {
+            let key = s.gainOverRandom.isEmpty ? s.model.map { 1 - $0.mean } : s.gainOverRandom.map(\.mean)
+            rankings["separation.\(name)"] = order(key, count: layerCount)
+            combinedOf.append("separation.\(name)")
+        }
+        for p in probes where p.unavailable == nil {
+            let key = p.gainOverRandom.isEmpty ? p.model.map(\.mean) : p.gainOverRandom.map(\.mean)
+            rankings["probe.\(p.task.name)"] = order(key, count: layerCount)
+            if p.task.composition { combinedOf.append("probe.\(p.task.name)") }
+        }
+        if let sweep {
+            for m in SweepSummary.metrics {
+                var key = [Double](repeating: .nan, count: layerCount)
+                for w in sweep.windows { if let l = w.layer, l < layerCount, let g = w.gain[m] { key[l] = g.mean } }
+                if key.allSatisfy(\.isNaN) { continue }
+                rankings["sweep.\(m)"] = order(key, count: layerCount)
+                if m == "presence" || m == "absence" { combinedOf.append("sweep.\(m)") }
+            }
+        }
+        combinedOf.sort()
+        var combined = [Double](repeating: 0, count: layerCount)
+        let denominator = Double(max(layerCount - 1, 1))
+        for m in combinedOf {
+            for (p, l) in rankings[m]!.enumerated() { combined[l] += (1 - Double(p) / denominator) / Double(combinedOf.count) }
+        }
+        if combinedOf.isEmpty { combined = [Double](repeating: 0, count: layerCount) }
+        rankings["combined"] = order(combined, count: layerCount)
+        return (rankings, combined, combinedOf)
+    }
+
+    /// Separation, every probe, the sweep summary and the rankings (provenance filled by the caller).
+    public static func measure(corpus: ProbeCorpus, states: LayerStates, random: LayerStates?, tasks: [ProbeTask],
+                               sweep: SweepResult?, options: Options, provenance: ProbeProvenance,
+                               timings: inout [String: Double], progress: (ProbeProgress) -> Void) -> ProbeLayersResult {
+        let L = states.numHiddenLayers
+        var t0 = Date()
+        progress(.stage("separation"))
+        let sep = separation(corpus, states: states, random: random, resamples: options.settings.bootstrapResamples, seed: options.bootstrapSeed)
+        timings["separation"] = Date().timeIntervalSince(t0)
+        var probes: [ProbeResult] = []
+        for task in tasks {
+            t0 = Date()
+            let stage = "probe \(task.name)"
+            progress(.stage(stage))
+            probes.append(probe(task, corpus: corpus, states: states, random: random, options: options) {
+                progress(.step(stage: stage, done: $0, total: $1))
+            })
+            timings["probe.\(task.name)"] = Date().timeIntervalSince(t0)
+        }
+        let summary = sweep.map(SweepSummary.init)
+        let (rankings, combined, of) = rank(separation: sep, probes: probes, sweep: summary, layerCount: L + 1)
+        return ProbeLayersResult(
+            layers: LayerNames.all(numHiddenLayers: L).map { .init(index: $0.index, name: $0.name, hook: $0.hook) },
+            separation: sep, probes: probes, sweep: summary, rankings: rankings, combinedScore: combined, combinedOf: of,
+            rankingRules: rules, settings: options.settings, provenance: provenance, timings: timings)
+    }
+}

@@ -1,0 +1,195 @@
+import CLIP
+import Dumping
+import Foundation
+import HiddenStateStore
+import NegationData
+import Provenance
+
+/// The built-in model and data of `negclip probe-layers` with no arguments. One place to switch
+/// when the built-in model (negclip-mini on the world's validation split) ships.
+public enum ProbeDefaults {
+    public static let split = "val"
+    /// (model folder, captions.jsonl) of the built-in run.
+    public static func modelAndData() throws -> (model: URL, data: URL) {
+        throw ProbingError.noDefaultModel
+    }
+    /// The task folder: `probes/` of the working directory, else the `probes/` of the repository the
+    /// executable was built in (`<repo>/.build/<config>/negclip`), else `probes` (whose absence is
+    /// then reported by `ProbeTask.loadFolder`).
+    public static func tasksFolder() -> URL {
+        let fm = FileManager.default
+        let here = URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("probes")
+        if fm.fileExists(atPath: here.path) { return here }
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = dir.appendingPathComponent("probes")
+            if fm.fileExists(atPath: candidate.appendingPathComponent("truth.yaml").path) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return here
+    }
+}
+
+/// What `negclip probe-layers` runs.
+public struct ProbeLayersRequest: Sendable {
+    /// Records mode: the model, the caption records and the split; the split's captions are dumped
+    /// in-process (TextDumper) to OUT/dump.h5 and measured from there.
+    public var model: URL?
+    public var data: URL?
+    public var split: String? = ProbeDefaults.split
+    /// Dump mode: an existing dump (docs/hdf5-schema.md); `model` (else the dump's own `model`
+    /// attribute, when that folder exists) gives the random-weights baseline and missing image
+    /// embeddings; `data` joins the records by item id.
+    public var dump: URL?
+    public var out: URL
+    public var tasks: [ProbeTask]
+    public var options = ProbeLayers.Options()
+    /// Seed of the random-weights network; nil = no random baseline.
+    public var randomSeed: UInt64? = 0
+    public var batchSize = 64
+    /// The partial fine-tuning sweep to run first (its folder resumes); nil = no sweep.
+    public var sweep: SweepConfig?
+    /// A layer-selection policy applied to report.json afterwards (OUT/layers.json); nil = none.
+    public var select: SelectionPolicy?
+    public var commandLine = ""
+    public var toolVersion = ""
+
+    public init(out: URL, tasks: [ProbeTask]) {
+        self.out = out
+        self.tasks = tasks
+    }
+}
+
+public enum ProbeLayersRun {
+    /// Caption records of `split` with image paths made absolute (relative to the JSONL's folder).
+    public static func captionRecords(_ data: URL, split: String?) throws -> [CaptionRecord] {
+        let loaded = try NegationJSONL.read(data)
+        let base = data.deletingLastPathComponent()
+        func abs(_ p: String) -> String { p.hasPrefix("/") ? p : base.appendingPathComponent(p).standardizedFileURL.path }
+        var splits = Set<String>()
+        let records = loaded.records.compactMap { r -> CaptionRecord? in
+            guard case .caption(var c) = r else { return nil }
+            splits.insert(c.split)
+            guard split == nil || c.split == split else { return nil }
+            c.image = abs(c.image)
+            c.absenceContrastImage = c.absenceContrastImage.map(abs)
+            return c
+        }
+        if records.isEmpty {
+            throw ProbingError.input(file: data.path, key: "split", expected: "caption records of split \(split ?? "any")",
+                                     found: splits.isEmpty ? "no caption records (\(loaded.summary))" : "only splits \(splits.sorted())")
+        }
+        return records
+    }
+
+    /// Dump (records mode) or read (dump mode), encode the random-weights network, measure, and
+    /// write the report into `request.out`.
+    public static func run(_ request: ProbeLayersRequest, sweep given: SweepResult? = nil,
+                           progress: (ProbeProgress) -> Void) throws -> ProbeLayersResult {
+        var timings: [String: Double] = [:]
+        let fm = FileManager.default
+        try fm.createDirectory(at: request.out, withIntermediateDirectories: true)
+        var t0 = Date()
+        let needsMean = request.tasks.contains { $0.row == .mean }
+        var model: CLIPModel?
+        var records: [CaptionRecord]?
+        let dumpURL: URL
+        var dataSHA = "", dataName = request.data?.path ?? ""
+        if let d = request.data {
+            dataSHA = try SHA256Hasher.hex(fileAt: d)
+            records = try captionRecords(d, split: request.dump == nil ? request.split : nil)
+        }
+        if let dump = request.dump {
+            dumpURL = dump
+            if let m = request.model { model = try CLIPModel.load(directory: m) }
+        } else {
+            guard let m = request.model, let records else {
+                throw ProbingError.config("probe-layers: pass --model and --data (records mode) or --dump FILE.h5")
+            }
+            progress(.stage("dump"))
+            let loaded = try CLIPModel.load(directory: m)
+            model = loaded
+            // The split's caption records, image paths absolute, so `--dump OUT/dump.h5 --data` reruns.
+            let subset = request.out.appendingPathComponent("captions-\(request.split ?? "all").jsonl")
+            try Data((try NegationJSONL.encode(records.map { .caption($0) }) + "\n").utf8).write(to: subset, options: .atomic)
+            dumpURL = request.out.appendingPathComponent("dump.h5")
+            var dr = DumpRequest(data: subset, out: dumpURL)
+            dr.tokens = needsMean ? .all : .eos
+            dr.overwrite = true
+            dr.batchSize = request.batchSize
+            dr.modelName = m.path
+            dr.toolVersion = request.toolVersion
+            dr.commandLine = request.commandLine
+            _ = try TextDumper(model: loaded).dump(dr) { p in
+                if case let .text(done, total) = p { progress(.step(stage: "dump", done: done, total: total)) }
+            }
+            timings["dump"] = Date().timeIntervalSince(t0)
+        }
+        let reader = try HiddenStateReader(url: dumpURL)
+        if model == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json") {
+            model = try? CLIPModel.load(directory: URL(fileURLWithPath: reader.info.provenance.model))
+        }
+        if request.dump != nil && dataName.isEmpty { dataName = reader.info.provenance.dataset; dataSHA = reader.info.provenance.datasetSHA256 }
+        t0 = Date()
+        progress(.stage("read"))
+        var corpus = try ProbeCorpus.fromDump(reader, records: records)
+        let states = try LayerStates.read(reader, withMean: needsMean)
+        timings["read"] = Date().timeIntervalSince(t0)
+
+        if request.tasks.contains(where: { $0.image != .none }), !corpus.images.isEmpty {
+            t0 = Date()
+            progress(.stage("images"))
+            let embedder = try model.map { try CLIPEmbeddingModel($0) }
+            let base = request.data?.deletingLastPathComponent()
+            try corpus.attachImages(dump: reader, dumpBase: request.dump == nil ? nil : request.data?.deletingLastPathComponent(), embed: embedder.map { e in
+                { paths in try e.embedImages(paths.map { ImageRequest(path: $0.hasPrefix("/") || base == nil ? $0 : base!.appendingPathComponent($0).path) }) }
+            }, projectionDim: reader.info.layout.projectionDim) { progress(.step(stage: "images", done: $0, total: $1)) }
+            timings["images"] = Date().timeIntervalSince(t0)
+        }
+
+        var random: LayerStates?
+        if let seed = request.randomSeed, let model {
+            t0 = Date()
+            progress(.stage("random"))
+            let dir = request.out.appendingPathComponent(".random-weights")
+            defer { try? fm.removeItem(at: dir) }
+            let rnd = try RandomTextTower.make(base: model, seed: seed, directory: dir)
+            random = try LayerStates.encode(rnd, ids: corpus.tokenIDs, withMean: needsMean, batch: request.batchSize) {
+                progress(.step(stage: "random", done: $0, total: $1))
+            }
+            timings["random"] = Date().timeIntervalSince(t0)
+        }
+
+        var sweep = given
+        if sweep == nil, let config = request.sweep {
+            t0 = Date()
+            progress(.stage("sweep"))
+            sweep = try Sweep.run(config) { p in
+                if case let .step(index, total, step, steps, _, _, _) = p {
+                    progress(.step(stage: "sweep", done: index * steps + step, total: total * steps))
+                }
+            }
+            timings["sweep"] = Date().timeIntervalSince(t0)
+        }
+
+        let p = reader.info.provenance
+        let provenance = ProbeProvenance(
+            model: request.model?.path ?? p.model, modelWeightsSHA256: p.modelWeightsSHA256, modelConfigSHA256: p.modelConfigSHA256,
+            data: dataName, dataSHA256: dataSHA, split: request.dump == nil ? request.split : nil,
+            dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
+            seeds: request.options.settings.seeds, randomWeightsSeed: random == nil ? nil : request.randomSeed,
+            commandLine: request.commandLine, toolVersion: request.toolVersion)
+        var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
+                                         options: request.options, provenance: provenance, timings: &timings, progress: progress)
+        t0 = Date()
+        progress(.stage("report"))
+        try ProbeReport.write(result, to: request.out)
+        result.timings["report"] = Date().timeIntervalSince(t0)
+        if let policy = request.select {
+            progress(.stage("select"))
+            try selectLayers(report: request.out.appendingPathComponent("report.json"), policy: policy,
+                             out: request.out.appendingPathComponent("layers.json"), commandLine: request.commandLine)
+        }
+        return result
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import Training
+
+// What the partial fine-tuning sweep runs (RESEARCH.md, "What this project adds", 1c): every single
+// text block and a few windows of blocks, each fine-tuned alone with the same loss, steps, learning
+// rate and batch, over several seeds, then measured on the validation split.
+
+/// Settings of a sweep. Everything that changes a result is recorded in SWEEP/sweep.json and a
+/// rerun into the same folder must use the same values (it resumes; it never mixes budgets).
+public struct SweepConfig: Sendable {
+    /// HF CLIPModel folder (with vocab.json + merges.txt): the base every run starts from.
+    public var model: URL
+    /// Caption records (JSONL, docs/data.md) to fine-tune on; records of `trainSplit` are used.
+    public var trainData: URL
+    /// Files to measure on (JSONL or a peer format, as `negclip evaluate --data`): records of
+    /// `evalSplit`. The world needs captions.jsonl (presence, absence) and queries.jsonl (retrieval).
+    public var evalData: [URL]
+    public var trainSplit = "train"
+    public var evalSplit = "val"
+    /// The sweep folder (one subfolder per run; see `Sweep`).
+    public var out: URL
+    /// One run per (unit, seed); the seed drives the data order, as `negclip train --seed`.
+    public var seeds: [UInt64] = SweepDefaults.seeds
+    public var steps = SweepDefaults.steps
+    /// Items per stage per step (presence and absence batches each), as `negclip train --batch`.
+    public var batch = SweepDefaults.batch
+    /// Peak AdamW learning rate (linear warm-up, then cosine to 0 at the last step).
+    public var learningRate = SweepDefaults.learningRate
+    /// Warm-up steps; nil: steps / 10.
+    public var warmup: Int?
+    public var weightDecay = 0.2
+    /// The objective and its weights (`negclip train --loss`; the sweep's default is omni).
+    public var loss = LossSettings()
+    /// Window name -> blocks; nil: `SweepWindows.standard(layers:)`.
+    public var windows: [String: [Int]]?
+    /// Single blocks to run alone; nil: every block 0..<L.
+    public var blocks: [Int]?
+    /// Groups trained beside the blocks of every run (default none: a run measures its blocks alone;
+    /// `TrainableGroup.omni` extras would let the projection absorb what the blocks should show).
+    public var extraGroups: Set<TrainableGroup> = []
+    /// Steps between in-run checkpoints (0: only the final one, so a run killed mid-way restarts
+    /// from step 0; the result is the same either way).
+    public var saveEvery = 0
+    /// Keep each run's final checkpoint (an HF CLIPModel folder) after it is measured.
+    public var keepCheckpoints = false
+    /// Start single-block and window runs whose bottom is block k > 0 from cached hidden_states[k].
+    public var layerCache = true
+    /// Texts or images per forward pass in the evaluation (`negclip evaluate --batch-size`).
+    public var evaluationBatchSize = 64
+    /// Recorded in the provenance.
+    public var commandLine = ""
+
+    public init(model: URL, trainData: URL, evalData: [URL], out: URL) {
+        self.model = model; self.trainData = trainData; self.evalData = evalData; self.out = out
+    }
+
+    public var resolvedWarmup: Int { warmup ?? steps / 10 }
+}
+
+/// Defaults chosen so that a whole sweep of the built-in 12-block, width-128 model on a 1000-scene
+/// world fits in a few minutes on 2 cores (docs/sweep.md, "Defaults and their cost").
+public enum SweepDefaults {
+    public static let seeds: [UInt64] = [0, 1]
+    public static let steps = 20
+    public static let batch = 16
+    public static let learningRate = 5e-4
+}
+
+/// The windows of blocks the sweep trains beside single blocks.
+public enum SweepWindows {
+    /// Report order of the standard windows.
+    public static let names = ["front", "middle", "back", "whole"]
+
+    /// Thirds of the tower, the paper's grouping: for 12 blocks front 0-3, middle 4-7, back 8-11,
+    /// whole 0-11. For depth L the cuts are round(L/3) and round(2L/3) (3 blocks: 0 / 1 / 2; 2 blocks:
+    /// front 0, back 1, no middle); an empty window is left out. (`negclip train --trainable front`
+    /// is 0..<L/2, the released code's 0-5; the sweep uses the paper's thirds and states them.)
+    public static func standard(layers L: Int) -> [String: [Int]] {
+        let a = Int((Double(L) / 3).rounded()), b = Int((2 * Double(L) / 3).rounded())
+        var out: [String: [Int]] = [:]
+        for (name, r) in [("front", 0..<a), ("middle", a..<b), ("back", b..<L), ("whole", 0..<L)] where !r.isEmpty {
+            out[name] = Array(r)
+        }
+        return out
+    }
+
+    /// `name=a-b` or `name=3,5,7` (blocks); throws a one-line error naming what was expected.
+    public static func parse(_ spec: String, layers L: Int, option: String = "--window") throws -> (String, [Int]) {
+        // `--blocks a-b` is parsed as "blocks=a-b"; its errors show what was typed
+        let shown = option == "--window" ? spec : String(spec.drop { $0 != "=" }.dropFirst())
+        let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[0].hasPrefix("block.") else {
+            throw SweepError.settings("\(option) \(shown): expected NAME=a-b or NAME=i,j,k (a name other than block.<i>)")
+        }
+        var blocks: [Int] = []
+        for item in parts[1].split(separator: ",") {
+            let ends = item.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+            guard !ends.isEmpty, ends.count <= 2, let a = ends.first!, let b = ends.last!, 0 <= a, a <= b, b < L else {
+                throw SweepError.settings("\(option) \(shown): expected blocks within 0-\(L - 1) (the text tower has \(L) blocks), found \(item)")
+            }
+            blocks += Array(a...b)
+        }
+        guard !blocks.isEmpty else { throw SweepError.settings("\(option) \(shown): no blocks") }
+        return (parts[0], Array(Set(blocks)).sorted())
+    }
+}
+
+/// Typed, one-line errors of the sweep.
+public enum SweepError: Error, CustomStringConvertible, Equatable {
+    case settings(String)
+    case data(file: String, message: String)
+    case folder(file: String, message: String)
+
+    public var description: String {
+        switch self {
+        case let .settings(m): return m
+        case let .data(file, m): return "\(file): \(m)"
+        case let .folder(file, m): return "\(file): \(m)"
+        }
+    }
+}
+
+/// Progress of a sweep, reported to a callback (the library never prints). Run indices are 1-based
+/// over the whole sweep (N = units x seeds); `eta` is the estimated seconds left for the whole sweep.
+public enum SweepProgress: Sendable {
+    /// Training data tokenised and its images embedded once (shared by every run).
+    case prepared(presenceItems: Int, absenceItems: Int, images: Int, evalRecords: Int, runs: Int, alreadyDone: Int, seconds: Double)
+    /// The base model measured on the validation split (the reference of every gain).
+    case baseEvaluated(SweepMetrics, seconds: Double)
+    /// hidden_states[layer] of every distinct training caption, computed once for the runs starting there.
+    case layerCache(layer: Int, captions: Int, seconds: Double)
+    case runStarted(index: Int, total: Int, window: String, seed: UInt64, fromStep: Int)
+    /// `step` completed steps of `steps` in run `index`.
+    case step(index: Int, total: Int, step: Int, steps: Int, loss: Double, seconds: Double, eta: Double?)
+    /// `reused`: the run's result.json was already there (a resumed sweep).
+    case runFinished(index: Int, total: Int, run: SweepRun, seconds: Double, reused: Bool, eta: Double?)
+    case finished(SweepResult, seconds: Double)
+}

@@ -1,0 +1,152 @@
+import BPETokenizer
+import CLIP
+import Foundation
+import NegationData
+import Training
+
+/// The sweep's data: the training set as `negclip train` builds it, the evaluation records as
+/// `negclip evaluate` loads them, the shared layer cache, and the four metrics it reports.
+enum SweepData {
+    /// Caption records of `split` -> token ids + one image-embedding table, exactly as `negclip train`
+    /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
+    /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
+    static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer) throws -> CaptionTrainingSet {
+        let loaded = try NegationJSONL.read(url)
+        let base = url.deletingLastPathComponent()
+        var imageRow: [String: Int] = [:], imagePaths: [String] = []
+        func row(_ path: String) -> Int {
+            let p = resolveImagePath(path, relativeTo: base).path
+            if let r = imageRow[p] { return r }
+            imageRow[p] = imagePaths.count; imagePaths.append(p); return imagePaths.count - 1
+        }
+        var presence: [PresenceItem] = [], absence: [AbsenceItem] = []
+        for case let .caption(r) in loaded.records where r.split == split {
+            let t = tokenizer.encode(r.caption)
+            if let n = r.presenceNegated { presence.append(PresenceItem(image: row(r.image), caption: t, negated: tokenizer.encode(n))) }
+            if let a = r.absenceNegated { absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: tokenizer.encode(a))) }
+        }
+        guard !imagePaths.isEmpty else {
+            throw SweepError.data(file: url.path, message: "field 'split': expected caption records with split \(split) to fine-tune on, found none (\(loaded.summary))")
+        }
+        let embedder = try CLIPEmbeddingModel(model)
+        var embeds: [Float] = []
+        for start in stride(from: 0, to: imagePaths.count, by: 64) {
+            let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
+            embeds += try embedder.embedImages(part)
+        }
+        return CaptionTrainingSet(imageEmbeds: embeds, dim: model.config.projectionDim, presence: presence, absence: absence)
+    }
+
+    /// "Affirmative retrieval": queries tagged `affirmative` (the world tags each scene's affirmative
+    /// caption so); data with no such tag keeps all its queries.
+    static let retrievalRule = "R@1 by truth over the split's images; queries tagged affirmative when any is, else all queries"
+
+    /// Records of `split` from every file (`Importers.load`, as `negclip evaluate`), keeping only the
+    /// affirmative queries when the data tags them.
+    static func evaluationRecords(_ urls: [URL], split: String) throws -> [NegationRecord] {
+        var records: [NegationRecord] = []
+        for url in urls {
+            let result = try Importers.load(url, options: ImportOptions())
+            records += result.records.filter { $0.split == split }
+        }
+        let tagged = records.contains { if case let .query(q) = $0 { return q.tags.contains("affirmative") } else { return false } }
+        if tagged {
+            records = records.filter { if case let .query(q) = $0 { return q.tags.contains("affirmative") } else { return true } }
+        }
+        guard !records.isEmpty else {
+            throw SweepError.data(file: urls.map(\.path).joined(separator: ", "), message: "field 'split': expected records with split \(split) to measure on, found none")
+        }
+        return records
+    }
+
+    /// The four sweep metrics of an evaluation; each must have items (a one-line error naming what
+    /// the data lacks otherwise).
+    static func metrics(_ report: EvaluationReport, file: String) throws -> SweepMetrics {
+        func value(_ name: String, needs: String) throws -> Double {
+            guard let v = report.metrics[name], v.count > 0, v.value.isFinite else {
+                throw SweepError.data(file: file, message: "metric '\(name)': expected items in the evaluation split, found none; it needs \(needs)")
+            }
+            return v.value
+        }
+        return SweepMetrics(
+            presence: try value("presence", needs: "caption records with presence_negated"),
+            absence: try value("absence", needs: "caption records with absence_negated and absence_contrast_image"),
+            retrievalT2I: try value("t2i_r1", needs: "query records (the world's queries.jsonl)"),
+            retrievalI2T: try value("i2t_r1", needs: "query records (the world's queries.jsonl)"))
+    }
+
+    /// hidden_states[layer] of every distinct training caption, computed by the frozen base prefix
+    /// as `CaptionBatcher.cacheLayerInputs` does (same order, same chunks of 256), once per layer
+    /// for every seed.
+    static func layerInputs(_ params: TextTowerParameters<Float>, set: CaptionTrainingSet, layer: Int,
+                            chunk: Int = 256) throws -> [[Int32]: [Float]] {
+        var seqs = Set<[Int32]>()
+        for p in set.presence { seqs.insert(p.caption); seqs.insert(p.negated) }
+        for a in set.absence { seqs.insert(a.original); seqs.insert(a.rewritten) }
+        let all = seqs.sorted { $0.lexicographicallyPrecedes($1) }
+        let C = params.config.hiddenSize
+        var out: [[Int32]: [Float]] = [:]
+        for start in stride(from: 0, to: all.count, by: chunk) {
+            let part = Array(all[start..<min(all.count, start + chunk)])
+            let h = try params.hiddenStates(ids: part, layer: layer)
+            var o = 0
+            for s in part { out[s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
+        }
+        return out
+    }
+}
+
+/// JSON files of the sweep folder: sorted keys, written by rename.
+enum SweepFiles {
+    static let format = "negclip.sweep v1"
+    static let layerDefinition = "block k maps hidden_states[k] to hidden_states[k+1] (transformers' CLIPTextTransformer.encoder.layers[k]); hidden_states[0] = embeddings"
+
+    static func encoder() -> JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        return e
+    }
+
+    /// An Encodable value as a JSON object (to nest it beside provenance).
+    static func object<T: Encodable>(_ value: T) throws -> Any {
+        try JSONSerialization.jsonObject(with: encoder().encode(value))
+    }
+
+    static func write<T: Encodable>(_ value: T, to url: URL) throws {
+        try encoder().encode(value).write(to: url, options: .atomic)
+    }
+
+    static func writeObject(_ object: [String: Any], to url: URL) throws {
+        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+        data.append(0x0A)
+        try data.write(to: url, options: .atomic)
+    }
+
+    static func readObject(_ url: URL) throws -> [String: Any] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw SweepError.folder(file: url.path, message: "expected a readable JSON file: \(error.localizedDescription)")
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw SweepError.folder(file: url.path, message: "expected a JSON object")
+        }
+        return obj
+    }
+
+    static func readRun(_ url: URL) throws -> SweepRun {
+        guard let run = try readObject(url)["run"] else {
+            throw SweepError.folder(file: url.path, message: "key 'run': missing; expected a finished sweep run")
+        }
+        do {
+            return try JSONDecoder().decode(SweepRun.self, from: JSONSerialization.data(withJSONObject: run))
+        } catch {
+            throw SweepError.folder(file: url.path, message: "key 'run': expected a SweepRun (\(error))")
+        }
+    }
+
+    /// A measured run keeps its log and result.json; its checkpoints go.
+    static func removeCheckpoints(_ run: RunDirectory) throws {
+        try run.sweepTemporaries()
+        for c in try run.checkpoints() { try FileManager.default.removeItem(at: c.url) }
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import Probing
+import Provenance
+
+/// `negclip probe-layers`: per layer of the text encoder, the caption/negation separation, linear
+/// probes with baselines, and (later) the partial fine-tuning sweep; ranked, reported in --out.
+struct ProbeLayersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe-layers",
+        abstract: "Measure where the text encoder learns negation: separation, linear probes, rankings (report in --out).",
+        discussion: """
+        Layer l = hidden_states[l] (0 = embeddings, l = output of text block l-1, L = before the final
+        LayerNorm), also named blocks.{l-1}.hook_resid_post. Records mode (--model, --data, --split)
+        dumps the split's captions in-process to OUT/dump.h5; --dump FILE.h5 measures an existing dump
+        (labels from /text/labels; --data joins the records by item id for the other tasks).
+        Probe tasks are the YAML/JSON files of --tasks (default probes/). Baselines: chance, bag of
+        words, and the same architecture with random weights (--random-seed; --no-random skips it).
+        Writes report.md, report.html, report.json, SVG plots and probe-layers.h5 into --out.
+        """)
+
+    @Option(help: ArgumentHelp("HF CLIP checkpoint folder (default: the built-in model).", valueName: "dir")) var model: String?
+    @Option(help: ArgumentHelp("Caption records (JSONL, docs/data.md).", valueName: "file")) var data: String?
+    @Option(help: "Split of --data to measure.") var split: String = ProbeDefaults.split
+    @Option(help: ArgumentHelp("Measure this dump (docs/hdf5-schema.md) instead of encoding --data.", valueName: "file.h5")) var dump: String?
+    @Option(help: ArgumentHelp("Report folder.", valueName: "dir")) var out: String = "probe-layers"
+    @Option(help: ArgumentHelp("Folder of probe task files (default: ./probes, else the probes/ of the repository negclip was built in).", valueName: "dir")) var tasks: String?
+    @Option(name: .customLong("task"), help: ArgumentHelp("Run only this task (repeat for several; dump_label = the dump's labels).", valueName: "name"))
+    var taskNames: [String] = []
+    @Option(help: "Cross-validation folds (grouped by pair id).") var folds: Int = 5
+    @Option(help: ArgumentHelp("Cross-validation seeds, comma-separated.", valueName: "list")) var seeds: String = "0,1"
+    @Option(name: .customLong("c"), help: "Inverse L2 strength C (scikit-learn's LogisticRegression C).") var c: Double = 1.0
+    @Option(help: "L-BFGS iterations per fit at most.") var maxIterations: Int = 100
+    @Option(help: "Seed of the random-weights network.") var randomSeed: UInt64 = 0
+    @Flag(help: "Skip the random-weights baseline.") var noRandom = false
+    @Option(help: "Bootstrap resamples for the 95% intervals.") var bootstrap: Int = 1000
+    @Option(help: "Captions per encoder call.") var batch: Int = 64
+    @Flag(inversion: .prefixedNo, help: "Run the partial fine-tuning sweep (records mode, or --dump with --model and --data; folder OUT/sweep, resumable).")
+    var sweep = true
+    @Option(name: .customLong("sweep-steps"), help: "Optimizer steps per sweep run.") var sweepSteps = SweepDefaults.steps
+    @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated.", valueName: "list")) var sweepSeeds: String = "0,1"
+    @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
+    var sweepBlocks: String?
+    @Option(help: ArgumentHelp("Also choose layers: top-k | front-contiguous | threshold (writes OUT/layers.json, as negclip select-layers).", valueName: "policy"))
+    var select: String?
+    @Option(name: .customLong("select-k"), help: "k of top-k / front-contiguous.") var selectK: Int?
+
+    func validate() throws {
+        if folds < 2 { throw ValidationError("--folds must be at least 2") }
+        if c <= 0 { throw ValidationError("--c must be positive") }
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
+        if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
+        if let sweepBlocks { _ = try parseLayerList(sweepBlocks) }
+        if let select { _ = try SelectionPolicy(name: select, k: selectK) }
+    }
+
+    var parsedSweepSeeds: [UInt64]? {
+        let parts = sweepSeeds.split(separator: ",").map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        return parts.isEmpty || parts.contains(nil) ? nil : parts.map { $0! }
+    }
+
+    var parsedSeeds: [UInt64]? {
+        let parts = seeds.split(separator: ",").map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        return parts.isEmpty || parts.contains(nil) ? nil : parts.map { $0! }
+    }
+
+    func run() throws {
+        var modelURL = model.map { URL(fileURLWithPath: $0) }
+        var dataURL = data.map { URL(fileURLWithPath: $0) }
+        if dump == nil && modelURL == nil && dataURL == nil {
+            let d = try ProbeDefaults.modelAndData()
+            modelURL = d.model; dataURL = d.data
+        }
+        if dump == nil && (modelURL == nil || dataURL == nil) {
+            throw ValidationError("records mode needs both --model and --data (or --dump FILE.h5)")
+        }
+        let folder = tasks.map { URL(fileURLWithPath: $0) } ?? ProbeDefaults.tasksFolder()
+        var all: [ProbeTask] = []
+        if dump == nil || dataURL != nil { all = try ProbeTask.loadFolder(folder) }
+        if dump != nil { all.append(ProbeTask.dumpLabelTask) }
+        var chosen = all
+        if !taskNames.isEmpty {
+            let names = Set(all.map(\.name))
+            if let bad = taskNames.first(where: { !names.contains($0) }) {
+                throw ValidationError("--task \(bad): no such task; available: \(names.sorted().joined(separator: ", "))")
+            }
+            chosen = all.filter { taskNames.contains($0.name) }
+        }
+        var request = ProbeLayersRequest(out: URL(fileURLWithPath: out), tasks: chosen)
+        request.model = modelURL
+        request.data = dataURL
+        request.split = split
+        request.dump = dump.map { URL(fileURLWithPath: $0) }
+        request.randomSeed = noRandom ? nil : randomSeed
+        request.batchSize = batch
+        request.options.settings.folds = folds
+        request.options.settings.seeds = parsedSeeds!
+        request.options.settings.C = c
+        request.options.settings.maxIterations = maxIterations
+        request.options.settings.bootstrapResamples = bootstrap
+        if sweep, let m = modelURL, let d = dataURL {
+            // fine-tune on the train split, measure on --split; the world's queries.jsonl (beside the
+            // captions) gives the retrieval metrics when it is there
+            let queries = d.deletingLastPathComponent().appendingPathComponent("queries.jsonl")
+            var config = SweepConfig(model: m, trainData: d,
+                                     evalData: [d] + (FileManager.default.fileExists(atPath: queries.path) ? [queries] : []),
+                                     out: URL(fileURLWithPath: out).appendingPathComponent("sweep"))
+            config.evalSplit = split
+            config.steps = sweepSteps
+            config.seeds = parsedSweepSeeds!
+            config.blocks = try sweepBlocks.map(parseLayerList)
+            config.commandLine = ToolInfo.commandLine
+            request.sweep = config
+        } else if sweep {
+            logLine("probe-layers: sweep skipped (it needs --model and --data); pass --no-sweep to silence this")
+        }
+        request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
+        request.commandLine = ToolInfo.commandLine
+        request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+
+        let started = Date()
+        let line = ProgressLine(label: "probe-layers")
+        var stageStart = Date()
+        var currentStage = ""
+        let result = try ProbeLayersRun.run(request) { p in
+            switch p {
+            case .stage(let s):
+                line.finish()
+                if !currentStage.isEmpty { line.note("\(currentStage) done in \(String(format: "%.1f", Date().timeIntervalSince(stageStart))) s") }
+                currentStage = s; stageStart = Date()
+                line.note(s)
+            case let .step(stage, done, total):
+                line.update(done: done, total: total, unit: stage.hasPrefix("probe") ? "layers" : stage == "images" ? "images" : stage == "sweep" ? "steps" : "captions")
+            }
+        }
+        line.finish()
+        print(ProbeReport.summary(result), terminator: "")
+        if select != nil { print("wrote \(out)/layers.json (negclip train --layers \(out)/layers.json)") }
+        print("wrote \(out)/report.md, report.html, report.json, probe-layers.h5 in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+    }
+}
