@@ -8,7 +8,7 @@ import TestSupport
     @Test func noArgumentsSaysThereIsNoBuiltInModelYet() throws {
         let r = try CLIRunner.run("negclip", ["probe-layers"])
         #expect(r.status != 0)
-        #expect(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines) == "Error: no built-in model yet: pass --model and --data (or --dump FILE.h5)")
+        #expect(r.stderr.trimmingCharacters(in: .whitespacesAndNewlines) == "negclip: no built-in model yet: pass --model and --data (or --dump FILE.h5)")
     }
 
     @Test func dumpModeWritesEveryReportFile() throws {
