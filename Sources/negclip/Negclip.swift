@@ -36,6 +36,7 @@ struct Negclip: ParsableCommand {
             MakeWorldCommand.self,
             EvaluateCommand.self,
             TrainCommand.self,
+            WorldCommand.self,
         ])
 
     /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through
