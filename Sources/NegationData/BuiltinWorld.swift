@@ -189,7 +189,7 @@ public struct BuiltinWorld: Sendable {
         }
         let fm = FileManager.default
         let worlds = cacheRoot.appendingPathComponent("worlds")
-        let folder = worlds.appendingPathComponent(folderName)
+        let folder = worlds.appendingPathComponent(folderName, isDirectory: true)
         if fm.fileExists(atPath: folder.path) {
             try checkStamp(folder)
             if verify { try check(folder, progress: progress) }
