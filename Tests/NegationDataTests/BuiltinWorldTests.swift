@@ -238,6 +238,19 @@ import TestSupport
         #expect(try world.ensure(cacheRoot: cache, verify: true).folder == results[0].0)
     }
 
+    /// What probe-layers and other library callers use: the model of NEGCLIP_MODEL and its world in NEGCLIP_CACHE.
+    @Test func modelAndWorldFollowTheEnvironment() throws {
+        let dir = try Fixtures.tempDir("builtin-both")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try Self.describedModel(dir)
+        try Data("{}".utf8).write(to: model.appendingPathComponent("config.json"))
+        let cache = dir.appendingPathComponent("cache")
+        let (m, w) = try Builtin.modelAndWorld(environment: ["NEGCLIP_MODEL": model.path, "NEGCLIP_CACHE": cache.path])
+        #expect(m.path == model.path)
+        #expect(w.path == cache.appendingPathComponent("worlds/\(try BuiltinWorld(modelFolder: model).folderName)").path)
+        #expect(FileManager.default.fileExists(atPath: BuiltinWorld.captionsFile(w).path))
+    }
+
     @Test func anotherGeneratorVersionIsRefusedBeforeGenerating() throws {
         let dir = try Fixtures.tempDir("builtin-generator")
         defer { try? FileManager.default.removeItem(at: dir) }
