@@ -47,7 +47,7 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The writer stores `CLIP.TextEncoding` batches as they come from the encoder.
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance", "CLIP"]),
-        .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer"]),
+        .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "Provenance"]),
         // The dump pipeline: captions (NegationData's reader) -> tokenizer -> CLIP text encoder ->
         // HiddenStateStore writer; `negclip dump` and `probe-layers` drive it in-process.
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),

@@ -396,7 +396,7 @@ public struct World: Sendable {
     }
 
     /// `transform(0..<count)` on all cores, results in index order; the first error is rethrown.
-    static func parallelMap<T: Sendable>(_ count: Int, _ transform: @Sendable (Int) throws -> T) throws -> [T] {
+    public static func parallelMap<T: Sendable>(_ count: Int, _ transform: @Sendable (Int) throws -> T) throws -> [T] {
         let box = ParallelResults<T>(count)
         DispatchQueue.concurrentPerform(iterations: count) { i in
             do {

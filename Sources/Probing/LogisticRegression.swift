@@ -6,13 +6,11 @@ public enum ProbingError: Error, CustomStringConvertible, Equatable {
     /// A file's content is not what was expected: names the file, the key and what was expected.
     case input(file: String, key: String, expected: String, found: String)
     case config(String)
-    case noDefaultModel
 
     public var description: String {
         switch self {
         case let .input(file, key, expected, found): return "\(file): \(key): expected \(expected), found \(found)"
         case let .config(message): return message
-        case .noDefaultModel: return "no built-in model yet: pass --model and --data (or --dump FILE.h5)"
         }
     }
 }

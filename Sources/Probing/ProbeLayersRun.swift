@@ -5,13 +5,15 @@ import HiddenStateStore
 import NegationData
 import Provenance
 
-/// The built-in model and data of `negclip probe-layers` with no arguments. One place to switch
-/// when the built-in model (negclip-mini on the world's validation split) ships.
+/// The built-in model and data of `negclip probe-layers` with no arguments: negclip-mini
+/// (models/negclip-mini, docs/data.md "Built-in model and world") on its world's validation split.
 public enum ProbeDefaults {
     public static let split = "val"
-    /// (model folder, captions.jsonl) of the built-in run.
-    public static func modelAndData() throws -> (model: URL, data: URL) {
-        throw ProbingError.noDefaultModel
+    /// (model folder, captions.jsonl) of the built-in run; the world is generated into the cache on
+    /// first use.
+    public static func modelAndData(progress: ((BuiltinWorldProgress) -> Void)? = nil) throws -> (model: URL, data: URL) {
+        let (model, world) = try Builtin.modelAndWorld(progress: progress)
+        return (model, BuiltinWorld.captionsFile(world))
     }
     /// The task folder: `probes/` of the working directory, else the `probes/` of the repository the
     /// executable was built in (`<repo>/.build/<config>/negclip`), else `probes` (whose absence is

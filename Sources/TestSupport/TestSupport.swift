@@ -89,10 +89,17 @@ public enum CLIRunner {
         return Fixtures.repoRoot.appendingPathComponent(".build/debug/\(name)")
     }
 
-    public static func run(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> Result {
+    /// `environment`: variables set (or, with an empty value, removed) on top of this process's.
+    public static func run(_ name: String, _ arguments: [String], stdin: String? = nil,
+                           environment: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = binary(name)
         p.arguments = arguments
+        if !environment.isEmpty {
+            var env = ProcessInfo.processInfo.environment
+            for (k, v) in environment { env[k] = v.isEmpty ? nil : v }
+            p.environment = env
+        }
         p.currentDirectoryURL = Fixtures.repoRoot
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

@@ -61,7 +61,8 @@ struct DumpCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
-        let model = try modelOptions.load(towers: images ? .all : .text)
+        let modelPath = try modelOptions.path()
+        let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: images ? .all : .text)
         let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
         let L = dumper.numHiddenLayers
         let layerList = try layers.map(parseLayerList) ?? Array(0...L)
@@ -78,7 +79,7 @@ struct DumpCommand: ParsableCommand {
         request.resume = resume
         request.overwrite = overwrite
         request.seed = seed
-        request.modelName = modelOptions.model
+        request.modelName = modelPath
         request.datasetName = data
         request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
         request.commandLine = ToolInfo.commandLine

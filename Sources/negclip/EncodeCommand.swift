@@ -2,18 +2,52 @@ import ArgumentParser
 import CLIP
 import CLIPImage
 import Foundation
+import NegationData
 import Provenance
 
-/// Shared `--model` option: a Hugging Face CLIP checkpoint folder.
+/// Shared `--model` option: a Hugging Face CLIP checkpoint folder, by default the built-in model.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text.",
+        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text (default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).",
         valueName: "dir"))
-    var model: String
+    var model: String?
+
+    /// The model folder: --model, else the built-in model.
+    func path() throws -> String { try model ?? Self.resolvedModel() }
+
+    /// The built-in model's folder (docs/data.md, "Built-in model and world"); the default of every
+    /// command's --model. Logs which folder it chose on stderr.
+    static func resolvedModel() throws -> String {
+        let url = try BuiltinModel.locate()
+        logLine("model: \(url.path) (built-in)")
+        return url.path
+    }
 
     /// `towers`: what the command uses; a tower it does not use is never read (docs/performance.md, memory).
     func load(towers: CLIPModel.Towers = .all) throws -> CLIPModel {
-        try CLIPModel.load(directory: URL(fileURLWithPath: model), towers: towers)
+        try CLIPModel.load(directory: URL(fileURLWithPath: try path()), towers: towers)
+    }
+}
+
+/// The built-in model's world (docs/data.md): generated into the cache on first use, progress on stderr.
+/// `model`: the built-in model folder whose world.json describes it.
+func builtinWorld(model: String? = nil) throws -> URL {
+    let modelURL = try model.map { URL(fileURLWithPath: $0) } ?? BuiltinModel.locate()
+    let world = try BuiltinWorld(modelFolder: modelURL)
+    let (folder, _) = try world.ensure(cacheRoot: try BuiltinWorld.cacheRoot(), progress: logWorldProgress)
+    return folder
+}
+
+/// Progress of the built-in world's generation on stderr (milestones only: it takes about a minute).
+func logWorldProgress(_ p: BuiltinWorldProgress) {
+    switch p {
+    case let .generating(folder, _): logLine("world: generating \(folder.path) (first use; about a minute per 10,000 scenes)")
+    case let .world(.scenes(done, total)) where done == total: logLine("world: scenes \(done)/\(total)")
+    case let .world(.images(done, total)) where done == total || done % 4096 == 0: logLine("world: images \(done)/\(total)")
+    case let .checking(done, total) where done == total: logLine("world: checked \(done)/\(total) files against the description")
+    case let .lostRace(folder): logLine("world: another process generated \(folder.path) first; using it")
+    case let .ready(folder, generated): logLine("world: \(folder.path)\(generated ? " (generated)" : "")")
+    default: break
     }
 }
 
@@ -38,9 +72,10 @@ struct EncodeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try modelOptions.load(towers: image.isEmpty ? .text : text.isEmpty ? .vision : .all)
+        let modelPath = try modelOptions.path()
+        let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: image.isEmpty ? .text : text.isEmpty ? .vision : .all)
         var out: [String: Any] = [
-            "model": ["path": modelOptions.model, "weights_sha256": model.weightsSHA256,
+            "model": ["path": modelPath, "weights_sha256": model.weightsSHA256,
                       "config_sha256": model.configSHA256],
             "tool": ["name": ToolInfo.name, "version": ToolInfo.version],
             "command_line": ToolInfo.commandLine,
@@ -63,9 +98,9 @@ struct EncodeCommand: ParsableCommand {
         }
         if !image.isEmpty {
             guard let vision = model.vision else {
-                throw CLIPError.noTower(file: modelOptions.model, tower: "vision")
+                throw CLIPError.noTower(file: modelPath, tower: "vision")
             }
-            let pre = try preprocessor(for: vision.config.imageSize)
+            let pre = try preprocessor(for: vision.config.imageSize, model: modelPath)
             let pixels = pre.batch(try image.map { try ImageDecoder.decode(fileAt: URL(fileURLWithPath: $0)) })
             let enc = try model.encodeImages(pixels: pixels, count: image.count)
             dim = enc.projectionDim
@@ -91,8 +126,8 @@ struct EncodeCommand: ParsableCommand {
         print(try jsonString(out))
     }
 
-    func preprocessor(for imageSize: Int) throws -> CLIPImagePreprocessor {
-        let url = URL(fileURLWithPath: modelOptions.model).appendingPathComponent("preprocessor_config.json")
+    func preprocessor(for imageSize: Int, model: String) throws -> CLIPImagePreprocessor {
+        let url = URL(fileURLWithPath: model).appendingPathComponent("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: url.path) {
             return try CLIPImagePreprocessor.load(preprocessorConfig: url)
         }

@@ -19,11 +19,11 @@ struct EvaluateCommand: ParsableCommand {
             --json writes the same with provenance.
             """)
 
-    @Option(name: .long, help: ArgumentHelp("HF CLIP checkpoint folder (repeat to compare models).", valueName: "dir"))
-    var model: [String]
+    @Option(name: .long, help: ArgumentHelp("HF CLIP checkpoint folder (repeat to compare models; default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).", valueName: "dir"))
+    var model: [String] = []
 
-    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Data files (JSONL or a peer format).", valueName: "file"))
-    var data: [String]
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Data files (JSONL or a peer format; default: captions.jsonl, mcq.jsonl and queries.jsonl of the built-in model's world, generated into the cache on first use, with --split test).", valueName: "file"))
+    var data: [String] = []
 
     @Option(name: .long, help: "Format of every --data file: auto, \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
     var format: String = "auto"
@@ -31,7 +31,7 @@ struct EvaluateCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Folder that image paths in peer-format files are relative to (default: each file's folder; JSONL paths are always relative to the JSONL file).", valueName: "dir"))
     var images: String?
 
-    @Option(name: .long, help: "Keep only records of this split (e.g. test); default: all records.")
+    @Option(name: .long, help: "Keep only records of this split (e.g. test); default: all records (test for the built-in world).")
     var split: String?
 
     @Option(name: .long, help: "CC-Neg: the last N rows are the evaluation split (CoN-CLIP uses 40000); needs --split test to keep only them.")
@@ -59,8 +59,6 @@ struct EvaluateCommand: ParsableCommand {
     var maxIssues: Int = 20
 
     func validate() throws {
-        if model.isEmpty { throw ValidationError("give at least one --model") }
-        if data.isEmpty { throw ValidationError("give at least one --data file") }
         if format != "auto" && ImportFormat(rawValue: format) == nil {
             throw ValidationError("--format: expected auto or one of \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
         }
@@ -68,6 +66,13 @@ struct EvaluateCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Defaults: the built-in model and the test split of its world (docs/data.md).
+        let model = try self.model.isEmpty ? [ModelOptions.resolvedModel()] : self.model
+        var data = self.data, split = self.split
+        if data.isEmpty {
+            data = BuiltinWorld.evaluationFiles(try builtinWorld()).map(\.path)
+            split = split ?? "test"
+        }
         var files: [EvaluationData] = []
         var options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) })
         options.ccnegEvaluationTail = ccnegEvalTail
@@ -122,6 +127,8 @@ struct EvaluateCommand: ParsableCommand {
                               "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; pairedDifference: each model minus the first on the same resampled items",
                               "retrieval_gallery": "images of the query's own (data file, split)",
                               "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)"]
+            provenance["split"] = split ?? "all"
+            if self.data.isEmpty { provenance["data_default"] = "the built-in model's world (docs/data.md)" }
             for (i, n) in truncated.enumerated() { provenance["truncated_captions.\(i)"] = "\(n)" }
             for (i, file) in data.enumerated() {
                 provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")

@@ -11,7 +11,10 @@ struct MakeWorldCommand: ParsableCommand {
         discussion: """
             Writes OUT/images/{train,val,test}/*.png, captions.jsonl, mcq.jsonl, queries.jsonl, \
             pretrain.jsonl, vocab.json, merges.txt and world.json (provenance). The same seed and \
-            options give byte-identical files.
+            options give byte-identical files. --describe FILE also writes the world's description \
+            (generator, options, the fingerprint of every file: sha256, of the decoded pixels for PNGs), \
+            the models/negclip-mini/world.json that lets every command regenerate and check the \
+            built-in model's world (docs/data.md, "Built-in model and world").
             """)
 
     @Option(name: .long, help: "Output directory (created if missing; existing files are overwritten).")
@@ -42,6 +45,9 @@ struct MakeWorldCommand: ParsableCommand {
             help: "Negation templates used only in test (\(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), or none.")
     var heldOutTemplates: [String] = [NegationTemplate.not.rawValue, NegationTemplate.noOnly.rawValue]
 
+    @Option(name: .long, help: ArgumentHelp("Also write the world's description (for a model folder's world.json) to this file.", valueName: "file"))
+    var describe: String?
+
     func run() throws {
         var config = WorldConfig(seed: seed, size: size)
         config.imageSize = imageSize
@@ -60,6 +66,13 @@ struct MakeWorldCommand: ParsableCommand {
         let dir = URL(fileURLWithPath: out)
         try world.write(to: dir, provenance: ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine]) {
             Self.log($0)
+        }
+        if let describe {
+            let description = try WorldDescription.describe(world, in: dir, provenance: [
+                "tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
+            ]) { done, total in if done == total { Self.log(.wrote(file: "fingerprints", records: total)) } }
+            try description.write(to: URL(fileURLWithPath: describe))
+            Self.log(.wrote(file: describe, records: description.files.count))
         }
         let seconds = Date().timeIntervalSince(start)
         print("world \(dir.path): \(world.items.count) scenes, \(world.queries.count) queries, " +

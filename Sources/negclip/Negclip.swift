@@ -40,6 +40,7 @@ struct Negclip: ParsableCommand {
             ProbeLayersCommand.self,
             SweepCommand.self,
             SelectLayersCommand.self,
+            WorldCommand.self,
         ])
 
     /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through

@@ -69,7 +69,8 @@ struct ProbeLayersCommand: ParsableCommand {
         var modelURL = model.map { URL(fileURLWithPath: $0) }
         var dataURL = data.map { URL(fileURLWithPath: $0) }
         if dump == nil && modelURL == nil && dataURL == nil {
-            let d = try ProbeDefaults.modelAndData()
+            let d = try ProbeDefaults.modelAndData(progress: logWorldProgress)
+            logLine("model: \(d.model.path) (built-in); data: \(d.data.path), split \(split)")
             modelURL = d.model; dataURL = d.data
         }
         if dump == nil && (modelURL == nil || dataURL == nil) {

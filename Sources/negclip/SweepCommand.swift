@@ -54,7 +54,7 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("hang-after-steps"), help: .hidden) var hangAfterSteps: Int?
 
     func run() throws {
-        let modelURL = URL(fileURLWithPath: modelOptions.model), dataURL = URL(fileURLWithPath: data)
+        let modelURL = URL(fileURLWithPath: try modelOptions.path()), dataURL = URL(fileURLWithPath: data)
         var evalURLs = evalData.map { URL(fileURLWithPath: $0) }
         if evalURLs.isEmpty {
             evalURLs = [dataURL]

@@ -14,7 +14,7 @@ struct TokenizeCommand: ParsableCommand {
             length (the end token is kept), exactly as HF CLIPTokenizer(truncation=True).
             """)
 
-    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured).")
+    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured). Default: the built-in model (\(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)) unless --vocab is given.")
     var model: String?
 
     @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz; used instead of --model when both are given.")
@@ -33,7 +33,6 @@ struct TokenizeCommand: ParsableCommand {
     var text: [String] = []
 
     func validate() throws {
-        if model == nil && vocab == nil { throw ValidationError("give --model DIR or --vocab FILE.txt.gz") }
         if file != nil && !text.isEmpty { throw ValidationError("give either --file or TEXT arguments, not both") }
     }
 
@@ -42,7 +41,7 @@ struct TokenizeCommand: ParsableCommand {
         if let vocab {
             tokenizer = try CLIPTokenizer(openAIVocabGz: URL(fileURLWithPath: vocab))
         } else {
-            tokenizer = try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: model!))
+            tokenizer = try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: try model ?? ModelOptions.resolvedModel()))
         }
         if let contextLength { tokenizer = try tokenizer.withContextLength(contextLength) }
 

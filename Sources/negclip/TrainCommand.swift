@@ -37,8 +37,8 @@ struct TrainCommand: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(name: .long, help: ArgumentHelp("Caption records (JSONL, docs/data.md); image paths relative to the file.", valueName: "file"))
-    var data: String
+    @Option(name: .long, help: ArgumentHelp("Caption records (JSONL, docs/data.md); image paths relative to the file (default: captions.jsonl of the built-in model's world, generated into the cache on first use).", valueName: "file"))
+    var data: String?
     @Option(name: .long, help: "Records of this split only.") var split = "train"
     @Option(name: .long, help: "Blocks/groups to train: a-b, k, front|middle|back|whole, or a comma list of groups (default front).")
     var trainable: String?
@@ -77,12 +77,14 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--loss: expected one of \(LossKind.allCases.map(\.rawValue).joined(separator: ", ")), found \(loss)")
         }
         guard let hingeForm = TextHinge(rawValue: hinge) else { throw ValidationError("--hinge: expected released or shifted, found \(hinge)") }
-        let modelURL = URL(fileURLWithPath: modelOptions.model), dataURL = URL(fileURLWithPath: data)
+        let modelPath = try modelOptions.path()
+        let data = try self.data ?? BuiltinWorld.captionsFile(builtinWorld()).path
+        let modelURL = URL(fileURLWithPath: modelPath), dataURL = URL(fileURLWithPath: data)
         // The frozen base model only embeds the images (the trained text tower is `params`, read on its
         // own), so its text tower is never loaded, and it is released once the images are embedded.
-        var frozen: CLIPModel? = try modelOptions.load(towers: .vision)
+        var frozen: CLIPModel? = try CLIPModel.load(directory: modelURL, towers: .vision)
         let model = (weightsSHA256: frozen!.weightsSHA256, config: frozen!.config)
-        guard let tokenizer = frozen!.tokenizer else { throw ValidationError("\(modelOptions.model): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
+        guard let tokenizer = frozen!.tokenizer else { throw ValidationError("\(modelPath): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
         let params = try TextTowerParameters<Float>.load(directory: modelURL)
         let depth = params.config.numHiddenLayers
         let groups: Set<TrainableGroup>
@@ -171,7 +173,7 @@ struct TrainCommand: ParsableCommand {
         var provenance = settings
         provenance.merge([
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
-            "base_model": modelOptions.model, "data": data,
+            "base_model": modelPath, "data": data,
             "layer_definition": "trainable text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] to hidden_states[i+1] (hidden_states[0] = embeddings)",
             "trainable_spec": layers.map { "layers.json \($0)" } ?? trainable ?? "front", "truncated_captions": "\(truncated)",
         ]) { a, _ in a }

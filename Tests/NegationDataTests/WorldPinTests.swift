@@ -1,4 +1,3 @@
-import CPNG
 import Foundation
 import Provenance
 import Testing
@@ -19,21 +18,9 @@ import TestSupport
         return c
     }
 
-    /// sha256 of a file; for a PNG, of its decoded RGB pixels and size (the compressed bytes also
-    /// depend on the zlib build, which is not the generator's business).
-    static func fingerprint(_ url: URL) throws -> String {
-        let data = try Data(contentsOf: url)
-        guard url.pathExtension == "png" else { return SHA256Hasher.hex(data) }
-        var image = png_image()
-        image.version = UInt32(PNG_IMAGE_VERSION)
-        let begun = data.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }
-        guard begun != 0 else { return "undecodable PNG" }
-        image.format = UInt32(PNG_FORMAT_RGB)
-        var rgb = [UInt8](repeating: 0, count: Int(image.width * image.height * 3))
-        let ok = rgb.withUnsafeMutableBytes { buf in data.withUnsafeBytes { _ in png_image_finish_read(&image, nil, buf.baseAddress, 0, nil) } }
-        guard ok != 0 else { return "undecodable PNG" }
-        return "rgb \(image.width)x\(image.height) " + SHA256Hasher.hex(Data(rgb))
-    }
+    /// sha256 of a file; for a PNG, of its decoded RGB pixels and size (the library's
+    /// `WorldFingerprint.file`, which the built-in world's check uses too).
+    static func fingerprint(_ url: URL) throws -> String { try WorldFingerprint.file(url) }
 
     @Test func aSmallWorldOfAFixedSeedMatchesItsCommittedHashes() throws {
         let dir = try Fixtures.tempDir("world-pin")
