@@ -87,3 +87,33 @@ def test_pretrained_checkpoint_loads_in_transformers(tmp_path):
     base_t, base_v = encode(str(run_dir / "init"), images)
     assert np.abs(base_t - got_t).max() > 1e-3
     assert np.abs(base_v - got_v).max() > 1e-3
+
+
+def test_builtin_model_loads_in_transformers(tmp_path):
+    """The committed built-in model (models/negclip-mini) loads in transformers' CLIPModel with no
+    missing or unexpected keys and gives `negclip encode`'s text and image embeddings (atol 1e-5) on
+    world images of its own size, rendered by a small world of the same generator."""
+    mini = os.path.join(ROOT, "models", "negclip-mini")
+    world = tmp_path / "world"
+    run("make-world", "--size", "24", "--image-size", "64", "--out", str(world))
+    model, info = transformers.CLIPModel.from_pretrained(mini, output_loading_info=True)
+    model.eval()
+    for k in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        assert not info.get(k), f"{k}: {info[k]}"
+    assert model.config.text_config.num_hidden_layers == 12
+    tok = transformers.CLIPTokenizer.from_pretrained(mini)
+    proc = transformers.CLIPImageProcessor.from_pretrained(mini)
+    images = sorted(glob.glob(str(world / "images" / "train" / "*.png")))[:4]
+    with torch.no_grad():
+        batch = tok(CAPTIONS, padding=True, return_tensors="pt")
+        t = model.get_text_features(**batch)
+        t = getattr(t, "pooler_output", t)
+        pixels = proc([Image.open(f).convert("RGB") for f in images], return_tensors="pt")["pixel_values"]
+        v = model.get_image_features(pixel_values=pixels)
+        v = getattr(v, "pooler_output", v)
+    want_t = torch.nn.functional.normalize(t, dim=-1).double().numpy()
+    want_v = torch.nn.functional.normalize(v, dim=-1).double().numpy()
+    got_t, got_v = encode(mini, images)
+    dt, dv = np.abs(got_t - want_t).max(), np.abs(got_v - want_v).max()
+    assert dt <= 1e-5, f"built-in model, negclip encode vs transformers, text embeddings: max|diff| = {dt:.3g}"
+    assert dv <= 1e-5, f"built-in model, negclip encode vs transformers, image embeddings: max|diff| = {dv:.3g}"
