@@ -248,6 +248,12 @@ public enum ProbeReport {
             if let best = r.rankings["probe.\(p.task.name)"]?.first {
                 let a = at(p.model, best)
                 s += "layer \(best) probe \(p.task.name) acc \(fmt(a.mean)) +- \(fmt((a.high - a.low) / 2)) (chance \(fmt(p.chance)), bag of words \(fmt(p.bagOfWords.mean)))\n"
+                // The ranking is by the gain over the random-weights network; when no layer's gain is
+                // above 0 (its interval excludes 0), the "best" layer is only the one that lost least.
+                let g = at(p.gainOverRandom, best)
+                if !(g.low > 0) {
+                    s += "  probe \(p.task.name): no layer beats the random-weights network (best gain \(fmt(g.mean)) [\(fmt(g.low)), \(fmt(g.high))] at layer \(best))\n"
+                }
             }
         }
         return s

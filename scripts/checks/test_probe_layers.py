@@ -176,6 +176,10 @@ def test_planted_signal_ranks_exactly_the_planted_layers():
 # end to end: the report's files agree
 
 def _report():
+    # NEGCLIP_PROBE_REPORT=DIR checks an existing report folder instead (e.g. the default run on the
+    # built-in model: `negclip probe-layers --out DIR`), as docs/probing.md describes.
+    if os.environ.get("NEGCLIP_PROBE_REPORT"):
+        return Path(os.environ["NEGCLIP_PROBE_REPORT"])
     if "report" not in _cache:
         out = _workdir() / "report"
         _run([_bin("negclip"), "probe-layers", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data",

@@ -1,0 +1,34 @@
+import Foundation
+import Testing
+import TestSupport
+@testable import Probing
+
+/// The stdout summary of probe-layers, on the report.json of the default run on negclip-mini
+/// (Tests/Fixtures/probe-layers/negclip-mini-default-report.json, `negclip probe-layers` with no
+/// arguments, 2026-11-30): there the random-weights network decodes every probe task better than the
+/// trained one at every layer, so each probe's "best" layer (by gain over random) only lost least,
+/// and the summary must say so instead of crowning it.
+@Suite struct SummaryTests {
+    static func report() throws -> ProbeLayersResult {
+        let data = try Data(contentsOf: Fixtures.url("probe-layers/negclip-mini-default-report.json"))
+        return try JSONDecoder().decode(ProbeLayersResult.self, from: data)
+    }
+
+    @Test func aProbeThatNoLayerWinsOverRandomWeightsIsSaidSo() throws {
+        let r = try Self.report()
+        let s = ProbeReport.summary(r)
+        for name in ["negated", "negated_object", "negation_kind", "truth"] {
+            #expect(s.contains("probe \(name): no layer beats the random-weights network"), "\(name): \(s)")
+        }
+    }
+
+    @Test func aProbeWithAPositiveGainIsNotFlagged() throws {
+        var r = try Self.report()
+        let i = try #require(r.probes.firstIndex { $0.task.name == "truth" })
+        let best = try #require(r.rankings["probe.truth"]?.first)
+        r.probes[i].gainOverRandom[best] = Estimate(mean: 0.05, low: 0.02, high: 0.08, n: 1000)
+        let s = ProbeReport.summary(r)
+        #expect(!s.contains("probe truth: no layer beats"), "\(s)")
+        #expect(s.contains("probe negated_object: no layer beats"), "\(s)")
+    }
+}
