@@ -191,11 +191,6 @@ struct Gauss {
         let e3 = #expect(throws: ProbingError.self) { try ProbeTask.load(url) }
         #expect(e3?.description.contains(": name: expected") == true, "\(e3!)")
     }
-
-    @Test func noBuiltInModelYet() {
-        let e = #expect(throws: ProbingError.self) { try ProbeDefaults.modelAndData() }
-        #expect(e?.description.hasPrefix("no built-in model yet: pass --model and --data") == true)
-    }
 }
 
 @Suite struct RandomTowerTests {
