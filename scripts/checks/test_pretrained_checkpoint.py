@@ -13,6 +13,7 @@ import os
 import subprocess
 
 import pytest
+from negclip_cli import negclip_binary
 
 np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch", reason="SKIPPED: torch not installed; pretrained-checkpoint interop not checked")
@@ -23,14 +24,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CAPTIONS = ["a red circle", "no blue square", "a green triangle but no red circle", "there is a white ring"]
 CONFIG = {"text_width": 32, "text_layers": 3, "text_heads": 4, "vision_width": 24, "vision_layers": 2, "vision_heads": 2,
           "patch_size": 8, "image_size": 32, "projection_dim": 16, "batch": 6, "lr": 0.01, "warmup": 1, "steps": 3, "seed": 5}
-
-
-def negclip_binary():
-    scratch = os.environ.get("NEGCLIP_SCRATCH_PATH", os.path.join(ROOT, ".build"))
-    path = os.path.join(scratch, "debug", "negclip")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"SKIPPED: {path} not built (swift build, or set NEGCLIP_SCRATCH_PATH)")
-    return path
 
 
 def run(*args):

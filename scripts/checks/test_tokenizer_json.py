@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import pytest
+from negclip_cli import negclip_binary
 
 np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch", reason="SKIPPED: torch not installed; tokenizer.json checkpoints not checked")
@@ -32,14 +33,6 @@ TINY = os.path.join(ROOT, "Tests", "Fixtures", "tokenizer", "tiny")
 CAPTIONS = ["a dog on a sofa", "no dog on the sofa", "There is NO cat, only a café table.",
             "a red circle but no blue square", "don't panic! 2 dogs, 3 cats", "😀 <|endoftext|> x",
             "a photo of " + "a cat " * 40]
-
-
-def negclip_binary():
-    scratch = os.environ.get("NEGCLIP_SCRATCH_PATH", os.path.join(ROOT, ".build"))
-    path = os.path.join(scratch, "debug", "negclip")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"SKIPPED: {path} not built (swift build, or set NEGCLIP_SCRATCH_PATH)")
-    return path
 
 
 def run(*args, stdin=None):

@@ -11,6 +11,7 @@ import os
 import subprocess
 
 import pytest
+from negclip_cli import negclip_binary
 
 np = pytest.importorskip("numpy")
 torch = pytest.importorskip("torch", reason="SKIPPED: torch not installed; trained-checkpoint interop not checked")
@@ -19,14 +20,6 @@ transformers = pytest.importorskip("transformers", reason="SKIPPED: transformers
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY = os.path.join(ROOT, "Tests", "Fixtures", "tiny-clip")
 CAPTIONS = ["a red circle", "no blue square", "a green triangle but no red circle"]
-
-
-def negclip_binary():
-    scratch = os.environ.get("NEGCLIP_SCRATCH_PATH", os.path.join(ROOT, ".build"))
-    path = os.path.join(scratch, "debug", "negclip")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"SKIPPED: {path} not built (swift build, or set NEGCLIP_SCRATCH_PATH)")
-    return path
 
 
 def run(*args):

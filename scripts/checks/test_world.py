@@ -15,6 +15,7 @@ import subprocess
 from collections import defaultdict
 
 import pytest
+from negclip_cli import negclip_binary
 
 np = pytest.importorskip("numpy")
 mpimg = pytest.importorskip("matplotlib.image")
@@ -23,14 +24,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
            "purple": (140, 40, 180), "orange": (250, 140, 20), "white": (250, 250, 250), "black": (10, 10, 10)}
 SHAPES = {"circle", "square", "triangle", "diamond", "cross", "ring"}
-
-
-def negclip_binary():
-    scratch = os.environ.get("NEGCLIP_SCRATCH_PATH", os.path.join(ROOT, ".build"))
-    path = os.path.join(scratch, "debug", "negclip")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"SKIPPED: {path} not built (swift build, or set NEGCLIP_SCRATCH_PATH)")
-    return path
 
 
 def read(text):

@@ -13,6 +13,7 @@ import os
 import subprocess
 
 import pytest
+from negclip_cli import negclip_binary
 
 transformers = pytest.importorskip("transformers", reason="SKIPPED: transformers not installed; world vocabulary not checked")
 
@@ -21,14 +22,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # compared id for id.
 TEXT_KEYS = {"caption", "presence_negated", "absence_negated", "foil", "objects", "negated_object",
              "absent_object", "contrast_objects", "options", "text", "phrase"}
-
-
-def negclip_binary():
-    scratch = os.environ.get("NEGCLIP_SCRATCH_PATH", os.path.join(ROOT, ".build"))
-    path = os.path.join(scratch, "debug", "negclip")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"SKIPPED: {path} not built (swift build, or set NEGCLIP_SCRATCH_PATH)")
-    return path
 
 
 def run(*args, stdin=None):
