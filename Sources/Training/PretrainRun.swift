@@ -145,29 +145,14 @@ public struct PretrainingRun {
     /// Restores the newest checkpoint (or the init weights when there is none) and cuts the log back
     /// to it; returns its step. Throws when the run was made with other settings.
     public func resume(_ trainer: CLIPPretrainer<Float>) throws -> Int {
-        try run.sweepTemporaries()
         let fm = FileManager.default
         for name in (try? fm.contentsOfDirectory(atPath: run.url.path)) ?? [] where name.hasPrefix(".tmp-init-") {
             try fm.removeItem(at: run.url.appendingPathComponent(name))
         }
-        guard let last = try run.checkpoints().last else {
-            try run.truncateLog(before: 0)
-            return 0
+        return try run.resume(settings: settings) { url in
+            try trainer.restoreState(from: url)
+            return trainer.step
         }
-        let data = try Data(contentsOf: last.url.appendingPathComponent(RunDirectory.stateJSON))
-        guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let saved = obj["settings"] as? [String: String] else {
-            throw TrainingError.checkpoint(file: last.url.path, message: "\(RunDirectory.stateJSON) has no settings; not a negclip checkpoint")
-        }
-        for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-            throw TrainingError.checkpoint(file: last.url.path, message: "--resume with \(key) = \(settings[key] ?? "none"), the run was started with \(saved[key] ?? "none"); use the same settings or a new --out")
-        }
-        try trainer.restoreState(from: last.url.appendingPathComponent(RunDirectory.stateFile))
-        guard trainer.step == last.step else {
-            throw TrainingError.checkpoint(file: last.url.path, message: "trainer state is at step \(trainer.step), folder name says \(last.step)")
-        }
-        try run.truncateLog(before: last.step)
-        return last.step
     }
 
     public func save(_ trainer: CLIPPretrainer<Float>, batcher: PretrainBatcher) throws {

@@ -72,6 +72,32 @@ public struct RunDirectory: Sendable {
         }
         try Data(kept.utf8).write(to: logURL, options: .atomic)
     }
+
+    /// What every `--resume` does (train and pretrain): drop temporaries, take the newest checkpoint,
+    /// refuse one made with other `settings` (compared key by key), let `restore` load its trainer
+    /// state (returning the step that state holds), check that step against the folder name, and cut
+    /// the log back to it. Returns the step; 0 with no checkpoint (the log is emptied).
+    public func resume(settings: [String: String], restore: (URL) throws -> Int) throws -> Int {
+        try sweepTemporaries()
+        guard let last = try checkpoints().last else {
+            try truncateLog(before: 0)
+            return 0
+        }
+        let data = try Data(contentsOf: last.url.appendingPathComponent(Self.stateJSON))
+        guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let saved = obj["settings"] as? [String: String] else {
+            throw TrainingError.checkpoint(file: last.url.path, message: "\(Self.stateJSON) has no settings; not a negclip checkpoint")
+        }
+        for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
+            throw TrainingError.checkpoint(file: last.url.path, message: "--resume with \(key) = \(settings[key] ?? "none"), the run was started with \(saved[key] ?? "none"); use the same settings or a new --out")
+        }
+        let restored = try restore(last.url.appendingPathComponent(Self.stateFile))
+        guard restored == last.step else {
+            throw TrainingError.checkpoint(file: last.url.path, message: "trainer state is at step \(restored), folder name says \(last.step)")
+        }
+        try truncateLog(before: last.step)
+        return last.step
+    }
 }
 
 /// Appends one JSON line per step to RUN_DIR/log.jsonl (each line one write, so a kill leaves at most
@@ -116,25 +142,10 @@ public struct CaptionTrainingRun {
     /// Restores the newest checkpoint into `optimizer` and cuts the log back to it; returns its step
     /// (0 with no checkpoint). Throws when the checkpoint was made with other settings.
     public func resume(_ optimizer: TextOptimizer<Float>) throws -> Int {
-        try run.sweepTemporaries()
-        guard let last = try run.checkpoints().last else {
-            try run.truncateLog(before: 0)
-            return 0
+        try run.resume(settings: settings) { url in
+            try optimizer.restoreState(from: url)
+            return optimizer.step
         }
-        let data = try Data(contentsOf: last.url.appendingPathComponent(RunDirectory.stateJSON))
-        guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let saved = obj["settings"] as? [String: String] else {
-            throw TrainingError.checkpoint(file: last.url.path, message: "\(RunDirectory.stateJSON) has no settings; not a negclip checkpoint")
-        }
-        for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-            throw TrainingError.checkpoint(file: last.url.path, message: "--resume with \(key) = \(settings[key] ?? "none"), the run was started with \(saved[key] ?? "none"); use the same settings or a new --out")
-        }
-        try optimizer.restoreState(from: last.url.appendingPathComponent(RunDirectory.stateFile))
-        guard optimizer.step == last.step else {
-            throw TrainingError.checkpoint(file: last.url.path, message: "trainer state is at step \(optimizer.step), folder name says \(last.step)")
-        }
-        try run.truncateLog(before: last.step)
-        return last.step
     }
 
     public func save(_ optimizer: TextOptimizer<Float>, batcher: CaptionBatcher) throws {
