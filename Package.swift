@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
-        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage"],
+        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
         // sweep), their ranking, the report and the layer selector.

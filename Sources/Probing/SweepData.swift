@@ -11,30 +11,11 @@ enum SweepData {
     /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
     /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
     static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer) throws -> CaptionTrainingSet {
-        let loaded = try NegationJSONL.read(url)
-        let base = url.deletingLastPathComponent()
-        var imageRow: [String: Int] = [:], imagePaths: [String] = []
-        func row(_ path: String) -> Int {
-            let p = resolveImagePath(path, relativeTo: base).path
-            if let r = imageRow[p] { return r }
-            imageRow[p] = imagePaths.count; imagePaths.append(p); return imagePaths.count - 1
+        let data = try CaptionTrainingData.read(url, split: split, tokenizer: tokenizer)
+        guard !data.imagePaths.isEmpty else {
+            throw SweepError.data(file: url.path, message: "field 'split': expected caption records with split \(split) to fine-tune on, found none (\(data.loaded.summary))")
         }
-        var presence: [PresenceItem] = [], absence: [AbsenceItem] = []
-        for case let .caption(r) in loaded.records where r.split == split {
-            let t = tokenizer.encode(r.caption)
-            if let n = r.presenceNegated { presence.append(PresenceItem(image: row(r.image), caption: t, negated: tokenizer.encode(n))) }
-            if let a = r.absenceNegated { absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: tokenizer.encode(a))) }
-        }
-        guard !imagePaths.isEmpty else {
-            throw SweepError.data(file: url.path, message: "field 'split': expected caption records with split \(split) to fine-tune on, found none (\(loaded.summary))")
-        }
-        let embedder = try CLIPEmbeddingModel(model)
-        var embeds: [Float] = []
-        for start in stride(from: 0, to: imagePaths.count, by: 64) {
-            let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
-            embeds += try embedder.embedImages(part)
-        }
-        return CaptionTrainingSet(imageEmbeds: embeds, dim: model.config.projectionDim, presence: presence, absence: absence)
+        return try data.trainingSet(embedder: try CLIPEmbeddingModel(model), dim: model.config.projectionDim)
     }
 
     /// "Affirmative retrieval": queries tagged `affirmative` (the world tags each scene's affirmative

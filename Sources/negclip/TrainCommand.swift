@@ -109,41 +109,15 @@ struct TrainCommand: ParsableCommand {
         }
 
         // data: caption records of the split -> token ids + rows of one image-embedding table
-        let loaded = try NegationJSONL.read(dataURL)
+        let items = try CaptionTrainingData.read(dataURL, split: split, tokenizer: tokenizer)
+        let loaded = items.loaded, truncated = items.truncated
         if loaded.badLines > 0 { log("data: \(loaded.summary); first problem: \(loaded.issues.first.map { "\($0)" } ?? "")") }
-        let base = dataURL.deletingLastPathComponent()
-        var imageRow: [String: Int] = [:], imagePaths: [String] = []
-        func row(_ path: String) -> Int {
-            let p = resolveImagePath(path, relativeTo: base).path
-            if let r = imageRow[p] { return r }
-            imageRow[p] = imagePaths.count; imagePaths.append(p); return imagePaths.count - 1
-        }
-        var presence: [PresenceItem] = [], absence: [AbsenceItem] = []
-        var truncated = 0  // captions cut to the context, counted and recorded in the provenance
-        func encode(_ text: String) -> [Int32] {
-            let (ids, cut) = tokenizer.encodeNotingTruncation(text)
-            if cut { truncated += 1 }
-            return ids
-        }
-        for case let .caption(r) in loaded.records where r.split == split {
-            let t = encode(r.caption)
-            if let n = r.presenceNegated { presence.append(PresenceItem(image: row(r.image), caption: t, negated: encode(n))) }
-            if let a = r.absenceNegated { absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: encode(a))) }
-        }
         if truncated > 0 { log("data: " + truncationLine(truncated, contextLength: tokenizer.contextLength)) }
-        guard !imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
+        guard !items.imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
         let t0 = Date()
-        var embeds: [Float] = []
-        do {
-            let embedder = try CLIPEmbeddingModel(frozen!)
-            for start in stride(from: 0, to: imagePaths.count, by: 64) {
-                let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
-                embeds += try embedder.embedImages(part)
-            }
-        }
+        let set = try items.trainingSet(embedder: try CLIPEmbeddingModel(frozen!), dim: model.config.projectionDim)
         frozen = nil
-        log("data: \(presence.count) presence + \(absence.count) absence items, \(imagePaths.count) images embedded by the frozen vision tower (\(String(format: "%.1f", Date().timeIntervalSince(t0))) s)")
-        let set = CaptionTrainingSet(imageEmbeds: embeds, dim: model.config.projectionDim, presence: presence, absence: absence)
+        log("data: \(items.presence.count) presence + \(items.absence.count) absence items, \(items.imagePaths.count) images embedded by the frozen vision tower (\(String(format: "%.1f", Date().timeIntervalSince(t0))) s)")
 
         var lossSettings = LossSettings()
         lossSettings.kind = kind; lossSettings.lambdaStage2 = lambdaStage2; lossSettings.lambdaOrig = lambdaOrig

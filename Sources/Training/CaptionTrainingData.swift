@@ -1,0 +1,52 @@
+import BPETokenizer
+import Foundation
+import NegationData
+
+/// Caption records -> what `CaptionTrainingSet` needs: token ids of every presence / absence item
+/// and one row per distinct image (in order of first appearance). One reader for `negclip train` and
+/// the sweep, so a sweep run and `negclip train` on the same settings see the same batches.
+public struct CaptionTrainingData: Sendable {
+    public var presence: [PresenceItem] = []
+    public var absence: [AbsenceItem] = []
+    /// Resolved image paths; item `image` fields index this list.
+    public var imagePaths: [String] = []
+    /// Captions longer than the tokenizer's context, cut as transformers does (counted for provenance).
+    public var truncated = 0
+    /// The file as read (records, bad lines, issues).
+    public var loaded: LoadResult
+
+    /// Caption records of `split` in `url` (docs/data.md): a record with `presence_negated` gives a
+    /// presence item (image, caption, negation), one with `absence_negated` an absence item (image,
+    /// original caption, rewrite). Image paths resolve relative to the file's folder.
+    public static func read(_ url: URL, split: String, tokenizer: CLIPTokenizer) throws -> CaptionTrainingData {
+        var d = CaptionTrainingData(loaded: try NegationJSONL.read(url))
+        let base = url.deletingLastPathComponent()
+        var imageRow: [String: Int] = [:]
+        func row(_ path: String) -> Int {
+            let p = resolveImagePath(path, relativeTo: base).path
+            if let r = imageRow[p] { return r }
+            imageRow[p] = d.imagePaths.count; d.imagePaths.append(p); return d.imagePaths.count - 1
+        }
+        func encode(_ text: String) -> [Int32] {
+            let (ids, cut) = tokenizer.encodeNotingTruncation(text)
+            if cut { d.truncated += 1 }
+            return ids
+        }
+        for case let .caption(r) in d.loaded.records where r.split == split {
+            let t = encode(r.caption)
+            if let n = r.presenceNegated { d.presence.append(PresenceItem(image: row(r.image), caption: t, negated: encode(n))) }
+            if let a = r.absenceNegated { d.absence.append(AbsenceItem(image: row(r.image), original: t, rewritten: encode(a))) }
+        }
+        return d
+    }
+
+    /// The training set: every image embedded once by the frozen `embedder` (64 at a time).
+    public func trainingSet(embedder: CLIPEmbeddingModel, dim: Int) throws -> CaptionTrainingSet {
+        var embeds: [Float] = []
+        for start in stride(from: 0, to: imagePaths.count, by: 64) {
+            let part = imagePaths[start..<min(imagePaths.count, start + 64)].map { ImageRequest(path: $0) }
+            embeds += try embedder.embedImages(part)
+        }
+        return CaptionTrainingSet(imageEmbeds: embeds, dim: dim, presence: presence, absence: absence)
+    }
+}
