@@ -137,7 +137,7 @@ public enum Sweep {
                 }
                 if let k = cacheLayer, cache?.layer != k {
                     let tc = Date()
-                    cache = (k, try SweepData.layerInputs(baseParams, set: set, layer: k))
+                    cache = (k, try set.layerInputs(baseParams, layer: k))
                     clock.overhead(Date().timeIntervalSince(tc))
                     progress(.layerCache(layer: k, captions: cache!.states.count, seconds: Date().timeIntervalSince(tc)))
                 }

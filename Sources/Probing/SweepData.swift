@@ -5,7 +5,8 @@ import NegationData
 import Training
 
 /// The sweep's data: the training set as `negclip train` builds it, the evaluation records as
-/// `negclip evaluate` loads them, the shared layer cache, and the four metrics it reports.
+/// `negclip evaluate` loads them, and the four metrics it reports (the layer cache is
+/// `CaptionTrainingSet.layerInputs`, shared with `negclip train`).
 enum SweepData {
     /// Caption records of `split` -> token ids + one image-embedding table, exactly as `negclip train`
     /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
@@ -54,26 +55,6 @@ enum SweepData {
             absence: try value("absence", needs: "caption records with absence_negated and absence_contrast_image"),
             retrievalT2I: try value("t2i_r1", needs: "query records (the world's queries.jsonl)"),
             retrievalI2T: try value("i2t_r1", needs: "query records (the world's queries.jsonl)"))
-    }
-
-    /// hidden_states[layer] of every distinct training caption, computed by the frozen base prefix
-    /// as `CaptionBatcher.cacheLayerInputs` does (same order, same chunks of 256), once per layer
-    /// for every seed.
-    static func layerInputs(_ params: TextTowerParameters<Float>, set: CaptionTrainingSet, layer: Int,
-                            chunk: Int = 256) throws -> [[Int32]: [Float]] {
-        var seqs = Set<[Int32]>()
-        for p in set.presence { seqs.insert(p.caption); seqs.insert(p.negated) }
-        for a in set.absence { seqs.insert(a.original); seqs.insert(a.rewritten) }
-        let all = seqs.sorted { $0.lexicographicallyPrecedes($1) }
-        let C = params.config.hiddenSize
-        var out: [[Int32]: [Float]] = [:]
-        for start in stride(from: 0, to: all.count, by: chunk) {
-            let part = Array(all[start..<min(all.count, start + chunk)])
-            let h = try params.hiddenStates(ids: part, layer: layer)
-            var o = 0
-            for s in part { out[s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
-        }
-        return out
     }
 }
 

@@ -163,19 +163,7 @@ public final class CaptionBatcher: @unchecked Sendable {
 
     /// Runs the frozen prefix (embeddings + blocks 0..<layer) once over every distinct caption.
     public func cacheLayerInputs(_ params: TextTowerParameters<Float>, layer: Int, chunk: Int = 256) throws {
-        var seqs = Set<[Int32]>()
-        for p in data.presence { seqs.insert(p.caption); seqs.insert(p.negated) }
-        for a in data.absence { seqs.insert(a.original); seqs.insert(a.rewritten) }
-        let all = seqs.sorted { $0.lexicographicallyPrecedes($1) }
-        let C = params.config.hiddenSize
-        var out: [[Int32]: [Float]] = [:]
-        for start in stride(from: 0, to: all.count, by: chunk) {
-            let part = Array(all[start..<min(all.count, start + chunk)])
-            let h = try params.hiddenStates(ids: part, layer: layer)
-            var o = 0
-            for s in part { out[s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
-        }
-        cached = out; cacheLayer = layer
+        cached = try data.layerInputs(params, layer: layer, chunk: chunk); cacheLayer = layer
     }
 
     /// Distinct caption sequences (the rows the layer cache holds).
@@ -205,5 +193,26 @@ public final class CaptionBatcher: @unchecked Sendable {
             }
         }
         return (lossFunction, inputs)
+    }
+}
+
+extension CaptionTrainingSet {
+    /// hidden_states[layer] of every distinct caption of the set, computed by the frozen prefix
+    /// (embeddings + blocks 0..<layer) in sorted order and chunks of `chunk` sequences (the grouping
+    /// fixes BLAS's rounding, so every user of the cache sees the same numbers).
+    public func layerInputs(_ params: TextTowerParameters<Float>, layer: Int, chunk: Int = 256) throws -> [[Int32]: [Float]] {
+        var seqs = Set<[Int32]>()
+        for p in presence { seqs.insert(p.caption); seqs.insert(p.negated) }
+        for a in absence { seqs.insert(a.original); seqs.insert(a.rewritten) }
+        let all = seqs.sorted { $0.lexicographicallyPrecedes($1) }
+        let C = params.config.hiddenSize
+        var out: [[Int32]: [Float]] = [:]
+        for start in stride(from: 0, to: all.count, by: chunk) {
+            let part = Array(all[start..<min(all.count, start + chunk)])
+            let h = try params.hiddenStates(ids: part, layer: layer)
+            var o = 0
+            for s in part { out[s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
+        }
+        return out
     }
 }
