@@ -25,7 +25,25 @@ def _text(v):
     return v.decode("utf-8") if isinstance(v, (bytes, np.bytes_)) else str(v)
 
 
-class Dump:
+class _H5Reader:
+    """What both readers share: `self.file` (an open h5py.File), closing, `with`, decoded attributes."""
+
+    def close(self):
+        self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def attrs(self):
+        """Root attributes (provenance and layout), strings decoded."""
+        return {k: (_text(v) if isinstance(v, (bytes, np.bytes_, str)) else v) for k, v in self.file.attrs.items()}
+
+
+class Dump(_H5Reader):
     def __init__(self, path, allow_incomplete=False):
         self.path = str(path)
         try:
@@ -51,21 +69,6 @@ class Dump:
         self.n_items = int(a["items_written"])
         self.n_images = int(a["images_written"])
         self.tokens = _text(a["tokens"])
-
-    # -- context manager -------------------------------------------------------------------
-    def close(self):
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @property
-    def attrs(self):
-        """Root attributes (provenance and layout), strings decoded."""
-        return {k: (_text(v) if isinstance(v, (bytes, np.bytes_, str)) else v) for k, v in self.file.attrs.items()}
 
     # -- arrays ----------------------------------------------------------------------------
     def _layer(self, layer):
@@ -176,7 +179,7 @@ PROBE_SCHEMA = "negclip.probe_layers"
 PROBE_SCHEMA_VERSION = 1
 
 
-class ProbeLayers:
+class ProbeLayers(_H5Reader):
     """Per-layer numbers of a `negclip probe-layers` report: every [layer, 3] array holds
     (mean, low, high) of a 95% interval; index = hidden_states index."""
 
@@ -195,19 +198,6 @@ class ProbeLayers:
             raise DumpError(f"{self.path}: schema_version {int(a['schema_version'])}, this reader reads only {PROBE_SCHEMA_VERSION}")
         self.layers = [int(v) for v in self.file["layers/index"][:]]
         self.hooks = list(self.file["layers/hook"].asstr()[:])
-
-    def close(self):
-        self.file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    @property
-    def attrs(self):
-        return {k: (_text(v) if isinstance(v, (bytes, np.bytes_, str)) else v) for k, v in self.file.attrs.items()}
 
     def separation(self, kind):
         """{"model", "random", "gain_over_random"}: [layer, 3] arrays (those present)."""

@@ -72,21 +72,7 @@ PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} $PY -m pytest -q -rs -p pytest_req
 rc=$?
 # Counts from the junit report: one testcase per test, plus one per module that failed or skipped at
 # collection. failure/error -> failed, skipped (skip or xfail) -> skipped, otherwise passed.
-if counts=$($PY - "$JUNIT" <<'PYEOF'
-import sys
-import xml.etree.ElementTree as ET
-p = f = s = 0
-for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
-    tags = {child.tag for child in case}
-    if tags & {"failure", "error"}:
-        f += 1
-    elif "skipped" in tags:
-        s += 1
-    else:
-        p += 1
-print(p, f, s)
-PYEOF
-); then
+if counts=$($PY scripts/junit_counts.py "$JUNIT"); then
     read -r p f s <<< "$counts"
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
 else

@@ -37,21 +37,7 @@ swift test --skip-build --disable-xctest --xunit-output "$LOGS/swift.xml"
 rc=$?
 report=$LOGS/swift.xml
 [[ -s $LOGS/swift-swift-testing.xml ]] && report=$LOGS/swift-swift-testing.xml   # SwiftPM's name when XCTest also writes one
-if [[ -s $report ]] && counts=$(python3 - "$report" <<'PYEOF'
-import sys
-import xml.etree.ElementTree as ET
-p = f = s = 0
-for case in ET.parse(sys.argv[1]).getroot().iter("testcase"):
-    tags = {child.tag for child in case}
-    if tags & {"failure", "error"}:
-        f += 1
-    elif "skipped" in tags:
-        s += 1
-    else:
-        p += 1
-print(p, f, s)
-PYEOF
-); then
+if [[ -s $report ]] && counts=$(python3 scripts/junit_counts.py "$report"); then
     read -r SWIFT_PASSED SWIFT_FAILED SWIFT_SKIPPED <<< "$counts"
     ((rc != 0 && SWIFT_FAILED == 0)) && problem "swift test exited with status $rc without a failed test"
 else
