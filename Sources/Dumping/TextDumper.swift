@@ -209,6 +209,8 @@ public final class TextDumper {
             tokenizer: tokenizerDescription, commandLine: request.commandLine, seed: request.seed,
             truncatedCaptions: scan.truncated, shard: shard)
 
+        // Shards of a job array write into one folder that no task has to create first.
+        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
         let writer: HiddenStateWriter
         var resumedAt: Int?
         if request.resume {

@@ -112,6 +112,7 @@ public enum StoreMerger {
             throw MergeError.refused(file: out.path, detail: "expected a new output file, found an existing one: pass --overwrite to replace it (it stays until the new file is complete) or choose another --out")
         }
         let shards = try open(request.shards, out: out)
+        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
         let ref = shards[0]
         let info = ref.reader.info
         let layout = info.layout
