@@ -42,7 +42,9 @@ struct MergeCommand: ParsableCommand {
             switch p {
             case let .checked(shards, items, images):
                 progress.note("\(shards) shards checked: \(items) captions\(images > 0 ? ", \(images) images" : "")")
-            case let .hashing(done, total): progress.update(done: done >> 20, total: max(1, total >> 20), unit: "MiB hashed")
+            case let .hashing(done, total):
+                let mib = { (bytes: Int) in (bytes + (1 << 20) - 1) >> 20 }  // rounded up: ends at total
+                progress.update(done: mib(done), total: mib(total), unit: "MiB hashed")
             case let .copying(done, total): progress.update(done: done, total: total, unit: "captions copied")
             }
         }
