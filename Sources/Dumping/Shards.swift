@@ -2,7 +2,8 @@ import Foundation
 import HiddenStateStore
 
 /// Which shard of the input a dump writes: shard `index` (0-based) of `count`. The items it gets
-/// are `StoreShard.range`: [floor(index * n / count), floor((index + 1) * n / count)).
+/// are `StoreShard.range` in whole batches of `DumpRequest.batchSize`: with b = ceil(n / batch),
+/// batches [floor(index * b / count), floor((index + 1) * b / count)).
 public struct ShardSpec: Sendable, Equatable, CustomStringConvertible {
     public var index: Int
     public var count: Int

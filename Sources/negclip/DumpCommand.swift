@@ -24,9 +24,10 @@ struct DumpCommand: ParsableCommand {
         "negated_caption", "image"} or typed records of docs/data.md) or a text file with one caption
         per line; UTF-8. The first bad line (wrong type, missing field, unknown type, bytes that are
         not UTF-8) stops the dump with FILE:LINE: field 'KEY': expected ..., found ... (docs/hdf5-schema.md).
-        Sharding (docs/scale.md): --shard K/N dumps only shard K (0-based) of N, items
-        [floor(K*n/N), floor((K+1)*n/N)) of the n captions (distinct images split the same way), a
-        complete file on its own; `negclip merge` joins the shards. Without --shard, K/N come from a
+        Sharding (docs/scale.md): --shard K/N dumps only shard K (0-based) of N: with b = ceil(n/batch)
+        batches of the n captions, batches [floor(K*b/N), floor((K+1)*b/N)) (distinct images split the
+        same way), a complete file on its own; `negclip merge` joins the shards into a file equal, bit
+        for bit, to the single dump with the same --batch. Without --shard, K/N come from a
         Slurm job array (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT, submitted as --array=0-(N-1)) or
         a Kubernetes indexed Job (JOB_COMPLETION_INDEX, with --shards N); --no-shard ignores them.
         """)
@@ -52,7 +53,7 @@ struct DumpCommand: ParsableCommand {
     @Flag(help: "Replace an existing finished OUT (it stays until the new dump is complete); without it an existing OUT is refused.")
     var overwrite = false
     @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic).") var seed: Int64?
-    @Option(help: ArgumentHelp("Dump only shard K (0-based) of N: items [floor(K*n/N), floor((K+1)*n/N)) (default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards).", valueName: "K/N"))
+    @Option(help: ArgumentHelp("Dump only shard K (0-based) of N: whole batches [floor(K*b/N), floor((K+1)*b/N)) of the b = ceil(n/batch) batches (default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards).", valueName: "K/N"))
     var shard: String?
     @Option(help: ArgumentHelp("Number of shards N when the index comes from JOB_COMPLETION_INDEX (a Kubernetes indexed Job's completions).", valueName: "N"))
     var shards: Int?
