@@ -71,7 +71,7 @@ import TestSupport
         #expect(none.stderr.contains("10 of 10 runs have no result") && none.stderr.contains("rerun job lines 1,2,3,4,5,6,7,8,9,10"), "\(none.stderr)")
 
         // the jobs as the schedulers run them: task 0 through slurm.sbatch, index 1 through the
-        // indexed Job's command, lines 3-9 as they stand; line 10 not yet
+        // indexed Job's command, lines 3-9 as they stand, in parallel; line 10 not yet
         let a = try Self.shell("bash \(plan.path)/slurm.sbatch", environment: ["SLURM_ARRAY_TASK_ID": "0"])
         #expect(a.status == 0, "\(a.stderr)")
         let commandLine = try #require(yaml.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("command:") })
@@ -79,9 +79,22 @@ import TestSupport
         #expect(command.first == "/bin/bash" && command.count == 3, "\(command)")
         let b = try Self.shell(command[2], environment: ["JOB_COMPLETION_INDEX": "1"])
         #expect(b.status == 0, "\(b.stderr)")
-        for line in lines[2..<9] {
-            let r = try Self.shell(line)
-            #expect(r.status == 0, "\(line)\n\(r.stderr)")
+        // lines 3-9 at the same time, as an array of tasks runs them: they share the sweep folder
+        var running: [(Process, URL)] = []
+        for (i, line) in lines[2..<9].enumerated() {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/bash")
+            p.arguments = ["-c", line]
+            let log = dir.appendingPathComponent("job-\(i + 3).log")
+            _ = fm.createFile(atPath: log.path, contents: nil)
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = try FileHandle(forWritingTo: log)
+            try p.run()
+            running.append((p, log))
+        }
+        for (p, log) in running {
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
         // a job naming a run the sweep does not have is refused before any work
         let bogus = try Self.shell(lines[0].replacingOccurrences(of: "--job block.1.seed-3", with: "--job block.7.seed-3"))
