@@ -317,22 +317,8 @@ import TestSupport
         let reference = dir.appendingPathComponent("ref.h5")
         #expect(try negclip(args(reference, "1/3")).status == 0)
         let out = dir.appendingPathComponent("s1.h5")
-        let p = Process()
-        p.executableURL = CLIRunner.binary("negclip")
-        p.arguments = args(out, "1/3") + ["--throttle-ms", "50"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        var seen = ""
-        while p.isRunning {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += String(decoding: chunk, as: UTF8.self)
-            if seen.contains("(30%)") || seen.contains("(40%)") { kill(p.processIdentifier, SIGKILL); break }
-        }
-        p.waitUntilExit()
-        #expect(p.terminationReason == .uncaughtSignal, "finished before the kill: \(seen)")
+        let (killed, seen) = try negclipKilledMidway(CLIRunner.binary("negclip"), args(out, "1/3") + ["--throttle-ms", "50"])
+        #expect(killed, "finished before the kill: \(seen)")
         let partial = StoreSchema.partialURL(for: out)
         let committed = try HiddenStateReader(url: partial, allowIncomplete: true).info.itemCount
         #expect(committed > 0 && committed < 80, "committed \(committed)")
