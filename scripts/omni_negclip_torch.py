@@ -25,10 +25,10 @@ on a cluster:
 - images: the frozen vision tower embeds each image once (CLIPImageProcessor), as negclip train.
 
 DDP: each rank takes its contiguous slice of the global batch (the batch must divide by the world
-size), encodes it, and all-gathers the embeddings WITH gradients (torch.distributed.nn.functional.
-all_gather, open_clip's gather_with_grad); every rank then evaluates the loss over the whole global
-batch. The all-gather's backward sums the W identical losses' gradients into each rank's slice (W x its
-share) and DDP averages over the W ranks, so the parameter gradient equals the one-process gradient
+size), encodes it, and all-gathers the embeddings WITH gradients (open_clip's gather_with_grad, as
+torch.distributed.nn.functional.all_gather); every rank then evaluates the loss over the whole global
+batch. The all-gather's backward (an all_reduce) sums the W identical losses' gradients into each rank's
+slice (W x its share) and DDP averages over the W ranks, so the parameter gradient equals the one-process gradient
 of the same global batch (logit_scale's gradient is whole on every rank and averaged to itself).
 Backend: nccl on GPUs, gloo on CPU; without torchrun it runs as one plain process.
 
@@ -324,7 +324,6 @@ def run(a):
     import torch
     import torch.distributed as dist
     import transformers
-    from torch.distributed.nn.functional import all_gather as all_gather_with_grad
     from torch.nn.parallel import DistributedDataParallel as DDP
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
@@ -479,8 +478,26 @@ def run(a):
             mask[i, :len(s)] = 1
         return ids.to(device), mask.to(device)
 
+    class GatherWithGrad(torch.autograd.Function):
+        """open_clip's gather_with_grad: the rows of every rank in rank order. Every rank computes the same
+        global loss, so the gradient of its slice is the sum over ranks of their gradients for that slice
+        (one all_reduce; what torch.distributed.nn.functional.all_gather, now deprecated, does)."""
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.rows = x.shape[0]
+            parts = [torch.empty_like(x) for _ in range(world)]
+            dist.all_gather(parts, x.contiguous())
+            return torch.cat(parts)
+
+        @staticmethod
+        def backward(ctx, g):
+            g = g.contiguous().clone()
+            dist.all_reduce(g)
+            return g[rank * ctx.rows:(rank + 1) * ctx.rows]
+
     def gather(x):
-        return torch.cat(all_gather_with_grad(x)) if distributed else x
+        return GatherWithGrad.apply(x) if distributed else x
 
     groups = sel["groups"]
     settings = {
