@@ -335,6 +335,9 @@ def run(a):
     use_cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local_rank)
+        # fp32 as negclip train: no TF32 in matmuls (torch's default) nor in cuDNN convolutions (the patch embedding)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
