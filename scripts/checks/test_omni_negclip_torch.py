@@ -9,7 +9,7 @@ block.1, plus the released extras embeddings, final_ln, projection, logit_scale;
   checkpoints); frozen tensors are bit-identical to the base; `negclip evaluate` reads the checkpoint.
 - the same run in one process equals the 2-process run (losses 1e-5 relative, parameters 1e-5).
 - the other losses (conclip, clip, negationclip) and the shifted hinge with other weights: 3 steps,
-  same checks against negclip train.
+  same checks against negclip train; likewise from a base whose logit_scale (-0.5) the clamp must lift.
 - bad inputs stop with one line naming the file and key/line.
 The 1-process runs call the script's main() in this process (one torch import); the DDP run is a
 real `python -m torch.distributed.run` on a free port with a timeout.
@@ -194,6 +194,27 @@ def test_other_losses_match_negclip_train(world, extra, tmp_path):
     torch_in_process([*args, "--out", tmp_path / "torch"])
     assert_same_losses(log(tmp_path / "torch"), log(tmp_path / "swift"), 1e-4, f"{extra}")
     assert_same_tensors(checkpoint(tmp_path / "torch", 3), checkpoint(tmp_path / "swift", 3), 1e-5, f"{extra}")
+
+
+def test_logit_scale_clamp_matches_negclip_train(world, tmp_path):
+    """A base whose logit_scale is -0.5: both clamp it to [0, ln 100] after every update (open_clip), so it
+    ends at 0; the layers.json was selected on the unmodified weights (--allow-other-model)."""
+    import shutil
+    from safetensors.numpy import save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(TINY, model)
+    tensors = load_file(os.path.join(TINY, "model.safetensors"))
+    tensors["logit_scale"] = np.array(-0.5, dtype=np.float32)
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
+    args = ["--model", model, "--data", world / "world" / "captions.jsonl", "--layers", world / "layers.json",
+            "--allow-other-model", "--steps", "3", *COMMON]
+    negclip("train", *args, "--out", tmp_path / "swift")
+    torch_in_process([*args, "--out", tmp_path / "torch"])
+    assert_same_losses(log(tmp_path / "torch"), log(tmp_path / "swift"), 1e-4, "logit_scale -0.5")
+    got, want = checkpoint(tmp_path / "torch", 3), checkpoint(tmp_path / "swift", 3)
+    assert_same_tensors(got, want, 1e-5, "logit_scale -0.5")
+    assert float(want["logit_scale"]) >= 0.0 and float(got["logit_scale"]) >= 0.0, (want["logit_scale"], got["logit_scale"])
 
 
 def test_bad_inputs_stop_with_one_line(world, tmp_path, capsys):
