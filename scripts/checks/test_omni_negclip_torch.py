@@ -119,6 +119,8 @@ def omni_runs(world):
             "--steps", "10", *COMMON]
     negclip("train", *args, "--out", world / "swift")
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    if "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"   # gloo on the loopback, whatever the machine's hostname resolves to
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
         env.pop(k, None)
     # its own session, so a timeout ends torchrun's workers too, not only torchrun
