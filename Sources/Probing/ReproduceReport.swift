@@ -69,6 +69,7 @@ public enum ReproduceReport {
         md += "- selected layers: policy \(selection["policy"] ?? "") (k \(selection["k"].map { "\($0)" } ?? "-"), extras \(selection["extras"] ?? "")) -> groups \((selection["groups"] as? [String] ?? []).joined(separator: ", ")); \(selection["summary"] ?? "")\n"
         md += String(format: "- wall time of the whole study: %.0f s (%.1f min)", total, total / 60)
         md += " = " + stageOrder.compactMap { s in timings[s].map { String(format: "%@ %.0f s", s, $0) } }.joined(separator: ", ") + "\n\n"
+        if let why = r["budget_note"] as? String, !why.isEmpty { md += "**Budget.** \(why)\n\n" }
         md += "Layer l = transformers' `hidden_states[l]` (0 = embeddings, l = output of block l-1). \(r["interval_rule"] ?? "")\n\n"
 
         // Main table.
@@ -96,12 +97,13 @@ public enum ReproduceReport {
         // Bars.
         md += "## The issue's bars, per run\n\n"
         md += "Pass: presence and absence each close at least half of the base's gap to 1.0; affirmative R@1 drops by at most 2 points each way (means over seeds).\n\n"
-        md += "| run | presence (target) | absence (target) | t2i R@1 drop | i2t R@1 drop | all bars |\n|---|---|---|---|---|---|\n"
+        md += "| run | presence (target) | absence (target) | t2i R@1 vs base | i2t R@1 vs base | all bars |\n|---|---|---|---|---|---|\n"
         func bar(_ b: [String: Any]?, _ m: String) -> String {
             guard let d = b?[m] as? [String: Any] else { return "-" }
             let pass = (d["pass"] as? Bool) == true ? "pass" : "FAIL"
             if d["target"] != nil { return "\(f(d["mean"])) (\(f(d["target"]))) \(pass)" }
-            return "\(pts((d["drop"] as? Double) ?? 0)) pts \(pass)"
+            let drop = (d["drop"] as? Double) ?? 0
+            return String(format: "%@ %.1f pts %@", drop >= 0 ? "drop" : "gain", abs(100 * drop), pass)
         }
         var selectedBars: [String: Any]?
         for row in rows {
@@ -115,12 +117,12 @@ public enum ReproduceReport {
             var failing: [String] = []
             for m in ["presence", "absence"] {
                 if let d = b[m] as? [String: Any], (d["pass"] as? Bool) != true {
-                    failing.append("\(m) reaches \(f(d["mean"])), \(pts((d["short_by"] as? Double) ?? 0)) points short of the target \(f(d["target"])) (it closes \(String(format: "%.0f", 100 * ((d["gap_closed"] as? Double) ?? 0)))% of the gap)")
+                    failing.append("\(m) reaches \(f(d["mean"])), \(String(format: "%.1f", 100 * ((d["short_by"] as? Double) ?? 0))) points short of the target \(f(d["target"])) (it closes \(String(format: "%.0f", 100 * ((d["gap_closed"] as? Double) ?? 0)))% of the gap)")
                 }
             }
             for m in ["t2i_r1", "i2t_r1"] {
                 if let d = b[m] as? [String: Any], (d["pass"] as? Bool) != true {
-                    failing.append("\(m) drops \(pts((d["drop"] as? Double) ?? 0)) points, \(pts((d["over_by"] as? Double) ?? 0)) beyond the 2-point bound")
+                    failing.append(String(format: "%@ drops %.1f points, %.1f beyond the 2-point bound", m, 100 * ((d["drop"] as? Double) ?? 0), 100 * ((d["over_by"] as? Double) ?? 0)))
                 }
             }
             md += failing.isEmpty ? "**Selected layers: every bar passes.**\n\n"

@@ -176,7 +176,7 @@ enum ReproduceResults {
                           "extras": selection.policy.extras, "summary": selection.why.summary,
                           "chosen_layers": selection.why.chosen.map(\.layer)],
             "metrics": metrics, "base": baseRow, "rows": rows, "paired": paired, "hinge": hinge,
-            "front_layers": front,
+            "front_layers": front, "budget_note": c.budgetNote,
             "interval_rule": "rows: mean over seeds with a two-sided 95% Student t interval (n = seeds); base: item bootstrap 95% interval; paired seed_interval: per-seed differences on the same test items, t interval; paired item_bootstrap: the items of all seeds pooled in pairs, percentile bootstrap",
         ]
     }

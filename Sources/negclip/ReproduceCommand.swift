@@ -57,6 +57,11 @@ struct ReproduceCommand: ParsableCommand {
         config.steps = steps; config.batch = batch; config.learningRate = lr
         config.commandLine = ToolInfo.commandLine
         config.stopAfter = stopAfter.flatMap(ReproduceStage.init(rawValue:))
+        if steps == ReproduceDefaults.steps && batch == ReproduceDefaults.batch && lr == ReproduceDefaults.learningRate {
+            config.budgetNote = ReproduceDefaults.rationale
+        } else {
+            config.budgetNote = "Not the default budget: chosen on the command line (`\(config.commandLine)`)."
+        }
         var lastLine = Date.distantPast
         func eta(_ s: Double?) -> String { s.map { ProgressLine.clock($0) } ?? "--:--:--" }
         let results = try Reproduce.run(config) { p in
