@@ -63,6 +63,7 @@ struct ReproduceCommand: ParsableCommand {
             config.budgetNote = "Not the default budget: chosen on the command line (`\(config.commandLine)`)."
         }
         var lastLine = Date.distantPast
+        var probeStage = (name: "", start: Date(), firstDone: -1)
         func eta(_ s: Double?) -> String { s.map { ProgressLine.clock($0) } ?? "--:--:--" }
         let results = try Reproduce.run(config) { p in
             switch p {
@@ -70,10 +71,14 @@ struct ReproduceCommand: ParsableCommand {
                 logLine("reproduce [\(index)/\(total)] \(stage.rawValue): \(stage.title)\(done ? " (done before)" : "")")
             case let .probe(.stage(s)):
                 logLine("reproduce probe-layers: \(s)")
+                probeStage = (s, Date(), -1)
             case let .probe(.step(stage, done, total)):
+                if probeStage.name != stage || probeStage.firstDone < 0 { probeStage = (stage, Date(), done) }
                 if Date().timeIntervalSince(lastLine) >= 10 || done == total {
                     lastLine = Date()
-                    logLine("reproduce probe-layers: \(stage) \(done)/\(total)")
+                    // this part's ETA from its own rate (the study's ETA starts with the first training run)
+                    let t = Date().timeIntervalSince(probeStage.start), n = done - probeStage.firstDone
+                    logLine("reproduce probe-layers: \(stage) \(done)/\(total) eta \(n > 0 ? eta(Double(total - done) * t / Double(n)) : "--:--:--") for this part")
                 }
             case let .sweep(stage, label, event, overall, e):
                 switch event {
