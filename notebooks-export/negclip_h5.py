@@ -9,6 +9,9 @@ Everything is read lazily (one layer or a slice of items at a time), like the Sw
 """
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import h5py
 
@@ -65,6 +68,16 @@ class Dump(_H5Reader):
             self.close()
             raise DumpError(f"{self.path}: incomplete dump (complete = 0, {int(a['items_written'])} items written); "
                             "run `negclip dump ... --resume`")
+        if _text(a.get("merge_mode", "")) == "virtual":
+            # `negclip merge`: virtual datasets over the shards, by paths relative to this file's
+            # folder. libhdf5 reads a missing source as the fill value (NaN), so refuse instead.
+            for shard in json.loads(_text(a["shards"])):
+                source = os.path.join(os.path.dirname(os.path.abspath(self.path)), shard["file"])
+                if not os.path.isfile(source):
+                    self.close()
+                    raise DumpError(f"{self.path}: missing virtual dataset source {shard['file']}: expected shard "
+                                    f"{shard['index']}/{shard['count']} at {source} (keep the shards beside the "
+                                    "merged file and move them together, or merge with --copy)")
         self.layers = [int(x) for x in a["layers"]]
         self.n_items = int(a["items_written"])
         self.n_images = int(a["images_written"])

@@ -14,6 +14,8 @@ public enum DumpProgress: Sendable, Equatable {
     case scanned(DumpScan)
     /// `TextDumper.dump` with `resume`: continuing `partial` at item `at` of `of`.
     case resuming(partial: String, at: Int, of: Int)
+    /// A sharded dump (`DumpRequest.shard`): the rows this process writes.
+    case shard(StoreShard)
     case text(done: Int, total: Int)
     case images(done: Int, total: Int)
 }
@@ -27,8 +29,10 @@ public struct DumpScan: Sendable, Equatable {
     public var images: Int
     /// Captions with more tokens (start and end tokens included) than the tokenizer's context: they
     /// are cut as transformers' `truncation=True` does, counted here and recorded in the provenance
-    /// (root attribute `truncated_captions`).
+    /// (root attribute `truncated_captions`). For a shard (`DumpRequest.shard`), those among its items.
     public var truncated: Int
+    /// Indices of the truncated captions (so a shard can count its own).
+    public var truncatedItems: [Int] = []
 
     public init(items: Int = 0, maxTokens: Int = 0, images: Int = 0, truncated: Int = 0) {
         self.items = items
@@ -61,6 +65,9 @@ public struct DumpRequest: Sendable {
     public var overwrite = false
     /// Seed recorded in the provenance (the dump itself is deterministic).
     public var seed: Int64?
+    /// Dump only shard K of N of the input (items and distinct images split by `StoreShard.range`),
+    /// a complete store on its own with the shard in its provenance; `negclip merge` joins them.
+    public var shard: ShardSpec?
     /// Provenance labels: the model and dataset as the user named them (default: their paths),
     /// the tool version and the command line.
     public var modelName: String?
@@ -94,6 +101,7 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
     case noCaptions(file: String)
     case noImages(file: String)
     case noProjection(model: String)
+    case tooManyShards(file: String, shards: Int, items: Int, batch: Int)
 
     public var description: String {
         switch self {
@@ -107,6 +115,9 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
             return "\(file): --images: expected records naming an image (field \"image\"), found none"
         case .noProjection(let model):
             return "\(model): the text tower has no text_projection; /text/embeds needs one"
+        case let .tooManyShards(file, shards, items, batch):
+            let b = StoreShard.batches(total: items, unit: batch)
+            return "\(file): \(shards) shards for \(items) captions in \(b) batches of \(batch): expected at most \(b) shards (a shard holds whole batches; use fewer shards or a smaller --batch)"
         }
     }
 }
@@ -159,13 +170,27 @@ public final class TextDumper {
         progress(.scanning(file: request.data.path))
         let dataSHA = try SHA256Hasher.hex(fileAt: request.data)
         let tok = tokenizer
-        let scan = try Self.scan(input) { caption in
+        var scan = try Self.scan(input) { caption in
             let (ids, truncated) = tok.encodeNotingTruncation(caption)
             return (ids.count, truncated)
         }
-        progress(.scanned(scan))
         if scan.items == 0 { throw DumpError.noCaptions(file: request.data.path) }
         if request.images && scan.images == 0 { throw DumpError.noImages(file: request.data.path) }
+        // A shard sizes its file from the whole input (token axis, chunk size), so every shard has
+        // the layout of the single-process dump, and counts only its own truncated captions.
+        var shard: StoreShard?
+        if let spec = request.shard {
+            let batches = StoreShard.batches(total: scan.items, unit: request.batchSize)
+            if spec.count > batches {
+                throw DumpError.tooManyShards(file: request.data.path, shards: spec.count, items: scan.items, batch: request.batchSize)
+            }
+            let s = StoreShard(index: spec.index, count: spec.count, totalItems: scan.items,
+                               totalImages: request.images ? scan.images : 0, unit: request.batchSize)
+            scan.truncated = scan.truncatedItems.filter { s.items.contains($0) }.count
+            shard = s
+            progress(.shard(s))
+        }
+        progress(.scanned(scan))
         if request.images && model.vision == nil { throw CLIPError.noTower(file: model.directory.path, tower: "vision") }
 
         let width = text.config.hiddenSize
@@ -182,14 +207,16 @@ public final class TextDumper {
             modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
             dataset: request.datasetName ?? request.data.path, datasetSHA256: dataSHA,
             tokenizer: tokenizerDescription, commandLine: request.commandLine, seed: request.seed,
-            truncatedCaptions: scan.truncated)
+            truncatedCaptions: scan.truncated, shard: shard)
 
+        // Shards of a job array write into one folder that no task has to create first.
+        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
         let writer: HiddenStateWriter
         var resumedAt: Int?
         if request.resume {
             writer = try HiddenStateWriter.resume(at: out, layout: layout, provenance: provenance)
             resumedAt = writer.itemsCommitted
-            progress(.resuming(partial: writer.partialURL.path, at: writer.itemsCommitted, of: scan.items))
+            progress(.resuming(partial: writer.partialURL.path, at: writer.itemsCommitted, of: shard?.items.count ?? scan.items))
         } else {
             writer = try HiddenStateWriter.create(at: out, layout: layout, provenance: provenance)
         }
@@ -219,7 +246,7 @@ public final class TextDumper {
             }
         }
         try Self.run(input: input, scan: scan, writer: writer, batchSize: request.batchSize,
-                     encode: encode, encodeImages: encodeImages, progress: progress)
+                     encode: encode, encodeImages: encodeImages, items: shard?.items, images: shard?.images, progress: progress)
         if let url = request.sidecar, let sidecar { try sidecar.write(to: url) }
         return DumpResult(url: out, scan: scan, layout: layout, provenance: provenance, resumedAt: resumedAt)
     }
@@ -241,23 +268,26 @@ public final class TextDumper {
         var s = DumpScan()
         var seen = Set<String>()
         try input.forEach { item in
-            s.items += 1
             let t = try tokenize(item.caption)
             s.maxTokens = max(s.maxTokens, t.count)
-            if t.truncated { s.truncated += 1 }
+            if t.truncated { s.truncated += 1; s.truncatedItems.append(s.items) }
+            s.items += 1
             if let image = item.image, seen.insert(image).inserted { s.images += 1 }
             return true
         }
         return s
     }
 
-    /// Encodes every item after the first `writer.itemsAppended` (so a resumed writer continues
-    /// where its file stops), then the images when `encodeImages` is given, then finishes.
+    /// Encodes every item of `items` (default: all) after the first `writer.itemsAppended` of them
+    /// (so a resumed writer continues where its file stops), then the distinct images of `images`
+    /// when `encodeImages` is given, then finishes. The ranges are a shard's (`StoreShard`).
     public static func run(input: CaptionFile, scan: DumpScan, writer: HiddenStateWriter, batchSize: Int,
                            encode: ([DumpItem]) throws -> TextEncoding,
                            encodeImages: (([String]) throws -> [Float])? = nil,
+                           items: Range<Int>? = nil, images: Range<Int>? = nil,
                            progress: (DumpProgress) -> Void = { _ in }) throws {
         precondition(batchSize > 0, "batchSize must be positive")
+        let itemRange = items ?? 0..<scan.items
         let skip = writer.itemsAppended
         var index = 0
         var batch: [DumpItem] = []
@@ -265,23 +295,27 @@ public final class TextDumper {
             if batch.isEmpty { return }
             try writer.append(TextBatch(items: batch, encoding: try encode(batch)))
             batch.removeAll(keepingCapacity: true)
-            progress(.text(done: writer.itemsAppended, total: scan.items))
+            progress(.text(done: writer.itemsAppended, total: itemRange.count))
         }
-        progress(.text(done: skip, total: scan.items))
+        progress(.text(done: skip, total: itemRange.count))
         try input.forEach { item in
             defer { index += 1 }
-            if index < skip { return true }
+            if index >= itemRange.upperBound { return false }
+            if index < itemRange.lowerBound + skip { return true }
             batch.append(item)
-            if batch.count == batchSize { try flush() }
+            // Batches on the global grid of `batchSize` (item k is in batch k / batchSize), so a
+            // shard or a resumed dump puts each caption in the same batch as the whole dump does.
+            if (index + 1) % batchSize == 0 { try flush() }
             return true
         }
         try flush()
-        if writer.itemsAppended != scan.items {
+        if writer.itemsAppended != itemRange.count {
             throw HiddenStateStoreError.state(file: input.url.path,
-                                              detail: "expected \(scan.items) items (first pass), found \(writer.itemsAppended): did the file change during the dump?")
+                                              detail: "expected \(itemRange.count) items (first pass), found \(writer.itemsAppended): did the file change during the dump?")
         }
 
         if let encodeImages, writer.layout.includesImages {
+            let imageRange = images ?? 0..<scan.images
             let skipImages = writer.imagesAppended
             var seen = Set<String>()
             var paths: [String] = []
@@ -290,15 +324,16 @@ public final class TextDumper {
                 if paths.isEmpty { return }
                 try writer.appendImages(ids: paths, embeds: try encodeImages(paths))
                 paths.removeAll(keepingCapacity: true)
-                progress(.images(done: writer.imagesAppended, total: scan.images))
+                progress(.images(done: writer.imagesAppended, total: imageRange.count))
             }
-            progress(.images(done: skipImages, total: scan.images))
+            progress(.images(done: skipImages, total: imageRange.count))
             try input.forEach { item in
+                if imageIndex >= imageRange.upperBound { return false }
                 guard let image = item.image, seen.insert(image).inserted else { return true }
                 defer { imageIndex += 1 }
-                if imageIndex < skipImages { return true }
+                if imageIndex < imageRange.lowerBound + skipImages { return true }
                 paths.append(image)
-                if paths.count == batchSize { try flushImages() }
+                if (imageIndex + 1) % batchSize == 0 { try flushImages() }
                 return true
             }
             try flushImages()

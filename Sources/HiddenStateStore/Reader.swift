@@ -57,7 +57,8 @@ public final class HiddenStateReader {
                 createdUTC: try ctx.readStringAttribute(f, "created_utc"),
                 // Files written before the attribute existed have none: not counted.
                 truncatedCaptions: ctx.hasAttribute(f, "truncated_captions")
-                    ? try ctx.readIntAttribute(f, "truncated_captions").nonNegative : nil)
+                    ? try ctx.readIntAttribute(f, "truncated_captions").nonNegative : nil,
+                shard: try Self.readShard(ctx, f), merge: try Self.readMerge(ctx, f))
             let info = StoreInfo(
                 schemaVersion: StoreSchema.version, complete: complete == 1,
                 itemCount: Int(written), imageCount: Int(try ctx.readIntAttribute(f, "images_written")),
@@ -65,7 +66,49 @@ public final class HiddenStateReader {
                 layerDefinition: try ctx.readStringAttribute(f, "layer_definition"))
             return (f, info)
         }
-        try HDF5.withLock { try checkShapes() }
+        try HDF5.withLock {
+            try checkShapes()
+            if info.provenance.merge?.mode == .virtual { try checkVirtualSources() }
+        }
+    }
+
+    /// Where a merged file's shard is: its recorded path, relative to the merged file's folder
+    /// (as libhdf5 resolves the virtual datasets' relative source names).
+    public static func shardURL(_ shard: MergedShard, mergedFile: URL) -> URL {
+        shard.file.hasPrefix("/") ? URL(fileURLWithPath: shard.file)
+            : mergedFile.deletingLastPathComponent().appendingPathComponent(shard.file).standardizedFileURL
+    }
+
+    /// libhdf5 reads a virtual dataset whose source file is missing or unreadable as its fill value,
+    /// silently; so every shard of a virtual merge must be where the merged file says, complete, and
+    /// still the shard that was merged (same range and hashes) before anything is read.
+    private func checkVirtualSources() throws {
+        let p = info.provenance
+        for shard in p.merge!.shards {
+            let url = Self.shardURL(shard, mergedFile: url)
+            let sctx = H5Context(file: url.path)
+            guard FileManager.default.isReadableFile(atPath: url.path) else {
+                throw HiddenStateStoreError.missing(
+                    file: ctx.file, key: "virtual dataset source \(shard.file)",
+                    expected: "shard \(shard.index)/\(shard.count) at \(url.path) (keep the shards beside the merged file and move them together, or merge with --copy)")
+            }
+            let f = try sctx.handle(H5Fopen(url.path, negclip_H5F_ACC_RDONLY(), negclip_H5P_DEFAULT()), .file, "H5Fopen (source of \(ctx.file))")
+            try Self.checkIdentity(sctx, f)
+            let items = try sctx.readIntAttribute(f, "items_written")
+            let found = try Self.readShard(sctx, f)
+            let same = try sctx.readIntAttribute(f, "complete") == 1
+                && found.map { [$0.items.lowerBound, $0.items.upperBound] } == shard.items
+                && found.map { [$0.images.lowerBound, $0.images.upperBound] } == shard.images
+                && items == Int64(shard.items[1] - shard.items[0])
+                && (try sctx.readStringAttribute(f, "dataset_sha256")) == p.datasetSHA256
+                && (try sctx.readStringAttribute(f, "model_weights_sha256")) == p.modelWeightsSHA256
+            if !same {
+                throw HiddenStateStoreError.mismatch(
+                    file: ctx.file, key: "virtual dataset source \(shard.file)",
+                    expected: "the complete shard \(shard.index)/\(shard.count) (items \(shard.items[0])..<\(shard.items[1]), dataset and model hashes of this file) that was merged",
+                    found: "another file (merge the current shards again)")
+            }
+        }
     }
 
     deinit { close() }
@@ -75,6 +118,45 @@ public final class HiddenStateReader {
             datasets.removeAll()
             file?.close()
             file = nil
+        }
+    }
+
+    /// The shard record of a `dump --shard` file (nil when the file has no `shard_index`).
+    static func readShard(_ ctx: H5Context, _ f: H5Handle) throws -> StoreShard? {
+        guard ctx.hasAttribute(f, "shard_index") else { return nil }
+        let index = Int(try ctx.readIntAttribute(f, "shard_index")), count = Int(try ctx.readIntAttribute(f, "shard_count"))
+        let unit = Int(try ctx.readIntAttribute(f, "shard_unit"))
+        let items = Int(try ctx.readIntAttribute(f, "total_items")), images = Int(try ctx.readIntAttribute(f, "total_images"))
+        guard count > 0, (0..<count).contains(index), unit > 0, items >= 0, images >= 0 else {
+            throw HiddenStateStoreError.mismatch(file: ctx.file, key: "attributes shard_index, shard_count, shard_unit, total_items, total_images",
+                                                 expected: "0 <= shard_index < shard_count, shard_unit >= 1 and counts >= 0",
+                                                 found: "\(index), \(count), \(unit), \(items), \(images)")
+        }
+        let shard = StoreShard(index: index, count: count, totalItems: items, totalImages: images, unit: unit)
+        // The stored ranges must be the rule's (a hand-edited or foreign file is refused here).
+        for (key, range) in [("shard_items", shard.items), ("shard_images", shard.images)] {
+            let stored = try ctx.readIntArrayAttribute(f, key)
+            if stored != [Int64(range.lowerBound), Int64(range.upperBound)] {
+                throw HiddenStateStoreError.mismatch(file: ctx.file, key: "attribute \(key)",
+                                                     expected: "[\(range.lowerBound), \(range.upperBound)] (shard \(index)/\(count) of \(key == "shard_items" ? items : images) in runs of \(unit))",
+                                                     found: "\(stored)")
+            }
+        }
+        return shard
+    }
+
+    /// The merge record of a `negclip merge` file (nil when the file has no `merge_mode`).
+    static func readMerge(_ ctx: H5Context, _ f: H5Handle) throws -> StoreMerge? {
+        guard ctx.hasAttribute(f, "merge_mode") else { return nil }
+        let modeName = try ctx.readStringAttribute(f, "merge_mode")
+        guard let mode = MergeMode(rawValue: modeName) else {
+            throw HiddenStateStoreError.mismatch(file: ctx.file, key: "attribute merge_mode", expected: "\"virtual\" or \"copy\"", found: "\"\(modeName)\"")
+        }
+        let json = try ctx.readStringAttribute(f, "shards")
+        do {
+            return StoreMerge(mode: mode, shards: try JSONDecoder().decode([MergedShard].self, from: Data(json.utf8)))
+        } catch {
+            throw HiddenStateStoreError.mismatch(file: ctx.file, key: "attribute shards", expected: "a JSON list of shard records", found: "\(json.prefix(80))")
         }
     }
 

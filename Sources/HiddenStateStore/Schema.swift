@@ -168,11 +168,15 @@ public struct StoreProvenance: Sendable, Equatable {
     /// Captions longer than the tokenizer's context, cut to it (as transformers' `truncation=True`);
     /// root attribute `truncated_captions`, -1 (read back as nil) when not counted.
     public var truncatedCaptions: Int?
+    /// Set in a file of `negclip dump --shard K/N` (root attributes `shard_*`, `total_*`).
+    public var shard: StoreShard?
+    /// Set in a file of `negclip merge` (root attributes `merge_mode`, `shards`).
+    public var merge: StoreMerge?
 
     public init(toolVersion: String, model: String, modelConfigSHA256: String,
                 modelWeightsSHA256: String, dataset: String, datasetSHA256: String,
                 tokenizer: String, commandLine: String, seed: Int64? = nil, createdUTC: String = "",
-                truncatedCaptions: Int? = nil) {
+                truncatedCaptions: Int? = nil, shard: StoreShard? = nil, merge: StoreMerge? = nil) {
         self.toolVersion = toolVersion
         self.model = model
         self.modelConfigSHA256 = modelConfigSHA256
@@ -183,6 +187,112 @@ public struct StoreProvenance: Sendable, Equatable {
         self.commandLine = commandLine
         self.seed = seed
         self.createdUTC = createdUTC
+        self.truncatedCaptions = truncatedCaptions
+        self.shard = shard
+        self.merge = merge
+    }
+}
+
+/// Which part of the input a sharded dump holds: shard `index` (0-based) of `count`. Items are split
+/// into contiguous runs of whole encoder batches (`unit` = the dump's `--batch`) by the rule
+/// `StoreShard.range`: with b = ceil(n / unit) batches, shard K of N gets batches
+/// [floor(K * b / N), floor((K + 1) * b / N)), i.e. items [unit * floor(K * b / N), min(n, unit * floor((K + 1) * b / N))).
+/// (With unit 1 that is [floor(K * n / N), floor((K + 1) * n / N)).) Whole batches keep every
+/// caption in the same encoder batch as in the single-process dump with the same `--batch`, which
+/// is what makes the merged shards equal that dump bit for bit: CLIP's BLAS products round
+/// differently for different batch compositions. Images (distinct paths, in order of first
+/// appearance) are split by the same rule over their count. `/text/item` and `/image/item` of a
+/// shard hold these global indices, so a shard says which rows of the whole it is.
+public struct StoreShard: Sendable, Equatable {
+    public var index: Int
+    public var count: Int
+    /// Items per encoder batch: shard boundaries are multiples of it.
+    public var unit: Int
+    public var items: Range<Int>
+    public var totalItems: Int
+    public var images: Range<Int>
+    public var totalImages: Int
+
+    public init(index: Int, count: Int, totalItems: Int, totalImages: Int, unit: Int = 1) {
+        self.index = index
+        self.count = count
+        self.unit = unit
+        self.totalItems = totalItems
+        self.totalImages = totalImages
+        items = Self.range(index: index, count: count, total: totalItems, unit: unit)
+        images = Self.range(index: index, count: count, total: totalImages, unit: unit)
+    }
+
+    /// Shard `index` of `count` over `total` rows in runs of `unit`: with b = ceil(total / unit),
+    /// [unit * floor(index * b / count), min(total, unit * floor((index + 1) * b / count))).
+    public static func range(index: Int, count: Int, total: Int, unit: Int = 1) -> Range<Int> {
+        precondition(count > 0 && (0..<count).contains(index) && total >= 0 && unit > 0, "shard \(index)/\(count) of \(total) in units of \(unit)")
+        let b = (total + unit - 1) / unit
+        return min(total, unit * (index * b / count))..<min(total, unit * ((index + 1) * b / count))
+    }
+
+    /// Encoder batches of `total` rows (shards beyond it would be empty).
+    public static func batches(total: Int, unit: Int) -> Int { (total + unit - 1) / unit }
+}
+
+/// How `negclip merge` joined shards: `virtual` (HDF5 virtual datasets over the shard files, which
+/// must stay beside it) or `copy` (one self-contained file).
+public enum MergeMode: String, Sendable, Equatable, Codable {
+    case virtual, copy
+}
+
+/// The provenance of a merged file: the mode and every shard it was made from (root attribute
+/// `merge_mode`, and `shards`: this list as JSON with sorted keys).
+public struct StoreMerge: Sendable, Equatable, Codable {
+    public var mode: MergeMode
+    public var shards: [MergedShard]
+
+    public init(mode: MergeMode, shards: [MergedShard]) {
+        self.mode = mode
+        self.shards = shards
+    }
+
+    /// The `shards` attribute: the list as JSON, keys sorted.
+    static func json(_ shards: [MergedShard]) throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try e.encode(shards), as: UTF8.self)
+    }
+}
+
+/// One shard of a merged file, as it was when merged.
+public struct MergedShard: Sendable, Equatable, Codable {
+    /// The shard's path relative to the merged file's folder (how the virtual datasets name it),
+    /// or absolute when it is on another file-system root.
+    public var file: String
+    /// SHA-256 of the shard file's bytes.
+    public var sha256: String
+    public var index: Int
+    public var count: Int
+    /// [start, end) of its items and images in the whole.
+    public var items: [Int]
+    public var images: [Int]
+    public var commandLine: String
+    public var createdUTC: String
+    public var resumes: Int64
+    public var truncatedCaptions: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case file, sha256, index, count, items, images, resumes
+        case commandLine = "command_line", createdUTC = "created_utc", truncatedCaptions = "truncated_captions"
+    }
+
+    public init(file: String, sha256: String, index: Int, count: Int, items: Range<Int>, images: Range<Int>,
+                commandLine: String, createdUTC: String, resumes: Int64, truncatedCaptions: Int?) {
+        self.file = file
+        self.sha256 = sha256
+        self.index = index
+        self.count = count
+        self.items = [items.lowerBound, items.upperBound]
+        self.images = [images.lowerBound, images.upperBound]
+        self.commandLine = commandLine
+        self.createdUTC = createdUTC
+        self.resumes = resumes
         self.truncatedCaptions = truncatedCaptions
     }
 }

@@ -70,6 +70,10 @@ final class StoreWriterCore {
     private var datasets: [String: H5Handle] = [:]
     private var pending = PendingText()
     private var pendingImages = PendingImages()
+    /// Global index of the first item / image (a shard's start; 0 otherwise): `/text/item` and
+    /// `/image/item` hold global indices.
+    private var itemOffset = 0
+    private var imageOffset = 0
 
     private struct PendingText {
         var count = 0
@@ -117,6 +121,8 @@ final class StoreWriterCore {
             let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
             try? FileManager.default.removeItem(at: w.partialURL)
+            w.itemOffset = provenance.shard?.items.lowerBound ?? 0
+            w.imageOffset = provenance.shard?.images.lowerBound ?? 0
             try w.createFile(provenance: provenance)
             return w
         }
@@ -129,6 +135,8 @@ final class StoreWriterCore {
         try HDF5.withLock {
             let w = StoreWriterCore(url: url, layout: layout)
             try layout.validate(file: w.partialURL.path)
+            w.itemOffset = provenance.shard?.items.lowerBound ?? 0
+            w.imageOffset = provenance.shard?.images.lowerBound ?? 0
             try w.reopen(provenance: provenance)
             return w
         }
@@ -153,14 +161,22 @@ final class StoreWriterCore {
         // file unopenable for --resume without h5clear.
         try ctx.check(H5Fset_libver_bounds(f.id, H5F_LIBVER_V110, H5F_LIBVER_V110), "H5Fset_libver_bounds 1.10")
 
-        // Root attributes: identity, commit state, layout, provenance.
+        try Self.writeRootAttributes(ctx, f, layout: layout, provenance: provenance)
+        try createDatasets(f)
+        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+    }
+
+    /// Root attributes of a new store (`complete` = 0, nothing written): identity, commit state,
+    /// layout, provenance, and the shard or merge record when there is one. Also what `StoreMerger`
+    /// writes into a merged file.
+    static func writeRootAttributes(_ ctx: H5Context, _ f: H5Handle, layout: StoreLayout, provenance: StoreProvenance) throws {
         try ctx.writeAttribute(f, "schema", StoreSchema.name)
         try ctx.writeAttribute(f, "schema_version", StoreSchema.version)
         try ctx.writeAttribute(f, "complete", Int64(0))
         try ctx.writeAttribute(f, "items_written", Int64(0))
         try ctx.writeAttribute(f, "images_written", Int64(0))
         try ctx.writeAttribute(f, "resumes", Int64(0))
-        try writeLayoutAttributes(f)
+        try writeLayoutAttributes(ctx, f, layout)
         try ctx.writeAttribute(f, "tool_version", provenance.toolVersion)
         try ctx.writeAttribute(f, "model", provenance.model)
         try ctx.writeAttribute(f, "model_config_sha256", provenance.modelConfigSHA256)
@@ -175,9 +191,19 @@ final class StoreWriterCore {
         try ctx.writeAttribute(f, "layer_definition", StoreSchema.layerDefinition)
         try ctx.writeAttribute(f, "label_names", ItemLabel.names)
         try ctx.writeAttribute(f, "dtype", "float32")
-
-        try createDatasets(f)
-        try ctx.check(H5Fflush(f.id, H5F_SCOPE_GLOBAL), "H5Fflush")
+        if let shard = provenance.shard {
+            try ctx.writeAttribute(f, "shard_index", Int64(shard.index))
+            try ctx.writeAttribute(f, "shard_count", Int64(shard.count))
+            try ctx.writeAttribute(f, "shard_unit", Int64(shard.unit))
+            try ctx.writeAttribute(f, "shard_items", [Int64(shard.items.lowerBound), Int64(shard.items.upperBound)])
+            try ctx.writeAttribute(f, "shard_images", [Int64(shard.images.lowerBound), Int64(shard.images.upperBound)])
+            try ctx.writeAttribute(f, "total_items", Int64(shard.totalItems))
+            try ctx.writeAttribute(f, "total_images", Int64(shard.totalImages))
+        }
+        if let merge = provenance.merge {
+            try ctx.writeAttribute(f, "merge_mode", merge.mode.rawValue)
+            try ctx.writeAttribute(f, "shards", try StoreMerge.json(merge.shards))
+        }
     }
 
     static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
@@ -189,7 +215,7 @@ final class StoreWriterCore {
     }
 
     /// Layout values as root attributes (the reader rebuilds `StoreLayout` from them).
-    private func writeLayoutAttributes(_ f: H5Handle) throws {
+    private static func writeLayoutAttributes(_ ctx: H5Context, _ f: H5Handle, _ layout: StoreLayout) throws {
         try ctx.writeAttribute(f, "layers", layout.layers.map { Int64($0) })
         try ctx.writeAttribute(f, "num_hidden_layers", Int64(layout.numHiddenLayers))
         try ctx.writeAttribute(f, "width", Int64(layout.width))
@@ -320,6 +346,11 @@ final class StoreWriterCore {
         try same("model_config_sha256", provenance.modelConfigSHA256, try ctx.readStringAttribute(f, "model_config_sha256"))
         try same("model_weights_sha256", provenance.modelWeightsSHA256, try ctx.readStringAttribute(f, "model_weights_sha256"))
         try same("dataset_sha256", provenance.datasetSHA256, try ctx.readStringAttribute(f, "dataset_sha256"))
+        // A shard continues only as the same shard (and a whole dump only as a whole dump).
+        let storedShard = try HiddenStateReader.readShard(ctx, f)
+        try same("shard_index/shard_count/shard_unit/shard_items/shard_images",
+                 provenance.shard.map { "\($0.index)/\($0.count) unit \($0.unit) items \($0.items) images \($0.images)" } ?? "none (not a shard)",
+                 storedShard.map { "\($0.index)/\($0.count) unit \($0.unit) items \($0.items) images \($0.images)" } ?? "none (not a shard)")
         // A .partial from before the attribute existed gets it now (same data, same tokenizer: same count).
         if !ctx.hasAttribute(f, "truncated_captions") {
             try ctx.writeAttribute(f, "truncated_captions", Int64(provenance.truncatedCaptions ?? -1))
@@ -480,7 +511,7 @@ final class StoreWriterCore {
         try put(StoreSchema.lengths, .int32, pending.lengths, [n], start: [start])
         try put(StoreSchema.eosIndex, .int32, pending.eosIndex, [n], start: [start])
         try put(StoreSchema.labels, .int8, pending.labels, [n], start: [start])
-        try put(StoreSchema.scaleItem, .int64, (start..<end).map { Int64($0) }, [n], start: [start])
+        try put(StoreSchema.scaleItem, .int64, (start..<end).map { Int64(itemOffset + $0) }, [n], start: [start])
         try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.ids]!, StoreSchema.ids, strings: Array(pending.ids.prefix(n)), start: start)
         try ctx.write(datasets[StoreSchema.pairIDs]!, StoreSchema.pairIDs, strings: Array(pending.pairIDs.prefix(n)), start: start)
@@ -588,7 +619,7 @@ final class StoreWriterCore {
         try embeds.withUnsafeBytes {
             try ctx.write(datasets[StoreSchema.imageEmbeds]!, StoreSchema.imageEmbeds, .float32, start: [start, 0], count: [n, P], $0.baseAddress!)
         }
-        let index = (start..<end).map { Int64($0) }
+        let index = (start..<end).map { Int64(imageOffset + $0) }
         try index.withUnsafeBytes {
             try ctx.write(datasets[StoreSchema.scaleImage]!, StoreSchema.scaleImage, .int64, start: [start], count: [n], $0.baseAddress!)
         }

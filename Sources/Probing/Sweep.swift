@@ -42,12 +42,7 @@ public enum Sweep {
     public static func run(_ config: SweepConfig, progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
         let startTime = Date()
         let fm = FileManager.default
-        guard config.steps >= 1 else { throw SweepError.settings("sweep steps must be at least 1, found \(config.steps)") }
-        guard config.batch >= 1 else { throw SweepError.settings("sweep batch must be at least 1, found \(config.batch)") }
-        guard !config.seeds.isEmpty, Set(config.seeds).count == config.seeds.count else {
-            throw SweepError.settings("sweep seeds: expected at least one seed, no repeats; found \(config.seeds)")
-        }
-        guard !config.evalData.isEmpty else { throw SweepError.settings("sweep: no evaluation data files") }
+        try checkBudget(config)
 
         // 1. The base model: inference side (evaluation, image embeddings) and training side.
         let base = try CLIPModel.load(directory: config.model)
@@ -55,22 +50,11 @@ public enum Sweep {
             throw SweepError.data(file: config.model.path, message: "no vocab.json + merges.txt; the sweep fine-tunes the text tower and needs the tokenizer")
         }
         let baseParams = try TextTowerParameters<Float>.load(directory: config.model)
-        let L = baseParams.config.numHiddenLayers
-        let windows = config.windows ?? SweepWindows.standard(layers: L)
-        let singles = config.blocks ?? Array(0..<L)
-        for (name, blocks) in windows {
-            if let bad = blocks.first(where: { !(0..<L).contains($0) }) {
-                throw SweepError.settings("sweep window \(name): block \(bad) outside 0-\(L - 1) (the text tower has \(L) blocks)")
-            }
-        }
-        if let bad = singles.first(where: { !(0..<L).contains($0) }) {
-            throw SweepError.settings("sweep block \(bad) outside 0-\(L - 1) (the text tower has \(L) blocks)")
-        }
-        let units = Self.units(blocks: singles, windows: windows)
-        guard !units.isEmpty else { throw SweepError.settings("sweep: no blocks and no windows to run") }
+        let (windows, units, settings) = try Self.layout(config, base: base, layers: baseParams.config.numHiddenLayers)
+        let selected = try Self.selection(config, units: units)
 
         // 2. The sweep folder: settings fixed at the first start.
-        let settings = try Self.settings(config, base: base, layers: L, windows: windows, singles: singles)
+        let settingsSHA = try Self.settingsSHA256(settings)
         try fm.createDirectory(at: config.out.appendingPathComponent("runs"), withIntermediateDirectories: true)
         // A folder that already holds runs continues only with the same settings; one without runs
         // (a start that failed on its data, say) takes the new ones.
@@ -90,9 +74,12 @@ public enum Sweep {
             try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings,
                                         "provenance": Self.provenance(config, settings: settings)], to: sweepJSON)
         }
-        let total = units.count * config.seeds.count
+        let total = selected.map(\.count) ?? units.count * config.seeds.count
         let done = units.reduce(0) { n, u in
-            n + config.seeds.filter { fm.fileExists(atPath: resultURL(config, window: u.window, seed: $0).path) }.count
+            n + config.seeds.filter { seed in
+                selected?.contains(runFolderName(window: u.window, seed: seed)) ?? true
+                    && fm.fileExists(atPath: resultURL(config, window: u.window, seed: seed).path)
+            }.count
         }
         progress(.prepared(presenceItems: set.presence.count, absenceItems: set.absence.count,
                            images: set.imageEmbeds.count / max(1, set.dim), evalRecords: records.count, runs: total,
@@ -120,6 +107,7 @@ public enum Sweep {
             var cacheLayer: Int?
             if config.layerCache, case let .block(k)? = lowest, k > 0 { cacheLayer = k }
             for seed in config.seeds {
+                if let selected, !selected.contains(runFolderName(window: unit.window, seed: seed)) { continue }
                 index += 1
                 let runStart = Date()
                 let resultFile = resultURL(config, window: unit.window, seed: seed)
@@ -154,7 +142,7 @@ public enum Sweep {
                 try SweepFiles.writeObject(["format": SweepFiles.format, "run": try SweepFiles.object(run),
                                             "trainable_groups": groups.sorted().map(\.description),
                                             "layer_cache": cacheLayer.map { "hidden_states[\($0)]" } ?? "none",
-                                            "steps": config.steps], to: resultFile)
+                                            "settings_sha256": settingsSHA, "steps": config.steps], to: resultFile)
                 if !config.keepCheckpoints { try SweepFiles.removeCheckpoints(runDir) }
                 results.append(run)
                 clock.finishRun(seconds: Date().timeIntervalSince(runStart))
@@ -165,6 +153,11 @@ public enum Sweep {
 
         let result = SweepResult(base: baseMetrics, runs: results, steps: config.steps, learningRate: config.learningRate,
                                  batch: config.batch, loss: config.loss.kind.rawValue, windows: windows)
+        if selected != nil {
+            // a subset (a scheduler job): the sweep's result.json is Sweep.collect's
+            progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
+            return result
+        }
         try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings),
                                     "settings": settings, "result": try SweepFiles.object(result)],
                                    to: config.out.appendingPathComponent("result.json"))
@@ -245,6 +238,33 @@ public enum Sweep {
         }
         if !((try runDir.checkpoints()).contains { $0.step == config.steps }) { try trainRun.save(opt, batcher: batcher) }
         return try evaluate(runDir.checkpointURL(step: config.steps))
+    }
+
+    static func checkBudget(_ config: SweepConfig) throws {
+        guard config.steps >= 1 else { throw SweepError.settings("sweep steps must be at least 1, found \(config.steps)") }
+        guard config.batch >= 1 else { throw SweepError.settings("sweep batch must be at least 1, found \(config.batch)") }
+        guard !config.seeds.isEmpty, Set(config.seeds).count == config.seeds.count else {
+            throw SweepError.settings("sweep seeds: expected at least one seed, no repeats; found \(config.seeds)")
+        }
+        guard !config.evalData.isEmpty else { throw SweepError.settings("sweep: no evaluation data files") }
+    }
+
+    /// The windows, the units in run order and the settings of a sweep of a tower of L blocks.
+    static func layout(_ config: SweepConfig, base: CLIPModel, layers L: Int) throws
+        -> (windows: [String: [Int]], units: [(window: String, blocks: [Int])], settings: [String: String]) {
+        let windows = config.windows ?? SweepWindows.standard(layers: L)
+        let singles = config.blocks ?? Array(0..<L)
+        for (name, blocks) in windows {
+            if let bad = blocks.first(where: { !(0..<L).contains($0) }) {
+                throw SweepError.settings("sweep window \(name): block \(bad) outside 0-\(L - 1) (the text tower has \(L) blocks)")
+            }
+        }
+        if let bad = singles.first(where: { !(0..<L).contains($0) }) {
+            throw SweepError.settings("sweep block \(bad) outside 0-\(L - 1) (the text tower has \(L) blocks)")
+        }
+        let units = Self.units(blocks: singles, windows: windows)
+        guard !units.isEmpty else { throw SweepError.settings("sweep: no blocks and no windows to run") }
+        return (windows, units, try Self.settings(config, base: base, layers: L, windows: windows, singles: singles))
     }
 
     /// What a rerun must share with the sweep it continues (sorted keys in sweep.json).

@@ -49,6 +49,11 @@ public struct SweepConfig: Sendable {
     public var evaluationBatchSize = 64
     /// Recorded in the provenance.
     public var commandLine = ""
+    /// Run only these runs (run folder names `<unit>.seed-<s>`, e.g. the one run of a scheduler job,
+    /// `negclip sweep --job`); nil = every run. Not a setting: the runs are the same either way.
+    /// With a subset, SWEEP/result.json is not written (`Sweep.collect` writes it once every run of
+    /// the sweep has its result.json) and the returned result holds the selected runs only.
+    public var only: [String]?
 
     public init(model: URL, trainData: URL, evalData: [URL], out: URL) {
         self.model = model; self.trainData = trainData; self.evalData = evalData; self.out = out

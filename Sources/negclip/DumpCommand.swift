@@ -24,6 +24,12 @@ struct DumpCommand: ParsableCommand {
         "negated_caption", "image"} or typed records of docs/data.md) or a text file with one caption
         per line; UTF-8. The first bad line (wrong type, missing field, unknown type, bytes that are
         not UTF-8) stops the dump with FILE:LINE: field 'KEY': expected ..., found ... (docs/hdf5-schema.md).
+        Sharding (docs/scale.md): --shard K/N dumps only shard K (0-based) of N: with b = ceil(n/batch)
+        batches of the n captions, batches [floor(K*b/N), floor((K+1)*b/N)) (distinct images split the
+        same way), a complete file on its own; `negclip merge` joins the shards into a file equal, bit
+        for bit, to the single dump with the same --batch. Without --shard, K/N come from a
+        Slurm job array (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT, submitted as --array=0-(N-1)) or
+        a Kubernetes indexed Job (JOB_COMPLETION_INDEX, with --shards N); --no-shard ignores them.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -47,6 +53,12 @@ struct DumpCommand: ParsableCommand {
     @Flag(help: "Replace an existing finished OUT (it stays until the new dump is complete); without it an existing OUT is refused.")
     var overwrite = false
     @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic).") var seed: Int64?
+    @Option(help: ArgumentHelp("Dump only shard K (0-based) of N: whole batches [floor(K*b/N), floor((K+1)*b/N)) of the b = ceil(n/batch) batches (default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards).", valueName: "K/N"))
+    var shard: String?
+    @Option(help: ArgumentHelp("Number of shards N when the index comes from JOB_COMPLETION_INDEX (a Kubernetes indexed Job's completions).", valueName: "N"))
+    var shards: Int?
+    @Flag(help: "Dump every item even inside a Slurm job array or an indexed Job (ignore SLURM_ARRAY_* and JOB_COMPLETION_INDEX).")
+    var noShard = false
     @Option(help: .hidden) var expectJSON: String?
     @Option(help: .hidden) var throttleMs: Int = 0
 
@@ -61,6 +73,10 @@ struct DumpCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        // Before anything is loaded: a bad --shard or shard variable fails at once.
+        let progress = ProgressLine(label: "dump")
+        let sharding = try ShardSpec.resolve(option: shard, shards: shards, noShard: noShard)
+        if let sharding { progress.note("shard \(sharding.spec) from \(sharding.source)") }
         let modelPath = try modelOptions.path()
         let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: images ? .all : .text)
         let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
@@ -84,9 +100,9 @@ struct DumpCommand: ParsableCommand {
         request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
         request.commandLine = ToolInfo.commandLine
         request.sidecar = expectJSON.map { URL(fileURLWithPath: $0) }
+        request.shard = sharding?.spec
         request.delayPerBatchMilliseconds = throttleMs
 
-        let progress = ProgressLine(label: "dump")
         let result = try dumper.dump(request) { p in
             switch p {
             case .scanning: progress.note("scanning \(data)")
@@ -95,6 +111,9 @@ struct DumpCommand: ParsableCommand {
                     progress.note(truncationLine(scan.truncated, contextLength: dumper.tokenizer.contextLength))
                 }
             case let .resuming(partial, at, of): progress.note("resuming \(partial) at item \(at) of \(of)")
+            case .shard(let s):
+                progress.note("shard \(s.index)/\(s.count): items \(s.items.lowerBound)..<\(s.items.upperBound) of \(s.totalItems)"
+                              + (images ? ", images \(s.images.lowerBound)..<\(s.images.upperBound) of \(s.totalImages)" : ""))
             case .text(let done, let total): progress.update(done: done, total: total, unit: "captions")
             case .images(let done, let total): progress.update(done: done, total: total, unit: "images")
             }
@@ -103,7 +122,8 @@ struct DumpCommand: ParsableCommand {
         let scan = result.scan
         let bytes = (try? FileManager.default.attributesOfItem(atPath: result.url.path)[.size] as? Int) ?? 0
         let seconds = Date().timeIntervalSince(started)
-        print("wrote \(out): \(scan.items) captions, layers \(layerList), tokens \(tokens.rawValue)\(images ? ", \(scan.images) images" : ""), \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(String(format: "%.1f", seconds)) s")
+        let written = result.provenance.shard.map { "\($0.items.count) captions (shard \($0.index)/\($0.count) of \(scan.items))" } ?? "\(scan.items) captions"
+        print("wrote \(out): \(written), layers \(layerList), tokens \(tokens.rawValue)\(images ? ", \(scan.images) images" : ""), \(String(format: "%.1f", Double(bytes) / 1e6)) MB in \(String(format: "%.1f", seconds)) s")
     }
 }
 

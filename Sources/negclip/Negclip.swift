@@ -32,6 +32,7 @@ struct Negclip: ParsableCommand {
             EncodeCommand.self,
             TokenizeCommand.self,
             DumpCommand.self,
+            MergeCommand.self,
             ImportCommand.self,
             MakeWorldCommand.self,
             EvaluateCommand.self,

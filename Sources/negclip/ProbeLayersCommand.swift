@@ -23,7 +23,7 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Caption records (JSONL, docs/data.md).", valueName: "file")) var data: String?
     @Option(help: "Split of --data to measure.") var split: String = ProbeDefaults.split
     @Option(help: ArgumentHelp("Measure this dump (docs/hdf5-schema.md) instead of encoding --data.", valueName: "file.h5")) var dump: String?
-    @Option(help: ArgumentHelp("Report folder.", valueName: "dir")) var out: String = "probe-layers"
+    @Option(help: ArgumentHelp("Report folder (default: probe-layers).", valueName: "dir")) var out: String?
     @Option(help: ArgumentHelp("Folder of probe task files (default: ./probes, else the probes/ of the repository negclip was built in).", valueName: "dir")) var tasks: String?
     @Option(name: .customLong("task"), help: ArgumentHelp("Run only this task (repeat for several; dump_label = the dump's labels).", valueName: "name"))
     var taskNames: [String] = []
@@ -38,12 +38,18 @@ struct ProbeLayersCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run the partial fine-tuning sweep (records mode, or --dump with --model and --data; folder OUT/sweep, resumable).")
     var sweep = true
     @Option(name: .customLong("sweep-steps"), help: "Optimizer steps per sweep run.") var sweepSteps = SweepDefaults.steps
+    @Option(name: .customLong("sweep-lr"), help: "Peak AdamW learning rate of every sweep run.") var sweepLR = SweepDefaults.learningRate
+    @Option(name: .customLong("sweep-batch"), help: "Items per stage per step of every sweep run.") var sweepBatch = SweepDefaults.batch
     @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated.", valueName: "list")) var sweepSeeds: String = "0,1"
     @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
     var sweepBlocks: String?
     @Option(help: ArgumentHelp("Also choose layers: top-k | front-contiguous | threshold (writes OUT/layers.json, as negclip select-layers).", valueName: "policy"))
     var select: String?
     @Option(name: .customLong("select-k"), help: "k of top-k / front-contiguous.") var selectK: Int?
+    @Option(help: ArgumentHelp("Do not run the sweep: write its runs as scheduler jobs into this folder (jobs.txt, slurm.sbatch, kubernetes-job.yaml, plan.json); docs/scale.md.", valueName: "dir"))
+    var plan: String?
+    @Option(help: ArgumentHelp("Build the report in a --plan folder from its jobs' outputs (every setting comes from DIR/plan.json).", valueName: "dir"))
+    var collect: String?
 
     func validate() throws {
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
@@ -53,6 +59,9 @@ struct ProbeLayersCommand: ParsableCommand {
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
         if let sweepBlocks { _ = try parseLayerList(sweepBlocks) }
         if let select { _ = try SelectionPolicy(name: select, k: selectK) }
+        if plan != nil && collect != nil { throw ValidationError("--plan and --collect: one at a time (plan, run the jobs, then collect)") }
+        if (plan != nil || collect != nil) && out != nil { throw ValidationError("--out: the report of --plan/--collect DIR goes into DIR") }
+        if plan != nil && !sweep { throw ValidationError("--plan writes the sweep's jobs; drop --no-sweep") }
     }
 
     var parsedSweepSeeds: [UInt64]? {
@@ -66,6 +75,14 @@ struct ProbeLayersCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let plan { return try writePlan(URL(fileURLWithPath: plan).standardizedFileURL) }
+        if let collect { return try collectPlan(URL(fileURLWithPath: collect).standardizedFileURL) }
+        try execute(try makeRequest(out: URL(fileURLWithPath: out ?? "probe-layers")), sweep: nil)
+    }
+
+    /// The run these options describe (the built-in model and world when neither --model, --data
+    /// nor --dump is given), its report going to `outURL`.
+    func makeRequest(out outURL: URL) throws -> ProbeLayersRequest {
         var modelURL = model.map { URL(fileURLWithPath: $0) }
         var dataURL = data.map { URL(fileURLWithPath: $0) }
         if dump == nil && modelURL == nil && dataURL == nil {
@@ -88,7 +105,7 @@ struct ProbeLayersCommand: ParsableCommand {
             }
             chosen = all.filter { taskNames.contains($0.name) }
         }
-        var request = ProbeLayersRequest(out: URL(fileURLWithPath: out), tasks: chosen)
+        var request = ProbeLayersRequest(out: outURL, tasks: chosen)
         request.model = modelURL
         request.data = dataURL
         request.split = split
@@ -106,9 +123,11 @@ struct ProbeLayersCommand: ParsableCommand {
             let queries = d.deletingLastPathComponent().appendingPathComponent("queries.jsonl")
             var config = SweepConfig(model: m, trainData: d,
                                      evalData: [d] + (FileManager.default.fileExists(atPath: queries.path) ? [queries] : []),
-                                     out: URL(fileURLWithPath: out).appendingPathComponent("sweep"))
+                                     out: outURL.appendingPathComponent("sweep"))
             config.evalSplit = split
             config.steps = sweepSteps
+            config.learningRate = sweepLR
+            config.batch = sweepBatch
             config.seeds = parsedSweepSeeds!
             config.blocks = try sweepBlocks.map(parseLayerList)
             config.commandLine = ToolInfo.commandLine
@@ -119,12 +138,17 @@ struct ProbeLayersCommand: ParsableCommand {
         request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
         request.commandLine = ToolInfo.commandLine
         request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+        return request
+    }
 
+    /// Runs `request` (the sweep too unless `given`) with progress on stderr and the summary on stdout.
+    func execute(_ request: ProbeLayersRequest, sweep given: SweepResult?) throws {
+        let out = self.out ?? collect ?? request.out.path
         let started = Date()
         let line = ProgressLine(label: "probe-layers")
         var stageStart = Date()
         var currentStage = ""
-        let result = try ProbeLayersRun.run(request) { p in
+        let result = try ProbeLayersRun.run(request, sweep: given) { p in
             switch p {
             case .stage(let s):
                 line.finish()

@@ -50,10 +50,13 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("save-every"), help: "Steps between in-run checkpoints (0: an interrupted run restarts).") var saveEvery = 0
     @Flag(name: .customLong("keep-checkpoints"), help: "Keep each run's final checkpoint (an HF CLIPModel folder).") var keepCheckpoints = false
     @Flag(name: .customLong("no-layer-cache"), help: "Always run the frozen prefix.") var noLayerCache = false
+    @Option(name: .long, help: ArgumentHelp("Run only this run of the sweep, UNIT.seed-S (a scheduler job: a line of probe-layers --plan's jobs.txt); repeat for several. OUT/result.json is then left to probe-layers --collect.", valueName: "run"))
+    var job: [String] = []
     /// Testing aid: after this many training steps (in this process), stop making progress.
     @Option(name: .customLong("hang-after-steps"), help: .hidden) var hangAfterSteps: Int?
 
-    func run() throws {
+    /// The sweep these options describe.
+    func makeConfig() throws -> SweepConfig {
         let modelURL = URL(fileURLWithPath: try modelOptions.path()), dataURL = URL(fileURLWithPath: data)
         var evalURLs = evalData.map { URL(fileURLWithPath: $0) }
         if evalURLs.isEmpty {
@@ -89,7 +92,12 @@ struct SweepCommand: ParsableCommand {
         config.extraGroups = Set(try SelectionExtras(parsing: extras, layers: layers).groups)
         config.saveEvery = saveEvery; config.keepCheckpoints = keepCheckpoints; config.layerCache = !noLayerCache
         config.commandLine = ToolInfo.commandLine
+        config.only = job.isEmpty ? nil : job
+        return config
+    }
 
+    func run() throws {
+        let config = try makeConfig()
         var stepsSeen = 0
         var lastLine = Date.distantPast
         let result = try Sweep.run(config) { event in
@@ -132,7 +140,11 @@ struct SweepCommand: ParsableCommand {
             }
         }
         _ = result
-        print(URL(fileURLWithPath: out).appendingPathComponent("result.json").path)
+        if job.isEmpty {
+            print(URL(fileURLWithPath: out).appendingPathComponent("result.json").path)
+        } else {
+            for name in job { print(URL(fileURLWithPath: out).appendingPathComponent("runs/\(name)/result.json").path) }
+        }
     }
 
     static func eta(_ s: Double?) -> String { s.map { String(format: "%.0f s", $0) } ?? "?" }

@@ -60,25 +60,8 @@ import TestSupport
         // Interrupted run: slowed down (50 ms per batch of 8), killed with SIGKILL once the
         // progress reaches 30%, i.e. somewhere inside a chunk, with the HDF5 file open for writing.
         let out = dir.appendingPathComponent("crash.h5")
-        let p = Process()
-        p.executableURL = Self.binary
-        p.arguments = dumpArgs(data: data, out: out) + ["--throttle-ms", "50"]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        var seen = ""
-        while p.isRunning {
-            let chunk = err.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            seen += String(decoding: chunk, as: UTF8.self)
-            if seen.contains("(30%)") || seen.contains("(40%)") {
-                kill(p.processIdentifier, SIGKILL)
-                break
-            }
-        }
-        p.waitUntilExit()
-        #expect(p.terminationReason == .uncaughtSignal, "the dump finished before it could be killed: \(seen)")
+        let (killed, seen) = try negclipKilledMidway(Self.binary, dumpArgs(data: data, out: out) + ["--throttle-ms", "50"])
+        #expect(killed, "the dump finished before it could be killed: \(seen)")
         #expect(!FileManager.default.fileExists(atPath: out.path), "a killed dump must not leave \(out.lastPathComponent)")
         let partial = StoreSchema.partialURL(for: out)
         #expect(FileManager.default.fileExists(atPath: partial.path))
@@ -260,4 +243,29 @@ import TestSupport
         let e = #expect(throws: DumpError.self) { try dumper.dump(request) }
         #expect(e == .outputExists(file: request.out.path))
     }
+}
+
+/// Runs negclip with these arguments and kills it with SIGKILL once its progress on stderr reaches 30% (or
+/// 40%): a crash inside a chunk, with the HDF5 file open for writing. Returns whether it was killed (false:
+/// it finished first) and the stderr seen.
+func negclipKilledMidway(_ binary: URL, _ arguments: [String]) throws -> (killed: Bool, stderr: String) {
+    let p = Process()
+    p.executableURL = binary
+    p.arguments = arguments
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    var seen = ""
+    while p.isRunning {
+        let chunk = err.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        seen += String(decoding: chunk, as: UTF8.self)
+        if seen.contains("(30%)") || seen.contains("(40%)") {
+            kill(p.processIdentifier, SIGKILL)
+            break
+        }
+    }
+    p.waitUntilExit()
+    return (p.terminationReason == .uncaughtSignal, seen)
 }
