@@ -123,7 +123,10 @@ enum ReproduceResults {
         var measurements: [String: Any] = [:]
         if let obj = try? JSONSerialization.jsonObject(with: Data(contentsOf: report)) as? [String: Any],
            let rankings = obj["rankings"] as? [String: [Int]] {
-            for (name, ranking) in rankings where name != "combined" {
+            // the negation measurements the report itself combines (combined_of: the composition
+            // probes, separation, the sweep's presence and absence), else every non-retrieval ranking
+            let used = Set((obj["combined_of"] as? [String]) ?? rankings.keys.filter { $0 != "combined" && !$0.contains("retrieval") })
+            for (name, ranking) in rankings where used.contains(name) {
                 // block outputs only: layer l >= 1 is produced by block l-1 (layer 0 is the embeddings)
                 let blocks = ranking.filter { $0 >= 1 }.map { $0 - 1 }
                 guard let top = blocks.first else { continue }
@@ -163,7 +166,7 @@ enum ReproduceResults {
                                     "front_votes": ["probe_layers": frontProbe, "probe_layers_of": probeVotes.count,
                                                     "training": frontTrain, "training_of": trainVotes.count],
                                     "verdict": verdict,
-                                    "rule": "holds when every training comparison (front/middle/back windows and mean single-block gain, presence and absence) puts the front third first and more than half of the probe-layers rankings have the front third best by mean position of its blocks; does not hold when none does; partly otherwise"]
+                                    "rule": "holds when every training comparison (front/middle/back windows and mean single-block gain, presence and absence) puts the front third first and more than half of the negation rankings probe-layers combines (its combined_of: composition probes, separation, its sweep) have the front third best by mean position of its blocks; does not hold when none does; partly otherwise"]
 
         let provenance: [String: Any] = [
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": c.commandLine,
