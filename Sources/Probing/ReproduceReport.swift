@@ -138,6 +138,19 @@ public enum ReproduceReport {
             md += "| \(p["b"] ?? "") | \(dcell(s["presence"])) | \(dcell(s["absence"])) | \(dcell(s["t2i_r1"])) | \(dcell(s["i2t_r1"])) | \(dcell(i["presence"])) | \(dcell(i["absence"])) |\n"
         }
         md += "\n"
+        for m in ["absence", "presence"] {
+            // the fixed window (not a single block, not a peer) with the largest mean on m
+            let windows = rows.filter { ($0["stage"] as? String) == ReproduceStage.windows.rawValue && !(($0["name"] as? String) ?? "").hasPrefix("block.") }
+            func mean(_ row: [String: Any]) -> Double { (((row["metrics"] as? [String: Any])?[m] as? [String: Any])?["mean"] as? Double) ?? -1 }
+            guard let best = windows.max(by: { mean($0) < mean($1) }), let name = best["name"] as? String,
+                  let p = paired.first(where: { $0["b"] as? String == name }),
+                  let d = (p["seed_interval"] as? [String: Any])?[m] as? [String: Any], let v = d["mean"] as? Double else { continue }
+            let lo = d["low"] as? Double, hi = d["high"] as? Double
+            let resolved = lo.flatMap { l in hi.map { h in l > 0 || h < 0 } } ?? false
+            md += "On \(m), the best fixed window is **\(name)** (\(f(mean(best)))); the selected layers are \(pts(v)) points against it"
+            md += resolved ? " (seed interval excludes 0).\n" : " (seed interval includes 0).\n"
+        }
+        md += "\n"
 
         // Hinge.
         if let h = r["hinge"] as? [String: Any], let by = h["by_metric"] as? [String: Any] {
@@ -149,8 +162,11 @@ public enum ReproduceReport {
                 md += "| \(m) | \(dcell(d["released_minus_base"])) | \(dcell(d["shifted_minus_base"])) | \(dcell(d["shifted_minus_released"])) |\n"
             }
             let worse = h["costs_more_retrieval"] as? String ?? "neither"
-            md += "\nMean R@1 drop over both directions: released \(pts((h["mean_r1_drop_released"] as? Double) ?? 0)) points, shifted \(pts((h["mean_r1_drop_shifted"] as? Double) ?? 0)) points; "
-            md += worse == "neither" ? "neither costs more retrieval.\n\n" : "the **\(worse)** hinge costs more retrieval"
+            let dr = (h["mean_r1_drop_released"] as? Double) ?? 0, ds = (h["mean_r1_drop_shifted"] as? Double) ?? 0
+            md += String(format: "\nMean affirmative R@1 change against the base over both directions: released %@ points, shifted %@ points; ",
+                         pts(-dr), pts(-ds))
+            md += worse == "neither" ? "neither costs more retrieval.\n\n"
+                : "the **\(worse)** hinge costs more retrieval, by \(String(format: "%.1f", 100 * abs(dr - ds))) points of mean R@1"
             if worse != "neither", let t = (by["t2i_r1"] as? [String: Any])?["shifted_minus_released"] as? [String: Any],
                let i = (by["i2t_r1"] as? [String: Any])?["shifted_minus_released"] as? [String: Any] {
                 func excludes0(_ d: [String: Any]) -> Bool {
