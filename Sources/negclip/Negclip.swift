@@ -42,6 +42,7 @@ struct Negclip: ParsableCommand {
             SweepCommand.self,
             SelectLayersCommand.self,
             WorldCommand.self,
+            ReproduceCommand.self,
         ])
 
     /// Usage text is for malformed command lines only: parse errors (and `validate()`) go through

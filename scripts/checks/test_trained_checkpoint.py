@@ -3,7 +3,9 @@
 Trains 3 steps on a tiny synthetic world (`negclip make-world --size 12`) from
 Tests/Fixtures/tiny-clip, loads RUN_DIR/checkpoint-3 with `CLIPModel.from_pretrained`, and checks
 that its text embeddings equal `negclip encode`'s on the same folder (atol 1e-5), and that training
-moved them away from the base model's. The binary is .build/debug/negclip, or
+moved them away from the base model's. The second check scores presence and absence accuracy (the
+protocol of `negclip evaluate`, docs/data.md "Metrics") of a fine-tuned checkpoint in transformers on
+a subset of a world's test split and requires `negclip evaluate`'s numbers within 0.5 points. The binary is .build/debug/negclip, or
 $NEGCLIP_SCRATCH_PATH/debug/negclip when the build used another scratch path.
 """
 import json
@@ -61,3 +63,56 @@ def test_trained_checkpoint_loads_in_transformers(tmp_path):
     # the run really trained: embeddings moved away from the base model's
     base = encode(TINY)
     assert np.abs(base - got).max() > 1e-4
+
+
+def pair_score(right, wrong, tol=1e-6):
+    """Metrics.pairScore: 1 if right > wrong, 0.5 on a tie within tol, else 0."""
+    return 0.5 if abs(right - wrong) <= tol else (1.0 if right > wrong else 0.0)
+
+
+def test_trained_checkpoint_presence_absence_match_transformers(tmp_path):
+    from PIL import Image
+
+    world = tmp_path / "world"
+    run("make-world", "--size", "300", "--image-size", "32", "--seed", "3", "--out", str(world))
+    run_dir = tmp_path / "run"
+    run("train", "--model", TINY, "--data", str(world / "captions.jsonl"), "--out", str(run_dir),
+        "--steps", "4", "--batch", "8", "--lr", "1e-2", "--warmup", "1", "--trainable", "0-1", "--seed", "1")
+    ckpt = str(run_dir / "checkpoint-4")
+    # the subset: the first 24 test caption records with both a presence and an absence item,
+    # written beside captions.jsonl so their relative image paths resolve the same way
+    records = [json.loads(l) for l in (world / "captions.jsonl").read_text().splitlines() if l.strip()]
+    subset = [r for r in records if r.get("split") == "test" and r.get("presence_negated")
+              and r.get("absence_negated") and r.get("absence_contrast_image")][:24]
+    assert len(subset) == 24, f"the world has only {len(subset)} complete test caption records"
+    (world / "subset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in subset))
+    out_json = tmp_path / "eval.json"
+    run("evaluate", "--model", ckpt, "--data", str(world / "subset.jsonl"), "--json", str(out_json), "--bootstrap", "0")
+    ours = json.loads(out_json.read_text())["reports"][0]["metrics"]
+
+    model = transformers.CLIPModel.from_pretrained(ckpt).eval()
+    tok = transformers.CLIPTokenizer.from_pretrained(ckpt)
+    proc = transformers.CLIPImageProcessor.from_pretrained(ckpt)
+
+    def unit(x):
+        x = getattr(x, "pooler_output", x)
+        return torch.nn.functional.normalize(x, dim=-1).double().numpy()
+
+    def texts(ts):
+        with torch.no_grad():
+            return unit(model.get_text_features(**tok(ts, padding=True, return_tensors="pt")))
+
+    def images(paths):
+        pics = [Image.open(world / p).convert("RGB") for p in paths]
+        with torch.no_grad():
+            return unit(model.get_image_features(**proc(images=pics, return_tensors="pt")))
+
+    cap, neg, absn = texts([r["caption"] for r in subset]), texts([r["presence_negated"] for r in subset]), \
+        texts([r["absence_negated"] for r in subset])
+    img, contrast = images([r["image"] for r in subset]), images([r["absence_contrast_image"] for r in subset])
+    presence = np.mean([pair_score((cap[i] * img[i]).sum(), (neg[i] * img[i]).sum()) for i in range(len(subset))])
+    absence = np.mean([pair_score((absn[i] * img[i]).sum(), (absn[i] * contrast[i]).sum()) for i in range(len(subset))])
+    print(f"presence negclip {ours['presence']['value']:.4f} transformers {presence:.4f}; absence negclip {ours['absence']['value']:.4f} transformers {absence:.4f}")
+    assert ours["presence"]["count"] == len(subset) and ours["absence"]["count"] == len(subset)
+    assert abs(ours["presence"]["value"] - presence) <= 0.005, f"presence: negclip {ours['presence']['value']:.4f}, transformers {presence:.4f}"
+    assert abs(ours["absence"]["value"] - absence) <= 0.005, f"absence: negclip {ours['absence']['value']:.4f}, transformers {absence:.4f}"

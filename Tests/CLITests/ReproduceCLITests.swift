@@ -1,0 +1,22 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `negclip reproduce` on the command line: malformed options are usage errors naming what was
+/// expected; a missing built-in model is one line. (The study itself: ProbingTests.ReproduceTests.)
+@Suite struct ReproduceCLITests {
+    @Test func badOptionsAndMissingModelFailInOneLine() throws {
+        let dir = try Fixtures.tempDir("reproduce-cli")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let env = ["NEGCLIP_MODEL": dir.appendingPathComponent("nowhere").path, "NEGCLIP_CACHE": dir.path]
+        let stage = try CLIRunner.run("negclip", ["reproduce", "--stop-after", "nope"], environment: env)
+        #expect(stage.status != 0)
+        #expect(stage.stderr.contains("--stop-after: expected one of probe-layers, train-selected, train-windows, train-peers, train-hinge, evaluate, report, found nope"), "\(stage.stderr)")
+        let seeds = try CLIRunner.run("negclip", ["reproduce", "--seeds", "0"], environment: env)
+        #expect(seeds.status != 0 && seeds.stderr.contains("--seeds must be at least 1"), "\(seeds.stderr)")
+        let missing = try CLIRunner.run("negclip", ["reproduce", "--out", dir.appendingPathComponent("study").path], environment: env)
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "negclip: NEGCLIP_MODEL=\(env["NEGCLIP_MODEL"]!): expected a model folder with config.json, found no such folder\n", "\(missing.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("study").path), "nothing written before the model is found")
+    }
+}
