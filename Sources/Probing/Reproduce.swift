@@ -498,20 +498,13 @@ struct StudyClock {
 /// JSON files of the study folder: sorted keys, written by rename.
 enum ReproduceFiles {
     static func writeObject(_ object: [String: Any], to url: URL) throws {
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-        data.append(0x0A)
-        try data.write(to: url, options: .atomic)
+        try SweepFiles.writeObject(object, to: url)
     }
 
     static func readObject(_ url: URL) throws -> [String: Any] {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ReproduceError.folder(file: url.path, message: "expected a readable JSON file: \(error.localizedDescription)")
+        do { return try SweepFiles.readObject(url) } catch let SweepError.folder(file, message) {
+            throw ReproduceError.folder(file: file, message: message)
         }
-        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw ReproduceError.folder(file: url.path, message: "expected a JSON object")
-        }
-        return obj
     }
 
     /// Item-level metrics kept per checkpoint, for the paired intervals.
