@@ -171,13 +171,10 @@ public struct PretrainingRun {
             "settings": settings,
             "provenance": meta,
         ]
-        try run.writeCheckpoint(step: step) { dir in
+        try run.saveCheckpoint(step: step, state: state, keep: keep) { dir in
             try TrainedCheckpoint.write(to: dir, base: initURL, text: trainer.text, vision: trainer.vision, metadata: meta)
             try trainer.saveState(to: dir.appendingPathComponent(RunDirectory.stateFile), metadata: meta)
-            let json = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            try json.write(to: dir.appendingPathComponent(RunDirectory.stateJSON))
         }
-        try run.prune(keep: keep)
     }
 
     /// Steps from `trainer.step` to `config.steps`, logging each, saving every `saveEvery` (0: only at

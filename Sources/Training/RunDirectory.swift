@@ -44,6 +44,18 @@ public struct RunDirectory: Sendable {
         return dst
     }
 
+    /// One training checkpoint: `fill(tempFolder)` writes the weights and optimizer state, then
+    /// trainer_state.json (sorted keys) joins them; the folder is renamed into place and all but the newest
+    /// `keep` checkpoints are deleted.
+    public func saveCheckpoint(step: Int, state: [String: Any], keep: Int, _ fill: (URL) throws -> Void) throws {
+        try writeCheckpoint(step: step) { dir in
+            try fill(dir)
+            let json = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+            try json.write(to: dir.appendingPathComponent(Self.stateJSON))
+        }
+        try prune(keep: keep)
+    }
+
     /// Deletes all but the newest `keep` checkpoints (keep < 1 keeps everything).
     public func prune(keep: Int) throws {
         guard keep >= 1 else { return }
@@ -169,13 +181,10 @@ public struct CaptionTrainingRun {
             "settings": settings,
             "provenance": meta,
         ]
-        try run.writeCheckpoint(step: step) { dir in
+        try run.saveCheckpoint(step: step, state: state, keep: keep) { dir in
             try TrainedCheckpoint.write(to: dir, base: base, text: optimizer.parameters, metadata: meta)
             try optimizer.saveState(to: dir.appendingPathComponent(RunDirectory.stateFile), metadata: meta)
-            let json = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            try json.write(to: dir.appendingPathComponent(RunDirectory.stateJSON))
         }
-        try run.prune(keep: keep)
     }
 
     /// Steps from `optimizer.step` to `total`, logging each, saving every `saveEvery` (0: only at the
