@@ -17,7 +17,7 @@ public struct PretrainConfig: Codable, Sendable, Equatable {
     public var visionWidth = 128
     public var visionLayers = 6
     public var visionHeads = 4
-    public var patchSize = 8
+    public var patchSize = 16
     public var imageSize = 64
     public var projectionDim = 128
     /// MLP width = ratio x width in both towers (CLIP: 4).
@@ -26,8 +26,8 @@ public struct PretrainConfig: Codable, Sendable, Equatable {
     public var hiddenAct = "quick_gelu"
     public var batch = 256
     public var lr = 1e-3
-    public var warmup = 50
-    public var steps = 1000
+    public var warmup = 150
+    public var steps = 3000
     public var weightDecay = 0.2
     public var beta1 = 0.9
     public var beta2 = 0.98
