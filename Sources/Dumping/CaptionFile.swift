@@ -47,7 +47,7 @@ public struct CaptionFile: Sendable {
             if !isJSONL {
                 return try body(DumpItem(id: "line-\(lineNumber)", caption: trimmed))
             }
-            for item in try Self.items(try NegationJSONL.decodeEntry(line: line, file: url.path, line: lineNumber), line: lineNumber) {
+            for item in try Self.items(NegationJSONL.decodeEntry(line: line, file: url.path, line: lineNumber), line: lineNumber) {
                 if try !body(item) { return false }
             }
             return true

@@ -175,7 +175,7 @@ enum ReproduceResults {
         ]
         return [
             "format": Reproduce.format, "provenance": provenance, "settings": settings,
-            "selection": ["groups": selection.groups, "policy": selection.policy.name, "k": selection.policy.k ?? NSNull(),
+            "selection": ["groups": selection.groups, "policy": selection.policy.name, "k": selection.policy.k.map { $0 as Any } ?? NSNull(),
                           "extras": selection.policy.extras, "summary": selection.why.summary,
                           "chosen_layers": selection.why.chosen.map(\.layer)],
             "metrics": metrics, "base": baseRow, "rows": rows, "paired": paired, "hinge": hinge,
