@@ -63,10 +63,12 @@ struct HiddenStateRecorder {
     }
 }
 
+/// The requested hidden_states indices (nil: all of them), each checked against the tower (see
+/// `TextLayers`; the vision tower's hidden_states are indexed the same way).
 func resolveLayers(_ layers: [Int]?, numLayers: Int, tower: String) throws -> [Int] {
-    let all = Array(0...numLayers)
-    guard let layers else { return all }
-    for l in layers where l < 0 || l > numLayers {
+    let vocabulary = TextLayers(blockCount: numLayers)
+    guard let layers else { return Array(vocabulary.layers) }
+    for l in layers where !vocabulary.layers.contains(l) {
         throw CLIPError.input("layer \(l) is out of range for the \(tower) tower: hidden_states has indices 0...\(numLayers) (0 = embeddings, \(numLayers) = last block)")
     }
     return layers

@@ -10,12 +10,11 @@ public enum StoreSchema {
     /// Value of the root attribute `schema_version` written by this code, the only one it reads.
     public static let version: Int64 = 1
     /// How `layer` indices are defined, stored verbatim as the root attribute `layer_definition`.
-    public static let layerDefinition =
-        "layer l means hidden_states[l] of HF CLIPTextModel(output_hidden_states=True): "
-        + "l = 0 is the token + position embeddings; l = k (1..L) is the residual stream after "
-        + "text block k-1; layer L is before the final LayerNorm. Rows are taken at the "
-        + "end-of-text token (eos_index). /text/pooled is that row after the final LayerNorm, "
-        + "/text/embeds is pooled times text_projection (not L2-normalised)."
+    public static let layerDefinition = TextLayers.definition + " " + rows
+    /// Which rows a dump stores (the second half of its `layer_definition`).
+    public static let rows =
+        "Rows are taken at the end-of-text token (eos_index). /text/pooled is that row after the final "
+        + "LayerNorm, /text/embeds is pooled times text_projection (not L2-normalised)."
     /// The `.partial` suffix of a dump in progress.
     public static let partialSuffix = ".partial"
 

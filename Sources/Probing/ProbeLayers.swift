@@ -99,7 +99,7 @@ public struct SweepSummary: Codable, Sendable {
                 gain[m] = SeedInterval.estimate(runs.map { Self.value($0.metrics, m) - Self.value(r.base, m) })
             }
             let blocks = runs[0].blocks
-            return Window(window: name, blocks: blocks, layer: blocks.count == 1 ? LayerNames.layer(ofBlock: blocks[0]) : nil,
+            return Window(window: name, blocks: blocks, layer: blocks.count == 1 ? TextLayers.layer(producedBy: blocks[0]) : nil,
                           seeds: runs.count, gain: gain)
         }
     }
@@ -136,13 +136,15 @@ public struct ProbeProvenance: Codable, Sendable {
     public var commandLine: String
     public var toolVersion: String
     public var createdUTC: String
+    /// Which rows the probes read (the second half of `layer_definition`).
+    public static let rows = "Features are taken at the end-of-text row unless a task says otherwise. A sweep run on block k changes hidden_states[k+1] first and is reported at layer k+1."
 
     public init(model: String, modelWeightsSHA256: String, modelConfigSHA256: String, data: String, dataSHA256: String,
                 split: String?, dump: String?, dumpSHA256: String?, seeds: [UInt64], randomWeightsSeed: UInt64?,
                 commandLine: String, toolVersion: String) {
         self.model = model; self.modelWeightsSHA256 = modelWeightsSHA256; self.modelConfigSHA256 = modelConfigSHA256
         self.data = data; self.dataSHA256 = dataSHA256; self.split = split; self.dump = dump; self.dumpSHA256 = dumpSHA256
-        self.seeds = seeds; self.randomWeightsSeed = randomWeightsSeed; self.layerDefinition = LayerNames.definition
+        self.seeds = seeds; self.randomWeightsSeed = randomWeightsSeed; self.layerDefinition = TextLayers.definition + " " + Self.rows
         self.commandLine = commandLine; self.toolVersion = toolVersion
         createdUTC = ISO8601DateFormatter().string(from: Date())
     }
@@ -367,7 +369,7 @@ public enum ProbeLayers {
         let summary = sweep.map(SweepSummary.init)
         let (rankings, combined, of) = rank(separation: sep, probes: probes, sweep: summary, layerCount: L + 1)
         return ProbeLayersResult(
-            layers: LayerNames.all(numHiddenLayers: L).map { .init(index: $0.index, name: $0.name, hook: $0.hook) },
+            layers: TextLayers(blockCount: L).all.map { .init(index: $0.index, name: $0.name, hook: $0.hook) },
             separation: sep, probes: probes, sweep: summary, rankings: rankings, combinedScore: combined, combinedOf: of,
             rankingRules: rules, settings: options.settings, provenance: provenance, timings: timings)
     }

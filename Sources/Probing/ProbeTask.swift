@@ -171,19 +171,3 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         return tasks
     }
 }
-
-/// Layer names: "layer l" is hidden_states[l] everywhere (0 = token + position embeddings, l = the
-/// residual stream after text block l-1, L = last block before the final LayerNorm). The one
-/// function that maps an index to its two names.
-public enum LayerNames {
-    public static let definition = "layer l = hidden_states[l] of HF CLIPTextModel(output_hidden_states=True): l = 0 is the token + position embeddings, l = k (1..L) is the residual stream after text block k-1 (TransformerLens blocks.{k-1}.hook_resid_post), l = L is before the final LayerNorm; layer 0 is blocks.0.hook_resid_pre. Features are taken at the end-of-text row unless a task says otherwise. A sweep run on block k changes hidden_states[k+1] first and is reported at layer k+1."
-
-    public static func name(_ l: Int) -> String { "hidden_states[\(l)]" }
-    public static func hook(_ l: Int) -> String { l == 0 ? "blocks.0.hook_resid_pre" : "blocks.\(l - 1).hook_resid_post" }
-    /// The canonical ordered list for a tower of L blocks: (index, name, hook), l = 0...L.
-    public static func all(numHiddenLayers L: Int) -> [(index: Int, name: String, hook: String)] {
-        (0...L).map { ($0, name($0), hook($0)) }
-    }
-    /// The layer a sweep run on block k is reported at.
-    public static func layer(ofBlock k: Int) -> Int { k + 1 }
-}

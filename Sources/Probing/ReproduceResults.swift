@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import NegationData
 import Provenance
@@ -171,7 +172,7 @@ enum ReproduceResults {
         let provenance: [String: Any] = [
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": c.commandLine,
             "model_sha256": modelSHA, "world_fingerprint": c.worldFingerprint, "data_sha256": dataSHA,
-            "seeds": c.seeds.map { Int($0) }, "layer_definition": SweepFiles.layerDefinition,
+            "seeds": c.seeds.map { Int($0) }, "layer_definition": TextLayers.definition,
         ]
         return [
             "format": Reproduce.format, "provenance": provenance, "settings": settings,

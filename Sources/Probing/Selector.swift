@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import Provenance
 import Training
@@ -257,7 +258,6 @@ public enum GroupPatterns {
 
 public enum LayerSelector {
     /// The group that produces hidden_states[l].
-    public static func group(forLayer l: Int) -> TrainableGroup { l == 0 ? .embeddings : .block(l - 1) }
 
     /// Reads report.json and applies `policy`.
     public static func select(reportAt url: URL, policy: SelectionPolicy, extras: SelectionExtras = .released,
@@ -335,7 +335,7 @@ public enum LayerSelector {
                 throw SelectionError.policy("--threshold \(t): no layer has combined_score >= \(t) (the best, layer \(ranking[0]), has \(scores[ranking[0]]))")
             }
         }
-        var selected = Set(chosenLayers.map(group(forLayer:)))
+        var selected = Set(chosenLayers.map(TextLayers.group(producing:)))
         if case .frontContiguous = policy {
             let m = chosenLayers.max()!
             let window = Set((0..<m).map { TrainableGroup.block($0) })
@@ -346,7 +346,7 @@ public enum LayerSelector {
         let all = selected.union(extraSet).sorted()
         let rank = Dictionary(uniqueKeysWithValues: ranking.enumerated().map { ($1, $0 + 1) })
         let chosen = chosenLayers.map { l in
-            LayerSelection.Choice(layer: l, name: "hidden_states[\(l)]", group: group(forLayer: l).description,
+            LayerSelection.Choice(layer: l, name: TextLayers.name(layer: l), group: TextLayers.group(producing: l).description,
                                   rank: rank[l]!, combinedScore: scores[l])
         }
         var summary = "\(policy.description) on rankings.combined chose " +
@@ -374,7 +374,7 @@ public enum LayerSelector {
             hfPatterns: all.flatMap(GroupPatterns.hf),
             openClipPatterns: all.flatMap(GroupPatterns.openClip),
             textBlocks: L,
-            layerDefinition: "layer l = hidden_states[l]; layer l >= 1 is the output of block l-1 (text_model.encoder.layers.{l-1}, transformer.resblocks.{l-1}), layer 0 the embeddings",
+            layerDefinition: TextLayers.definition,
             policy: .init(name: policy.name, k: k, threshold: threshold, extras: extras.name, rule: policy.rule),
             why: .init(ranking: ranking, combinedScore: scores, chosen: chosen, filled: filled.map(\.description), summary: summary),
             provenance: prov)

@@ -205,7 +205,7 @@ public enum Sweep {
         var provenance = runSettings
         provenance.merge([
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": config.commandLine,
-            "base_model": config.model.path, "data": config.trainData.path, "layer_definition": SweepFiles.layerDefinition,
+            "base_model": config.model.path, "data": config.trainData.path, "layer_definition": TextLayers.definition,
             "trainable_spec": "sweep \(unit.window)", "sweep": config.out.path,
             "layer_cache": cache.map { "hidden_states[\($0.layer)]" } ?? "none",
         ]) { a, _ in a }
@@ -294,7 +294,7 @@ public enum Sweep {
             "train_data": c.trainData.path, "train_data_sha256": settings["train_data_sha256"]!,
             "eval_data": c.evalData.map(\.path), "eval_data_sha256": settings["eval_data_sha256"]!.split(separator: ",").map(String.init),
             "seeds": c.seeds.map { "\($0)" },
-            "layer_definition": SweepFiles.layerDefinition,
+            "layer_definition": TextLayers.definition,
         ]
     }
 }

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import Training
 
@@ -97,16 +98,12 @@ public enum SweepWindows {
         guard parts.count == 2, !parts[0].isEmpty, !parts[0].hasPrefix("block.") else {
             throw SweepError.settings("\(option) \(shown): expected NAME=a-b or NAME=i,j,k (a name other than block.<i>)")
         }
-        var blocks: [Int] = []
-        for item in parts[1].split(separator: ",") {
-            let ends = item.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
-            guard !ends.isEmpty, ends.count <= 2, let a = ends.first!, let b = ends.last!, 0 <= a, a <= b, b < L else {
-                throw SweepError.settings("\(option) \(shown): expected blocks within 0-\(L - 1) (the text tower has \(L) blocks), found \(item)")
-            }
-            blocks += Array(a...b)
+        guard !parts[1].isEmpty else { throw SweepError.settings("\(option) \(shown): no blocks") }
+        do {
+            return (parts[0], try TextLayers(blockCount: L).parseList(parts[1], of: .block, option: option))
+        } catch let e as TextLayersError {
+            throw SweepError.settings("\(option) \(shown): expected \(e.expected)")
         }
-        guard !blocks.isEmpty else { throw SweepError.settings("\(option) \(shown): no blocks") }
-        return (parts[0], Array(Set(blocks)).sorted())
     }
 }
 

@@ -61,7 +61,6 @@ enum SweepData {
 /// JSON files of the sweep folder: sorted keys, written by rename.
 enum SweepFiles {
     static let format = "negclip.sweep v1"
-    static let layerDefinition = "block k maps hidden_states[k] to hidden_states[k+1] (transformers' CLIPTextTransformer.encoder.layers[k]); hidden_states[0] = embeddings"
 
     static func encoder() -> JSONEncoder {
         let e = JSONEncoder()

@@ -65,15 +65,3 @@ public struct SHA256Hasher {
         return h.finalizeHex()
     }
 }
-
-/// Identity of this tool in every output it writes.
-public enum ToolInfo {
-    public static let name = "negclip"
-    public static let version = "0.1.0"
-    /// The command line as typed (arguments quoted when they need it).
-    public static var commandLine: String {
-        CommandLine.arguments.map { a in
-            a.isEmpty || a.contains(where: { " \t\"'$\\".contains($0) }) ? "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'" : a
-        }.joined(separator: " ")
-    }
-}

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 
 // The data side of an Omni-NegCLIP run (RESEARCH.md, "Omni-NegCLIP in one page"): caption records
@@ -110,13 +111,18 @@ public enum TrainableSpec {
         }
         let ends = s.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
         if !ends.isEmpty, ends.count <= 2, ends.allSatisfy({ $0 != nil }) {
-            let a = ends[0]!, b = ends.last!!
-            guard 0 <= a, a <= b, b < L else {
-                throw TrainingError.groups("block range \(s) is outside 0-\(L - 1) (the text tower has \(L) blocks)")
+            do {
+                let r = try TextLayers(blockCount: L).parseRange(s, of: .block, option: "--trainable")
+                return TrainableGroup.omni(blocks: r.lowerBound..<(r.upperBound + 1))
+            } catch let e as TextLayersError {
+                throw TrainingError.groups("block range \(s): expected \(e.expected)")
             }
-            return TrainableGroup.omni(blocks: a..<(b + 1))
         }
-        let groups = try s.split(separator: ",").map { try TrainableGroup(parsing: $0.trimmingCharacters(in: .whitespaces), layers: L) }
+        let groups = try s.split(separator: ",").map { part in
+            do { return try TrainableGroup(parsing: part.trimmingCharacters(in: .whitespaces), layers: L) } catch let e as TextLayersError {
+                throw TrainingError.groups("unknown group \(e.found): use \(e.expected)")
+            }
+        }
         guard !groups.isEmpty else { throw TrainingError.groups("empty --trainable; use e.g. 0-5, front, or block.3,final_ln") }
         return Set(groups)
     }

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 
 /// AdamW with decoupled weight decay and bias correction (Loshchilov & Hutter 2019; the update of

@@ -51,65 +51,6 @@ public final class Tensor<T: Real>: @unchecked Sendable {
     public func zero() { UnsafeMutableRawPointer(data).initializeMemory(as: UInt8.self, repeating: 0, count: count * MemoryLayout<T>.stride) }
 }
 
-/// Trainable groups after open_clip's partition of the text tower (`embeddings`, `block.{i}`,
-/// `final_ln`, `projection`, `logit_scale`). The same split drives freezing and, later, per-group
-/// learning rates. Ordered from the bottom of the tower up; `logit_scale` sits outside the tower.
-public enum TrainableGroup: Hashable, Comparable, Sendable, CustomStringConvertible {
-    case embeddings
-    case block(Int)
-    case finalLN
-    case projection
-    case logitScale
-
-    /// Position from the bottom of the tower (embeddings 0, block i at 1 + i, ...).
-    var depth: Int {
-        switch self {
-        case .embeddings: 0
-        case let .block(i): 1 + i
-        case .finalLN: 1_000_000
-        case .projection: 1_000_001
-        case .logitScale: 1_000_002
-        }
-    }
-
-    public static func < (a: Self, b: Self) -> Bool { a.depth < b.depth }
-
-    public var description: String {
-        switch self {
-        case .embeddings: "embeddings"
-        case let .block(i): "block.\(i)"
-        case .finalLN: "final_ln"
-        case .projection: "projection"
-        case .logitScale: "logit_scale"
-        }
-    }
-
-    /// Parses `embeddings`, `block.3`, `final_ln`, `projection`, `logit_scale`.
-    public init(parsing s: String, layers: Int) throws {
-        switch s {
-        case "embeddings": self = .embeddings
-        case "final_ln": self = .finalLN
-        case "projection": self = .projection
-        case "logit_scale": self = .logitScale
-        default:
-            guard s.hasPrefix("block."), let i = Int(s.dropFirst(6)), (0..<layers).contains(i) else {
-                throw TrainingError.groups("unknown group '\(s)': use embeddings, block.0...block.\(layers - 1), final_ln, projection, logit_scale")
-            }
-            self = .block(i)
-        }
-    }
-
-    /// Every group of a text tower with `layers` blocks.
-    public static func all(layers: Int) -> [TrainableGroup] {
-        [.embeddings] + (0..<layers).map { .block($0) } + [.finalLN, .projection, .logitScale]
-    }
-
-    /// The released Omni-NegCLIP choice: blocks `blocks` plus embeddings, final LN, projection, scale.
-    public static func omni(blocks: Range<Int>) -> Set<TrainableGroup> {
-        Set([.embeddings, .finalLN, .projection, .logitScale] + blocks.map { .block($0) })
-    }
-}
-
 /// Parameters of one pre-LN block. q/k/v are fused into [3C, C] / [3C] (rows q, then k, then v, as the
 /// inference code does); `named` maps them back to HF's three keys.
 public final class BlockParameters<T: Real>: @unchecked Sendable {

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 
 /// One input of a loss in a text-side step: token sequences run through the (partly) trainable text

@@ -68,7 +68,7 @@ struct DumpCommand: ParsableCommand {
         if let chunkItems, chunkItems < 1 { throw ValidationError("--chunk-items must be at least 1") }
         if expectJSON != nil && resume { throw ValidationError("--expect-json needs an uninterrupted run (no --resume)") }
         if overwrite && resume { throw ValidationError("--overwrite and --resume exclude each other: --resume continues OUT.partial, --overwrite starts over") }
-        if let layers { _ = try parseLayerList(layers) }
+        if let layers { _ = try TextLayers.parseList(layers, of: .layer, option: "--layers") }
     }
 
     func run() throws {
@@ -81,10 +81,7 @@ struct DumpCommand: ParsableCommand {
         let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: images ? .all : .text)
         let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
         let L = dumper.numHiddenLayers
-        let layerList = try layers.map(parseLayerList) ?? Array(0...L)
-        if let bad = layerList.first(where: { $0 > L }) {
-            throw CommandFailure("--layers: \(bad) is out of range: hidden_states has indices 0...\(L) (0 = embeddings, \(L) = last block)")
-        }
+        let layerList = try layers.map { try TextLayers(blockCount: L).parseList($0, of: .layer, option: "--layers") } ?? Array(0...L)
         var request = DumpRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out))
         request.layers = layerList
         request.tokens = tokens
@@ -128,20 +125,6 @@ struct DumpCommand: ParsableCommand {
 }
 
 extension TokenMode: ExpressibleByArgument {}
-
-/// "0,3,5-7" -> [0, 3, 5, 6, 7] (sorted, distinct): hidden_states indices.
-func parseLayerList(_ s: String) throws -> [Int] {
-    var out = Set<Int>()
-    for part in s.split(separator: ",", omittingEmptySubsequences: false) {
-        let p = part.trimmingCharacters(in: .whitespaces)
-        let ends = p.split(separator: "-", omittingEmptySubsequences: false)
-        guard (1...2).contains(ends.count), let a = Int(ends[0]), let b = Int(ends[ends.count - 1]), a >= 0, a <= b else {
-            throw ValidationError("--layers: expected a list like 0,3,5-7 of hidden_states indices, found \"\(s)\"")
-        }
-        out.formUnion(a...b)
-    }
-    return out.sorted()
-}
 
 /// Progress on stderr: a redrawn bar with rate and ETA on a terminal, a line per 10% otherwise.
 final class ProgressLine {

@@ -96,7 +96,7 @@ struct PretrainCommand: ParsableCommand {
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
             "world": world, "init": "transformers CLIPPreTrainedModel._init_weights, normals from SplitMix64(seed) via Box-Muller in HF key order",
             "parameters": "\(parameterCount)",
-            "layer_definition": "text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] to hidden_states[i+1] (hidden_states[0] = embeddings)",
+            "layer_definition": TextLayers.definition,
         ]) { a, _ in a }
         let pre = PretrainingRun(run: runDir, config: cfg, saveEvery: saveEvery, keep: keep, provenance: provenance, settings: settings)
         if !FileManager.default.fileExists(atPath: pre.initURL.appendingPathComponent("model.safetensors").path) {

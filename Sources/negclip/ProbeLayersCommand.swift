@@ -1,3 +1,4 @@
+import CLIP
 import ArgumentParser
 import Foundation
 import Probing
@@ -11,7 +12,7 @@ struct ProbeLayersCommand: ParsableCommand {
         abstract: "Measure where the text encoder learns negation: separation, linear probes, rankings (report in --out).",
         discussion: """
         Layer l = hidden_states[l] (0 = embeddings, l = output of text block l-1, L = before the final
-        LayerNorm), also named blocks.{l-1}.hook_resid_post. Records mode (--model, --data, --split)
+        LayerNorm), also named text.blocks.{l-1}.hook_resid_post. Records mode (--model, --data, --split)
         dumps the split's captions in-process to OUT/dump.h5; --dump FILE.h5 measures an existing dump
         (labels from /text/labels; --data joins the records by item id for the other tasks).
         Probe tasks are the YAML/JSON files of --tasks (default probes/). Baselines: chance, bag of
@@ -57,7 +58,7 @@ struct ProbeLayersCommand: ParsableCommand {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
-        if let sweepBlocks { _ = try parseLayerList(sweepBlocks) }
+        if let sweepBlocks { _ = try TextLayers.parseList(sweepBlocks, of: .block, option: "--sweep-blocks") }
         if let select { _ = try SelectionPolicy(name: select, k: selectK) }
         if plan != nil && collect != nil { throw ValidationError("--plan and --collect: one at a time (plan, run the jobs, then collect)") }
         if (plan != nil || collect != nil) && out != nil { throw ValidationError("--out: the report of --plan/--collect DIR goes into DIR") }
@@ -129,7 +130,7 @@ struct ProbeLayersCommand: ParsableCommand {
             config.learningRate = sweepLR
             config.batch = sweepBatch
             config.seeds = parsedSweepSeeds!
-            config.blocks = try sweepBlocks.map(parseLayerList)
+            config.blocks = try sweepBlocks.map { try TextLayers.parseList($0, of: .block, option: "--sweep-blocks") }
             config.commandLine = ToolInfo.commandLine
             request.sweep = config
         } else if sweep {

@@ -1,3 +1,4 @@
+import CLIP
 import ArgumentParser
 import Foundation
 import Probing
@@ -81,7 +82,7 @@ extension ProbeLayersCommand {
             "provenance": [
                 "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
                 "created_utc": ISO8601DateFormatter().string(from: Date()),
-                "layer_definition": "layer l = transformers' hidden_states[l] (0 = embeddings, l = output of text block l-1); block k maps hidden_states[k] to hidden_states[k+1]",
+                "layer_definition": TextLayers.definition,
                 "sweep_seeds": config.seeds.map { "\($0)" },
                 "probe_seeds": request.options.settings.seeds.map { "\($0)" },
             ] as [String: Any],

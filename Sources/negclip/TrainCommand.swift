@@ -148,7 +148,7 @@ struct TrainCommand: ParsableCommand {
         provenance.merge([
             "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
             "base_model": modelPath, "data": data,
-            "layer_definition": "trainable text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] to hidden_states[i+1] (hidden_states[0] = embeddings)",
+            "layer_definition": TextLayers.definition,
             "trainable_spec": layers.map { "layers.json \($0)" } ?? trainable ?? "front", "truncated_captions": "\(truncated)",
         ]) { a, _ in a }
         provenance.merge(layersProvenance) { a, _ in a }

@@ -93,7 +93,7 @@ import TestSupport
         #expect(noPartial.stderr.contains("x.h5.partial: missing file"), "\(noPartial.stderr)")
         let badLayers = try negclip(dumpArgs(data: data, out: out).map { $0 == "0,1-3" ? "0,9" : $0 })
         #expect(badLayers.status != 0)
-        #expect(badLayers.stderr.contains("--layers: 9 is out of range"), "\(badLayers.stderr)")
+        #expect(badLayers.stderr.contains("--layers 0,9: expected hidden_states indices within 0-3"), "\(badLayers.stderr)")
         let badData = dir.appendingPathComponent("bad.jsonl")
         try "{\"id\": 1}\n".write(to: badData, atomically: true, encoding: .utf8)
         let bad = try negclip(dumpArgs(data: badData, out: out))
@@ -156,7 +156,7 @@ import TestSupport
 
         let layers = try negclip(dumpArgs(data: try captions(dir, count: 3), out: out).map { $0 == "0,1-3" ? "0,9" : $0 })
         #expect(layers.status == 1)
-        #expect(layers.stderr.hasPrefix("negclip: --layers: 9 is out of range"), "\(layers.stderr)")
+        #expect(layers.stderr.hasPrefix("negclip: --layers 0,9: expected hidden_states indices within 0-3"), "\(layers.stderr)")
         #expect(!layers.stderr.contains("Usage"), "\(layers.stderr)")
 
         let malformed = try negclip(["dump", "--model", Fixtures.url("tiny-clip").path, "--bogus"])

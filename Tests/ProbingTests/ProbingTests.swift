@@ -6,19 +6,6 @@ import Testing
 import TestSupport
 @testable import Probing
 
-/// Layer naming: one canonical list, checked exactly.
-@Suite struct LayerNameTests {
-    @Test func exactListForThreeBlocks() {
-        let all = LayerNames.all(numHiddenLayers: 3)
-        #expect(all.map(\.index) == [0, 1, 2, 3])
-        #expect(all.map(\.name) == ["hidden_states[0]", "hidden_states[1]", "hidden_states[2]", "hidden_states[3]"])
-        #expect(all.map(\.hook) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post",
-                                    "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"])
-        #expect(LayerNames.layer(ofBlock: 0) == 1)
-        #expect(LayerNames.layer(ofBlock: 11) == 12)
-    }
-}
-
 /// Deterministic Gaussian data for the tests.
 struct Gauss {
     var rng: SplitMix64

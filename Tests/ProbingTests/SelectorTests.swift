@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import Testing
 import TestSupport
@@ -7,7 +8,7 @@ import Training
 /// A report.json in probe-layers' fixed shape for a `blocks`-block tower.
 func makeReport(blocks L: Int, ranking: [Int], scores: [Double], modelSHA: String = "ab12cd34ef") throws -> Data {
     let layers: [[String: Any]] = (0...L).map { l in
-        ["index": l, "name": "hidden_states[\(l)]", "hook": l == 0 ? "blocks.0.hook_resid_pre" : "blocks.\(l - 1).hook_resid_post"]
+        ["index": l, "name": "hidden_states[\(l)]", "hook": TextLayers.hook(layer: l)]
     }
     let report: [String: Any] = [
         "layers": layers,

@@ -1,3 +1,4 @@
+import CLIP
 import Foundation
 import SafeTensors
 import Testing

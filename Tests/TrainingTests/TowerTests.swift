@@ -92,8 +92,8 @@ import TestSupport
 
     @Test func groupParsing() throws {
         #expect(try TrainableGroup(parsing: "block.11", layers: 12) == .block(11))
-        #expect(throws: TrainingError.self) { try TrainableGroup(parsing: "block.12", layers: 12) }
-        #expect(throws: TrainingError.self) { try TrainableGroup(parsing: "layer.0", layers: 12) }
+        #expect(throws: TextLayersError.self) { try TrainableGroup(parsing: "block.12", layers: 12) }
+        #expect(throws: TextLayersError.self) { try TrainableGroup(parsing: "layer.0", layers: 12) }
         #expect(TrainableGroup.all(layers: 2).map(\.description) == ["embeddings", "block.0", "block.1", "final_ln", "projection", "logit_scale"])
         #expect(TrainableGroup.embeddings < .block(0) && .block(3) < .block(10) && .block(11) < .finalLN)
     }

@@ -209,8 +209,8 @@ def test_report_files_agree():
                 sorted_keys(v, f"{where}[{i}]")
     sorted_keys(report)
     n = len(report["layers"])
-    assert report["layers"][0] == {"index": 0, "name": "hidden_states[0]", "hook": "blocks.0.hook_resid_pre"}
-    assert report["layers"][2] == {"index": 2, "name": "hidden_states[2]", "hook": "blocks.1.hook_resid_post"}
+    assert report["layers"][0] == {"index": 0, "name": "hidden_states[0]", "hook": "text.blocks.0.hook_resid_pre"}
+    assert report["layers"][2] == {"index": 2, "name": "hidden_states[2]", "hook": "text.blocks.1.hook_resid_post"}
     for key, order in report["rankings"].items():
         assert sorted(order) == list(range(n)), (key, order)
     assert "combined" in report["rankings"]
