@@ -98,6 +98,7 @@ public struct DumpResult: Sendable {
 /// Errors of the dump pipeline itself (input and store errors come from `CaptionFile` and the store).
 public enum DumpError: Error, Equatable, CustomStringConvertible {
     case outputExists(file: String)
+    case outputIsDirectory(file: String)
     case noCaptions(file: String)
     case noImages(file: String)
     case noProjection(model: String)
@@ -109,6 +110,8 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
             return "\(file): expected a new output file, found a finished dump: pass --overwrite to replace it "
                 + "(the old file stays until the new one is complete) or --resume to continue an interrupted "
                 + "dump (\(file)\(StoreSchema.partialSuffix)), or choose another --out"
+        case .outputIsDirectory(let file):
+            return "\(file): expected the path of the output .h5 file, found a directory: name a file, e.g. --out \(URL(fileURLWithPath: file).appendingPathComponent("dump.h5").path)"
         case .noCaptions(let file):
             return "\(file): expected at least one caption, found none (mcq, query and boxes records have no caption to dump)"
         case .noImages(let file):
@@ -159,6 +162,11 @@ public final class TextDumper {
     public func dump(_ request: DumpRequest, progress: (DumpProgress) -> Void = { _ in }) throws -> DumpResult {
         let text = model.text!
         let out = request.out
+        // Before anything is read: the rename at the end would fail on a directory.
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DumpError.outputIsDirectory(file: out.path)
+        }
         if !request.resume && !request.overwrite && FileManager.default.fileExists(atPath: out.path) {
             throw DumpError.outputExists(file: out.path)
         }
@@ -210,7 +218,7 @@ public final class TextDumper {
             truncatedCaptions: scan.truncated, shard: shard)
 
         // Shards of a job array write into one folder that no task has to create first.
-        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try HiddenStateWriter.createFolder(for: out)
         let writer: HiddenStateWriter
         var resumedAt: Int?
         if request.resume {

@@ -256,6 +256,36 @@ import TestSupport
         try killAndResume("shard-images-250", ["--shard", "0/3"], unit: "images", at: 250, reference: shardRef, items: 320)
     }
 
+    /// A directory where a file is expected: one line naming the path and what was expected, exit 1,
+    /// nothing written (old: `--data DIR` printed Foundation's "The operation could not be completed"
+    /// without the path; `--out DIR` said "found a finished dump").
+    @Test func directoriesWhereFilesAreExpectedAreNamed() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli-dirs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try captions(dir, count: 3)
+        let folder = dir.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+
+        let asData = try negclip(dumpArgs(data: folder, out: dir.appendingPathComponent("x.h5")))
+        #expect(asData.status == 1)
+        #expect(asData.stderr.hasSuffix("negclip: \(folder.path): expected a .jsonl dataset or a text file with one caption per line, found a directory\n"), "\(asData.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("x.h5.partial").path))
+
+        for extra in [[], ["--overwrite"], ["--resume"]] {
+            let asOut = try negclip(dumpArgs(data: data, out: folder) + extra)
+            #expect(asOut.status == 1, "\(extra)")
+            #expect(asOut.stderr.hasSuffix("negclip: \(folder.path): expected the path of the output .h5 file, found a directory: name a file, e.g. --out \(folder.path)/dump.h5\n"), "\(extra): \(asOut.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: folder.path + ".partial"))
+        }
+
+        // A file where the output's folder should be (old: "A file with the same name already exists.").
+        let underFile = data.appendingPathComponent("sub/x.h5")
+        let inFile = try negclip(dumpArgs(data: data, out: underFile))
+        #expect(inFile.status == 1)
+        #expect(inFile.stderr.hasSuffix("negclip: \(data.path): expected a folder to hold \(underFile.path), found a file\n"), "\(inFile.stderr)")
+    }
+
     /// The pipeline runs in-process (what `probe-layers` does) and writes what `negclip dump` writes.
     @Test func textDumperInProcessMatchesTheCLI() throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))

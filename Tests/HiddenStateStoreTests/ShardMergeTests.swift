@@ -262,6 +262,25 @@ import TestSupport
         #expect(try sameContent(out, whole).isEmpty)
     }
 
+    /// A directory given where merge expects a file: one line naming it and what was expected (old:
+    /// a shard directory failed in libhdf5's H5Fopen; --out DIR said "found an existing one").
+    @Test func mergeNamesDirectoriesGivenForFiles() throws {
+        let dir = try Fixtures.tempDir("shard-dirs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let folder = dir.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let out = dir.appendingPathComponent("all.h5")
+        let shardDir = try negclip(["merge", "--out", out.path, folder.path])
+        #expect(shardDir.status == 1)
+        #expect(shardDir.stderr == "negclip: \(folder.path): expected a shard file written by `negclip dump --shard K/N`, found a directory\n", "\(shardDir.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path) && !FileManager.default.fileExists(atPath: out.path + ".partial"))
+        for extra in [[], ["--overwrite"]] {
+            let outDir = try negclip(["merge"] + extra + ["--out", folder.path, dir.appendingPathComponent("s0.h5").path])
+            #expect(outDir.status == 1)
+            #expect(outDir.stderr == "negclip: \(folder.path): expected the path of the merged .h5 file, found a directory: name a file, e.g. --out \(folder.path)/merged.h5\n", "\(extra): \(outDir.stderr)")
+        }
+    }
+
     /// Bad shard options and variables stop `dump` with one line before anything is written.
     @Test func dumpRefusesBadShards() throws {
         let dir = try Fixtures.tempDir("shard-dump")
