@@ -31,6 +31,10 @@ public struct CaptionFile: Sendable {
     public let isJSONL: Bool
 
     public init(url: URL) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DataError(.unreadableFile, file: url.path, "expected a .jsonl dataset or a text file with one caption per line, found a directory")
+        }
         guard FileManager.default.isReadableFile(atPath: url.path) else {
             throw DataError(.unreadableFile, file: url.path, "expected a readable .jsonl dataset or a text file with one caption per line")
         }

@@ -76,7 +76,7 @@ public struct DumpRequest: Sendable {
     public var commandLine = ""
     /// Also write every value handed to the writer as JSON here (`StoreSidecar`, for the Python checks).
     public var sidecar: URL?
-    /// Testing aid: sleep this long after each encoder call (crash tests need a slow dump).
+    /// Testing aid: sleep this long after each encoder call, text and images (crash tests need a slow dump).
     public var delayPerBatchMilliseconds = 0
 
     public init(data: URL, out: URL) {
@@ -98,6 +98,7 @@ public struct DumpResult: Sendable {
 /// Errors of the dump pipeline itself (input and store errors come from `CaptionFile` and the store).
 public enum DumpError: Error, Equatable, CustomStringConvertible {
     case outputExists(file: String)
+    case outputIsDirectory(file: String)
     case noCaptions(file: String)
     case noImages(file: String)
     case noProjection(model: String)
@@ -109,6 +110,8 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
             return "\(file): expected a new output file, found a finished dump: pass --overwrite to replace it "
                 + "(the old file stays until the new one is complete) or --resume to continue an interrupted "
                 + "dump (\(file)\(StoreSchema.partialSuffix)), or choose another --out"
+        case .outputIsDirectory(let file):
+            return "\(file): expected the path of the output .h5 file, found a directory: name a file, e.g. --out \(URL(fileURLWithPath: file).appendingPathComponent("dump.h5").path)"
         case .noCaptions(let file):
             return "\(file): expected at least one caption, found none (mcq, query and boxes records have no caption to dump)"
         case .noImages(let file):
@@ -159,6 +162,11 @@ public final class TextDumper {
     public func dump(_ request: DumpRequest, progress: (DumpProgress) -> Void = { _ in }) throws -> DumpResult {
         let text = model.text!
         let out = request.out
+        // Before anything is read: the rename at the end would fail on a directory.
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: out.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DumpError.outputIsDirectory(file: out.path)
+        }
         if !request.resume && !request.overwrite && FileManager.default.fileExists(atPath: out.path) {
             throw DumpError.outputExists(file: out.path)
         }
@@ -210,7 +218,7 @@ public final class TextDumper {
             truncatedCaptions: scan.truncated, shard: shard)
 
         // Shards of a job array write into one folder that no task has to create first.
-        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try HiddenStateWriter.createFolder(for: out)
         let writer: HiddenStateWriter
         var resumedAt: Int?
         if request.resume {
@@ -229,7 +237,6 @@ public final class TextDumper {
             var enc = try model.encodeText(ids: ids, tokens: request.tokens, layers: layers)
             enc.lastHiddenState = nil  // not stored: do not keep it in the writer's queue
             if delay > 0 { usleep(useconds_t(delay * 1000)) }
-            sidecar?.add(TextBatch(items: items, encoding: enc))
             return enc
         }
         var encodeImages: (([String]) throws -> [Float])?
@@ -241,12 +248,14 @@ public final class TextDumper {
                     try ImageDecoder.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
                 }
                 let enc = try model.encodeImages(pixels: pre.batch(decoded), count: paths.count)
-                sidecar?.addImages(ids: paths, embeds: enc.embeds)
+                if delay > 0 { usleep(useconds_t(delay * 1000)) }
                 return enc.embeds
             }
         }
         try Self.run(input: input, scan: scan, writer: writer, batchSize: request.batchSize,
-                     encode: encode, encodeImages: encodeImages, items: shard?.items, images: shard?.images, progress: progress)
+                     encode: encode, encodeImages: encodeImages, items: shard?.items, images: shard?.images,
+                     progress: progress, written: sidecar == nil ? nil : { sidecar?.add($0) },
+                     writtenImages: sidecar == nil ? nil : { sidecar?.addImages(ids: $0, embeds: $1) })
         if let url = request.sidecar, let sidecar { try sidecar.write(to: url) }
         return DumpResult(url: out, scan: scan, layout: layout, provenance: provenance, resumedAt: resumedAt)
     }
@@ -278,37 +287,58 @@ public final class TextDumper {
         return s
     }
 
-    /// Encodes every item of `items` (default: all) after the first `writer.itemsAppended` of them
-    /// (so a resumed writer continues where its file stops), then the distinct images of `images`
-    /// when `encodeImages` is given, then finishes. The ranges are a shard's (`StoreShard`).
+    /// Encodes every item of `items` (default: all) that the writer does not hold yet, then the
+    /// distinct images of `images` that it does not hold yet when `encodeImages` is given, then
+    /// finishes. The ranges are a shard's (`StoreShard`).
+    ///
+    /// Batches follow the global grid of `batchSize` (item k is in batch floor(k / batchSize), image
+    /// j likewise), so a shard or a resumed dump encodes every caption and image in the same batch as
+    /// the whole uninterrupted dump does: BLAS rounds differently for batches of different
+    /// composition. A resumed writer holds the first `writer.itemsAppended` items of the range (a
+    /// multiple of the chunk size, which need not be one of `batchSize`): the run re-encodes the
+    /// whole batch that holds the first missing item, from its start on the grid, and hands the
+    /// writer only the missing rows (`ResumeGrid`). Images the same way.
+    ///
+    /// `written` and `writtenImages` see exactly what is handed to the writer (the sidecar).
     public static func run(input: CaptionFile, scan: DumpScan, writer: HiddenStateWriter, batchSize: Int,
                            encode: ([DumpItem]) throws -> TextEncoding,
                            encodeImages: (([String]) throws -> [Float])? = nil,
                            items: Range<Int>? = nil, images: Range<Int>? = nil,
-                           progress: (DumpProgress) -> Void = { _ in }) throws {
+                           progress: (DumpProgress) -> Void = { _ in },
+                           written: ((TextBatch) -> Void)? = nil,
+                           writtenImages: ((_ ids: [String], _ embeds: [Float]) -> Void)? = nil) throws {
         precondition(batchSize > 0, "batchSize must be positive")
         let itemRange = items ?? 0..<scan.items
-        let skip = writer.itemsAppended
+        let text = ResumeGrid(range: itemRange, held: writer.itemsAppended, batchSize: batchSize)
         var index = 0
         var batch: [DumpItem] = []
+        var batchStart = 0  // global index of batch[0]
         func flush() throws {
             if batch.isEmpty { return }
-            try writer.append(TextBatch(items: batch, encoding: try encode(batch)))
+            var b = TextBatch(items: batch, encoding: try encode(batch))
+            // Rows the writer already holds (the head of the first batch of a resumed run; all of
+            // it only when the input shrank, which the count check below reports).
+            let held = min(batch.count, text.held(inBatchStartingAt: batchStart))
             batch.removeAll(keepingCapacity: true)
+            if held == b.count { return }
+            if held > 0 { b = b.dropFirst(held) }
+            written?(b)
+            try writer.append(b)
             progress(.text(done: writer.itemsAppended, total: itemRange.count))
         }
-        progress(.text(done: skip, total: itemRange.count))
-        try input.forEach { item in
-            defer { index += 1 }
-            if index >= itemRange.upperBound { return false }
-            if index < itemRange.lowerBound + skip { return true }
-            batch.append(item)
-            // Batches on the global grid of `batchSize` (item k is in batch k / batchSize), so a
-            // shard or a resumed dump puts each caption in the same batch as the whole dump does.
-            if (index + 1) % batchSize == 0 { try flush() }
-            return true
+        progress(.text(done: text.heldCount, total: itemRange.count))
+        if text.encodeFrom < itemRange.upperBound {
+            try input.forEach { item in
+                defer { index += 1 }
+                if index >= itemRange.upperBound { return false }
+                if index < text.encodeFrom { return true }
+                if batch.isEmpty { batchStart = index }
+                batch.append(item)
+                if (index + 1) % batchSize == 0 { try flush() }
+                return true
+            }
+            try flush()
         }
-        try flush()
         if writer.itemsAppended != itemRange.count {
             throw HiddenStateStoreError.state(file: input.url.path,
                                               detail: "expected \(itemRange.count) items (first pass), found \(writer.itemsAppended): did the file change during the dump?")
@@ -316,30 +346,74 @@ public final class TextDumper {
 
         if let encodeImages, writer.layout.includesImages {
             let imageRange = images ?? 0..<scan.images
-            let skipImages = writer.imagesAppended
+            let grid = ResumeGrid(range: imageRange, held: writer.imagesAppended, batchSize: batchSize)
             var seen = Set<String>()
             var paths: [String] = []
+            var pathsStart = 0
             var imageIndex = 0
             func flushImages() throws {
                 if paths.isEmpty { return }
-                try writer.appendImages(ids: paths, embeds: try encodeImages(paths))
+                var ids = paths, embeds = try encodeImages(paths)
+                let held = min(paths.count, grid.held(inBatchStartingAt: pathsStart))
                 paths.removeAll(keepingCapacity: true)
+                if held == ids.count { return }
+                if held > 0 {
+                    ids.removeFirst(held)
+                    // A short array stays short: the writer names it.
+                    embeds.removeFirst(min(embeds.count, held * writer.layout.projectionDim))
+                }
+                writtenImages?(ids, embeds)
+                try writer.appendImages(ids: ids, embeds: embeds)
                 progress(.images(done: writer.imagesAppended, total: imageRange.count))
             }
-            progress(.images(done: skipImages, total: imageRange.count))
-            try input.forEach { item in
-                if imageIndex >= imageRange.upperBound { return false }
-                guard let image = item.image, seen.insert(image).inserted else { return true }
-                defer { imageIndex += 1 }
-                if imageIndex < imageRange.lowerBound + skipImages { return true }
-                paths.append(image)
-                if (imageIndex + 1) % batchSize == 0 { try flushImages() }
-                return true
+            progress(.images(done: grid.heldCount, total: imageRange.count))
+            if grid.encodeFrom < imageRange.upperBound {
+                try input.forEach { item in
+                    if imageIndex >= imageRange.upperBound { return false }
+                    guard let image = item.image, seen.insert(image).inserted else { return true }
+                    defer { imageIndex += 1 }
+                    if imageIndex < grid.encodeFrom { return true }
+                    if paths.isEmpty { pathsStart = imageIndex }
+                    paths.append(image)
+                    if (imageIndex + 1) % batchSize == 0 { try flushImages() }
+                    return true
+                }
+                try flushImages()
             }
-            try flushImages()
         }
         try writer.finish()
     }
+}
+
+/// Where a (resumed) run starts on the global batch grid: the writer already holds the first
+/// `heldCount` rows of `range` (global indices), so the first missing row is `range.lowerBound +
+/// heldCount`; encoding restarts at the start of its batch on the grid of `batchSize` (never before
+/// `range.lowerBound`, itself on the grid for a shard), and the rows before the first missing one
+/// are encoded again only so that the batch has the composition of the uninterrupted run.
+public struct ResumeGrid: Sendable, Equatable {
+    public let range: Range<Int>
+    public let heldCount: Int
+    public let batchSize: Int
+
+    public init(range: Range<Int>, held: Int, batchSize: Int) {
+        precondition(batchSize > 0 && (0...range.count).contains(held), "held \(held) of \(range)")
+        self.range = range
+        self.heldCount = held
+        self.batchSize = batchSize
+    }
+
+    /// Global index of the first row the writer lacks.
+    public var firstMissing: Int { range.lowerBound + heldCount }
+
+    /// Global index of the first row to encode: the start of `firstMissing`'s batch (the end of the
+    /// range when nothing is missing).
+    public var encodeFrom: Int {
+        if firstMissing >= range.upperBound { return range.upperBound }
+        return max(range.lowerBound, firstMissing / batchSize * batchSize)
+    }
+
+    /// Rows at the head of the batch starting at global index `start` that the writer already holds.
+    public func held(inBatchStartingAt start: Int) -> Int { max(0, firstMissing - start) }
 }
 
 extension TextBatch {
@@ -347,5 +421,26 @@ extension TextBatch {
     public init(items: [DumpItem], encoding: TextEncoding) {
         self.init(ids: items.map(\.id), captions: items.map(\.caption), labels: items.map(\.label),
                   pairIDs: items.map(\.pairID), encoding: encoding)
+    }
+
+    /// The batch without its first `k` items: every per-item array and every row of the encoding
+    /// (end-of-text rows per layer, token rows, pooled, embeds) from item k on, values unchanged.
+    public func dropFirst(_ k: Int) -> TextBatch {
+        precondition((0...count).contains(k), "dropFirst(\(k)) of a batch of \(count)")
+        let e = encoding, n = e.count, m = n - k, W = e.width, P = e.projectionDim
+        var eos: [Float] = []
+        eos.reserveCapacity(e.layers.count * m * W)
+        for li in e.layers.indices { eos += e.eosHiddenStates[((li * n + k) * W)..<((li + 1) * n * W)] }
+        let tokenRow = e.tokenOffset(k) * W  // packed [sum(lengths), width]: items k... start here
+        return TextBatch(
+            ids: Array(ids.dropFirst(k)), captions: Array(captions.dropFirst(k)), labels: Array(labels.dropFirst(k)),
+            pairIDs: Array(pairIDs.dropFirst(k)),
+            encoding: TextEncoding(
+                count: m, width: W, projectionDim: P, layers: e.layers,
+                lengths: Array(e.lengths.dropFirst(k)), eosIndex: Array(e.eosIndex.dropFirst(k)),
+                inputIDs: Array(e.inputIDs.dropFirst(k)), eosHiddenStates: eos,
+                tokenHiddenStates: e.tokenHiddenStates?.map { Array($0.dropFirst(tokenRow)) },
+                lastHiddenState: e.lastHiddenState.map { Array($0.dropFirst(tokenRow)) },
+                pooled: Array(e.pooled.dropFirst(k * W)), embeds: Array(e.embeds.dropFirst(k * P))))
     }
 }

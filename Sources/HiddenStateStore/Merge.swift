@@ -108,11 +108,14 @@ public enum StoreMerger {
         guard !request.shards.isEmpty else {
             throw MergeError.refused(file: out.path, detail: "expected at least one shard file to merge, found none")
         }
+        if isDirectory(out) {
+            throw MergeError.refused(file: out.path, detail: "expected the path of the merged .h5 file, found a directory: name a file, e.g. --out \(out.appendingPathComponent("merged.h5").path)")
+        }
         if !request.overwrite && FileManager.default.fileExists(atPath: out.path) {
             throw MergeError.refused(file: out.path, detail: "expected a new output file, found an existing one: pass --overwrite to replace it (it stays until the new file is complete) or choose another --out")
         }
         let shards = try open(request.shards, out: out)
-        try FileManager.default.createDirectory(at: out.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try HiddenStateWriter.createFolder(for: out)
         let ref = shards[0]
         let info = ref.reader.info
         let layout = info.layout
@@ -162,6 +165,11 @@ public enum StoreMerger {
 
     // MARK: checks
 
+    static func isDirectory(_ url: URL) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+
     /// Opens every shard and checks it is complete, consistent with the others, and that together
     /// they hold every item once. Returns them in item order.
     static func open(_ urls: [URL], out: URL) throws -> [Shard] {
@@ -180,6 +188,9 @@ public enum StoreMerger {
                     throw MergeError.refused(file: url.path, detail: "incomplete shard: only \(partial.lastPathComponent) exists (its dump was interrupted): finish it with the same `negclip dump` command plus --resume")
                 }
                 throw MergeError.refused(file: url.path, detail: "missing shard file: expected a file written by `negclip dump --shard K/N`")
+            }
+            if isDirectory(url) {
+                throw MergeError.refused(file: url.path, detail: "expected a shard file written by `negclip dump --shard K/N`, found a directory")
             }
             let reader = try HiddenStateReader(url: url)  // refuses complete = 0 with its own line
             guard let shard = reader.info.provenance.shard else {

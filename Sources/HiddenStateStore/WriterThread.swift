@@ -110,6 +110,24 @@ public final class HiddenStateWriter {
         }
     }
 
+    /// Creates the folder that will hold `url` (shards of a job array write into one folder that no
+    /// task has to create first). Throws one line naming the folder when a file is in the way or
+    /// the folder cannot be made (Foundation's own error does not name it).
+    public static func createFolder(for url: URL) throws {
+        let folder = url.deletingLastPathComponent()
+        var ancestor = folder
+        while ancestor.path != "/" && !FileManager.default.fileExists(atPath: ancestor.path) { ancestor.deleteLastPathComponent() }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: ancestor.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw HiddenStateStoreError.invalidArgument(file: ancestor.path, detail: "expected a folder to hold \(url.path), found a file")
+        }
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } catch {
+            throw HiddenStateStoreError.invalidArgument(file: folder.path, detail: "expected a folder to hold \(url.path), could not create it: \(error.localizedDescription)")
+        }
+    }
+
     private func checkOpen() throws {
         if finishedOrClosed { throw HiddenStateStoreError.state(file: partialURL.path, detail: "append after finish/close") }
     }

@@ -201,6 +201,91 @@ import TestSupport
         #expect(try HiddenStateReader(url: dir.appendingPathComponent("s.h5")).info.provenance.truncatedCaptions == 0)
     }
 
+    /// A resumed dump equals the uninterrupted one bit for bit when the chunk size (100) is not a
+    /// multiple of --batch (64): killed in the text phase and in the image phase (text tail of 30
+    /// still uncommitted), and a shard killed in its image phase (old: `--resume` encoded items
+    /// 300...319 as a batch of their own instead of inside batch 256...319).
+    @Test func resumeOffTheBatchGridEqualsUninterrupted() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli-grid")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // 1030 captions naming 1000 distinct images (links to one small picture).
+        let images = dir.appendingPathComponent("images")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        for j in 0..<1000 {
+            try FileManager.default.createSymbolicLink(at: images.appendingPathComponent("i\(j).png"),
+                                                       withDestinationURL: Fixtures.url("images/src/rgb64.png"))
+        }
+        let data = dir.appendingPathComponent("captions.jsonl")
+        try (0..<1030).map { i in "{\"id\": \"c\(i)\", \"caption\": \"\(i % 3 == 0 ? "no" : "a") photo of \(i % 13 + 1) dogs, number \(i)\", \"image\": \"images/i\(i % 1000).png\"}" }
+            .joined(separator: "\n").write(to: data, atomically: true, encoding: .utf8)
+        func args(_ out: URL, _ extra: [String] = []) -> [String] {
+            ["dump", "--model", Fixtures.url("tiny-clip").path, "--tokenizer", Fixtures.url("tokenizer/tiny").path,
+             "--data", data.path, "--out", out.path, "--images", "--batch", "64", "--chunk-items", "100"] + extra
+        }
+        func killAndResume(_ name: String, _ extra: [String], unit: String, at done: Int, reference: URL, items total: Int) throws {
+            let out = dir.appendingPathComponent("\(name).h5")
+            let (killed, seen) = try negclipKilled(Self.binary, args(out, extra + ["--throttle-ms", "50"])) {
+                progressReached($0, unit: unit, done: done)
+            }
+            #expect(killed, "\(name): finished before the kill: \(seen)")
+            let partial = StoreSchema.partialURL(for: out)
+            let info = try HiddenStateReader(url: partial, allowIncomplete: true).info
+            // At the kill, at most two batches were queued behind the line that was seen: at least one chunk is in.
+            #expect(info.itemCount > 0 && (unit == "captions" || info.imageCount > 0), "\(name): \(info.itemCount) items, \(info.imageCount) images")
+            let resumed = try negclip(args(out, extra + ["--resume"]))
+            #expect(resumed.status == 0, "\(name): \(resumed.stderr)")
+            #expect(resumed.stderr.contains("resuming \(partial.path) at item \(info.itemCount) of \(total)"), "\(resumed.stderr)")
+            let problems = try expectSameBits(out, reference)
+            #expect(problems.isEmpty, "\(name) (resumed at item \(info.itemCount), image \(info.imageCount)): \(problems)")
+            #expect(try HiddenStateReader(url: out).info.resumes == 1)
+        }
+
+        let reference = dir.appendingPathComponent("ref.h5")
+        let ref = try negclip(args(reference))
+        #expect(ref.status == 0, "\(ref.stderr)")
+        try killAndResume("text-300", [], unit: "captions", at: 300, reference: reference, items: 1030)
+        try killAndResume("text-700", [], unit: "captions", at: 700, reference: reference, items: 1030)
+        try killAndResume("images-250", [], unit: "images", at: 250, reference: reference, items: 1030)
+        try killAndResume("images-700", [], unit: "images", at: 700, reference: reference, items: 1030)
+
+        // Shard 0/3: items 0..<320, images 0..<320 (5 batches each); killed in the image phase.
+        let shardRef = dir.appendingPathComponent("shard-ref.h5")
+        let s = try negclip(args(shardRef, ["--shard", "0/3"]))
+        #expect(s.status == 0, "\(s.stderr)")
+        try killAndResume("shard-images-250", ["--shard", "0/3"], unit: "images", at: 250, reference: shardRef, items: 320)
+    }
+
+    /// A directory where a file is expected: one line naming the path and what was expected, exit 1,
+    /// nothing written (old: `--data DIR` printed Foundation's "The operation could not be completed"
+    /// without the path; `--out DIR` said "found a finished dump").
+    @Test func directoriesWhereFilesAreExpectedAreNamed() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
+        let dir = try Fixtures.tempDir("dumpcli-dirs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let data = try captions(dir, count: 3)
+        let folder = dir.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+
+        let asData = try negclip(dumpArgs(data: folder, out: dir.appendingPathComponent("x.h5")))
+        #expect(asData.status == 1)
+        #expect(asData.stderr.hasSuffix("negclip: \(folder.path): expected a .jsonl dataset or a text file with one caption per line, found a directory\n"), "\(asData.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("x.h5.partial").path))
+
+        for extra in [[], ["--overwrite"], ["--resume"]] {
+            let asOut = try negclip(dumpArgs(data: data, out: folder) + extra)
+            #expect(asOut.status == 1, "\(extra)")
+            #expect(asOut.stderr.hasSuffix("negclip: \(folder.path): expected the path of the output .h5 file, found a directory: name a file, e.g. --out \(folder.path)/dump.h5\n"), "\(extra): \(asOut.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: folder.path + ".partial"))
+        }
+
+        // A file where the output's folder should be (old: "A file with the same name already exists.").
+        let underFile = data.appendingPathComponent("sub/x.h5")
+        let inFile = try negclip(dumpArgs(data: data, out: underFile))
+        #expect(inFile.status == 1)
+        #expect(inFile.stderr.hasSuffix("negclip: \(data.path): expected a folder to hold \(underFile.path), found a file\n"), "\(inFile.stderr)")
+    }
+
     /// The pipeline runs in-process (what `probe-layers` does) and writes what `negclip dump` writes.
     @Test func textDumperInProcessMatchesTheCLI() throws {
         try #require(FileManager.default.isExecutableFile(atPath: Self.binary.path))
@@ -249,6 +334,22 @@ import TestSupport
 /// 40%): a crash inside a chunk, with the HDF5 file open for writing. Returns whether it was killed (false:
 /// it finished first) and the stderr seen.
 func negclipKilledMidway(_ binary: URL, _ arguments: [String]) throws -> (killed: Bool, stderr: String) {
+    try negclipKilled(binary, arguments) { $0.contains("(30%)") || $0.contains("(40%)") }
+}
+
+/// Whether a progress line `LABEL DONE/TOTAL UNIT (...)` on `stderr` shows at least `done` of `unit`
+/// ("captions", "images").
+func progressReached(_ stderr: String, unit: String, done: Int) -> Bool {
+    stderr.split(separator: "\n").contains { line in
+        let p = line.split(separator: " ")
+        guard p.count > 3, p[2] == unit, p[1].contains("/"), let d = p[1].split(separator: "/").first.flatMap({ Int($0) }) else { return false }
+        return d >= done
+    }
+}
+
+/// Runs negclip with these arguments and kills it with SIGKILL as soon as `when` holds for the stderr
+/// seen so far. Returns whether it was killed (false: it finished first) and the stderr seen.
+func negclipKilled(_ binary: URL, _ arguments: [String], when: (String) -> Bool) throws -> (killed: Bool, stderr: String) {
     let p = Process()
     p.executableURL = binary
     p.arguments = arguments
@@ -261,7 +362,7 @@ func negclipKilledMidway(_ binary: URL, _ arguments: [String]) throws -> (killed
         let chunk = err.fileHandleForReading.availableData
         if chunk.isEmpty { break }
         seen += String(decoding: chunk, as: UTF8.self)
-        if seen.contains("(30%)") || seen.contains("(40%)") {
+        if when(seen) {
             kill(p.processIdentifier, SIGKILL)
             break
         }

@@ -196,3 +196,125 @@ struct FakeEncoder {
         #expect(img.ok, "\(img)")
     }
 }
+
+/// A stand-in encoder whose values depend on the batch they are computed in, as CLIP's do (BLAS
+/// rounds differently for batches of different composition): every float gets a small term from the
+/// batch's size and first caption (or image). A resumed dump that encodes an item in another batch
+/// than the uninterrupted dump writes other bits.
+struct BatchSensitiveEncoder {
+    let base: FakeEncoder
+
+    static func term(count: Int, first: String) -> Float {
+        Float(count) / 1024 + Float(first.utf8.reduce(0) { ($0 &* 31 &+ Int($1)) % 977 }) / 65536
+    }
+
+    func encode(_ items: [DumpItem]) -> TextEncoding {
+        var e = base.encode(items)
+        let t = Self.term(count: items.count, first: items[0].caption)
+        e.eosHiddenStates = e.eosHiddenStates.map { $0 + t }
+        e.tokenHiddenStates = e.tokenHiddenStates?.map { $0.map { $0 + t } }
+        e.pooled = e.pooled.map { $0 + t }
+        e.embeds = e.embeds.map { $0 + t }
+        return e
+    }
+
+    func images(_ paths: [String]) -> [Float] {
+        let t = Self.term(count: paths.count, first: paths[0])
+        return base.images(paths).map { $0 + t }
+    }
+}
+
+/// Resume at every commit point, with a chunk size (100) that is not a multiple of the batch (64):
+/// the writer fails the k-th commit between its data flush and the `items_written` update (what
+/// kill -9 there leaves), the run stops, and a resumed run must write the same bits as an
+/// uninterrupted one, for the whole input and for a shard, text and images (old: a resume at item
+/// 100 encoded 100...127 as a batch of its own instead of inside batch 64...127, and so on).
+@Suite struct ResumeOnTheBatchGrid {
+    struct Interrupted: Error {}
+
+    /// 730 captions naming 450 distinct images (in order of first appearance).
+    private func dataset() throws -> URL {
+        let url = try Fixtures.tempDir("resume-grid").appendingPathComponent("data.jsonl")
+        let lines = (0..<730).map { i in "{\"id\": \"\(i)\", \"caption\": \"caption \(i) of \(i % 11) dogs\", \"image\": \"img\(i % 450).png\"}" }
+        try lines.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    @Test func grid() {
+        // Writer holds 100 of 0..<730: encoding restarts at 64, the first 36 rows are dropped.
+        let g = ResumeGrid(range: 0..<730, held: 100, batchSize: 64)
+        #expect(g.firstMissing == 100 && g.encodeFrom == 64 && g.held(inBatchStartingAt: 64) == 36 && g.held(inBatchStartingAt: 128) == 0)
+        // A shard starting at 256: never before its start; nothing held: its start.
+        #expect(ResumeGrid(range: 256..<512, held: 0, batchSize: 64).encodeFrom == 256)
+        #expect(ResumeGrid(range: 256..<512, held: 100, batchSize: 64).encodeFrom == 320)
+        // Everything held: nothing to encode; on the grid: no row dropped.
+        #expect(ResumeGrid(range: 0..<730, held: 730, batchSize: 64).encodeFrom == 730)
+        #expect(ResumeGrid(range: 0..<730, held: 128, batchSize: 64).encodeFrom == 128)
+    }
+
+    @Test func droppingRowsKeepsTheirValues() throws {
+        var layout = StoreLayout(layers: [0, 2], numHiddenLayers: 2, width: 3, projectionDim: 2, contextLength: 9, tokens: .all)
+        layout.chunkItems = 4
+        let items = SyntheticItems(layout: layout, count: 7)
+        let dropped = items.batch(0..<7).dropFirst(3), want = items.batch(3..<7)
+        #expect(dropped.ids == want.ids && dropped.captions == want.captions && dropped.labels == want.labels && dropped.pairIDs == want.pairIDs)
+        let (d, w) = (dropped.encoding, want.encoding)
+        #expect(d.count == 4 && d.lengths == w.lengths && d.eosIndex == w.eosIndex && d.inputIDs == w.inputIDs)
+        #expect(d.eosHiddenStates == w.eosHiddenStates && d.tokenHiddenStates! == w.tokenHiddenStates! && d.pooled == w.pooled && d.embeds == w.embeds)
+        #expect(items.batch(0..<7).dropFirst(7).count == 0 && items.batch(0..<7).dropFirst(0).encoding.embeds == items.batch(0..<7).encoding.embeds)
+    }
+
+    @Test(arguments: [nil, 1] as [Int?])
+    func resumedAtEveryCommitEqualsUninterrupted(shardIndex: Int?) throws {
+        let data = try dataset()
+        let dir = data.deletingLastPathComponent()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let input = try CaptionFile(url: data)
+        let probe = FakeEncoder(layout: StoreLayout(layers: [0], numHiddenLayers: 2, width: 1, projectionDim: 1, contextLength: 77))
+        let scan = try TextDumper.scan(input) { (probe.tokens($0).count + 1, false) }
+        #expect(scan.items == 730 && scan.images == 450)
+        let lay = StoreLayout(layers: [0, 2], numHiddenLayers: 2, width: 4, projectionDim: 3, contextLength: scan.maxTokens,
+                              tokens: .all, includesImages: true, compression: .none, chunkItems: 100)
+        let enc = BatchSensitiveEncoder(base: FakeEncoder(layout: lay))
+        // Shard 1/3 in batches of 64: items 256..<512 (batches 4...7), images 128..<320 (batches 2...4).
+        let shard = shardIndex.map { StoreShard(index: $0, count: 3, totalItems: scan.items, totalImages: scan.images, unit: 64) }
+        var provenance = testProvenance()
+        provenance.shard = shard
+        func run(_ w: HiddenStateWriter) throws {
+            try TextDumper.run(input: input, scan: scan, writer: w, batchSize: 64, encode: enc.encode, encodeImages: enc.images,
+                               items: shard?.items, images: shard?.images)
+        }
+
+        let full = dir.appendingPathComponent("full.h5")
+        var commits = 0
+        do {
+            let w = try HiddenStateWriter.create(at: full, layout: lay, provenance: provenance)
+            w.betweenCommitFlushes = { commits += 1 }
+            try run(w)
+        }
+        // Whole: text 7 chunks + the tail of 30 in finish, images 4 + 50; shard: 2 + 56, 1 + 92.
+        #expect(commits == (shard == nil ? 13 : 5))
+
+        var resumedAt: [(items: Int, images: Int)] = []
+        for k in 1...commits {
+            let out = dir.appendingPathComponent("resumed-\(k).h5")
+            do {
+                let w = try HiddenStateWriter.create(at: out, layout: lay, provenance: provenance)
+                var n = 0
+                w.betweenCommitFlushes = { n += 1; if n == k { throw Interrupted() } }
+                #expect(throws: Interrupted.self) { try run(w) }
+                w.close()
+            }
+            #expect(!FileManager.default.fileExists(atPath: out.path))
+            let w = try HiddenStateWriter.resume(at: out, layout: lay, provenance: provenance)
+            resumedAt.append((w.itemsCommitted, w.imagesCommitted))
+            try run(w)
+            let problems = try expectSameBits(out, full)
+            #expect(problems.isEmpty, "interrupted at commit \(k) (resumed at item \(resumedAt.last!.items), image \(resumedAt.last!.images)): \(problems)")
+            try? FileManager.default.removeItem(at: out)
+        }
+        // Resume points off the batch grid, in both phases.
+        let starts = resumedAt.map { (($0.items + (shard?.items.lowerBound ?? 0)) % 64, ($0.images + (shard?.images.lowerBound ?? 0)) % 64) }
+        #expect(starts.contains { $0.0 != 0 } && starts.contains { $0.1 != 0 }, "\(resumedAt)")
+    }
+}

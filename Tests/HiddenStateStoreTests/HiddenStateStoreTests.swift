@@ -432,7 +432,7 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
         try w.append(SyntheticItems(layout: layout, count: 5).batch(0..<5))
         w.close()
         let L = layout.layers.count, T = layout.contextLength, W = layout.width, C = layout.chunkItems
-        try HDF5.withLock {
+        HDF5.withLock {
             let f = H5Fopen(StoreSchema.partialURL(for: url).path, negclip_H5F_ACC_RDWR(), negclip_H5P_DEFAULT())
             #expect(f >= 0)
             defer { H5Fclose(f) }

@@ -114,25 +114,8 @@ import TestSupport
          "--tokens", "all", "--images", "--batch", "4"] + extra
     }
 
-    /// Every dataset through our reader, exactly (images and the item scale too).
-    func sameContent(_ a: URL, _ b: URL) throws -> [String] {
-        var problems = try expectSameContent(a, b)
-        let ra = try HiddenStateReader(url: a), rb = try HiddenStateReader(url: b)
-        if try ra.lengths() != rb.lengths() { problems.append("lengths differ") }
-        if ra.info.layout.includesImages {
-            if try ra.imageIDs() != rb.imageIDs() { problems.append("image ids differ") }
-            if try ra.imageEmbeds().map(\.bitPattern) != rb.imageEmbeds().map(\.bitPattern) { problems.append("image embeds differ") }
-        }
-        for (name, x, y) in [("pooled", try ra.pooled(), try rb.pooled()), ("embeds", try ra.embeds(), try rb.embeds())]
-        where x.map(\.bitPattern) != y.map(\.bitPattern) { problems.append("\(name) bits differ") }
-        if ra.info.layout.tokens == .all {
-            for l in ra.info.layout.layers where try ra.tokenHiddenStates(layer: l).map(\.bitPattern) != rb.tokenHiddenStates(layer: l).map(\.bitPattern) {
-                problems.append("token_states[\(l)] bits differ")
-            }
-        }
-        if ra.info.itemCount != rb.info.itemCount || ra.info.imageCount != rb.info.imageCount { problems.append("counts differ") }
-        return problems
-    }
+    /// Every dataset through our reader, bit for bit (images too).
+    func sameContent(_ a: URL, _ b: URL) throws -> [String] { try expectSameBits(a, b) }
 
     /// Shard 0 from --shard, 1 from Slurm's variables, 2 from an indexed Job's; merged both ways,
     /// equal to the single dump bit for bit; the virtual merge still reads after moving the folder,
@@ -277,6 +260,25 @@ import TestSupport
         let replaced = try negclip(["merge", "--overwrite", "--out", out.path, s0.path, s1.path, s2.path])
         #expect(replaced.status == 0, "\(replaced.stderr)")
         #expect(try sameContent(out, whole).isEmpty)
+    }
+
+    /// A directory given where merge expects a file: one line naming it and what was expected (old:
+    /// a shard directory failed in libhdf5's H5Fopen; --out DIR said "found an existing one").
+    @Test func mergeNamesDirectoriesGivenForFiles() throws {
+        let dir = try Fixtures.tempDir("shard-dirs")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let folder = dir.appendingPathComponent("folder")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let out = dir.appendingPathComponent("all.h5")
+        let shardDir = try negclip(["merge", "--out", out.path, folder.path])
+        #expect(shardDir.status == 1)
+        #expect(shardDir.stderr == "negclip: \(folder.path): expected a shard file written by `negclip dump --shard K/N`, found a directory\n", "\(shardDir.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out.path) && !FileManager.default.fileExists(atPath: out.path + ".partial"))
+        for extra in [[], ["--overwrite"]] {
+            let outDir = try negclip(["merge"] + extra + ["--out", folder.path, dir.appendingPathComponent("s0.h5").path])
+            #expect(outDir.status == 1)
+            #expect(outDir.stderr == "negclip: \(folder.path): expected the path of the merged .h5 file, found a directory: name a file, e.g. --out \(folder.path)/merged.h5\n", "\(extra): \(outDir.stderr)")
+        }
     }
 
     /// Bad shard options and variables stop `dump` with one line before anything is written.

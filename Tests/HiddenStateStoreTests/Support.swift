@@ -135,3 +135,31 @@ func expectSameContent(_ a: URL, _ b: URL) throws -> [String] {
     if try ra.pairIDs() != rb.pairIDs() { problems.append("pair_ids differ") }
     return problems
 }
+
+/// Every dataset of two stores equal bit for bit (`expectSameContent` plus lengths, token states,
+/// pooled and embeds by bit pattern, image ids and embeds, item and image counts).
+func expectSameBits(_ a: URL, _ b: URL) throws -> [String] {
+    var problems = try expectSameContent(a, b)
+    let ra = try HiddenStateReader(url: a), rb = try HiddenStateReader(url: b)
+    if try ra.lengths() != rb.lengths() { problems.append("lengths differ") }
+    if ra.info.layout.includesImages {
+        if try ra.imageIDs() != rb.imageIDs() { problems.append("image ids differ") }
+        let x = try ra.imageEmbeds(), y = try rb.imageEmbeds()
+        if x.map(\.bitPattern) != y.map(\.bitPattern) {
+            let first = zip(x, y).enumerated().first { $0.element.0.bitPattern != $0.element.1.bitPattern }
+            problems.append("image embeds bits differ (first at flat index \(first.map { "\($0.offset): \($0.element.0) vs \($0.element.1)" } ?? "count \(x.count) vs \(y.count)"))")
+        }
+    }
+    for l in ra.info.layout.layers where try ra.eosHiddenStates(layer: l).map(\.bitPattern) != rb.eosHiddenStates(layer: l).map(\.bitPattern) {
+        problems.append("hidden_states[\(l)] bits differ")
+    }
+    for (name, x, y) in [("pooled", try ra.pooled(), try rb.pooled()), ("embeds", try ra.embeds(), try rb.embeds())]
+    where x.map(\.bitPattern) != y.map(\.bitPattern) { problems.append("\(name) bits differ") }
+    if ra.info.layout.tokens == .all {
+        for l in ra.info.layout.layers where try ra.tokenHiddenStates(layer: l).map(\.bitPattern) != rb.tokenHiddenStates(layer: l).map(\.bitPattern) {
+            problems.append("token_states[\(l)] bits differ")
+        }
+    }
+    if ra.info.itemCount != rb.info.itemCount || ra.info.imageCount != rb.info.imageCount { problems.append("counts differ") }
+    return problems
+}
