@@ -2,19 +2,6 @@ import CBLAS
 import Foundation
 import NegationData
 
-/// A number with its 95% interval and the count it rests on.
-public struct Estimate: Codable, Sendable, Equatable {
-    public var mean: Double
-    public var low: Double
-    public var high: Double
-    public var n: Int
-
-    public init(mean: Double, low: Double, high: Double, n: Int) {
-        self.mean = mean; self.low = low; self.high = high; self.n = n
-    }
-    public static let missing = Estimate(mean: .nan, low: .nan, high: .nan, n: 0)
-}
-
 /// Percentile bootstrap over groups (pairs): each resample draws groups with replacement and
 /// takes the mean of every item in them; the interval is the 2.5% and 97.5% nearest-rank
 /// percentiles. Grouping keeps a caption and its negation together, as the splits do.

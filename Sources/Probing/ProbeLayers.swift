@@ -96,27 +96,12 @@ public struct SweepSummary: Codable, Sendable {
             let runs = byWindow[name]!
             var gain: [String: Estimate] = [:]
             for m in Self.metrics {
-                gain[m] = SeedInterval.estimate(runs.map { Self.value($0.metrics, m) - Self.value(r.base, m) })
+                gain[m] = Estimate.overSeeds(runs.map { Self.value($0.metrics, m) - Self.value(r.base, m) })
             }
             let blocks = runs[0].blocks
             return Window(window: name, blocks: blocks, layer: blocks.count == 1 ? TextLayers.layer(producedBy: blocks[0]) : nil,
                           seeds: runs.count, gain: gain)
         }
-    }
-}
-
-/// Mean with a Student t 95% interval over a handful of seeds.
-enum SeedInterval {
-    static let t975: [Double] = [.nan, 12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-    static func estimate(_ v: [Double]) -> Estimate {
-        let n = v.count
-        guard n > 0 else { return .missing }
-        let mean = v.reduce(0, +) / Double(n)
-        guard n > 1 else { return Estimate(mean: mean, low: mean, high: mean, n: 1) }
-        let sd = (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n - 1)).squareRoot()
-        let t = n - 1 < t975.count ? t975[n - 1] : 1.96
-        let h = t * sd / Double(n).squareRoot()
-        return Estimate(mean: mean, low: mean - h, high: mean + h, n: n)
     }
 }
 

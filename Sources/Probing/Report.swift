@@ -1,3 +1,4 @@
+import NegationData
 import Foundation
 import HiddenStateStore
 

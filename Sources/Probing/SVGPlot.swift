@@ -1,3 +1,4 @@
+import NegationData
 import Foundation
 
 /// Plain SVG charts (polylines, polygons, rects, text): no plotting dependency. Every chart is a
