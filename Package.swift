@@ -33,6 +33,9 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         // Hot elementwise kernels in C: AVX2/FMA through target attributes + runtime dispatch.
         .target(name: "CKernels"),
+        // libpng's classic API (setjmp kept in C) for 16-bit PNGs with alpha, which the simplified
+        // API cannot decode like PIL (high byte of each sample).
+        .target(name: "CPNGClassic", dependencies: ["CPNG"]),
 
         // MARK: libraries
         // Kernel and model code shares raw buffers across threads by design (disjoint row ranges); it is
@@ -42,7 +45,7 @@ let package = Package(
         .target(name: "SafeTensors"),
         .target(name: "Provenance", dependencies: ["CCrypto"]),
         .target(name: "BPETokenizer", dependencies: ["CZlib"]),
-        .target(name: "CLIPImage", dependencies: ["CPNG", "CTurboJPEG"]),
+        .target(name: "CLIPImage", dependencies: ["CPNG", "CPNGClassic", "CTurboJPEG"]),
         .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The writer stores `CLIP.TextEncoding` batches as they come from the encoder.

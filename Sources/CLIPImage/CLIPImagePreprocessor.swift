@@ -33,6 +33,10 @@ public struct CLIPImagePreprocessor: Sendable {
     public var doCenterCrop: Bool
     public var doRescale: Bool
     public var doNormalize: Bool
+    /// How `decode(fileAt:)` / `batch(files:)` turn transparency into RGB. Not a
+    /// preprocessor_config.json key: transformers always composites on white (`convert_to_rgb`);
+    /// `.drop` reproduces OpenAI CLIP / open_clip (`image.convert("RGB")`).
+    public var alpha: AlphaHandling
 
     /// OpenAI CLIP's defaults (HF `CLIPImageProcessor`): 224 bicubic, crop 224, OPENAI_CLIP_MEAN/STD.
     public init() {
@@ -48,6 +52,7 @@ public struct CLIPImagePreprocessor: Sendable {
         doCenterCrop = true
         doRescale = true
         doNormalize = true
+        alpha = .compositeOnWhite
     }
 
     /// Reads HF's `preprocessor_config.json`. Accepts both the old form (`"size": 224`,
@@ -240,9 +245,15 @@ public struct CLIPImagePreprocessor: Sendable {
         return out
     }
 
+    /// A file decoded to RGB with this preprocessor's alpha handling: the first step of HF's
+    /// pipeline (`convert_to_rgb`), so every command that reads image files goes through here.
+    public func decode(fileAt url: URL) throws -> RGBImage {
+        try ImageDecoder.decode(fileAt: url, alpha: alpha)
+    }
+
     /// Decode and preprocess files in parallel -> [N, 3, cropHeight, cropWidth]. If any file fails,
     /// throws the error of the first failing file (lowest index), so the message names it.
-    public func batch(files: [URL], alpha: AlphaHandling = .compositeOnWhite) throws -> [Float] {
+    public func batch(files: [URL]) throws -> [Float] {
         precondition(doCenterCrop, "CLIPImagePreprocessor.batch needs doCenterCrop to stack images")
         if files.isEmpty { return [] }
         let per = 3 * cropHeight * cropWidth
@@ -253,7 +264,7 @@ public struct CLIPImagePreprocessor: Sendable {
             let base = UnsafeSendablePointer(o.baseAddress!)
             DispatchQueue.concurrentPerform(iterations: files.count) { i in
                 do {
-                    let chw = self.chw(try ImageDecoder.decode(fileAt: files[i], alpha: alpha), tables: tables)
+                    let chw = self.chw(try self.decode(fileAt: files[i]), tables: tables)
                     chw.withUnsafeBufferPointer { src in
                         (base.pointer + i * per).update(from: src.baseAddress!, count: per)
                     }

@@ -1,13 +1,16 @@
 import CPNG
+import CPNGClassic
 import CTurboJPEG
 import Foundation
 
-/// What to do with an alpha channel (or a tRNS transparent colour) when producing RGB.
-public enum AlphaHandling: Sendable {
-    /// Composite over opaque white with Pillow's `alpha_composite`: what HF's `convert_to_rgb`
-    /// (and so `CLIPImageProcessor`) does with RGBA / LA / transparent-palette images.
-    case compositeOnWhite
-    /// Drop alpha: PIL's `image.convert("RGB")` (OpenAI's `clip.load` preprocessing).
+/// What to do with an alpha channel (or a tRNS transparent colour) when producing RGB. The raw
+/// values are the CLI's `--alpha` spellings.
+public enum AlphaHandling: String, CaseIterable, Sendable {
+    /// Composite over opaque white with Pillow's `alpha_composite`: what transformers 5's
+    /// `convert_to_rgb` (image_transforms.py; `do_convert_rgb`, on by default in
+    /// `CLIPImageProcessor`) does with every image that has an alpha band or a transparency entry.
+    case compositeOnWhite = "composite"
+    /// Drop alpha: PIL's `image.convert("RGB")`, as OpenAI CLIP's and open_clip's preprocessing do.
     case drop
 }
 
@@ -17,9 +20,13 @@ public enum AlphaHandling: Sendable {
 ///   longjmp, which Swift cannot survive). PIL ignores colour management, so gAMA / sRGB / iCCP /
 ///   cHRM chunks are removed before libpng sees the stream: otherwise libpng gamma-corrects.
 /// - JPEG through TurboJPEG (accurate integer DCT, fancy upsampling: PIL's libjpeg defaults).
-/// - Greyscale is replicated, palettes expanded; 16-bit RGB keeps the high byte (PIL's "RGB;16B");
-///   16-bit greyscale is clipped to 255 as PIL's I;16 -> RGB conversion does (so a 16-bit grey
-///   photo comes out nearly white, in PIL and here: parity with the HF pipeline wins).
+/// - Greyscale is replicated, palettes expanded; 16-bit colour and grey+alpha keep the high byte of
+///   each sample (PIL's "RGB;16B", "RGBA;16B", "LA;16B"; libpng's classic API with png_set_strip_16
+///   for the alpha types, since the simplified API rounds or premultiplies); 16-bit greyscale is
+///   clipped to 255 as PIL's I;16 -> RGB conversion does (so a 16-bit grey photo comes out nearly
+///   white, in PIL and here: parity with the HF pipeline wins). A 16-bit tRNS colour marks pixels
+///   the way PIL's convert("RGBA") does: the 8-bit values PIL holds (high byte, or clipped grey)
+///   against each tRNS sample's low byte.
 /// - EXIF orientation is ignored, as `PIL.Image.open` and HF's processor ignore it.
 public enum ImageDecoder {
     /// Larger images are refused before any pixel buffer is allocated: PIL's
@@ -63,6 +70,8 @@ public enum ImageDecoder {
         var bitDepth = 0
         var colorType = 0
         var hasTRNS = false
+        /// The tRNS chunk's payload (grey or RGB: 16-bit big-endian samples).
+        var trns: [UInt8] = []
         var stream: [UInt8] = []
     }
 
@@ -82,7 +91,10 @@ public enum ImageDecoder {
                 h.bitDepth = Int(b[i + 16])
                 h.colorType = Int(b[i + 17])
             }
-            if type == "tRNS" { h.hasTRNS = true }
+            if type == "tRNS" {
+                h.hasTRNS = true
+                if end <= b.count { h.trns = Array(b[(i + 8)..<(end - 4)]) }
+            }
             if end > b.count {
                 h.stream.append(contentsOf: b[i...])
                 return h
@@ -106,9 +118,11 @@ public enum ImageDecoder {
         let hasAlpha = hdr.colorType == 4 || hdr.colorType == 6 || hdr.hasTRNS
         enum Path { case rgb8, rgba8, grey16Clip, rgb16HighByte }
         let path: Path
-        if hasAlpha {
-            // 16-bit with alpha: libpng's 8-bit output rounds (v * 255 / 65535) where PIL takes the
-            // high byte, so a few values can differ by one; 16-bit linear output would premultiply.
+        if hdr.bitDepth == 16 && (hdr.colorType == 4 || hdr.colorType == 6) {
+            // libpng's simplified 8-bit output rounds (v * 255 / 65535) where PIL takes the high
+            // byte, and its 16-bit output premultiplies by alpha: the classic API strips instead.
+            return try decodePNG16Alpha(hdr.stream, name: name, alpha: alphaMode)
+        } else if hasAlpha && hdr.bitDepth != 16 {
             path = .rgba8
         } else if hdr.bitDepth == 16 && (hdr.colorType == 0) {
             path = .grey16Clip
@@ -153,6 +167,7 @@ public enum ImageDecoder {
                     png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
                 }
                 guard ok != 0 else { throw ImageError.corruptPNG(file: name, detail: message()) }
+                // The 8-bit values PIL holds: clipped grey (mode I;16), or the high byte ("RGB;16B").
                 var px = [UInt8](repeating: 0, count: w * h * 3)
                 if path == .grey16Clip {
                     for i in 0..<(w * h) {
@@ -162,9 +177,55 @@ public enum ImageDecoder {
                 } else {
                     for i in 0..<(w * h * 3) { px[i] = UInt8(buf[i] >> 8) }
                 }
-                return RGBImage(width: w, height: h, pixels: px)
+                let image = RGBImage(width: w, height: h, pixels: px)
+                guard hdr.hasTRNS, alphaMode == .compositeOnWhite else { return image }
+                return compositeTRNS16(image, trns: hdr.trns, grey: path == .grey16Clip)
             }
         }
+    }
+
+    /// 16-bit grey+alpha or RGBA through libpng's classic API (CPNGClassic): 8-bit RGBA holding the
+    /// high byte of every sample, grey replicated, as PIL's "LA;16B" / "RGBA;16B" unpackers.
+    static func decodePNG16Alpha(_ stream: [UInt8], name: String, alpha: AlphaHandling) throws -> RGBImage {
+        var w: UInt32 = 0, h: UInt32 = 0
+        var pixels: UnsafeMutablePointer<UInt8>?
+        let messageSize = 256
+        var message = [CChar](repeating: 0, count: messageSize)
+        let status = stream.withUnsafeBufferPointer { b in
+            negclip_png_read_rgba8_high_byte(b.baseAddress, b.count, UInt64(maxPixels), &w, &h, &pixels,
+                                             &message, messageSize)
+        }
+        defer { free(pixels) }
+        switch status {
+        case NEGCLIP_PNG_OK:
+            let n = Int(w) * Int(h) * 4
+            let rgba = n == 0 ? [] : [UInt8](UnsafeBufferPointer(start: pixels, count: n))
+            return rgbFromRGBA(rgba, width: Int(w), height: Int(h), alpha: alpha)
+        case NEGCLIP_PNG_TOO_LARGE:
+            try checkSize(Int(w), Int(h), name: name)
+            throw ImageError.unsupported(file: name, detail: "\(w)x\(h) pixels")
+        case NEGCLIP_PNG_NO_MEMORY:
+            throw ImageError.unsupported(file: name, detail: "out of memory decoding \(w)x\(h) pixels")
+        default:
+            let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw ImageError.corruptPNG(file: name, detail: text.isEmpty ? "libpng error" : text)
+        }
+    }
+
+    /// A 16-bit grey or RGB file's tRNS colour, as PIL's convert("RGBA") applies it (Convert.c,
+    /// convert_transparent): a pixel is transparent when the 8-bit values PIL holds equal the low
+    /// bytes of the tRNS samples; then composited on white like any RGBA image.
+    static func compositeTRNS16(_ image: RGBImage, trns: [UInt8], grey: Bool) -> RGBImage {
+        let samples = grey ? 1 : 3
+        guard trns.count >= 2 * samples else { return image }
+        let key = (0..<samples).map { trns[2 * $0 + 1] }
+        var px = image.pixels
+        for i in 0..<(image.width * image.height) {
+            let hit = grey ? px[3 * i] == key[0]
+                : px[3 * i] == key[0] && px[3 * i + 1] == key[1] && px[3 * i + 2] == key[2]
+            if hit { px[3 * i] = 255; px[3 * i + 1] = 255; px[3 * i + 2] = 255 }
+        }
+        return RGBImage(width: image.width, height: image.height, pixels: px)
     }
 
     /// RGBA -> RGB. Compositing on opaque white is Pillow's `alpha_composite` integer formula

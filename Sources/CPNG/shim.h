@@ -1,4 +1,5 @@
 #pragma once
-// Only libpng's simplified API (png_image_*) is used: the classic API reports errors with
-// setjmp/longjmp, which Swift cannot survive.
+// Swift uses only libpng's simplified API (png_image_*): the classic API reports errors with
+// setjmp/longjmp, which Swift cannot survive. The one classic-API decode (16-bit with alpha) lives in
+// C, in Sources/CPNGClassic.
 #include <png.h>

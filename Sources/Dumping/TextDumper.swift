@@ -53,6 +53,8 @@ public struct DumpRequest: Sendable {
     public var tokens: TokenMode = .eos
     /// Also encode the images the records name into `/image/embeds`.
     public var images = false
+    /// How image files' transparency becomes RGB (`--alpha`; transformers composites on white).
+    public var alpha: AlphaHandling = .compositeOnWhite
     /// Captions (and images) per encoder call.
     public var batchSize = 64
     /// Items per HDF5 chunk (nil: ~1 MiB of hidden states, see `StoreLayout.defaultChunkItems`).
@@ -241,11 +243,12 @@ public final class TextDumper {
         }
         var encodeImages: (([String]) throws -> [Float])?
         if request.images, let vision = model.vision {
-            let pre = try Self.imagePreprocessor(modelDirectory: model.directory, imageSize: vision.config.imageSize)
+            var pre = try Self.imagePreprocessor(modelDirectory: model.directory, imageSize: vision.config.imageSize)
+            pre.alpha = request.alpha
             let base = request.data.deletingLastPathComponent()
             encodeImages = { paths in
                 let decoded = try paths.map { p in
-                    try ImageDecoder.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
+                    try pre.decode(fileAt: p.hasPrefix("/") ? URL(fileURLWithPath: p) : base.appendingPathComponent(p))
                 }
                 let enc = try model.encodeImages(pixels: pre.batch(decoded), count: paths.count)
                 if delay > 0 { usleep(useconds_t(delay * 1000)) }

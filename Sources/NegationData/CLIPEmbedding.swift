@@ -10,20 +10,25 @@ public final class CLIPEmbeddingModel: EmbeddingModel, @unchecked Sendable {
     public let model: CLIPModel
     public let preprocessor: CLIPImagePreprocessor
 
-    public init(_ model: CLIPModel) throws {
+    /// `alpha`: how image files' transparency becomes RGB (transformers composites on white).
+    public init(_ model: CLIPModel, alpha: AlphaHandling = .compositeOnWhite) throws {
         self.model = model
         let url = model.directory.appendingPathComponent("preprocessor_config.json")
+        var p: CLIPImagePreprocessor
         if FileManager.default.fileExists(atPath: url.path) {
-            preprocessor = try CLIPImagePreprocessor.load(preprocessorConfig: url)
+            p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
         } else {
-            var p = CLIPImagePreprocessor()
+            p = CLIPImagePreprocessor()
             let size = model.config.vision?.imageSize ?? 224
             p.shortestEdge = size; p.cropHeight = size; p.cropWidth = size
-            preprocessor = p
         }
+        p.alpha = alpha
+        preprocessor = p
     }
 
-    public var identity: String { model.weightsSHA256 }
+    /// The weights' sha256; with alpha dropped, marked so (it keys evaluate's image-embedding cache,
+    /// and the same RGBA file embeds differently).
+    public var identity: String { model.weightsSHA256 + (preprocessor.alpha == .drop ? "+alpha-drop" : "") }
     public var embeddingDim: Int { model.config.projectionDim }
 
     public func embedTexts(_ texts: [String]) throws -> [Float] {
@@ -35,7 +40,7 @@ public final class CLIPEmbeddingModel: EmbeddingModel, @unchecked Sendable {
         let rgb = try images.map { r -> RGBImage in
             let full: RGBImage
             if let d = decoded[r.path] { full = d } else {
-                full = try ImageDecoder.decode(fileAt: URL(fileURLWithPath: r.path))
+                full = try preprocessor.decode(fileAt: URL(fileURLWithPath: r.path))
                 decoded[r.path] = full
             }
             return r.crop.map { Self.crop(full, box: $0) } ?? full

@@ -33,6 +33,7 @@ struct DumpCommand: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var imageOptions: ImageOptions
     @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
     var tokenizer: String?
     @Option(help: ArgumentHelp("Captions: .jsonl dataset or a text file, one caption per line.", valueName: "file"))
@@ -86,6 +87,7 @@ struct DumpCommand: ParsableCommand {
         request.layers = layerList
         request.tokens = tokens
         request.images = images
+        request.alpha = imageOptions.alpha
         request.batchSize = batch
         request.chunkItems = chunkItems
         request.compression = gzip == 0 ? .none : .gzip(level: gzip)

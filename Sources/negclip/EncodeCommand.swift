@@ -62,6 +62,7 @@ struct EncodeCommand: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var imageOptions: ImageOptions
     @Option(name: .long, help: "A caption to embed (repeat for several).") var text: [String] = []
     @Option(name: .long, help: ArgumentHelp("A PNG or JPEG image to embed (repeat for several).", valueName: "file"))
     var image: [String] = []
@@ -101,7 +102,7 @@ struct EncodeCommand: ParsableCommand {
                 throw CLIPError.noTower(file: modelPath, tower: "vision")
             }
             let pre = try preprocessor(for: vision.config.imageSize, model: modelPath)
-            let pixels = pre.batch(try image.map { try ImageDecoder.decode(fileAt: URL(fileURLWithPath: $0)) })
+            let pixels = pre.batch(try image.map { try pre.decode(fileAt: URL(fileURLWithPath: $0)) })
             let enc = try model.encodeImages(pixels: pixels, count: image.count)
             dim = enc.projectionDim
             imageEmbeds = l2Normalized(enc.embeds, dim: dim)
@@ -128,11 +129,14 @@ struct EncodeCommand: ParsableCommand {
 
     func preprocessor(for imageSize: Int, model: String) throws -> CLIPImagePreprocessor {
         let url = URL(fileURLWithPath: model).appendingPathComponent("preprocessor_config.json")
+        var p: CLIPImagePreprocessor
         if FileManager.default.fileExists(atPath: url.path) {
-            return try CLIPImagePreprocessor.load(preprocessorConfig: url)
+            p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
+        } else {
+            p = CLIPImagePreprocessor()
+            p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
         }
-        var p = CLIPImagePreprocessor()
-        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
+        p.alpha = imageOptions.alpha
         return p
     }
 }

@@ -40,8 +40,10 @@ struct EvaluateCommand: ParsableCommand {
     @Flag(name: .long, help: "VALSE: keep the items fewer than 2 of 3 annotators validated (VALSE's own evaluation leaves them out, and so do we by default).")
     var valseUnvalidated = false
 
-    @Option(name: .long, help: ArgumentHelp("Image-embedding cache folder, keyed by (weights sha256, image bytes, crop).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("Image-embedding cache folder, keyed by (weights sha256 and --alpha, image bytes, crop).", valueName: "dir"))
     var cache: String?
+
+    @OptionGroup var imageOptions: ImageOptions
 
     @Option(name: .long, help: ArgumentHelp("Write the results with provenance as JSON (sorted keys) to this file.", valueName: "file"))
     var json: String?
@@ -109,7 +111,7 @@ struct EvaluateCommand: ParsableCommand {
             truncated.append(clip.tokenizer.map { $0.truncatedCount(texts) } ?? 0)
             if let tok = clip.tokenizer, truncated.last! > 0 { log("model \(dir): " + truncationLine(truncated.last!, contextLength: tok.contextLength)) }
             // Every model after the first is also scored against it, item by item (paired bootstrap).
-            let (report, items) = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip), name: name, data: files, baseline: baseline)
+            let (report, items) = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip, alpha: imageOptions.alpha), name: name, data: files, baseline: baseline)
             if baseline == nil { baseline = (report, items) }
             for (reason, n) in report.skipped.sorted(by: { $0.key < $1.key }) { log("  skipped \(n): \(reason)") }
             for problem in report.problems.prefix(maxIssues) { log("  \(problem)") }

@@ -38,6 +38,7 @@ struct PretrainCommand: ParsableCommand {
     var world: String
     @Option(name: .long, help: ArgumentHelp("Run directory (init/, log.jsonl, checkpoint-<step>/).", valueName: "dir")) var out: String
     @Option(name: .long, help: ArgumentHelp("Pretraining config JSON (default: negclip-mini).", valueName: "file")) var config: String?
+    @OptionGroup var imageOptions: ImageOptions
     @Option(name: .long, help: "Optimizer steps (overrides the config's steps).") var steps: Int?
     @Option(name: .long, help: "Seed of the initialisation and the data order (overrides the config's seed).") var seed: UInt64?
     @Flag(name: .long, help: "Continue the run in --out from its newest checkpoint.") var resume = false
@@ -111,7 +112,8 @@ struct PretrainCommand: ParsableCommand {
             pairs.append((resolveImagePath(r.image, relativeTo: worldURL), r.caption))
         }
         guard !pairs.isEmpty else { throw TrainingError.input("\(stream.path): no pretrain records of split train") }
-        let preprocessor = try CLIPImagePreprocessor.load(preprocessorConfig: pre.initURL.appendingPathComponent("preprocessor_config.json"))
+        var preprocessor = try CLIPImagePreprocessor.load(preprocessorConfig: pre.initURL.appendingPathComponent("preprocessor_config.json"))
+        preprocessor.alpha = imageOptions.alpha
         let t0 = Date()
         let set = try PretrainingSet.load(pairs: pairs, tokenizer: tokenizer, preprocessor: preprocessor) { done, total in
             if done == total || done % 2048 == 0 { logLine("images: \(done)/\(total) decoded") }

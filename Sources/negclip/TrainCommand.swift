@@ -37,6 +37,7 @@ struct TrainCommand: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var imageOptions: ImageOptions
     @Option(name: .long, help: ArgumentHelp("Caption records (JSONL, docs/data.md); image paths relative to the file (default: captions.jsonl of the built-in model's world, generated into the cache on first use).", valueName: "file"))
     var data: String?
     @Option(name: .long, help: "Records of this split only.") var split = "train"
@@ -115,7 +116,7 @@ struct TrainCommand: ParsableCommand {
         if truncated > 0 { log("data: " + truncationLine(truncated, contextLength: tokenizer.contextLength)) }
         guard !items.imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
         let t0 = Date()
-        let set = try items.trainingSet(embedder: try CLIPEmbeddingModel(frozen!), dim: model.config.projectionDim)
+        let set = try items.trainingSet(embedder: try CLIPEmbeddingModel(frozen!, alpha: imageOptions.alpha), dim: model.config.projectionDim)
         frozen = nil
         log("data: \(items.presence.count) presence + \(items.absence.count) absence items, \(items.imagePaths.count) images embedded by the frozen vision tower (\(String(format: "%.1f", Date().timeIntervalSince(t0))) s)")
 

@@ -75,6 +75,23 @@ import TestSupport
         #expect(Goldens.generator["transformers"] == "5.23.0")
     }
 
+    /// The preprocessor's alpha setting reaches file decoding: composite by default (transformers),
+    /// drop on request (PIL convert("RGB")), for 8-bit and 16-bit RGBA alike.
+    @Test(arguments: ["rgba90x70.png", "rgba16_18x14.png", "la16_15x11.png"])
+    func alphaSettingReachesFiles(name: String) throws {
+        let e = Goldens.entries.first { $0.name == name }!
+        var p = try Goldens.config("small")
+        #expect(p.alpha == .compositeOnWhite && CLIPImagePreprocessor().alpha == .compositeOnWhite)
+        let composite = try p.batch(files: [e.file])
+        #expect(try p.decode(fileAt: e.file).pixels == Goldens.u8(Goldens.stem(name) + ".rgb.u8")!)
+        p.alpha = .drop
+        let dropped = try p.batch(files: [e.file])
+        #expect(try p.decode(fileAt: e.file).pixels == Goldens.u8(Goldens.stem(name) + ".droprgb.u8")!)
+        #expect(dropped == p(try ImageDecoder.decode(fileAt: e.file, alpha: .drop)))
+        #expect(dropped != composite)
+        #expect(AlphaHandling(rawValue: "composite") == .compositeOnWhite && AlphaHandling(rawValue: "drop") == .drop)
+    }
+
     @Test func batchOfFilesDecodesInParallelAndNamesTheFirstBadFile() throws {
         let p = try Goldens.config("small")
         let files = Goldens.entries.prefix(6).map(\.file)

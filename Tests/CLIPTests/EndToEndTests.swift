@@ -25,6 +25,13 @@ import TestSupport
         let v = l2Normalized(img.embeds, dim: dim)
         let r2 = compareClose("\(fixture) e2e.image_embeds", got: v, want: try g.values("e2e.image_embeds"), atol: atol, rtol: rtol)
         #expect(r2.ok, "\(r2)")
+        // A 16-bit RGBA PNG: PIL keeps each sample's high byte, then composites on white (the decoder
+        // used to round instead); its embedding alone, at an absolute 1e-5.
+        let k = try #require(files.firstIndex(of: "rgba16_18x14.png"))
+        let row = (k * dim)..<((k + 1) * dim)
+        let r16 = compareClose("\(fixture) e2e.image_embeds[rgba16_18x14.png]", got: Array(v[row]),
+                               want: Array(try g.values("e2e.image_embeds")[row]), atol: 1e-5, rtol: 0)
+        #expect(r16.ok, "\(r16)")
         let logits = model.logitsPerImage(imageEmbeds: img.embeds, textEmbeds: text.embeds, dim: dim)
         let r3 = compareClose("\(fixture) e2e.logits_per_image", got: logits, want: try g.values("e2e.logits_per_image"), atol: 1e-4, rtol: 1e-4)
         #expect(r3.ok, "\(r3)")

@@ -27,12 +27,40 @@ import TestSupport
         let logits = try #require(out["logits_per_image"] as? [[Double]])
         #expect(logits.count == 1 && logits[0].count == 2)
         let golden = try SafeTensorsFile(url: Fixtures.url("model-goldens/tiny-clip.safetensors"))
-        let want = try golden.floats("e2e.logits_per_image")   // [3 images, 6 captions]
+        let want = try golden.floats("e2e.logits_per_image")   // [4 images, 6 captions]
         let r2 = compareClose("cli logits_per_image", got: logits[0], want: Array(want[0..<2]), atol: 1e-4, rtol: 1e-4)
         #expect(r2.ok, "\(r2)")
         let model = try #require(out["model"] as? [String: Any])
         #expect((model["weights_sha256"] as? String)?.count == 64)
         #expect((out["command_line"] as? String)?.contains("encode") == true)
+    }
+
+    /// `--alpha`: the default composites on white as transformers does (a 16-bit RGBA file's
+    /// embedding matches its golden at 1e-5); `drop` embeds the same file differently; a bad value
+    /// is a usage error naming the choices.
+    @Test func encodeAlphaModes() throws {
+        let meta = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Fixtures.url("model-goldens/tiny-clip.json"))) as! [String: Any]
+        let k = try #require((meta["e2e_images"] as! [String]).firstIndex(of: "rgba16_18x14.png"))
+        func embedding(_ extra: [String]) throws -> [Float] {
+            let r = try CLIRunner.run("negclip", ["encode", "--model", "Tests/Fixtures/tiny-clip",
+                                                  "--image", "Tests/Fixtures/images/src/rgba16_18x14.png"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            let images = try #require(try json(r.stdout)["images"] as? [[String: Any]])
+            return try #require(images.first?["embedding"] as? [Double]).map(Float.init)
+        }
+        let byDefault = try embedding([]), composite = try embedding(["--alpha", "composite"])
+        let dropped = try embedding(["--alpha", "drop"])
+        #expect(byDefault == composite)
+        let golden = try SafeTensorsFile(url: Fixtures.url("model-goldens/tiny-clip.safetensors"))
+        let dim = byDefault.count
+        let want = Array(try golden.floats("e2e.image_embeds")[(k * dim)..<((k + 1) * dim)])
+        let r = compareClose("cli rgba16 image embedding", got: byDefault, want: want, atol: 1e-5, rtol: 0)
+        #expect(r.ok, "\(r)")
+        #expect(compareClose("drop differs", got: dropped, want: want, atol: 1e-3, rtol: 0).ok == false)
+        let bad = try CLIRunner.run("negclip", ["encode", "--model", "Tests/Fixtures/tiny-clip", "--alpha", "blend",
+                                                "--image", "Tests/Fixtures/images/src/rgba16_18x14.png"])
+        #expect(bad.status != 0 && bad.stderr.contains("composite") && bad.stderr.contains("drop"), "\(bad.stderr)")
     }
 
     @Test func tokenizeMatchesTheGoldenIDs() throws {
