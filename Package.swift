@@ -43,6 +43,8 @@ let package = Package(
         .target(name: "TensorKernels", dependencies: ["CBLAS", "CKernels"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         .target(name: "SafeTensors"),
+        // SplitMix64 and Box-Muller normals: every seeded random number of the project.
+        .target(name: "SeededRandom"),
         .target(name: "Provenance", dependencies: ["CCrypto"]),
         .target(name: "BPETokenizer", dependencies: ["CZlib"]),
         .target(name: "CLIPImage", dependencies: ["CPNG", "CPNGClassic", "CTurboJPEG"]),
@@ -50,27 +52,27 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The writer stores `CLIP.TextEncoding` batches as they come from the encoder.
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance", "CLIP"]),
-        .target(name: "NegationData", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "Provenance"]),
+        .target(name: "NegationData", dependencies: ["SeededRandom", "CLIP", "CLIPImage", "BPETokenizer", "Provenance"]),
         // The dump pipeline: captions (NegationData's reader) -> tokenizer -> CLIP text encoder ->
         // HiddenStateStore writer; `negclip dump` and `probe-layers` drive it in-process.
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
-        .target(name: "Training", dependencies: ["CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData"],
+        .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
         // sweep), their ranking, the report and the layer selector.
-        .target(name: "Probing", dependencies: [
+        .target(name: "Probing", dependencies: ["SeededRandom", 
             "CBLAS", "TensorKernels", "CLIP", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
 
         // MARK: tools
-        .executableTarget(name: "negclip", dependencies: [
+        .executableTarget(name: "negclip", dependencies: ["SeededRandom", 
             "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "negclip-bench", dependencies: [
+        .executableTarget(name: "negclip-bench", dependencies: ["SeededRandom", 
             "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Probing", "SafeTensors", "TensorKernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -85,8 +87,8 @@ let package = Package(
         // The store, and the dump pipeline that fills it (Dumping) with stand-in encoders and the CLI.
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
-        .testTarget(name: "NegationDataTests", dependencies: ["NegationData", "Provenance", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "CLIP", "SafeTensors", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),
+        .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),
     ]
 )

@@ -1,3 +1,4 @@
+import SeededRandom
 import Foundation
 
 // Every metric here is the mean of per-item scores in [0, 1], so one bootstrap serves them all.

@@ -1,3 +1,4 @@
+import SeededRandom
 import CLIPImage
 import Foundation
 

@@ -1,3 +1,4 @@
+import SeededRandom
 import CBLAS
 import Foundation
 import NegationData

@@ -1,3 +1,4 @@
+import SeededRandom
 import CLIP
 import Foundation
 import NegationData
@@ -40,10 +41,7 @@ public enum RandomTextTower {
             factor = (tc["initializer_factor"] as? Double) ?? (obj["initializer_factor"] as? Double) ?? 1.0
         }
         var rng = SplitMix64(seed: seed ^ 0x7A4D_0A11)
-        func normal() -> Double {
-            let u = max(rng.unit(), 1e-300), v = rng.unit()
-            return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
-        }
+        func normal() -> Double { rng.normal() }
         var tensors: [SafeTensorsWriter.Tensor] = []
         for name in ckpt.names.sorted() {
             let info = try ckpt.info(name)

@@ -1,4 +1,5 @@
 import Foundation
+import SeededRandom
 
 /// A deterministic data order: a Fisher-Yates shuffle per epoch driven by SplitMix64 seeded with
 /// (seed, epoch), so a run is reproducible from its seed and a resumed run sees the same order.
@@ -8,17 +9,10 @@ public struct SeededOrder: Sendable, Equatable {
     public init(count: Int, seed: UInt64) { self.count = count; self.seed = seed }
 
     public func permutation(epoch: Int) -> [Int] {
-        var state = seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1)
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(epoch + 1))
         var p = Array(0..<count)
         if count > 1 {
-            for i in stride(from: count - 1, through: 1, by: -1) { p.swapAt(i, Int(next() % UInt64(i + 1))) }
+            for i in stride(from: count - 1, through: 1, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         }
         return p
     }

@@ -1,5 +1,6 @@
 import CLIP
 import Foundation
+import SeededRandom
 import SafeTensors
 import TensorKernels
 
@@ -146,20 +147,6 @@ extension JSONEncoder {
     }
 }
 
-/// Normal samples from a seeded generator (Box-Muller on 53-bit uniforms): the same numbers on
-/// every platform, unlike the standard library's unspecified algorithms.
-struct NormalSampler<G: RandomNumberGenerator> {
-    var rng: G
-    var spare: Double?
-    mutating func uniform() -> Double { Double(rng.next() >> 11) * 0x1.0p-53 }
-    mutating func next() -> Double {
-        if let s = spare { spare = nil; return s }
-        let u1 = max(uniform(), 0x1.0p-60), u2 = uniform()
-        let r = (-2 * Foundation.log(u1)).squareRoot()
-        spare = r * Foundation.sin(2 * Double.pi * u2)
-        return r * Foundation.cos(2 * Double.pi * u2)
-    }
-}
 
 public enum CLIPPretraining {
     /// ln(1 / 0.07): CLIP's initial temperature (Radford et al. 2021, section 2.5).

@@ -1,28 +1,13 @@
 import ArgumentParser
 import CLIP
 import Foundation
+import SeededRandom
 import TensorKernels
 
-/// Deterministic SplitMix64, so the benchmark's captions are the same on every run and machine.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func normal() -> Double {
-        let u = max(uniform(), 1e-300), v = uniform()
-        return (-2 * log(u)).squareRoot() * cos(2 * .pi * v)
-    }
-}
 
 /// Caption-like token sequences: log-normal lengths with median ~12 tokens (bos + body + eos), 5...77.
 func benchmarkCaptions(count: Int, seed: UInt64, vocab: Int, bos: Int32, eos: Int32) -> [[Int32]] {
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     return (0..<count).map { _ in
         let n = min(77, max(5, Int((exp(log(12.0) + 0.4 * rng.normal())).rounded())))
         let body = (0..<(n - 2)).map { _ in Int32(rng.next() % UInt64(min(vocab - 2, 49406))) }
@@ -75,7 +60,7 @@ struct EncodeBench: ParsableCommand {
         }
         if let vision = m.vision, images > 0 {
             let c = vision.config
-            var rng = SplitMix64(state: seed)
+            var rng = SplitMix64(seed: seed)
             let per = 3 * c.imageSize * c.imageSize
             let pixels = (0..<(imageBatch * per)).map { _ in Float(rng.normal()) }
             let calls = (images + imageBatch - 1) / imageBatch

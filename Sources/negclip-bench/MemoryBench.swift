@@ -1,3 +1,4 @@
+import SeededRandom
 import ArgumentParser
 import CLIP
 import Foundation
@@ -112,7 +113,7 @@ func benchmarkSentences(count: Int, seed: UInt64) -> [String] {
     let words = ("a an the no not without never dog cat red blue green sofa table photo of on in under two three "
         + "man woman riding horse hat wearing there is are nothing but with small large striped wooden car "
         + "street picture people bowl fruit apples isn't aren't doesn't empty").split(separator: " ").map(String.init)
-    var rng = SplitMix64(state: seed)
+    var rng = SplitMix64(seed: seed)
     return (0..<count).map { _ in
         let k = min(70, max(2, Int(exp(log(9.0) + 0.5 * rng.normal()).rounded())))
         return (0..<k).map { _ in words[Int(rng.next() % UInt64(words.count))] }.joined(separator: " ")

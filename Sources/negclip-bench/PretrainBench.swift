@@ -1,3 +1,4 @@
+import SeededRandom
 import ArgumentParser
 import CLIP
 import Foundation
@@ -27,7 +28,7 @@ struct PretrainBench: ParsableCommand {
         let hf = cfg.hfConfig(vocabSize: vocab, bos: bos, eos: eos, pad: eos)
         let clip = try CLIPConfig.parse(hf, file: "pretrain config")
         let (text, vision): (TextTowerParameters<Float>, VisionTowerParameters<Float>) = try CLIPPretraining.towers(clip)
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         CLIPPretraining.initialize(text: text, vision: vision, rng: &rng)
         let B = cfg.batch, S = cfg.imageSize
         // caption-like ids: log-normal lengths around 12 tokens, bos ... eos (the world's captions are 5-20 tokens)

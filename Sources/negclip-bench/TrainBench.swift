@@ -1,3 +1,4 @@
+import SeededRandom
 import ArgumentParser
 import CLIP
 import Foundation
@@ -32,7 +33,7 @@ struct TrainBench: ParsableCommand {
         if let idsOut {
             try JSONSerialization.data(withJSONObject: seqs.map { $0.map(Int.init) }).write(to: URL(fileURLWithPath: idsOut))
         }
-        var rng = SplitMix64(state: seed ^ 0x5EED)
+        var rng = SplitMix64(seed: seed ^ 0x5EED)
         let dim = params.projectionDim
         func images() -> [Float] { (0..<(batch * dim)).map { _ in Float(rng.normal()) } }
         let loss = OmniNegCLIPLoss()

@@ -1,3 +1,4 @@
+import SeededRandom
 import CLIP
 import Foundation
 import NegationData

@@ -170,7 +170,6 @@ import Glibc
     }
 }
 
-extension TestRNG: RandomNumberGenerator {}
 
 enum PretrainFixtures {
     static let regenerate = "regenerate with .venv/bin/python scripts/fixtures/pretraining.py"

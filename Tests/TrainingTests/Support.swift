@@ -1,27 +1,12 @@
 import Foundation
+import SeededRandom
 import SafeTensors
 import Testing
 import TestSupport
 @testable import Training
 
-/// A small deterministic generator for test inputs (SplitMix64 -> uniform / normal).
-struct TestRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-    mutating func normal() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
-    }
-    mutating func normals(_ n: Int, scale: Double = 1) -> [Double] { (0..<n).map { _ in normal() * scale } }
-}
+/// Test inputs come from the project's one seeded generator.
+typealias TestRNG = SplitMix64
 
 /// Central differences of `f` w.r.t. every element of every tensor in `x`, compared with `analytic`
 /// through the one tolerance helper (Double throughout: STYLE.md, Tests).
