@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
-        .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData"],
+        .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
         // sweep), their ranking, the report and the layer selector.
@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),
     ]
 )
