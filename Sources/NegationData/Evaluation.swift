@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 
 /// An image to embed: a file, optionally cropped to a [x, y, width, height] box (NegRefCOCOg).
 public struct ImageRequest: Hashable, Sendable {
@@ -451,12 +452,23 @@ public enum EvaluationTable {
         return s
     }
 
-    /// JSON with sorted keys: the reports plus provenance supplied by the caller.
-    public static func json(_ reports: [EvaluationReport], provenance: [String: String]) throws -> Data {
-        struct Out: Encodable { let provenance: [String: String]; let reports: [EvaluationReport] }
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return try e.encode(Out(provenance: provenance, reports: reports))
+    /// `format` of `evaluate --json` files. Version 2: the top-level `provenance` is the one
+    /// `Provenance` record; the run's other facts (bootstrap, split, data files and their hashes,
+    /// every model) moved to `settings` (version 1 held them all as strings in `provenance`).
+    public static let formatName = "negclip-evaluation 2"
+
+    /// What `evaluate --json` writes: format, provenance, the run's settings and the reports.
+    public struct Output: Encodable {
+        public let format = EvaluationTable.formatName
+        public let provenance: Provenance
+        public let settings: [String: String]
+        public let reports: [EvaluationReport]
+        enum CodingKeys: String, CodingKey { case format, provenance, settings, reports }
+    }
+
+    /// JSON with sorted keys: the reports plus the provenance record and settings supplied by the caller.
+    public static func json(_ reports: [EvaluationReport], provenance: Provenance, settings: [String: String]) throws -> Data {
+        try JSONOutput.data(Output(provenance: provenance, settings: settings, reports: reports))
     }
 }
 

@@ -51,7 +51,7 @@ struct DumpBench: ParsableCommand {
         let provenance = StoreProvenance(toolVersion: "negclip-bench", model: model, modelConfigSHA256: m.configSHA256,
                                          modelWeightsSHA256: m.weightsSHA256, dataset: "synthetic", datasetSHA256: "",
                                          tokenizer: "synthetic ids", commandLine: CommandLine.arguments.joined(separator: " "),
-                                         seed: Int64(bitPattern: seed))
+                                         seed: seed)
         // The honest overhead: dump wall time against the wall time of the same encoding with
         // nothing written. On a shared machine the load drifts over a run, so the two are measured
         // in alternating blocks of `--block` batches (encode the block alone, then dump the same

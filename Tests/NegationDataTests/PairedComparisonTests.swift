@@ -1,5 +1,6 @@
 import SeededRandom
 import Foundation
+import Provenance
 import Testing
 import TestSupport
 @testable import NegationData
@@ -69,7 +70,7 @@ import TestSupport
         #expect(lines[2].hasPrefix("| presence | +0.000 [+0.000, +0.000] n=\(presence.count) | +"))
         #expect(EvaluationTable.pairedMarkdown([base.report]).isEmpty)
         // JSON carries the paired differences.
-        let json = try EvaluationTable.json([base.report, oracle.report], provenance: [:])
+        let json = try EvaluationTable.json([base.report, oracle.report], provenance: Provenance(), settings: [:])
         let back = try JSONSerialization.jsonObject(with: json) as! [String: Any]
         let reports = back["reports"] as! [[String: Any]]
         #expect(reports[0]["pairedDifference"] == nil)

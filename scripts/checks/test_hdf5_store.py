@@ -98,12 +98,16 @@ def check_file(h5path: Path, jsonpath: Path):
     with h5py.File(h5path, "r") as f:
         a = f.attrs
         assert a["schema"] == "negclip.hidden_states", a["schema"]
-        assert int(a["schema_version"]) == want["schema_version"] == 1
+        assert int(a["schema_version"]) == want["schema_version"] == 2
+        assert a["tool"] == "negclip" and a["tool_version"] == "0.1.0", (a["tool"], a["tool_version"])
+        prov = want["provenance"]
+        assert prov["tool"] == a["tool"] and prov["tool_version"] == a["tool_version"], prov
+        assert prov["model_sha256"] == a["model_weights_sha256"] and prov["data_sha256"] == a["dataset_sha256"], prov
         assert int(a["complete"]) == 1
         assert int(a["items_written"]) == n
         assert list(a["layers"]) == want["layers"]
         assert a["layer_definition"].startswith("layer l means hidden_states[l]")
-        for key in ("tool_version", "model_config_sha256", "model_weights_sha256", "dataset_sha256",
+        for key in ("tool", "tool_version", "model_config_sha256", "model_weights_sha256", "dataset_sha256",
                     "tokenizer", "command_line", "created_utc", "dtype", "tokens"):
             assert isinstance(a[key], str), f"attribute {key} should read as str, got {type(a[key])}"
         for key, value in want["attributes"].items():
@@ -197,7 +201,7 @@ def test_reader_errors_are_one_line():
     newer = tmp / "newer.h5"
     shutil.copy(h5, newer)
     with h5py.File(newer, "r+") as f:
-        f.attrs["schema_version"] = np.int64(2)
+        f.attrs["schema_version"] = np.int64(3)
     for path, needle in ((newer, "newer negclip"),):
         try:
             negclip_h5.open_dump(path)
