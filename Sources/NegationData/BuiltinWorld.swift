@@ -219,7 +219,9 @@ public struct BuiltinWorld: Sendable {
             progress?(.ready(folder: folder, generated: false))
             return (folder, false)
         }
-        try fm.createDirectory(at: worlds, withIntermediateDirectories: true)
+        do { try fm.createDirectory(at: worlds, withIntermediateDirectories: true) } catch {
+            throw OutputFileError(path: worlds.path, message: "could not create the built-in world's cache folder: \(JSONOutput.describe(error)) (set \(Self.cacheVariable) to another folder)")
+        }
         removeAbandonedTemporaries(in: worlds)
         let tmp = worlds.appendingPathComponent(".tmp-\(folderName)-\(getpid())-\(UUID().uuidString.prefix(8))")
         progress?(.generating(folder: folder, temporary: tmp))

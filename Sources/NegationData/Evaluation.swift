@@ -43,8 +43,11 @@ public struct ImageEmbeddingCache: Sendable {
 
     func store(_ vector: [Float], _ request: ImageRequest, model: String) throws {
         let url = try key(request, model: model)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try vector.withUnsafeBytes { Data($0) }.write(to: url, options: .atomic)
+        let folder = url.deletingLastPathComponent()
+        do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+            throw OutputFileError(path: folder.path, message: "image-embedding cache: could not create the folder: \(JSONOutput.describe(error))")
+        }
+        try JSONOutput.writeAtomically(vector.withUnsafeBytes { Data($0) }, to: url)
     }
 }
 

@@ -71,11 +71,12 @@ struct EvaluateCommand: ParsableCommand {
         if (batchSizeAlias ?? batch) < 1 { throw ValidationError("--batch: expected a count >= 1, found \(batchSizeAlias ?? batch)") }
         if bootstrap < 0 { throw ValidationError("--bootstrap: expected a count >= 0, found \(bootstrap)") }
         if batchSizeAlias != nil && batch != 64 { throw ValidationError("--batch-size is the old name of --batch: give one of them") }
-        // Before any model is loaded: a folder where the file goes is one line naming it.
-        if let json { try OutputPath.requireFile(URL(fileURLWithPath: json), option: "--json") }
     }
 
     func run() throws {
+        // Before any model is loaded: a folder where the file goes is one line naming it.
+        if let json { try OutputPath.requireFile(URL(fileURLWithPath: json), option: "--json") }
+        if let cache { try OutputPath.requireFolder(URL(fileURLWithPath: cache), option: "--cache") }
         // Defaults: the built-in model and the test split of its world (docs/data.md).
         let model = try self.model.isEmpty ? [ModelOptions.resolvedModel()] : self.model
         var data = self.data, split = self.split

@@ -49,11 +49,9 @@ struct MakeWorldCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Also write the world's description (for a model folder's world.json) to this file.", valueName: "file"))
     var describe: String?
 
-    func validate() throws {
-        if size < 1 { throw ValidationError("--size: expected a positive integer (10-\(WorldConfig.maxSize) scenes), found \(size)") }
-    }
-
     func run() throws {
+        // One line like every other bad value (run time, not usage): a size must be a positive integer.
+        if size < 1 { throw ValidationError("--size: expected a positive integer (10-\(WorldConfig.maxSize) scenes), found \(size)") }
         var config = WorldConfig(seed: seed, size: size)
         config.imageSize = imageSize
         config.noiseNegationRate = noiseNegationRate
