@@ -15,7 +15,7 @@ struct DumpBench: ParsableCommand {
         --items 10000 and --items 100000: the peak must be the same. Writes to --out-dir and deletes the file.
         """)
 
-    @Option(help: "HF CLIP checkpoint folder (e.g. `scripts/torch_peer.py make-checkpoint --shape vit-b-32`).")
+    @Option(help: "HF CLIP checkpoint folder (e.g. `scripts/peers/torch_peer.py make-checkpoint --shape vit-b-32`).")
     var model: String
     @Option(help: "Number of captions.") var items: Int = 10_000
     @Option(help: "Captions per encoder call.") var batch: Int = 64
