@@ -52,6 +52,9 @@ struct ImportCommand: ParsableCommand {
         if format != "auto" && !ImportFormat.peerFormats.map(\.rawValue).contains(format) {
             throw ValidationError("--format: expected auto or one of \(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
         }
+        if WorldSplit(rawValue: split) == nil {
+            throw ValidationError("--split: expected one of \(WorldSplit.allCases.map(\.rawValue).joined(separator: ", ")) (docs/data.md), found \"\(split)\"")
+        }
         if let n = ccnegEvalTail, n < 0 { throw ValidationError("--ccneg-eval-tail: expected a count >= 0, found \(n)") }
     }
 

@@ -90,3 +90,11 @@ import TestSupport
         #expect(ok.status == 0, "\(ok.stderr)")
     }
 }
+
+extension OptionNamesCLITests {
+    /// import --split takes the three splits of docs/data.md (the reader refuses any other).
+    @Test func importSplitIsOneOfTheThree() throws {
+        let r = try CLIRunner.run("negclip", ["import", "--data", "x.csv", "--out", "y.jsonl", "--split", "trajn"])
+        #expect(r.status != 0 && r.stderr.contains(#"--split: expected one of train, val, test (docs/data.md), found "trajn""#), "\(r.stderr)")
+    }
+}
