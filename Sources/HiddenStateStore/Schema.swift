@@ -204,9 +204,12 @@ public struct StoreProvenance: Sendable, Equatable {
     /// The same facts as the one provenance record of every JSON output (`Provenance`): the dump's
     /// JSON sidecar carries it. `createdUTC` empty (not yet written) becomes now.
     public var record: Provenance {
-        Provenance(commandLine: commandLine, createdUTC: createdUTC.isEmpty ? ToolInfo.nowUTC : createdUTC,
-                   seeds: seed.map { [$0] } ?? [], model: model, modelSHA256: modelWeightsSHA256,
-                   data: dataset, dataSHA256: datasetSHA256, layerDefinition: StoreSchema.layerDefinition)
+        var p = Provenance(commandLine: commandLine, createdUTC: createdUTC.isEmpty ? ToolInfo.nowUTC : createdUTC,
+                           seeds: seed.map { [$0] } ?? [], model: model, modelSHA256: modelWeightsSHA256,
+                           data: dataset, dataSHA256: datasetSHA256, layerDefinition: StoreSchema.layerDefinition)
+        p.tool = tool
+        p.toolVersion = toolVersion  // as the file's attributes say
+        return p
     }
 }
 
