@@ -76,6 +76,11 @@ public struct EvaluationReport: Codable, Sendable {
     /// paired bootstrap interval; nil for the baseline itself and for single-model runs.
     public var pairedDifference: PairedDifference?
 
+    // snake_case in JSON like every output (format 2; version 1 wrote modelIdentity, pairedDifference).
+    enum CodingKeys: String, CodingKey {
+        case model, modelIdentity = "model_identity", metrics, skipped, problems, pairedDifference = "paired_difference"
+    }
+
     public init(model: String, modelIdentity: String, metrics: [String: MetricValue], skipped: [String: Int],
                 problems: [String], pairedDifference: PairedDifference? = nil) {
         self.model = model; self.modelIdentity = modelIdentity; self.metrics = metrics
@@ -94,6 +99,8 @@ public struct PairedDifference: Codable, Equatable, Sendable {
     public var metrics: [String: MetricValue]
     /// metric -> items that only one of the two models scored (left out of the pairing).
     public var unpaired: [String: Int]
+
+    enum CodingKeys: String, CodingKey { case baseline, baselineIdentity = "baseline_identity", metrics, unpaired }
 }
 
 /// One data file's records: retrieval galleries never reach across files.
@@ -457,7 +464,8 @@ public enum EvaluationTable {
 
     /// `format` of `evaluate --json` files. Version 2: the top-level `provenance` is the one
     /// `Provenance` record; the run's other facts (bootstrap, split, data files and their hashes,
-    /// every model) moved to `settings` (version 1 held them all as strings in `provenance`).
+    /// every model) moved to `settings` (version 1 held them all as strings in `provenance`), and the
+    /// reports' keys are snake_case (`model_identity`, `paired_difference`, `baseline_identity`).
     public static let formatName = "negclip-evaluation 2"
 
     /// What `evaluate --json` writes: format, provenance, the run's settings and the reports.

@@ -73,8 +73,9 @@ import TestSupport
         let json = try EvaluationTable.json([base.report, oracle.report], provenance: Provenance(), settings: [:])
         let back = try JSONSerialization.jsonObject(with: json) as! [String: Any]
         let reports = back["reports"] as! [[String: Any]]
-        #expect(reports[0]["pairedDifference"] == nil)
-        let pd = try #require(reports[1]["pairedDifference"] as? [String: Any])
+        #expect(reports[0]["paired_difference"] == nil && reports[0]["model_identity"] != nil)
+        let pd = try #require(reports[1]["paired_difference"] as? [String: Any])
+        #expect(pd["baseline_identity"] != nil)
         #expect(pd["baseline"] as? String == "base" && (pd["metrics"] as? [String: Any])?["presence"] != nil)
     }
 
