@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
         // The store, and the dump pipeline that fills it (Dumping) with stand-in encoders and the CLI.
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),

@@ -16,7 +16,9 @@ import numpy as np
 import h5py
 
 SCHEMA = "negclip.hidden_states"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions read: 1 (no `tool` attribute; tool_version "negclip 0.1.0") and 2 (`tool` "negclip", tool_version "0.1.0").
+READABLE_SCHEMA_VERSIONS = (1, 2)
 LABEL_NAMES = ("affirmative", "presence_negated", "absence_negated")  # codes 0, 1, 2; -1 unlabeled
 
 
@@ -59,11 +61,11 @@ class Dump(_H5Reader):
             raise DumpError(f"{self.path}: not a negclip hidden-state store: root attribute schema is "
                             f"{a.get('schema')!r}, expected {SCHEMA!r}")
         version = int(a["schema_version"])
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             self.close()
             hint = ("written by a newer negclip; update notebooks-export/negclip_h5.py" if version > SCHEMA_VERSION
                     else "written by an older negclip; re-run `negclip dump`")
-            raise DumpError(f"{self.path}: schema_version {version}, this reader reads only {SCHEMA_VERSION}: {hint}")
+            raise DumpError(f"{self.path}: schema_version {version}, this reader reads {READABLE_SCHEMA_VERSIONS}: {hint}")
         if int(a["complete"]) != 1 and not allow_incomplete:
             self.close()
             raise DumpError(f"{self.path}: incomplete dump (complete = 0, {int(a['items_written'])} items written); "

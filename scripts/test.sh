@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what is missing, builds, runs the Swift suite, then the Python
-# checks (scripts/python_checks.sh: h5py/safetensors readers of our files; transformers parity when a torch
+# checks (scripts/ci/python_checks.sh: h5py/safetensors readers of our files; transformers parity when a torch
 # wheel is available). Both run even when the first fails. Ends with two lines:
 #   tests: Swift N run (F failed, S skipped); Python N run (F failed, S skipped)
 #   summary: P passed, F failed, S skipped
 # (Swift tests + Python checks; a failed step such as the build counts as one failed test). Exit status
 # non-zero when anything failed. .ci/run sets NEGCLIP_REQUIRE_PYTHON_CHECKS=1: a Python check that does not
-# run (no torch wheel, a skip) is then a failure (see scripts/python_checks.sh).
+# run (no torch wheel, a skip) is then a failure (see scripts/ci/python_checks.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS=$(mktemp -d)
@@ -37,20 +37,20 @@ swift test --skip-build --disable-xctest --xunit-output "$LOGS/swift.xml"
 rc=$?
 report=$LOGS/swift.xml
 [[ -s $LOGS/swift-swift-testing.xml ]] && report=$LOGS/swift-swift-testing.xml   # SwiftPM's name when XCTest also writes one
-if [[ -s $report ]] && counts=$(python3 scripts/junit_counts.py "$report"); then
+if [[ -s $report ]] && counts=$(python3 scripts/ci/junit_counts.py "$report"); then
     read -r SWIFT_PASSED SWIFT_FAILED SWIFT_SKIPPED <<< "$counts"
     ((rc != 0 && SWIFT_FAILED == 0)) && problem "swift test exited with status $rc without a failed test"
 else
     problem "swift test wrote no readable xunit report (exit status $rc)"
 fi
 
-NEGCLIP_CHECKS_COUNTS="$LOGS/python.txt" scripts/python_checks.sh
+NEGCLIP_CHECKS_COUNTS="$LOGS/python.txt" scripts/ci/python_checks.sh
 rc=$?
 if [[ -s $LOGS/python.txt ]]; then
     read -r PY_PASSED PY_FAILED PY_SKIPPED < "$LOGS/python.txt"
 fi
 if ((rc != 0 && PY_FAILED == 0)); then
-    echo "==================== FAILED: scripts/python_checks.sh (exit status $rc) ====================" >&2
+    echo "==================== FAILED: scripts/ci/python_checks.sh (exit status $rc) ====================" >&2
     PY_FAILED=1
 fi
 summary

@@ -66,15 +66,16 @@ public struct DumpRequest: Sendable {
     /// existing `out` is refused before anything is read or written.
     public var overwrite = false
     /// Seed recorded in the provenance (the dump itself is deterministic).
-    public var seed: Int64?
+    public var seed: UInt64?
     /// Dump only shard K of N of the input (items and distinct images split by `StoreShard.range`),
     /// a complete store on its own with the shard in its provenance; `negclip merge` joins them.
     public var shard: ShardSpec?
     /// Provenance labels: the model and dataset as the user named them (default: their paths),
-    /// the tool version and the command line.
+    /// the tool version (root attribute `tool_version`: the version alone, `ToolInfo.version`) and
+    /// the command line.
     public var modelName: String?
     public var datasetName: String?
-    public var toolVersion = ""
+    public var toolVersion = ToolInfo.version
     public var commandLine = ""
     /// Also write every value handed to the writer as JSON here (`StoreSidecar`, for the Python checks).
     public var sidecar: URL?

@@ -255,6 +255,7 @@ public enum StoreMerger {
             ("model", pa.model, pb.model),
             ("dataset", pa.dataset, pb.dataset),
             ("tokenizer", pa.tokenizer, pb.tokenizer),
+            ("tool", pa.tool, pb.tool),
             ("tool_version", pa.toolVersion, pb.toolVersion),
             ("seed", "\(pa.seed.map { "\($0)" } ?? "-1")", "\(pb.seed.map { "\($0)" } ?? "-1")"),
         ]

@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import Provenance
 
 /// Provenance and layout read back from a store's root attributes.
 public struct StoreInfo: Sendable, Equatable {
@@ -44,8 +45,16 @@ public final class HiddenStateReader {
             }
             let layout = try Self.readLayout(ctx, f)
             let seed = try ctx.readIntAttribute(f, "seed")
-            let provenance = StoreProvenance(
-                toolVersion: try ctx.readStringAttribute(f, "tool_version"),
+            let version = try ctx.readIntAttribute(f, "schema_version")
+            // Schema 1 had no `tool` and wrote "negclip 0.1.0" as tool_version.
+            var tool = ToolInfo.name, toolVersion = try ctx.readStringAttribute(f, "tool_version")
+            if ctx.hasAttribute(f, "tool") {
+                tool = try ctx.readStringAttribute(f, "tool")
+            } else if let space = toolVersion.firstIndex(of: " ") {
+                tool = String(toolVersion[..<space]); toolVersion = String(toolVersion[toolVersion.index(after: space)...])
+            }
+            var provenance = StoreProvenance(
+                toolVersion: toolVersion,
                 model: try ctx.readStringAttribute(f, "model"),
                 modelConfigSHA256: try ctx.readStringAttribute(f, "model_config_sha256"),
                 modelWeightsSHA256: try ctx.readStringAttribute(f, "model_weights_sha256"),
@@ -53,14 +62,15 @@ public final class HiddenStateReader {
                 datasetSHA256: try ctx.readStringAttribute(f, "dataset_sha256"),
                 tokenizer: try ctx.readStringAttribute(f, "tokenizer"),
                 commandLine: try ctx.readStringAttribute(f, "command_line"),
-                seed: seed < 0 ? nil : seed,
+                seed: seed < 0 ? nil : UInt64(seed),
                 createdUTC: try ctx.readStringAttribute(f, "created_utc"),
                 // Files written before the attribute existed have none: not counted.
                 truncatedCaptions: ctx.hasAttribute(f, "truncated_captions")
                     ? try ctx.readIntAttribute(f, "truncated_captions").nonNegative : nil,
                 shard: try Self.readShard(ctx, f), merge: try Self.readMerge(ctx, f))
+            provenance.tool = tool
             let info = StoreInfo(
-                schemaVersion: StoreSchema.version, complete: complete == 1,
+                schemaVersion: version, complete: complete == 1,
                 itemCount: Int(written), imageCount: Int(try ctx.readIntAttribute(f, "images_written")),
                 layout: layout, provenance: provenance, resumes: try ctx.readIntAttribute(f, "resumes"),
                 layerDefinition: try ctx.readStringAttribute(f, "layer_definition"))
@@ -170,7 +180,7 @@ public final class HiddenStateReader {
             throw HiddenStateStoreError.notAStore(file: ctx.file, detail: "root attribute schema = \"\(name)\", expected \"\(StoreSchema.name)\"")
         }
         let version = try ctx.readIntAttribute(f, "schema_version")
-        if version != StoreSchema.version {
+        if !StoreSchema.readableVersions.contains(version) {
             throw HiddenStateStoreError.schemaVersion(file: ctx.file, found: version, supported: StoreSchema.version)
         }
     }

@@ -1,5 +1,6 @@
 import CLIP
 import Foundation
+import Provenance
 
 /// The on-disk layout of a hidden-state dump. `docs/hdf5-schema.md` is the human-readable twin of
 /// this file: change both together and bump `version` whenever a reader of the old version would
@@ -7,8 +8,13 @@ import Foundation
 public enum StoreSchema {
     /// Value of the root attribute `schema`; anything else is not one of our files.
     public static let name = "negclip.hidden_states"
-    /// Value of the root attribute `schema_version` written by this code, the only one it reads.
-    public static let version: Int64 = 1
+    /// Value of the root attribute `schema_version` written by this code. Version 2 added the root
+    /// attribute `tool` ("negclip") and made `tool_version` the version alone ("0.1.0"; version 1
+    /// wrote "negclip 0.1.0" there and had no `tool`).
+    public static let version: Int64 = 2
+    /// Versions the reader opens (a version-1 file reads with `tool` taken from its `tool_version`);
+    /// `--resume` continues only a file of `version`.
+    public static let readableVersions: ClosedRange<Int64> = 1...2
     /// How `layer` indices are defined, stored verbatim as the root attribute `layer_definition`.
     public static let layerDefinition = TextLayers.definition + " " + rows
     /// Which rows a dump stores (the second half of its `layer_definition`).
@@ -149,6 +155,9 @@ public struct StoreLayout: Sendable, Equatable {
 
 /// Where the numbers came from; stored as root attributes.
 public struct StoreProvenance: Sendable, Equatable {
+    /// Root attribute `tool` ("negclip", `ToolInfo.name`).
+    public var tool: String = ToolInfo.name
+    /// Root attribute `tool_version` (`ToolInfo.version`, "0.1.0").
     public var toolVersion: String
     /// Model directory or name, as given on the command line.
     public var model: String
@@ -160,8 +169,9 @@ public struct StoreProvenance: Sendable, Equatable {
     /// Tokenizer description (e.g. "CLIP BPE, vocab.json sha256 ...").
     public var tokenizer: String
     public var commandLine: String
-    /// Seed of whatever randomness produced the file (e.g. a random benchmark checkpoint); nil = none (stored as -1).
-    public var seed: Int64?
+    /// Seed of whatever randomness produced the file (e.g. a random benchmark checkpoint); nil = none.
+    /// Stored as the int64 root attribute `seed`, -1 for none, so at most `Int64.max`.
+    public var seed: UInt64?
     /// ISO 8601 UTC; filled in by the writer when empty.
     public var createdUTC: String
     /// Captions longer than the tokenizer's context, cut to it (as transformers' `truncation=True`);
@@ -174,7 +184,7 @@ public struct StoreProvenance: Sendable, Equatable {
 
     public init(toolVersion: String, model: String, modelConfigSHA256: String,
                 modelWeightsSHA256: String, dataset: String, datasetSHA256: String,
-                tokenizer: String, commandLine: String, seed: Int64? = nil, createdUTC: String = "",
+                tokenizer: String, commandLine: String, seed: UInt64? = nil, createdUTC: String = "",
                 truncatedCaptions: Int? = nil, shard: StoreShard? = nil, merge: StoreMerge? = nil) {
         self.toolVersion = toolVersion
         self.model = model
@@ -189,6 +199,17 @@ public struct StoreProvenance: Sendable, Equatable {
         self.truncatedCaptions = truncatedCaptions
         self.shard = shard
         self.merge = merge
+    }
+
+    /// The same facts as the one provenance record of every JSON output (`Provenance`): the dump's
+    /// JSON sidecar carries it. `createdUTC` empty (not yet written) becomes now.
+    public var record: Provenance {
+        var p = Provenance(commandLine: commandLine, createdUTC: createdUTC.isEmpty ? ToolInfo.nowUTC : createdUTC,
+                           seeds: seed.map { [$0] } ?? [], model: model, modelSHA256: modelWeightsSHA256,
+                           data: dataset, dataSHA256: datasetSHA256, layerDefinition: StoreSchema.layerDefinition)
+        p.tool = tool
+        p.toolVersion = toolVersion  // as the file's attributes say
+        return p
     }
 }
 
@@ -322,7 +343,7 @@ public enum HiddenStateStoreError: Error, Equatable, CustomStringConvertible {
             let hint = found > supported
                 ? "written by a newer negclip; upgrade negclip to read it"
                 : "written by an older negclip; re-run `negclip dump` to regenerate it"
-            return "\(file): schema_version \(found), this negclip reads only version \(supported): \(hint)"
+            return "\(file): schema_version \(found), this negclip reads versions \(StoreSchema.readableVersions.lowerBound)-\(supported) (and resumes only \(supported)): \(hint)"
         case let .incomplete(file, n):
             return "\(file): incomplete dump (attribute complete = 0, \(n) items written): the dump was interrupted; run it again with --resume"
         case let .missing(file, key, expected):

@@ -1,10 +1,14 @@
 import Foundation
+import Provenance
 
 /// The exact values handed to the writer, as JSON: the Python check
 /// (`scripts/checks/test_hdf5_store.py`) compares a dump opened with h5py against it, so the
 /// comparison does not go through our own reader. Meant for small dumps (it holds everything).
+/// `schema_version` follows the HDF5 file's (`StoreSchema.version`); since version 2 the sidecar
+/// also carries the top-level `provenance` record every JSON output has.
 public struct StoreSidecar: Codable, Sendable {
     public var schemaVersion: Int64 = StoreSchema.version
+    public var provenance: Provenance
     public var layers: [Int]
     public var width: Int
     public var projectionDim: Int
@@ -32,10 +36,11 @@ public struct StoreSidecar: Codable, Sendable {
         case contextLength = "context_length", tokens, hiddenStates = "hidden_states"
         case tokenStates = "token_states", pooled, embeds, inputIDs = "input_ids", lengths
         case eosIndex = "eos_index", captions, ids, labels, pairIDs = "pair_ids"
-        case imageIDs = "image_ids", imageEmbeds = "image_embeds", attributes
+        case imageIDs = "image_ids", imageEmbeds = "image_embeds", attributes, provenance
     }
 
     public init(layout: StoreLayout, provenance: StoreProvenance) {
+        self.provenance = provenance.record
         layers = layout.layers
         width = layout.width
         projectionDim = layout.projectionDim
@@ -44,7 +49,7 @@ public struct StoreSidecar: Codable, Sendable {
         hiddenStates = Array(repeating: [], count: layout.layers.count)
         tokenStates = layout.tokens == .all ? Array(repeating: [], count: layout.layers.count) : nil
         attributes = [
-            "schema": StoreSchema.name, "tool_version": provenance.toolVersion,
+            "schema": StoreSchema.name, "tool": provenance.tool, "tool_version": provenance.toolVersion,
             "model_config_sha256": provenance.modelConfigSHA256,
             "model_weights_sha256": provenance.modelWeightsSHA256,
             "dataset_sha256": provenance.datasetSHA256, "tokenizer": provenance.tokenizer,
@@ -84,9 +89,8 @@ public struct StoreSidecar: Codable, Sendable {
         for i in ids.indices { imageEmbeds.append(Array(embeds[(i * projectionDim)..<((i + 1) * projectionDim)])) }
     }
 
+    /// Sorted keys, atomically; errors name `url` (`JSONOutput`).
     public func write(to url: URL) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        try enc.encode(self).write(to: url)
+        try JSONOutput.write(self, to: url)
     }
 }

@@ -177,6 +177,7 @@ final class StoreWriterCore {
         try ctx.writeAttribute(f, "images_written", Int64(0))
         try ctx.writeAttribute(f, "resumes", Int64(0))
         try writeLayoutAttributes(ctx, f, layout)
+        try ctx.writeAttribute(f, "tool", provenance.tool)
         try ctx.writeAttribute(f, "tool_version", provenance.toolVersion)
         try ctx.writeAttribute(f, "model", provenance.model)
         try ctx.writeAttribute(f, "model_config_sha256", provenance.modelConfigSHA256)
@@ -185,7 +186,11 @@ final class StoreWriterCore {
         try ctx.writeAttribute(f, "dataset_sha256", provenance.datasetSHA256)
         try ctx.writeAttribute(f, "tokenizer", provenance.tokenizer)
         try ctx.writeAttribute(f, "command_line", provenance.commandLine)
-        try ctx.writeAttribute(f, "seed", provenance.seed ?? -1)
+        // int64 attribute, -1 = none (docs/hdf5-schema.md): a seed above Int64.max cannot be stored.
+        guard let seed = provenance.seed.map({ Int64(exactly: $0) }) ?? Int64(-1) else {
+            throw HiddenStateStoreError.invalidArgument(file: ctx.file, detail: "seed \(provenance.seed!): expected at most \(Int64.max) (stored as the int64 attribute seed)")
+        }
+        try ctx.writeAttribute(f, "seed", seed)
         try ctx.writeAttribute(f, "truncated_captions", Int64(provenance.truncatedCaptions ?? -1))
         try ctx.writeAttribute(f, "created_utc", provenance.createdUTC.isEmpty ? Self.nowUTC() : provenance.createdUTC)
         try ctx.writeAttribute(f, "layer_definition", StoreSchema.layerDefinition)
@@ -323,6 +328,11 @@ final class StoreWriterCore {
                                "H5Fopen for --resume (delete the .partial file and run without --resume)")
         file = f
         try HiddenStateReader.checkIdentity(ctx, f)
+        // A file of an older schema is read, never continued: the continuation would mix versions.
+        let version = try ctx.readIntAttribute(f, "schema_version")
+        if version != StoreSchema.version {
+            throw HiddenStateStoreError.schemaVersion(file: partialURL.path, found: version, supported: StoreSchema.version)
+        }
         if try ctx.readIntAttribute(f, "complete") != 0 {
             throw HiddenStateStoreError.state(file: partialURL.path, detail: "attribute complete = 1 already; nothing to resume (rename it to drop .partial)")
         }

@@ -9,7 +9,10 @@ import Glibc
 /// generated on another machine (or by a later negclip) is checked file by file before it is used.
 /// Written by `negclip make-world ... --describe FILE` (docs/data.md, "Built-in model and world").
 public struct WorldDescription: Codable, Equatable, Sendable {
-    public static let schemaName = "negclip-world-description 1"
+    /// Version 2: `provenance` is the one `Provenance` record (version 1: a dictionary of strings,
+    /// still read, as `nil`; the committed models/negclip-mini/world.json is version 1).
+    public static let schemaName = "negclip-world-description 2"
+    public static let readableSchemas = ["negclip-world-description 1", schemaName]
     /// The file beside the model folder's config.json.
     public static let fileName = "world.json"
 
@@ -22,22 +25,22 @@ public struct WorldDescription: Codable, Equatable, Sendable {
     /// Relative path -> `WorldFingerprint.file`, for every file of the world except its own
     /// world.json (which records the command line and tool version of whoever generated it).
     public var files: [String: String]
-    /// Tool, version and command line of the run that wrote this description.
-    public var provenance: [String: String]
+    /// The run that wrote this description (nil: a version-1 description, whose provenance is not read).
+    public var provenance: Provenance?
 
     enum CodingKeys: String, CodingKey {
         case schema, generator, config, files, provenance
         case makeWorld = "make_world"
     }
 
-    public init(generator: String, config: WorldConfig, makeWorld: String, files: [String: String], provenance: [String: String]) {
+    public init(generator: String, config: WorldConfig, makeWorld: String, files: [String: String], provenance: Provenance?) {
         self.generator = generator; self.config = config; self.makeWorld = makeWorld
         self.files = files; self.provenance = provenance
     }
 
     /// The description of the world `world` just wrote into `folder`: the fingerprints of exactly
     /// the files it writes (stale files of an older world in the same folder are not described).
-    public static func describe(_ world: World, in folder: URL, provenance: [String: String] = [:],
+    public static func describe(_ world: World, in folder: URL, provenance: Provenance? = nil,
                                 progress: ((Int, Int) -> Void)? = nil) throws -> WorldDescription {
         let paths = world.writtenFiles
         var files: [String: String] = [:]
@@ -65,11 +68,20 @@ public struct WorldDescription: Codable, Equatable, Sendable {
         return s
     }
 
-    /// Sorted-key JSON, written to a temporary name and renamed.
+    /// Sorted-key JSON, written to a temporary name and renamed (`JSONOutput`; errors name `url`).
     public func write(to url: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        try encoder.encode(self).write(to: url, options: .atomic)
+        try JSONOutput.write(self, to: url)
+    }
+
+    // Written by hand so that a missing provenance is `null`, as in every output.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(schema, forKey: .schema)
+        try c.encode(generator, forKey: .generator)
+        try c.encode(config, forKey: .config)
+        try c.encode(makeWorld, forKey: .makeWorld)
+        try c.encode(files, forKey: .files)
+        try c.encode(provenance, forKey: .provenance)
     }
 
     /// Read and check a description; every problem is one line naming the file and the key.
@@ -87,7 +99,9 @@ public struct WorldDescription: Codable, Equatable, Sendable {
             return s
         }
         let schema = try string("schema")
-        guard schema == schemaName else { throw bad("schema", "expected \"\(schemaName)\", found \"\(schema)\"") }
+        guard readableSchemas.contains(schema) else {
+            throw bad("schema", "expected one of \(readableSchemas.map { "\"\($0)\"" }.joined(separator: ", ")), found \"\(schema)\"")
+        }
         let generator = try string("generator"), makeWorld = try string("make_world")
         guard let configObject = top["config"] as? [String: Any] else { throw bad("config", "expected an object of make-world options, found \(top["config"].map { "\($0)" } ?? "nothing")") }
         let config: WorldConfig
@@ -109,8 +123,17 @@ public struct WorldDescription: Codable, Equatable, Sendable {
             guard !path.hasPrefix("/"), !path.split(separator: "/").contains("..") else { throw bad("files.\(path)", "expected a path inside the world folder, found one outside it") }
             files[path] = s
         }
-        let provenance = (top["provenance"] as? [String: Any])?.compactMapValues { $0 as? String } ?? [:]
-        return WorldDescription(generator: generator, config: config, makeWorld: makeWorld, files: files, provenance: provenance)
+        var provenance: Provenance?
+        if schema == schemaName, let object = top["provenance"], !(object is NSNull) {
+            do {
+                provenance = try JSONDecoder().decode(Provenance.self, from: JSONSerialization.data(withJSONObject: object))
+            } catch {
+                throw bad("provenance", "expected a provenance record (keys \(Provenance.keys.joined(separator: ", "))) or null, found \(object)")
+            }
+        }
+        var d = WorldDescription(generator: generator, config: config, makeWorld: makeWorld, files: files, provenance: provenance)
+        d.schema = schema
+        return d
     }
 }
 
@@ -196,18 +219,19 @@ public struct BuiltinWorld: Sendable {
             progress?(.ready(folder: folder, generated: false))
             return (folder, false)
         }
-        try fm.createDirectory(at: worlds, withIntermediateDirectories: true)
+        do { try fm.createDirectory(at: worlds, withIntermediateDirectories: true) } catch {
+            throw OutputFileError(path: worlds.path, message: "could not create the built-in world's cache folder: \(JSONOutput.describe(error)) (set \(Self.cacheVariable) to another folder)")
+        }
         removeAbandonedTemporaries(in: worlds)
         let tmp = worlds.appendingPathComponent(".tmp-\(folderName)-\(getpid())-\(UUID().uuidString.prefix(8))")
         progress?(.generating(folder: folder, temporary: tmp))
         do {
             let world = try World.build(description.config) { progress?(.world($0)) }
-            try world.write(to: tmp, provenance: [
-                "tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
-                "description": descriptionURL.path, "description_sha256": identity,
-            ]) { progress?(.world($0)) }
+            try world.write(to: tmp, provenance: Provenance(seeds: [description.config.seed]),
+                            description: ["file": descriptionURL.path, "sha256": identity]) { progress?(.world($0)) }
             try check(tmp, reportAs: folder, progress: progress)
-            try Data(stamp.utf8).write(to: tmp.appendingPathComponent(Self.stampName), options: .atomic)
+            try JSONOutput.writeAtomically(try JSONOutput.data(object: stampObject(provenance: Provenance(seeds: [description.config.seed]))),
+                                           to: tmp.appendingPathComponent(Self.stampName))
         } catch {
             try? fm.removeItem(at: tmp)
             throw error
@@ -228,15 +252,39 @@ public struct BuiltinWorld: Sendable {
         return (folder, true)
     }
 
-    var stamp: String {
+    /// `format` of the stamp. Version 2: a JSON object (what it checks plus the `provenance` of the
+    /// run that generated the world); version 1 was three text lines, still accepted (`legacyStamp`).
+    public static let stampFormat = "negclip-world-stamp 2"
+
+    /// What a stamp must say for this description (everything but its provenance).
+    var stampFields: [String: String] {
+        ["format": Self.stampFormat, "description_sha256": identity, "generator": description.generator,
+         "files": "\(description.files.count)"]
+    }
+
+    func stampObject(provenance: Provenance) -> [String: Any] {
+        var o: [String: Any] = stampFields
+        o["provenance"] = provenance.jsonObject
+        return o
+    }
+
+    /// The version-1 stamp of caches generated before version 2.
+    var legacyStamp: String {
         "description_sha256 \(identity)\ngenerator \(description.generator)\nfiles \(description.files.count)\n"
+    }
+
+    /// Whether a stamp file's bytes are a stamp of this description (any provenance).
+    func stampMatches(_ data: Data) -> Bool {
+        if String(decoding: data, as: UTF8.self) == legacyStamp { return true }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return false }
+        return stampFields.allSatisfy { object[$0.key] as? String == $0.value }
     }
 
     /// The cheap check of a cached world: its stamp, and every described file present.
     func checkStamp(_ folder: URL) throws {
         let fm = FileManager.default
-        let found = fm.contents(atPath: folder.appendingPathComponent(Self.stampName).path).map { String(decoding: $0, as: UTF8.self) }
-        guard found == stamp else {
+        let found = fm.contents(atPath: folder.appendingPathComponent(Self.stampName).path)
+        guard let found, stampMatches(found) else {
             throw BuiltinError("\(folder.path) is not a complete world of \(descriptionURL.path) (\(found == nil ? "no" : "another") stamp \(Self.stampName)): delete that folder and rerun to generate it again")
         }
         for path in description.files.keys.sorted() where !fm.fileExists(atPath: folder.appendingPathComponent(path).path) {

@@ -3,7 +3,7 @@ import Foundation
 extension Importers.Context {
     /// CC-Neg as CoN-CLIP ships it (`ccneg_preprocessed.pt`, read by jaisidhsingh/CoN-CLIP
     /// `src/data/evaluation_datasets.py` CCNegEvalDataset), exported to JSON with the same layout
-    /// (`scripts/ccneg_pt_to_json.py`): {"image_paths": [...], "annotations": [{"json": {"caption"},
+    /// (`scripts/converters/ccneg_pt_to_json.py`): {"image_paths": [...], "annotations": [{"json": {"caption"},
     /// "sop_data": {"negative-prompt"}}, ...]}, image i <-> annotation i. As CoN-CLIP does, the
     /// "/workspace/datasets/cc3m/" prefix of the paths is replaced by the image root and commas are
     /// removed from the negative prompt; the last `ccnegEvaluationTail` rows are its evaluation split.

@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 
 /// An image to embed: a file, optionally cropped to a [x, y, width, height] box (NegRefCOCOg).
 public struct ImageRequest: Hashable, Sendable {
@@ -42,8 +43,11 @@ public struct ImageEmbeddingCache: Sendable {
 
     func store(_ vector: [Float], _ request: ImageRequest, model: String) throws {
         let url = try key(request, model: model)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try vector.withUnsafeBytes { Data($0) }.write(to: url, options: .atomic)
+        let folder = url.deletingLastPathComponent()
+        do { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+            throw OutputFileError(path: folder.path, message: "image-embedding cache: could not create the folder: \(JSONOutput.describe(error))")
+        }
+        try JSONOutput.writeAtomically(vector.withUnsafeBytes { Data($0) }, to: url)
     }
 }
 
@@ -72,6 +76,11 @@ public struct EvaluationReport: Codable, Sendable {
     /// paired bootstrap interval; nil for the baseline itself and for single-model runs.
     public var pairedDifference: PairedDifference?
 
+    // snake_case in JSON like every output (format 2; version 1 wrote modelIdentity, pairedDifference).
+    enum CodingKeys: String, CodingKey {
+        case model, modelIdentity = "model_identity", metrics, skipped, problems, pairedDifference = "paired_difference"
+    }
+
     public init(model: String, modelIdentity: String, metrics: [String: MetricValue], skipped: [String: Int],
                 problems: [String], pairedDifference: PairedDifference? = nil) {
         self.model = model; self.modelIdentity = modelIdentity; self.metrics = metrics
@@ -90,6 +99,8 @@ public struct PairedDifference: Codable, Equatable, Sendable {
     public var metrics: [String: MetricValue]
     /// metric -> items that only one of the two models scored (left out of the pairing).
     public var unpaired: [String: Int]
+
+    enum CodingKeys: String, CodingKey { case baseline, baselineIdentity = "baseline_identity", metrics, unpaired }
 }
 
 /// One data file's records: retrieval galleries never reach across files.
@@ -451,12 +462,24 @@ public enum EvaluationTable {
         return s
     }
 
-    /// JSON with sorted keys: the reports plus provenance supplied by the caller.
-    public static func json(_ reports: [EvaluationReport], provenance: [String: String]) throws -> Data {
-        struct Out: Encodable { let provenance: [String: String]; let reports: [EvaluationReport] }
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return try e.encode(Out(provenance: provenance, reports: reports))
+    /// `format` of `evaluate --json` files. Version 2: the top-level `provenance` is the one
+    /// `Provenance` record; the run's other facts (bootstrap, split, data files and their hashes,
+    /// every model) moved to `settings` (version 1 held them all as strings in `provenance`), and the
+    /// reports' keys are snake_case (`model_identity`, `paired_difference`, `baseline_identity`).
+    public static let formatName = "negclip-evaluation 2"
+
+    /// What `evaluate --json` writes: format, provenance, the run's settings and the reports.
+    public struct Output: Encodable {
+        public let format = EvaluationTable.formatName
+        public let provenance: Provenance
+        public let settings: [String: String]
+        public let reports: [EvaluationReport]
+        enum CodingKeys: String, CodingKey { case format, provenance, settings, reports }
+    }
+
+    /// JSON with sorted keys: the reports plus the provenance record and settings supplied by the caller.
+    public static func json(_ reports: [EvaluationReport], provenance: Provenance, settings: [String: String]) throws -> Data {
+        try JSONOutput.data(Output(provenance: provenance, settings: settings, reports: reports))
     }
 }
 

@@ -268,6 +268,11 @@ public enum NegationJSONL {
             throw r.fail(.invalidValue, "type", "expected one of \(NegationRecord.typeNames.joined(separator: ", ")), found \"\(type)\"")
         }
         let id = try r.string("id"), split = try r.string("split"), source = try r.string("source")
+        // docs/data.md: a record's split is one of train, val, test (a typo would silently drop it
+        // from every --split filter).
+        guard WorldSplit(rawValue: split) != nil else {
+            throw r.fail(.invalidValue, "split", "expected one of \(WorldSplit.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(split)\"")
+        }
         let tags = try r.strings("tags", required: false) ?? []
         switch type {
         case "caption":

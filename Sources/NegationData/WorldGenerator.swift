@@ -1,6 +1,7 @@
 import SeededRandom
 import CLIPImage
 import Foundation
+import Provenance
 
 /// Settings of `negclip make-world`; every field is recorded in world.json.
 public struct WorldConfig: Codable, Equatable, Sendable {
@@ -356,13 +357,17 @@ public struct World: Sendable {
     /// Write the world under `directory`: images/, captions.jsonl, mcq.jsonl, queries.jsonl,
     /// pretrain.jsonl, vocab.json, merges.txt, world.json. Same config, same bytes. Every file is
     /// written to a temporary name and renamed, and world.json comes last, so a world with a
-    /// world.json is complete. `provenance` (tool, command line) goes into world.json as given.
-    public func write(to directory: URL, provenance: [String: String] = [:],
+    /// world.json is complete. `provenance` (the one `Provenance` record; null without one) and
+    /// `description` (the built-in world's description file and its sha256, when it made the world)
+    /// go into world.json as given.
+    public func write(to directory: URL, provenance: Provenance? = nil, description: [String: String]? = nil,
                       progress: ((WorldProgress) -> Void)? = nil) throws {
         let fm = FileManager.default
         for split in WorldSplit.allCases {
-            try fm.createDirectory(at: directory.appendingPathComponent("images/\(split.rawValue)"),
-                                   withIntermediateDirectories: true)
+            let folder = directory.appendingPathComponent("images/\(split.rawValue)")
+            do { try fm.createDirectory(at: folder, withIntermediateDirectories: true) } catch {
+                throw OutputFileError(path: folder.path, message: "could not create the folder: \(JSONOutput.describe(error))")
+            }
         }
         // Rendering and PNG encoding dominate large worlds: encode chunks of images in parallel
         // (each image is a pure function of its scene), write them in order.
@@ -378,12 +383,12 @@ public struct World: Sendable {
             for (i, bytes) in encoded.enumerated() {
                 let item = part[i / 2]
                 let path = i % 2 == 0 ? item.caption.image : item.caption.absenceContrastImage!
-                try Data(bytes).write(to: directory.appendingPathComponent(path), options: .atomic)
+                try JSONOutput.writeAtomically(Data(bytes), to: directory.appendingPathComponent(path))
             }
             progress?(.images(done: 2 * (start + part.count), total: total))
         }
         func writeJSONL(_ name: String, _ records: [NegationRecord]) throws {
-            try Data(try NegationJSONL.encode(records).utf8).write(to: directory.appendingPathComponent(name), options: .atomic)
+            try JSONOutput.writeAtomically(Data(try NegationJSONL.encode(records).utf8), to: directory.appendingPathComponent(name))
             progress?(.wrote(file: name, records: records.count))
         }
         try writeJSONL("captions.jsonl", items.map { .caption($0.caption) })
@@ -391,9 +396,10 @@ public struct World: Sendable {
         try writeJSONL("queries.jsonl", queries.map { .query($0) })
         try writeJSONL("pretrain.jsonl", items.flatMap { $0.pretrain.map { .pretrain($0) } })
         let vocab = WorldVocabulary.world()
-        try vocab.vocabJSON().write(to: directory.appendingPathComponent("vocab.json"), options: .atomic)
-        try Data(vocab.mergesTXT().utf8).write(to: directory.appendingPathComponent("merges.txt"), options: .atomic)
-        try manifest(provenance: provenance).write(to: directory.appendingPathComponent("world.json"), options: .atomic)
+        try JSONOutput.writeAtomically(try vocab.vocabJSON(), to: directory.appendingPathComponent("vocab.json"))
+        try JSONOutput.writeAtomically(Data(vocab.mergesTXT().utf8), to: directory.appendingPathComponent("merges.txt"))
+        try JSONOutput.writeAtomically(try manifest(provenance: provenance, description: description),
+                                       to: directory.appendingPathComponent("world.json"))
     }
 
     /// `transform(0..<count)` on all cores, results in index order; the first error is rethrown.
@@ -411,20 +417,41 @@ public struct World: Sendable {
         return box.results.map { $0! }
     }
 
-    /// world.json: provenance, every option, the held-out sets, split sizes and what the
-    /// pretraining stream holds (how many of its captions are false), sorted keys.
-    public func manifest(provenance: [String: String] = [:]) throws -> Data {
+    /// `format` of world.json. Version 2: `provenance` is the one `Provenance` record (null when
+    /// the world was written without one) and the built-in world's description moved to its own
+    /// key `description`; version 1 (no `format` key) held a dictionary of strings in `provenance`.
+    public static let manifestFormat = "negclip-world-manifest 2"
+
+    /// world.json: format, provenance, every option, the held-out sets, split sizes and what the
+    /// pretraining stream holds (how many of its captions are false), sorted keys. Not one of the
+    /// world's data files: the built-in world's check leaves it out (`writtenFiles`).
+    public func manifest(provenance: Provenance? = nil, description: [String: String]? = nil) throws -> Data {
         struct Manifest: Encodable {
+            let format = World.manifestFormat
             let generator: String
             let config: WorldConfig
             let heldOutCombinations: [String]
             let splits: [String: Int]
             let files: [String]
             let pretrain: PretrainCounts
-            let provenance: [String: String]?
+            let provenance: Provenance?
+            let description: [String: String]?
             enum CodingKeys: String, CodingKey {
-                case generator, config, splits, files, pretrain, provenance
+                case format, generator, config, splits, files, pretrain, provenance, description
                 case heldOutCombinations = "held_out_combinations"
+            }
+            // Written by hand so that a missing provenance is `null`, as in every output.
+            func encode(to encoder: Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(format, forKey: .format)
+                try c.encode(generator, forKey: .generator)
+                try c.encode(config, forKey: .config)
+                try c.encode(heldOutCombinations, forKey: .heldOutCombinations)
+                try c.encode(splits, forKey: .splits)
+                try c.encode(files, forKey: .files)
+                try c.encode(pretrain, forKey: .pretrain)
+                try c.encode(provenance, forKey: .provenance)
+                try c.encodeIfPresent(description, forKey: .description)
             }
         }
         var splits: [String: Int] = [:]
@@ -433,10 +460,8 @@ public struct World: Sendable {
                          heldOutCombinations: heldOutCombinations.map(\.name), splits: splits,
                          files: ["captions.jsonl", "mcq.jsonl", "queries.jsonl", "pretrain.jsonl",
                                  "vocab.json", "merges.txt", "images/"],
-                         pretrain: pretrainCounts, provenance: provenance.isEmpty ? nil : provenance)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return try encoder.encode(m)
+                         pretrain: pretrainCounts, provenance: provenance, description: description)
+        return try JSONOutput.data(m)
     }
 }
 

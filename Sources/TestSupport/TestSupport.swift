@@ -5,7 +5,7 @@ public enum Fixtures {
     /// The repository root, found from this file's path (tests never download anything).
     public static let repoRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    /// `Tests/Fixtures`, written by `scripts/make_fixtures.py`.
+    /// `Tests/Fixtures`, written by `scripts/fixtures/make_fixtures.py`.
     public static let root: URL = repoRoot.appendingPathComponent("Tests/Fixtures")
     public static func url(_ relative: String) -> URL { root.appendingPathComponent(relative) }
     /// A fresh temporary directory for one test.

@@ -4,7 +4,7 @@ import ArgumentParser
 struct NegclipBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "negclip-bench",
-        abstract: "Benchmarks of negclip (compare with scripts/torch_peer.py).",
+        abstract: "Benchmarks of negclip (compare with scripts/peers/torch_peer.py).",
         subcommands: [
             EncodeBench.self,
             MemoryBench.self,

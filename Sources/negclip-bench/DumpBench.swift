@@ -15,7 +15,7 @@ struct DumpBench: ParsableCommand {
         --items 10000 and --items 100000: the peak must be the same. Writes to --out-dir and deletes the file.
         """)
 
-    @Option(help: "HF CLIP checkpoint folder (e.g. `scripts/torch_peer.py make-checkpoint --shape vit-b-32`).")
+    @Option(help: "HF CLIP checkpoint folder (e.g. `scripts/peers/torch_peer.py make-checkpoint --shape vit-b-32`).")
     var model: String
     @Option(help: "Number of captions.") var items: Int = 10_000
     @Option(help: "Captions per encoder call.") var batch: Int = 64
@@ -51,7 +51,7 @@ struct DumpBench: ParsableCommand {
         let provenance = StoreProvenance(toolVersion: "negclip-bench", model: model, modelConfigSHA256: m.configSHA256,
                                          modelWeightsSHA256: m.weightsSHA256, dataset: "synthetic", datasetSHA256: "",
                                          tokenizer: "synthetic ids", commandLine: CommandLine.arguments.joined(separator: " "),
-                                         seed: Int64(bitPattern: seed))
+                                         seed: seed)
         // The honest overhead: dump wall time against the wall time of the same encoding with
         // nothing written. On a shared machine the load drifts over a run, so the two are measured
         // in alternating blocks of `--block` batches (encode the block alone, then dump the same

@@ -18,9 +18,9 @@ func benchmarkCaptions(count: Int, seed: UInt64, vocab: Int, bos: Int32, eos: In
 struct EncodeBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode",
-        abstract: "Text and image encoding throughput (compare with scripts/torch_peer.py encode-text / encode-images).")
+        abstract: "Text and image encoding throughput (compare with scripts/peers/torch_peer.py encode-text / encode-images).")
 
-    @Option(help: "HF CLIP checkpoint folder (e.g. from `scripts/torch_peer.py make-checkpoint`).")
+    @Option(help: "HF CLIP checkpoint folder (e.g. from `scripts/peers/torch_peer.py make-checkpoint`).")
     var model: String
     @Option(help: "Number of captions to encode.") var texts: Int = 256
     @Option(help: "Captions per call of the encoder.") var batch: Int = 32

@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// `negclip-bench memory`: peak RSS of a real `negclip dump` (text only) of a checkpoint, beside the
-/// transformers + h5py way of doing the same job (`scripts/torch_peer.py dump-text`), and the bound
+/// transformers + h5py way of doing the same job (`scripts/peers/torch_peer.py dump-text`), and the bound
 /// the issue sets: 1.3 x the text tower's fp32 bytes + 150 MiB, for any checkpoint dtype.
 struct MemoryBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,7 +18,7 @@ struct MemoryBench: ParsableCommand {
         Writes --captions synthetic caption-like sentences (a fixed word list, log-normal lengths, seeded) to a
         temporary text file, then runs each side as a child process and reads the child's peak resident set size
         from wait4 (ru_maxrss: the whole process, anonymous memory and mapped file pages alike). The model
-        folder needs vocab.json + merges.txt (`scripts/torch_peer.py make-checkpoint --vocab`).
+        folder needs vocab.json + merges.txt (`scripts/peers/torch_peer.py make-checkpoint --vocab`).
         """)
 
     @Option(help: "HF CLIP checkpoint folder with vocab.json + merges.txt.") var model: String
@@ -26,8 +26,8 @@ struct MemoryBench: ParsableCommand {
     @Option(help: "Captions per encoder call (both sides).") var batch: Int = 64
     @Option(help: "Seed of the synthetic captions.") var seed: UInt64 = 0
     @Option(help: "The negclip executable (default: next to this one).") var negclip: String?
-    @Option(help: "A Python with torch + transformers + h5py: also run scripts/torch_peer.py dump-text.") var python: String?
-    @Option(help: "Path of scripts/torch_peer.py.") var peerScript: String = "scripts/torch_peer.py"
+    @Option(help: "A Python with torch + transformers + h5py: also run scripts/peers/torch_peer.py dump-text.") var python: String?
+    @Option(help: "Path of scripts/peers/torch_peer.py.") var peerScript: String = "scripts/peers/torch_peer.py"
     @Option(help: "Directory for the temporary caption and HDF5 files.") var outDir: String = NSTemporaryDirectory()
 
     func run() throws {
@@ -107,7 +107,7 @@ struct MemoryBench: ParsableCommand {
     }
 }
 
-/// Caption-like English sentences (the word list of scripts/parity_check.py, log-normal lengths with
+/// Caption-like English sentences (the word list of scripts/peers/parity_check.py, log-normal lengths with
 /// median ~9 words), deterministic for a seed.
 func benchmarkSentences(count: Int, seed: UInt64) -> [String] {
     let words = ("a an the no not without never dog cat red blue green sofa table photo of on in under two three "

@@ -5,11 +5,11 @@ import Foundation
 import SafeTensors
 
 /// Writes every hidden state negclip computes for captions and image files, for
-/// scripts/parity_check.py to compare with transformers.
+/// scripts/peers/parity_check.py to compare with transformers.
 struct ParityDump: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parity-dump",
-        abstract: "Dump all text and vision hidden states to a safetensors file (used by scripts/parity_check.py).")
+        abstract: "Dump all text and vision hidden states to a safetensors file (used by scripts/peers/parity_check.py).")
 
     @Option(help: "HF CLIP checkpoint folder with tokenizer.json or vocab.json + merges.txt.") var model: String
     @Option(help: "Text file, one caption per line.") var captions: String

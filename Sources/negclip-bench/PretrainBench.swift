@@ -8,11 +8,11 @@ import Training
 /// `negclip-bench pretrain`: one CLIP pretraining step (both towers forward + backward, symmetric
 /// InfoNCE, AdamW over every parameter) on the shapes of a pretraining config (default
 /// negclip-mini), from a seeded random initialisation. `--peer-dir` writes the HF config.json and the
-/// token ids for `scripts/torch_peer.py pretrain`, which times the same step on the same shapes.
+/// token ids for `scripts/peers/torch_peer.py pretrain`, which times the same step on the same shapes.
 struct PretrainBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pretrain",
-        abstract: "Pretraining step time (compare with scripts/torch_peer.py pretrain on --peer-dir).")
+        abstract: "Pretraining step time (compare with scripts/peers/torch_peer.py pretrain on --peer-dir).")
 
     @Option(help: "Pretraining config JSON (default: the built-in negclip-mini, configs/pretrain/negclip-mini.json).") var config: String?
     @Option(help: "Pairs per step (default: the config's batch).") var batch: Int?

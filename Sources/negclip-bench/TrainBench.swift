@@ -6,14 +6,14 @@ import TensorKernels
 import Training
 
 /// `negclip-bench train`: Omni-NegCLIP text-side step time on a random checkpoint (compare with
-/// `scripts/torch_peer.py train` on the same --ids), and the step cost when the forward starts from
+/// `scripts/peers/torch_peer.py train` on the same --ids), and the step cost when the forward starts from
 /// cached hidden_states[k] (one block trained alone) vs the full forward.
 struct TrainBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Training step time (compare with scripts/torch_peer.py train), full vs cached-layer-input forward.")
+        abstract: "Training step time (compare with scripts/peers/torch_peer.py train), full vs cached-layer-input forward.")
 
-    @Option(help: "HF CLIP checkpoint folder (e.g. from `scripts/torch_peer.py make-checkpoint`).") var model: String
+    @Option(help: "HF CLIP checkpoint folder (e.g. from `scripts/peers/torch_peer.py make-checkpoint`).") var model: String
     @Option(help: "Captions per batch; a step has 4 caption batches (presence t, n; absence u, a).") var batch = 64
     @Option(help: "Timed steps per configuration (after one warm-up step); the best and median are reported.") var steps = 3
     @Option(parsing: .upToNextOption, help: "Trainable block ranges a-b (plus embeddings, final LN, projection, scale).")

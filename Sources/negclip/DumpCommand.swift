@@ -53,7 +53,8 @@ struct DumpCommand: ParsableCommand {
     @Flag(help: "Continue an interrupted dump from OUT.partial (same options and inputs).") var resume = false
     @Flag(help: "Replace an existing finished OUT (it stays until the new dump is complete); without it an existing OUT is refused.")
     var overwrite = false
-    @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic).") var seed: Int64?
+    @Option(help: "Seed recorded in the file's provenance (the dump itself is deterministic); 0 to 2^63-1, stored as the int64 attribute seed (-1 = none).")
+    var seed: UInt64?
     @Option(help: ArgumentHelp("Dump only shard K (0-based) of N: whole batches [floor(K*b/N), floor((K+1)*b/N)) of the b = ceil(n/batch) batches (default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards).", valueName: "K/N"))
     var shard: String?
     @Option(help: ArgumentHelp("Number of shards N when the index comes from JOB_COMPLETION_INDEX (a Kubernetes indexed Job's completions).", valueName: "N"))
@@ -70,6 +71,9 @@ struct DumpCommand: ParsableCommand {
         if expectJSON != nil && resume { throw ValidationError("--expect-json needs an uninterrupted run (no --resume)") }
         if overwrite && resume { throw ValidationError("--overwrite and --resume exclude each other: --resume continues OUT.partial, --overwrite starts over") }
         if let layers { _ = try TextLayers.parseList(layers, of: .layer, option: "--layers") }
+        if let seed, seed > UInt64(Int64.max) {
+            throw ValidationError("--seed: expected 0...\(Int64.max) (stored as the int64 attribute seed, docs/hdf5-schema.md), found \(seed)")
+        }
     }
 
     func run() throws {
@@ -96,7 +100,7 @@ struct DumpCommand: ParsableCommand {
         request.seed = seed
         request.modelName = modelPath
         request.datasetName = data
-        request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+        request.toolVersion = ToolInfo.version
         request.commandLine = ToolInfo.commandLine
         request.sidecar = expectJSON.map { URL(fileURLWithPath: $0) }
         request.shard = sharding?.spec

@@ -75,11 +75,13 @@ struct EncodeCommand: ParsableCommand {
     func run() throws {
         let modelPath = try modelOptions.path()
         let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: image.isEmpty ? .text : text.isEmpty ? .vision : .all)
+        // format "negclip-encode 2": the one provenance record (version 1 had a `tool` object and
+        // `command_line` at the top level); the model's config hash stays under `model`.
         var out: [String: Any] = [
+            "format": "negclip-encode 2",
+            "provenance": Provenance(model: modelPath, modelSHA256: model.weightsSHA256).jsonObject,
             "model": ["path": modelPath, "weights_sha256": model.weightsSHA256,
                       "config_sha256": model.configSHA256],
-            "tool": ["name": ToolInfo.name, "version": ToolInfo.version],
-            "command_line": ToolInfo.commandLine,
         ]
         // Captions longer than the context are cut (transformers' truncation=True): counted and recorded.
         let truncated = model.tokenizer.map { $0.truncatedCount(text) } ?? 0
@@ -141,8 +143,9 @@ struct EncodeCommand: ParsableCommand {
     }
 }
 
-/// JSON with sorted keys (stable, diffable outputs).
+/// JSON with sorted keys (stable, diffable outputs), as every file is written (`JSONOutput`).
 func jsonString(_ object: Any) throws -> String {
-    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+    var data = try JSONOutput.data(object: object)
+    if data.last == 0x0A { data.removeLast() }  // print adds the newline
     return String(decoding: data, as: UTF8.self)
 }

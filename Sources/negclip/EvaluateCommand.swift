@@ -55,7 +55,11 @@ struct EvaluateCommand: ParsableCommand {
     var seed: UInt64 = 0
 
     @Option(name: .long, help: "Texts or images per forward pass.")
-    var batchSize: Int = 64
+    var batch: Int = 64
+
+    // The option's name before 0.1.0 made every command's batch option `--batch`; still accepted.
+    @Option(name: .customLong("batch-size"), help: .hidden)
+    var batchSizeAlias: Int?
 
     @Option(name: .long, help: "Data problems listed on stderr per file (all are counted).")
     var maxIssues: Int = 20
@@ -64,10 +68,15 @@ struct EvaluateCommand: ParsableCommand {
         if format != "auto" && ImportFormat(rawValue: format) == nil {
             throw ValidationError("--format: expected auto or one of \(ImportFormat.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
         }
-        if batchSize < 1 || bootstrap < 0 { throw ValidationError("--batch-size must be >= 1 and --bootstrap >= 0") }
+        if (batchSizeAlias ?? batch) < 1 { throw ValidationError("--batch: expected a count >= 1, found \(batchSizeAlias ?? batch)") }
+        if bootstrap < 0 { throw ValidationError("--bootstrap: expected a count >= 0, found \(bootstrap)") }
+        if batchSizeAlias != nil && batch != 64 { throw ValidationError("--batch-size is the old name of --batch: give one of them") }
     }
 
     func run() throws {
+        // Before any model is loaded: a folder where the file goes is one line naming it.
+        if let json { try OutputPath.requireFile(URL(fileURLWithPath: json), option: "--json") }
+        if let cache { try OutputPath.requireFolder(URL(fileURLWithPath: cache), option: "--cache") }
         // Defaults: the built-in model and the test split of its world (docs/data.md).
         let model = try self.model.isEmpty ? [ModelOptions.resolvedModel()] : self.model
         var data = self.data, split = self.split
@@ -90,7 +99,7 @@ struct EvaluateCommand: ParsableCommand {
             throw ValidationError("no records to evaluate\(split.map { " in split \($0)" } ?? "") in \(data.joined(separator: ", "))")
         }
         var evaluator = Evaluator()
-        evaluator.batchSize = batchSize
+        evaluator.batchSize = batchSizeAlias ?? batch
         evaluator.bootstrapResamples = bootstrap
         evaluator.bootstrapSeed = seed
         evaluator.cache = cache.map { ImageEmbeddingCache(directory: URL(fileURLWithPath: $0)) }
@@ -103,12 +112,14 @@ struct EvaluateCommand: ParsableCommand {
         var reports: [EvaluationReport] = []
         var baseline: (report: EvaluationReport, items: ItemScores)?
         var truncated: [Int] = []  // per model: distinct texts cut to its tokenizer's context
+        var modelHashes: [String] = []  // per model: weights sha256
         let texts = Set(records.flatMap(\.texts))
         for dir in model {
             let start = Date()
             let clip = try CLIPModel.load(directory: URL(fileURLWithPath: dir))
             let name = URL(fileURLWithPath: dir).lastPathComponent + " (" + clip.weightsSHA256.prefix(8) + ")"
             truncated.append(clip.tokenizer.map { $0.truncatedCount(texts) } ?? 0)
+            modelHashes.append(clip.weightsSHA256)
             if let tok = clip.tokenizer, truncated.last! > 0 { log("model \(dir): " + truncationLine(truncated.last!, contextLength: tok.contextLength)) }
             // Every model after the first is also scored against it, item by item (paired bootstrap).
             let (report, items) = try evaluator.evaluate(model: try CLIPEmbeddingModel(clip, alpha: imageOptions.alpha), name: name, data: files, baseline: baseline)
@@ -125,17 +136,23 @@ struct EvaluateCommand: ParsableCommand {
             print(paired, terminator: "")
         }
         if let json {
-            var provenance = ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
-                              "bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; pairedDifference: each model minus the first on the same resampled items",
-                              "retrieval_gallery": "images of the query's own (data file, split)",
-                              "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)"]
-            provenance["split"] = split ?? "all"
-            if self.data.isEmpty { provenance["data_default"] = "the built-in model's world (docs/data.md)" }
-            for (i, n) in truncated.enumerated() { provenance["truncated_captions.\(i)"] = "\(n)" }
-            for (i, file) in data.enumerated() {
-                provenance["data.\(i)"] = file + " sha256 " + ((try? SHA256Hasher.hex(fileAt: URL(fileURLWithPath: file))) ?? "?")
+            // The one provenance record: the first model (every paired difference is against it) and
+            // the data files' combined hash; every model and file with its own hash under settings.
+            let dataURLs = data.map { URL(fileURLWithPath: $0) }
+            let provenance = Provenance(seeds: [seed], model: model[0], modelSHA256: modelHashes[0],
+                                        data: data.joined(separator: ", "), dataSHA256: try SHA256Hasher.hex(filesAt: dataURLs))
+            var settings = ["bootstrap": "\(bootstrap) resamples, seed \(seed), percentile 95%; paired differences: each model minus the first on the same resampled items",
+                            "retrieval_gallery": "images of the query's own (data file, split)",
+                            "records": "\(records.count)", "valse_validated_only": "\(!valseUnvalidated)",
+                            "split": split ?? "all"]
+            if self.data.isEmpty { settings["data_default"] = "the built-in model's world (docs/data.md)" }
+            for (i, n) in truncated.enumerated() { settings["truncated_captions.\(i)"] = "\(n)" }
+            for (i, dir) in model.enumerated() { settings["model.\(i)"] = dir + " sha256 " + modelHashes[i] }
+            for (i, url) in dataURLs.enumerated() {
+                settings["data.\(i)"] = data[i] + " sha256 " + (try SHA256Hasher.hex(fileAt: url))
             }
-            try EvaluationTable.json(reports, provenance: provenance).write(to: URL(fileURLWithPath: json))
+            try JSONOutput.writeAtomically(try EvaluationTable.json(reports, provenance: provenance, settings: settings),
+                                           to: URL(fileURLWithPath: json))
             log("wrote \(json)")
         }
     }

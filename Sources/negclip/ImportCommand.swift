@@ -52,12 +52,20 @@ struct ImportCommand: ParsableCommand {
         if format != "auto" && !ImportFormat.peerFormats.map(\.rawValue).contains(format) {
             throw ValidationError("--format: expected auto or one of \(ImportFormat.peerFormats.map(\.rawValue).joined(separator: ", ")), found \"\(format)\"")
         }
+        if WorldSplit(rawValue: split) == nil {
+            throw ValidationError("--split: expected one of \(WorldSplit.allCases.map(\.rawValue).joined(separator: ", ")) (docs/data.md), found \"\(split)\"")
+        }
         if let n = ccnegEvalTail, n < 0 { throw ValidationError("--ccneg-eval-tail: expected a count >= 0, found \(n)") }
     }
 
     func run() throws {
         let source = URL(fileURLWithPath: data)
         let outURL = URL(fileURLWithPath: out).standardizedFileURL
+        try OutputPath.requireInputFile(source, option: "--data")
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: outURL.path, isDirectory: &isDir), isDir.boolValue {
+            throw OutputFileError(path: outURL.path, message: "--out: is a folder; expected a file")
+        }
         let options = ImportOptions(imageRoot: images.map { URL(fileURLWithPath: $0) }, split: split,
                                     checkImages: !keepMissingImages, ccnegEvaluationTail: ccnegEvalTail,
                                     valseValidatedOnly: !valseUnvalidated)
@@ -83,12 +91,20 @@ struct ImportCommand: ParsableCommand {
         if let first = check.issues.first {
             throw CommandFailure("\(out): \(check.badLines) converted record(s) would not read back, nothing written; first: \(first)")
         }
-        try FileManager.default.createDirectory(at: outURL.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Data(text.utf8).write(to: outURL, options: .atomic)
-        let provenance: [String: Any] = [
-            "tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
-            "source": source.standardizedFileURL.path, "source_sha256": try SHA256Hasher.hex(fileAt: source),
-            "format": detected.rawValue, "split": split, "ccneg_eval_tail": ccnegEvalTail.map { $0 as Any } ?? NSNull(),
+        let outFolder = outURL.deletingLastPathComponent()
+        do { try FileManager.default.createDirectory(at: outFolder, withIntermediateDirectories: true) } catch {
+            throw OutputFileError(path: outFolder.path, message: "--out: could not create the folder: \(JSONOutput.describe(error))")
+        }
+        try JSONOutput.writeAtomically(Data(text.utf8), to: outURL)
+        // OUT.provenance.json: the one provenance record (the source file is the data), and the
+        // conversion's own facts beside it (format "negclip-import 2"; version 1 had `tool` and
+        // `command_line` at the top level and the source's hash as `source_sha256` only).
+        let sourceSHA256 = try SHA256Hasher.hex(fileAt: source)
+        let sidecar: [String: Any] = [
+            "format": "negclip-import 2",
+            "provenance": Provenance(data: source.standardizedFileURL.path, dataSHA256: sourceSHA256).jsonObject,
+            "source": source.standardizedFileURL.path, "source_sha256": sourceSHA256,
+            "source_format": detected.rawValue, "split": split, "ccneg_eval_tail": ccnegEvalTail.map { $0 as Any } ?? NSNull(),
             "image_root": images.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? NSNull(),
             "records": records.count, "bad_lines": result.badLines, "skipped_images": result.skippedImages,
             "left_out": result.leftOut, "valse_validated_only": !valseUnvalidated,
@@ -96,8 +112,7 @@ struct ImportCommand: ParsableCommand {
             "truncated_captions": truncated.map { $0 as Any } ?? NSNull(),
             "tokenizer": tokenizer.map { URL(fileURLWithPath: $0).standardizedFileURL.path as Any } ?? NSNull(),
         ]
-        let json = try JSONSerialization.data(withJSONObject: provenance, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-        try json.write(to: URL(fileURLWithPath: outURL.path + ".provenance.json"), options: .atomic)
+        try JSONOutput.write(object: sidecar, to: URL(fileURLWithPath: outURL.path + ".provenance.json"))
         print("wrote \(out): \(records.count) records (\(result.badLines) bad, \(result.skippedImages) skipped for images\(result.leftOut > 0 ? ", \(result.leftOut) left out as the source's evaluation does" : ""))")
     }
 }

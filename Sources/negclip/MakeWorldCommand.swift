@@ -23,7 +23,8 @@ struct MakeWorldCommand: ParsableCommand {
     @Option(name: .long, help: "Seed of the generator (unsigned 64-bit integer).")
     var seed: UInt64 = 0
 
-    @Option(name: .long, help: "Number of scenes over all splits (10-\(WorldConfig.maxSize)); each scene also gets a contrast image.")
+    // .unconditional: `--size -5` is a (bad) size, not a missing value followed by an option `-5`.
+    @Option(name: .long, parsing: .unconditional, help: "Number of scenes over all splits (10-\(WorldConfig.maxSize)); each scene also gets a contrast image.")
     var size: Int = 1000
 
     @Option(name: .long, help: "Image side in pixels (\(WorldConfig.minImageSize)-\(WorldConfig.maxImageSize)).")
@@ -49,6 +50,8 @@ struct MakeWorldCommand: ParsableCommand {
     var describe: String?
 
     func run() throws {
+        // One line like every other bad value (run time, not usage): a size must be a positive integer.
+        if size < 1 { throw ValidationError("--size: expected a positive integer (10-\(WorldConfig.maxSize) scenes), found \(size)") }
         var config = WorldConfig(seed: seed, size: size)
         config.imageSize = imageSize
         config.noiseNegationRate = noiseNegationRate
@@ -61,16 +64,25 @@ struct MakeWorldCommand: ParsableCommand {
             }
             return t
         }
+        let dir = URL(fileURLWithPath: out)
+        // Before the (long) generation: a file where the folder goes, or a folder where the
+        // description goes, is one line naming it.
+        try OutputPath.requireFolder(dir, option: "--out")
+        if let describe { try OutputPath.requireFile(URL(fileURLWithPath: describe), option: "--describe") }
         let start = Date()
         let world = try World.build(config) { Self.log($0) }
-        let dir = URL(fileURLWithPath: out)
-        try world.write(to: dir, provenance: ["tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine]) {
-            Self.log($0)
+        let provenance = Provenance(seeds: [seed])
+        do {
+            try world.write(to: dir, provenance: provenance) { Self.log($0) }
+        } catch let error as OutputFileError {
+            throw error
+        } catch {
+            throw OutputFileError(path: dir.path, message: "could not write the world: \(JSONOutput.describe(error))")
         }
         if let describe {
-            let description = try WorldDescription.describe(world, in: dir, provenance: [
-                "tool": "\(ToolInfo.name) \(ToolInfo.version)", "command_line": ToolInfo.commandLine,
-            ]) { done, total in if done == total { Self.log(.wrote(file: "fingerprints", records: total)) } }
+            let description = try WorldDescription.describe(world, in: dir, provenance: provenance) { done, total in
+                if done == total { Self.log(.wrote(file: "fingerprints", records: total)) }
+            }
             try description.write(to: URL(fileURLWithPath: describe))
             Self.log(.wrote(file: describe, records: description.files.count))
         }

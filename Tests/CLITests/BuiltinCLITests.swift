@@ -30,9 +30,13 @@ import TestSupport
         // The test split of the world: 4 of 40 scenes give 4 presence items.
         #expect(first.stdout.contains("| presence | ") && first.stdout.contains("n=4 |"), "\(first.stdout)")
         let results = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any]
+        let settings = (results?["settings"] as? [String: Any]) ?? [:]
+        #expect(settings["split"] as? String == "test", "\(settings)")
+        #expect((settings["data.0"] as? String)?.contains("/cache/worlds/seed5-size40-") == true, "\(settings)")
+        // The one provenance record: the built-in model, the world's files, the bootstrap seed.
         let provenance = (results?["provenance"] as? [String: Any]) ?? [:]
-        #expect(provenance["split"] as? String == "test", "\(provenance)")
-        #expect((provenance["data.0"] as? String)?.contains("/cache/worlds/seed5-size40-") == true, "\(provenance)")
+        #expect(provenance["model"] as? String == model.path && (provenance["data"] as? String)?.contains("/cache/worlds/seed5-size40-") == true, "\(provenance)")
+        #expect(provenance["seeds"] as? [Int] == [0], "\(provenance)")
         // The second run reuses the cached world.
         let second = try CLIRunner.run("negclip", ["evaluate", "--bootstrap", "20"], environment: env)
         #expect(second.status == 0 && !second.stderr.contains("generating"), "\(second.stderr)")

@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 import SafeTensors
 import Testing
 import TestSupport
@@ -32,7 +33,13 @@ import TestSupport
         #expect(r2.ok, "\(r2)")
         let model = try #require(out["model"] as? [String: Any])
         #expect((model["weights_sha256"] as? String)?.count == 64)
-        #expect((out["command_line"] as? String)?.contains("encode") == true)
+        // The one provenance record (same keys as every output), the model's hash in it.
+        let provenance = try #require(out["provenance"] as? [String: Any])
+        #expect(provenance.keys.sorted() == Provenance.keys)
+        #expect((provenance["command_line"] as? String)?.contains("encode") == true)
+        #expect(provenance["model_sha256"] as? String == model["weights_sha256"] as? String)
+        #expect(provenance["tool"] as? String == "negclip" && provenance["tool_version"] as? String == ToolInfo.version)
+        #expect(out["tool"] == nil && out["command_line"] == nil)
     }
 
     /// `--alpha`: the default composites on white as transformers does (a 16-bit RGBA file's

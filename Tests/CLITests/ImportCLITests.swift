@@ -1,4 +1,5 @@
 import Foundation
+import Provenance
 import NegationData
 import Testing
 import TestSupport
@@ -28,7 +29,11 @@ import TestSupport
         // Images are outside the output folder: absolute paths, the importer's own records.
         #expect(try lines(got.records) == lines(want.records))
         let prov = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out.path + ".provenance.json"))) as? [String: Any])
-        #expect(prov["format"] as? String == format)
+        #expect(prov["source_format"] as? String == format && prov["format"] as? String == "negclip-import 2")
+        let record = try #require(prov["provenance"] as? [String: Any])
+        #expect(record.keys.sorted() == Provenance.keys, "\(record)")
+        #expect(record["tool"] as? String == "negclip" && record["tool_version"] as? String == ToolInfo.version)
+        #expect(record["data_sha256"] as? String == prov["source_sha256"] as? String && prov["tool"] == nil)
         #expect(prov["records"] as? Int == want.records.count)
         #expect(prov["bad_lines"] as? Int == want.badLines)
         #expect((prov["source_sha256"] as? String)?.count == 64)

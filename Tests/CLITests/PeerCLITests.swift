@@ -66,6 +66,6 @@ import TestSupport
         #expect(lines.contains { $0.hasPrefix("| t2i_r5 | 1.000 [1.000, 1.000] n=8 |") }, "\(r.stdout)")
         let back = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
         let reports = back["reports"] as! [[String: Any]]
-        #expect(reports[0]["pairedDifference"] == nil && reports[1]["pairedDifference"] != nil)
+        #expect(reports[0]["paired_difference"] == nil && reports[1]["paired_difference"] != nil)
     }
 }

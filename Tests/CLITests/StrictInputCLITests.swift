@@ -43,8 +43,8 @@ import TestSupport
                                               "--json", results.path])
         #expect(e.status == 0, "\(e.stderr)")
         #expect(e.stderr.contains("1 caption longer than 77 tokens was truncated\n"), "\(e.stderr)")
-        let provenance = try #require(try json(results)["provenance"] as? [String: String])
-        #expect(provenance["truncated_captions.0"] == "1", "\(provenance)")
+        let settings = try #require(try json(results)["settings"] as? [String: String])
+        #expect(settings["truncated_captions.0"] == "1", "\(settings)")
 
         let run = dir.appendingPathComponent("run")
         let t = try CLIRunner.run("negclip", ["train", "--model", Self.model, "--data", data.path, "--split", "test",

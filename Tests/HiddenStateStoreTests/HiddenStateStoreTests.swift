@@ -257,20 +257,40 @@ private let smallLayout = StoreLayout(layers: [0, 2, 3], numHiddenLayers: 3, wid
             try ctx.writeAttribute(f, name, value)
         }
     }
+    private func setAttribute(_ url: URL, _ name: String, _ value: String) throws {
+        try HDF5.withLock {
+            let ctx = H5Context(file: url.path)
+            let f = try ctx.handle(H5Fopen(url.path, negclip_H5F_ACC_RDWR(), negclip_H5P_DEFAULT()), .file, "open")
+            try ctx.writeAttribute(f, name, value)
+        }
+    }
+    private func deleteAttribute(_ url: URL, _ name: String) throws {
+        try HDF5.withLock {
+            let ctx = H5Context(file: url.path)
+            let f = try ctx.handle(H5Fopen(url.path, negclip_H5F_ACC_RDWR(), negclip_H5P_DEFAULT()), .file, "open")
+            try ctx.check(H5Adelete(f.id, name), "H5Adelete \(name)")
+        }
+    }
 
     @Test func schemaVersionIsCheckedBothWays() throws {
         let dir = try Fixtures.tempDir("store")
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = try writeStore(dir.appendingPathComponent("v.h5"), SyntheticItems(layout: smallLayout, count: 4))
-        try setAttribute(url, "schema_version", 2)
+        #expect(try HiddenStateReader(url: url).info.schemaVersion == 2)
+        #expect(try HiddenStateReader(url: url).info.provenance.tool == "negclip")
+        try setAttribute(url, "schema_version", 3)
         let newer = #expect(throws: HiddenStateStoreError.self) { try HiddenStateReader(url: url) }
-        #expect(newer == .schemaVersion(file: url.path, found: 2, supported: 1))
+        #expect(newer == .schemaVersion(file: url.path, found: 3, supported: 2))
         #expect(newer?.description.contains("upgrade negclip") == true)
         try setAttribute(url, "schema_version", 0)
         let older = #expect(throws: HiddenStateStoreError.self) { try HiddenStateReader(url: url) }
         #expect(older?.description.contains("re-run `negclip dump`") == true)
+        // A version-1 file (no `tool`, tool_version "negclip 0.1.0") still reads, with the tool split off.
         try setAttribute(url, "schema_version", 1)
-        _ = try HiddenStateReader(url: url)
+        try setAttribute(url, "tool_version", "negclip 0.1.0")
+        try deleteAttribute(url, "tool")
+        let v1 = try HiddenStateReader(url: url).info
+        #expect(v1.schemaVersion == 1 && v1.provenance.tool == "negclip" && v1.provenance.toolVersion == "0.1.0")
     }
 
     @Test func notAStoreNotHDF5AndMissingFile() throws {

@@ -86,10 +86,10 @@ import TestSupport
         config.noiseNegationShownRate = 0.5
         let world = try World.build(config)
         let made = dir.appendingPathComponent("made")
-        try world.write(to: made, provenance: ["command_line": "test"])
+        try world.write(to: made, provenance: Provenance(commandLine: "test"))
         let model = dir.appendingPathComponent("model")
         try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
-        try WorldDescription.describe(world, in: made, provenance: ["command_line": "test"])
+        try WorldDescription.describe(world, in: made, provenance: Provenance(commandLine: "test", seeds: [seed]))
             .write(to: model.appendingPathComponent(WorldDescription.fileName))
         return model
     }
@@ -109,6 +109,13 @@ import TestSupport
         #expect(d.files["world.json"] == nil)
         #expect(d.files["images/train/wtr-000000.png"]?.hasPrefix("rgb 32x32 ") == true)
         #expect(d.files["captions.jsonl"] == (try SHA256Hasher.hex(fileAt: dir.appendingPathComponent("made/captions.jsonl"))))
+        // The description carries the one provenance record; world.json of the world its own.
+        #expect(d.schema == WorldDescription.schemaName && d.provenance?.commandLine == "test" && d.provenance?.seeds == [11])
+        let raw = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: model.appendingPathComponent("world.json"))) as? [String: Any])
+        #expect((raw["provenance"] as? [String: Any])?.keys.sorted() == Provenance.keys)
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("made/world.json"))) as? [String: Any])
+        #expect(manifest["format"] as? String == World.manifestFormat)
+        #expect((manifest["provenance"] as? [String: Any])?["tool_version"] as? String == ToolInfo.version)
         #expect(d.makeWorld == "negclip make-world --out DIR --seed 11 --size 40 --image-size 32 --noise-negation-rate 0.25 --noise-negation-shown-rate 0.5 --pretrain-captions 2 --held-out-combinations 5 --held-out-templates not no-only")
     }
 
@@ -140,6 +147,19 @@ import TestSupport
         #expect(try FileManager.default.contentsOfDirectory(atPath: cache.appendingPathComponent("worlds").path) == [world.folderName])
         // A full re-check of an intact world passes.
         #expect(try !world.ensure(cacheRoot: cache, verify: true).generated)
+        // The stamp is JSON with the one provenance record; the generated world.json names the description.
+        let stampObject = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: stamp)) as? [String: Any])
+        #expect(stampObject["format"] as? String == BuiltinWorld.stampFormat && stampObject["description_sha256"] as? String == world.identity)
+        #expect((stampObject["provenance"] as? [String: Any])?.keys.sorted() == Provenance.keys)
+        let manifest = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: first.folder.appendingPathComponent("world.json"))) as? [String: Any])
+        #expect((manifest["description"] as? [String: String])?["sha256"] == world.identity)
+        #expect((manifest["provenance"] as? [String: Any])?["seeds"] as? [Int] == [11])
+        // A cache stamped by an older negclip (three text lines) is still reused.
+        try Data(world.legacyStamp.utf8).write(to: stamp)
+        #expect(try !world.ensure(cacheRoot: cache).generated)
+        // A stamp of another description is not.
+        try Data(world.legacyStamp.replacingOccurrences(of: world.identity, with: String(repeating: "0", count: 64)).utf8).write(to: stamp)
+        #expect(throws: BuiltinError.self) { try world.ensure(cacheRoot: cache) }
     }
 
     @Test func aTamperedFileIsOneLineNamingItAndBothFingerprints() throws {
@@ -265,7 +285,7 @@ import TestSupport
     }
 
     @Test(arguments: [
-        (#"{"schema": "other"}"#, "field 'schema': expected \"negclip-world-description 1\", found \"other\""),
+        (#"{"schema": "other"}"#, "field 'schema': expected one of \"negclip-world-description 1\", \"negclip-world-description 2\", found \"other\""),
         (#"{"schema": "negclip-world-description 1", "generator": "g", "make_world": "m", "config": {"seed": 1}, "files": {"a": "b"}}"#, "field 'config.size': expected a value, found nothing"),
         (#"{"schema": "negclip-world-description 1", "generator": "g", "make_world": "m", "config": {}, "files": {}}"#, "field 'config"),
         (#"[1]"#, "expected a JSON object"),
@@ -284,5 +304,16 @@ import TestSupport
         try d.write(to: url)
         let outside = #expect(throws: DataError.self) { try WorldDescription.read(url) }
         #expect(outside.map { "\($0)" }?.contains("field 'files.../escape': expected a path inside the world folder") == true)
+        // provenance: the one record (version 2); a version-1 dictionary of strings reads as none.
+        d.files = ["a.png": "x"]
+        try d.write(to: url)
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        object["provenance"] = ["tool": "negclip 0.1.0", "command_line": "old"]
+        try JSONSerialization.data(withJSONObject: object).write(to: url)
+        let partial = #expect(throws: DataError.self) { try WorldDescription.read(url) }
+        #expect(partial.map { "\($0)" }?.hasPrefix("\(url.path): field 'provenance': expected a provenance record (keys command_line, created_utc,") == true)
+        object["schema"] = "negclip-world-description 1"
+        try JSONSerialization.data(withJSONObject: object).write(to: url)
+        #expect(try WorldDescription.read(url).provenance == nil)
     }
 }

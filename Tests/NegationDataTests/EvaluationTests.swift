@@ -1,5 +1,6 @@
 import SeededRandom
 import Foundation
+import Provenance
 import Testing
 import TestSupport
 @testable import NegationData
@@ -169,8 +170,15 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
         // All metrics but foil and box_choice (world data has neither), then the held-out slices.
         #expect(lines[2 + 13].hasPrefix("| i2t_exact_r1 | ") && lines[2 + 14].hasPrefix("| presence@"))
         #expect(lines.contains { $0.hasPrefix("| absence@heldout-template-absence | 1.000") })
-        let json = try EvaluationTable.json([a, b], provenance: ["tool": "test"])
+        let json = try EvaluationTable.json([a, b], provenance: Provenance(commandLine: "test", seeds: [3]), settings: ["split": "test"])
         let back = try JSONSerialization.jsonObject(with: json) as! [String: Any]
         #expect((back["reports"] as! [Any]).count == 2)
+        // The one provenance record, exactly its keys; the run's facts beside it.
+        let provenance = try #require(back["provenance"] as? [String: Any])
+        #expect(provenance.keys.sorted() == Provenance.keys)
+        #expect(provenance["tool"] as? String == "negclip" && provenance["tool_version"] as? String == ToolInfo.version)
+        #expect(provenance["seeds"] as? [Int] == [3] && provenance["model"] is NSNull)
+        #expect(back["format"] as? String == EvaluationTable.formatName)
+        #expect((back["settings"] as? [String: String])?["split"] == "test")
     }
 }

@@ -1,5 +1,6 @@
 import SeededRandom
 import Foundation
+import Provenance
 import Testing
 import TestSupport
 @testable import NegationData
@@ -69,11 +70,12 @@ import TestSupport
         #expect(lines[2].hasPrefix("| presence | +0.000 [+0.000, +0.000] n=\(presence.count) | +"))
         #expect(EvaluationTable.pairedMarkdown([base.report]).isEmpty)
         // JSON carries the paired differences.
-        let json = try EvaluationTable.json([base.report, oracle.report], provenance: [:])
+        let json = try EvaluationTable.json([base.report, oracle.report], provenance: Provenance(), settings: [:])
         let back = try JSONSerialization.jsonObject(with: json) as! [String: Any]
         let reports = back["reports"] as! [[String: Any]]
-        #expect(reports[0]["pairedDifference"] == nil)
-        let pd = try #require(reports[1]["pairedDifference"] as? [String: Any])
+        #expect(reports[0]["paired_difference"] == nil && reports[0]["model_identity"] != nil)
+        let pd = try #require(reports[1]["paired_difference"] as? [String: Any])
+        #expect(pd["baseline_identity"] != nil)
         #expect(pd["baseline"] as? String == "base" && (pd["metrics"] as? [String: Any])?["presence"] != nil)
     }
 

@@ -18,6 +18,18 @@ import TestSupport
         #expect(text.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"") })
     }
 
+    /// docs/data.md lists train, val and test: a misspelt split is one line naming the file, the
+    /// line, the key and the three values (before: read, then silently dropped by every --split).
+    @Test func aSplitOutsideTrainValTestIsOneLineNamingTheExpectedValues() throws {
+        let line = #"{"type":"caption","id":"c1","split":"SPLIT","source":"x","image":"a.png","caption":"a dog","presence_negated":"no dog"}"#
+        let bad = NegationJSONL.parse(line.replacingOccurrences(of: "SPLIT", with: "trajn"), file: "d.jsonl")
+        #expect(bad.records.isEmpty)
+        #expect(bad.issues.map(\.description) == [#"d.jsonl:1: field 'split': expected one of train, val, test, found "trajn""#])
+        for split in ["train", "val", "test"] {
+            #expect(NegationJSONL.parse(line.replacingOccurrences(of: "SPLIT", with: split), file: "d.jsonl").issues.isEmpty)
+        }
+    }
+
     @Test func badLinesAreReportedWithLineFieldAndExpectationAndCounted() throws {
         let good = #"{"type":"caption","id":"c1","split":"test","source":"x","image":"a.png","caption":"a dog","presence_negated":"no dog"}"#
         let lines = [

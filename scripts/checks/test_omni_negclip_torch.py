@@ -1,4 +1,4 @@
-"""scripts/omni_negclip_torch.py (PyTorch, DDP under torchrun) against `negclip train`.
+"""scripts/peers/omni_negclip_torch.py (PyTorch, DDP under torchrun) against `negclip train`.
 
 On a tiny synthetic world (`negclip make-world --size 12`: 10 train items with presence and absence
 rewrites) from Tests/Fixtures/tiny-clip, with a layers.json made by `negclip select-layers` (layer 2 ->
@@ -30,10 +30,10 @@ pytest.importorskip("transformers", reason="SKIPPED: transformers not installed;
 from safetensors.numpy import load_file  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "peers"))
 import omni_negclip_torch  # noqa: E402
 
-SCRIPT = os.path.join(ROOT, "scripts", "omni_negclip_torch.py")
+SCRIPT = os.path.join(ROOT, "scripts", "peers", "omni_negclip_torch.py")
 TINY = os.path.join(ROOT, "Tests", "Fixtures", "tiny-clip")
 # lr 1e-3: 10 steps move the trained tensors by ~6e-3 while the two implementations stay ~3e-6 apart
 # (at lr 1e-2 Adam's normalisation lets float rounding grow past 1e-5 in 10 steps).

@@ -1,5 +1,5 @@
 """The built peer fixtures (Tests/Fixtures/peers) are exactly what their committed generator writes,
-CC-Neg going through scripts/ccneg_pt_to_json.py from a real torch.save'd file."""
+CC-Neg going through scripts/converters/ccneg_pt_to_json.py from a real torch.save'd file."""
 import filecmp
 import importlib.util
 import os
@@ -28,7 +28,7 @@ def test_converter_refuses_mismatched_lengths(tmp_path):
     torch = pytest.importorskip("torch")
     pt = tmp_path / "bad.pt"
     torch.save({"image_paths": ["a.jpg", "b.jpg"], "annotations": [{"json": {"caption": "x"}, "sop_data": {"negative-prompt": "no x"}}]}, pt)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "ccneg_pt_to_json.py"), str(pt), str(tmp_path / "out.json")],
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "converters", "ccneg_pt_to_json.py"), str(pt), str(tmp_path / "out.json")],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "expected one annotation per image path (2), found 1" in r.stderr

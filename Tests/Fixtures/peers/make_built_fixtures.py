@@ -22,7 +22,7 @@ pandas' to_csv quotes like the csv module's QUOTE_MINIMAL with "\n" line ends; w
   captions are data_generation.py's own few-shot examples.
 - ccneg_conclip.json: jaisidhsingh/CoN-CLIP at 503388acb00b495a783b56b08d393027cd64b5a7: the layout of
   ccneg_preprocessed.pt that src/data/evaluation_datasets.py (CCNegEvalDataset) reads, saved with
-  torch.save and converted by scripts/ccneg_pt_to_json.py (needs torch; skipped without it).
+  torch.save and converted by scripts/converters/ccneg_pt_to_json.py (needs torch; skipped without it).
 
 Run: python3 make_built_fixtures.py
 """
@@ -123,9 +123,9 @@ else:
     with tempfile.TemporaryDirectory() as tmp:
         pt = os.path.join(tmp, "ccneg_preprocessed.pt")
         torch.save(ccneg, pt)
-        subprocess.run([sys.executable, os.path.join(here, "../../../scripts/ccneg_pt_to_json.py"), pt, "ccneg_conclip.json"], check=True)
+        subprocess.run([sys.executable, os.path.join(here, "../../../scripts/converters/ccneg_pt_to_json.py"), pt, "ccneg_conclip.json"], check=True)
     # The provenance names a temporary file; keep the fixture stable.
     out = json.load(open("ccneg_conclip.json"))
-    out["provenance"] = {"source": "ccneg_preprocessed.pt built by make_built_fixtures.py", "tool": "scripts/ccneg_pt_to_json.py"}
+    out["provenance"] = {"source": "ccneg_preprocessed.pt built by make_built_fixtures.py", "tool": "scripts/converters/ccneg_pt_to_json.py"}
     with open("ccneg_conclip.json", "w") as f:
         json.dump(out, f, sort_keys=True, indent=1)

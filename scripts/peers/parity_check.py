@@ -6,8 +6,8 @@ transformers encode the same 256 captions and 32 image files; prints, per hidden
 
 and fails unless rel <= 1e-4 for every layer, in fp32 and from the fp16 checkpoint (computed in fp32).
 
-    python scripts/parity_check.py --shape vit-b-32 [--work /tmp/negclip-parity] [--keep]
-Needs: torch, transformers, pillow, safetensors (scripts/requirements-fixtures.txt) and a release build
+    python scripts/peers/parity_check.py --shape vit-b-32 [--work /tmp/negclip-parity] [--keep]
+Needs: torch, transformers, pillow, safetensors (scripts/fixtures/requirements.txt) and a release build
 (`swift build -c release --product negclip-bench`).
 """
 import argparse
@@ -24,8 +24,8 @@ from transformers import CLIPModel, CLIPTokenizer
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(HERE, "fixtures"))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "fixtures"))
 sys.path.insert(0, HERE)
 from tokenizer import openai_merges, write_hf_folder  # noqa: E402
 from torch_peer import SHAPES  # noqa: E402

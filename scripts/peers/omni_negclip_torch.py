@@ -1,7 +1,7 @@
 """The full Omni-NegCLIP run in PyTorch (transformers CLIPModel), one process or DDP under torchrun.
 
-    python scripts/omni_negclip_torch.py --model BASE --data captions.jsonl --layers layers.json --out RUN
-    torchrun --nproc_per_node 8 scripts/omni_negclip_torch.py --model BASE --data captions.jsonl \
+    python scripts/peers/omni_negclip_torch.py --model BASE --data captions.jsonl --layers layers.json --out RUN
+    torchrun --nproc_per_node 8 scripts/peers/omni_negclip_torch.py --model BASE --data captions.jsonl \
         --layers layers.json --out RUN --batch 128 --steps 3000
 
 It is `negclip train` for GPUs (docs/training.md, docs/scale.md "Full run on GPUs (DDP)"), with the same
@@ -513,7 +513,7 @@ def run(a):
     }
     provenance = dict(settings)
     provenance.update({
-        "tool": "scripts/omni_negclip_torch.py", "tool_version": "torch " + torch.__version__ + ", transformers " + transformers.__version__,
+        "tool": "scripts/peers/omni_negclip_torch.py", "tool_version": "torch " + torch.__version__ + ", transformers " + transformers.__version__,
         "command_line": a.command_line,
         "base_model": a.model, "data": a.data, "layer_definition": LAYER_DEFINITION,
         "trainable_spec": f"layers.json {a.layers}", "truncated_captions": str(truncated),

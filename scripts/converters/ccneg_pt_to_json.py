@@ -5,7 +5,7 @@ reads (jaisidhsingh/CoN-CLIP src/data/evaluation_datasets.py, CCNegEvalDataset):
     {"image_paths": [...], "annotations": [{"json": {"caption": ...}, "sop_data": {"negative-prompt": ...}}, ...],
      "provenance": {...}}
 
-Usage: python3 scripts/ccneg_pt_to_json.py ccneg_preprocessed.pt ccneg.json
+Usage: python3 scripts/converters/ccneg_pt_to_json.py ccneg_preprocessed.pt ccneg.json
 The output is written to a temporary file and renamed, with sorted keys and a provenance record.
 """
 import hashlib
@@ -28,7 +28,7 @@ def main(src, dst):
                          "sop_data": {"negative-prompt": a["sop_data"]["negative-prompt"]}} for a in anns],
         "provenance": {"source": os.path.abspath(src),
                        "source_sha256": hashlib.sha256(open(src, "rb").read()).hexdigest(),
-                       "tool": "scripts/ccneg_pt_to_json.py", "torch": torch.__version__},
+                       "tool": "scripts/converters/ccneg_pt_to_json.py", "torch": torch.__version__},
     }
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dst)), suffix=".partial")
     with os.fdopen(fd, "w") as f:

@@ -1,4 +1,4 @@
-"""pytest plugin loaded by scripts/python_checks.sh (`-p pytest_require_checks`).
+"""pytest plugin loaded by scripts/ci/python_checks.sh (`-p pytest_require_checks`).
 
 Under NEGCLIP_REQUIRE_PYTHON_CHECKS=1 (set by .ci/run) a check that does not run is a failure: a skipped
 test (pytest.skip, a skip mark, importorskip inside a test), a skipped module (importorskip at import

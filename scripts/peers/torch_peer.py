@@ -1,13 +1,13 @@
 """The PyTorch peer of `negclip-bench`: the same shapes through transformers, for side-by-side ratios.
 
-    python scripts/torch_peer.py make-checkpoint --shape vit-b-32 --out /tmp/vitb32
-    python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding longest
-    python scripts/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding max_length
-    python scripts/torch_peer.py encode-images --model /tmp/vitb32 --count 64 --batch 16
-    python scripts/torch_peer.py train --model /tmp/vitb32 --ids /tmp/ids.json --batch 64 --blocks 0-2
-    python scripts/torch_peer.py make-checkpoint --shape vit-l-14 --dtype bfloat16 --vocab --out /tmp/vitl14-bf16
-    python scripts/torch_peer.py dump-text --model /tmp/vitl14 --captions /tmp/captions.txt --out /tmp/peer.h5
-    python scripts/torch_peer.py pretrain --model /tmp/peer --batch 256    # after negclip-bench pretrain --peer-dir /tmp/peer
+    python scripts/peers/torch_peer.py make-checkpoint --shape vit-b-32 --out /tmp/vitb32
+    python scripts/peers/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding longest
+    python scripts/peers/torch_peer.py encode-text --model /tmp/vitb32 --ids /tmp/ids.json --batch 32 --padding max_length
+    python scripts/peers/torch_peer.py encode-images --model /tmp/vitb32 --count 64 --batch 16
+    python scripts/peers/torch_peer.py train --model /tmp/vitb32 --ids /tmp/ids.json --batch 64 --blocks 0-2
+    python scripts/peers/torch_peer.py make-checkpoint --shape vit-l-14 --dtype bfloat16 --vocab --out /tmp/vitl14-bf16
+    python scripts/peers/torch_peer.py dump-text --model /tmp/vitl14 --captions /tmp/captions.txt --out /tmp/peer.h5
+    python scripts/peers/torch_peer.py pretrain --model /tmp/peer --batch 256    # after negclip-bench pretrain --peer-dir /tmp/peer
 
 `--ids` is the JSON list of token-id lists that `negclip-bench encode --ids-out` wrote, so both sides
 encode exactly the same captions. Threads: 2 (torch.set_num_threads), like the machine.
@@ -51,9 +51,9 @@ def make_checkpoint(args):
     if args.vocab:
         # the real OpenAI vocabulary (from the committed .gz), laid out as openai/clip-vit-base-patch32
         here = os.path.dirname(os.path.abspath(__file__))
-        sys.path.insert(0, os.path.join(here, "fixtures"))
+        sys.path.insert(0, os.path.join(here, "..", "fixtures"))
         from tokenizer import openai_merges, write_hf_folder
-        gz = os.path.join(here, "..", "Tests", "Fixtures", "openai-vocab", "bpe_simple_vocab_16e6.txt.gz")
+        gz = os.path.join(here, "..", "..", "Tests", "Fixtures", "openai-vocab", "bpe_simple_vocab_16e6.txt.gz")
         write_hf_folder(args.out, openai_merges(gz))
     print(f"wrote {args.shape} ({args.dtype}) random CLIP to {args.out}")
 

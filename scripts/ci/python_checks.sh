@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# Python-side checks (scripts/checks/test_*.py, notebooks-export/test_*.py). Small packages (numpy,
+# Python-side checks (scripts/checks/test_*.py; notebooks-export/negclip_h5.py is checked by
+# scripts/checks/test_hdf5_store.py and test_shard_merge.py). Small packages (numpy,
 # h5py, pytest) are always installed into the venv; torch comes only from a local CPU wheel (never a
 # multi-GB download in CI), transformers from PyPI with the pinned versions.
 #
 # Without torch the transformers checks skip, with a loud SKIPPED line. Under
 # NEGCLIP_REQUIRE_PYTHON_CHECKS=1 (set by .ci/run) a check that does not run is a failure instead: no
 # torch wheel, torch or transformers not importable, no check collected, any skipped or xfailed test
-# (scripts/pytest_require_checks.py turns pytest skips into failures; the junit counts are checked too).
+# (scripts/ci/pytest_require_checks.py turns pytest skips into failures; the junit counts are checked too).
 #
 # Ends with `python checks: passed P, failed F, skipped S` and, when NEGCLIP_CHECKS_COUNTS names a file,
 # writes "P F S" into it (scripts/test.sh's summary). Exit status non-zero when F > 0.
 # NEGCLIP_TORCH_WHEELS (default /opt/wheels) is where the wheel is looked for; NEGCLIP_VENV (default
 # .venv) the virtual environment: point them elsewhere to try the no-torch path.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 REQUIRE=${NEGCLIP_REQUIRE_PYTHON_CHECKS:-0}
 VENV=${NEGCLIP_VENV:-.venv}
 WHEELS=${NEGCLIP_TORCH_WHEELS:-/opt/wheels}
@@ -48,8 +49,8 @@ TORCH_WHEEL=$(ls "$WHEELS"/torch-*cpu*.whl 2>/dev/null | head -1 || true)
 if [[ -n $TORCH_WHEEL ]]; then
     $PY -c "import torch" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check "$TORCH_WHEEL" \
         || problem "pip install $TORCH_WHEEL failed"
-    $PY -c "import transformers" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check -r scripts/requirements-fixtures.txt \
-        || problem "pip install -r scripts/requirements-fixtures.txt failed"
+    $PY -c "import transformers" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check -r scripts/fixtures/requirements.txt \
+        || problem "pip install -r scripts/fixtures/requirements.txt failed"
 fi
 if ! $PY -c "import torch, transformers" 2>/dev/null; then
     if [[ $REQUIRE == 1 ]]; then
@@ -60,19 +61,19 @@ if ! $PY -c "import torch, transformers" 2>/dev/null; then
 fi
 
 shopt -s nullglob
-tests=(scripts/checks/test_*.py notebooks-export/test_*.py)
+tests=(scripts/checks/test_*.py)
 if ((${#tests[@]} == 0)); then
     if [[ $REQUIRE == 1 ]]; then problem "no Python checks found (scripts/checks/test_*.py)"; else echo "python checks: none yet"; fi
     finish
 fi
 JUNIT=$(mktemp)
 trap 'rm -f "$JUNIT"' EXIT
-PYTHONPATH=scripts${PYTHONPATH:+:$PYTHONPATH} $PY -m pytest -q -rs -p pytest_require_checks \
+PYTHONPATH=scripts/ci${PYTHONPATH:+:$PYTHONPATH} $PY -m pytest -q -rs -p pytest_require_checks \
     --continue-on-collection-errors --junitxml="$JUNIT" "${tests[@]}"
 rc=$?
 # Counts from the junit report: one testcase per test, plus one per module that failed or skipped at
 # collection. failure/error -> failed, skipped (skip or xfail) -> skipped, otherwise passed.
-if counts=$($PY scripts/junit_counts.py "$JUNIT"); then
+if counts=$($PY scripts/ci/junit_counts.py "$JUNIT"); then
     read -r p f s <<< "$counts"
     PASSED=$((PASSED + p)) FAILED=$((FAILED + f)) SKIPPED=$((SKIPPED + s))
 else
