@@ -3,6 +3,8 @@ import Dumping
 import Foundation
 import HiddenStateStore
 import NegationData
+import Selection
+import Sweeping
 import Provenance
 
 /// The built-in model and data of `negclip probe-layers` with no arguments: negclip-mini
@@ -175,22 +177,23 @@ public enum ProbeLayersRun {
         }
 
         let p = reader.info.provenance
-        let provenance = ProbeProvenance(
-            model: request.model?.path ?? p.model, modelWeightsSHA256: p.modelWeightsSHA256, modelConfigSHA256: p.modelConfigSHA256,
-            data: dataName, dataSHA256: dataSHA, split: request.dump == nil ? request.split : nil,
-            dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
-            seeds: request.options.settings.seeds, randomWeightsSeed: random == nil ? nil : request.randomSeed,
-            commandLine: request.commandLine, toolVersion: request.toolVersion)
+        let provenance = Provenance(commandLine: request.commandLine, seeds: request.options.settings.seeds,
+                                    model: request.model?.path ?? p.model, modelSHA256: p.modelWeightsSHA256,
+                                    data: dataName, dataSHA256: dataSHA, layerDefinition: TextLayers.definition)
+        let inputs = ProbeInputs(modelConfigSHA256: p.modelConfigSHA256, split: request.dump == nil ? request.split : nil,
+                                 dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
+                                 randomWeightsSeed: random == nil ? nil : request.randomSeed)
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
-                                         options: request.options, provenance: provenance, timings: &timings, progress: progress)
+                                         options: request.options, provenance: provenance, inputs: inputs,
+                                         timings: &timings, progress: progress)
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)
         result.timings["report"] = Date().timeIntervalSince(t0)
         if let policy = request.select {
             progress(.stage("select"))
-            try selectLayers(report: request.out.appendingPathComponent("report.json"), policy: policy,
-                             out: request.out.appendingPathComponent("layers.json"), commandLine: request.commandLine)
+            try LayerSelector.select(reportAt: request.out.appendingPathComponent("report.json"), policy: policy,
+                                     commandLine: request.commandLine).write(to: request.out.appendingPathComponent("layers.json"))
         }
         return result
     }

@@ -2,6 +2,8 @@ import CLIP
 import ArgumentParser
 import Foundation
 import Probing
+import Selection
+import Sweeping
 import Provenance
 
 /// `negclip probe-layers`: per layer of the text encoder, the caption/negation separation, linear

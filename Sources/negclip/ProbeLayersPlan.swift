@@ -2,6 +2,8 @@ import CLIP
 import ArgumentParser
 import Foundation
 import Probing
+import Selection
+import Sweeping
 import Provenance
 import Training
 

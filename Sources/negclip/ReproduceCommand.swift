@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NegationData
 import Probing
+import Study
 import Provenance
 
 /// `negclip reproduce`: the whole study (issue 12) on the built-in model and its world; the work is

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Probing
+import Selection
 import Provenance
 
 /// `negclip select-layers`: probe-layers' report.json -> layers.json (the trainable groups of the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Probing
+import Selection
+import Sweeping
 import Provenance
 import Training
 #if canImport(Glibc)

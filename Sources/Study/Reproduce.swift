@@ -1,5 +1,8 @@
 import CLIP
 import Foundation
+import Probing
+import Selection
+import Sweeping
 import NegationData
 import Provenance
 import Training
@@ -175,7 +178,16 @@ struct ReproduceVariant {
 }
 
 public enum Reproduce {
-    static let format = "negclip.reproduce v1"
+    /// study.json and timings.json (v2: a top-level Provenance record; results.json has its own,
+    /// `StudyResults.format`).
+    static let format = "negclip.reproduce v2"
+
+    /// The study's Provenance: the base model, the world folder and the combined hash of its files.
+    static func provenance(_ c: ReproduceConfig, modelSHA: String, dataSHA: [String: String], createdUTC: String) -> Provenance {
+        let combined = SHA256Hasher.hex(Data(dataSHA.keys.sorted().map { "\($0)=\(dataSHA[$0]!)" }.joined(separator: "\n").utf8))
+        return Provenance(commandLine: c.commandLine, createdUTC: createdUTC, seeds: c.seeds, model: c.model.path, modelSHA256: modelSHA,
+                          data: c.world.path, dataSHA256: combined, layerDefinition: TextLayers.definition)
+    }
 
     /// Runs (or resumes) the study in `config.out`; returns the path of results.json.
     @discardableResult
@@ -206,18 +218,27 @@ public enum Reproduce {
         for f in evalFiles { dataSHA[f.lastPathComponent] = try SHA256Hasher.hex(fileAt: f) }
         let settings = Self.settings(config, layers: L, windows: windows, singles: singles, modelSHA: modelSHA, dataSHA: dataSHA)
         let studyJSON = config.out.appendingPathComponent("study.json")
+        // The study's provenance: its created_utc is the first start's, so results.json (which
+        // carries it) stays a function of the seeds and the stage outputs.
+        var provenance = Self.provenance(config, modelSHA: modelSHA, dataSHA: dataSHA, createdUTC: ToolInfo.nowUTC)
         if fm.fileExists(atPath: studyJSON.path) {
-            let saved = try ReproduceFiles.readObject(studyJSON)["settings"] as? [String: String] ?? [:]
-            for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-                throw ReproduceError.folder(file: studyJSON.path, message: "the study in this folder was started with \(key) = \(saved[key] ?? "none"), this run has \(settings[key] ?? "none"); use the same settings or a new --out")
+            let saved = try ReproduceFiles.readObject(studyJSON)
+            do {
+                try SavedSettings.requireSame(saved: saved["settings"] as? [String: String] ?? [:], requested: settings,
+                                              file: studyJSON.path, remedy: "use the same settings or a new --out")
+            } catch let e as SettingsMismatch {
+                throw ReproduceError.folder(file: e.file, message: "was started with \(e.key) = \(e.saved), this run has \(e.requested); \(e.remedy)")
             }
+            if let created = (saved["provenance"] as? [String: Any])?["created_utc"] as? String { provenance.createdUTC = created }
         } else {
-            try ReproduceFiles.writeObject(["format": format, "settings": settings], to: studyJSON)
+            try ReproduceFiles.writeObject(["format": format, "settings": settings, "provenance": provenance.jsonObject], to: studyJSON)
         }
         var timings = (try? ReproduceFiles.readObject(config.out.appendingPathComponent("timings.json"))["stages"] as? [String: Double]) ?? [:]
         func saveTimings() throws {
-            try ReproduceFiles.writeObject(["stages": timings, "out": config.out.path, "model": config.model.path,
-                                            "world": config.world.path, "command_line": config.commandLine], to: config.out.appendingPathComponent("timings.json"))
+            var p = provenance
+            p.createdUTC = ToolInfo.nowUTC
+            try ReproduceFiles.writeObject(["format": format, "stages": timings, "out": config.out.path, "world": config.world.path,
+                                            "provenance": p.jsonObject], to: config.out.appendingPathComponent("timings.json"))
         }
         let stages = ReproduceStage.allCases
         func stop(_ s: ReproduceStage) -> Bool {
@@ -248,13 +269,13 @@ public enum Reproduce {
             sweep.commandLine = config.commandLine
             request.sweep = sweep
             request.commandLine = config.commandLine
-            request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+            request.toolVersion = ToolInfo.version
             _ = try ProbeLayersRun.run(request) { progress(.probe($0)) }
             // Extras none: every unit of the study trains text blocks only, so a difference between
             // rows is a difference between layers (the released extras would train the projection
             // in every row and let it absorb what the blocks should show).
-            try selectLayers(report: probeOut.appendingPathComponent("report.json"), policy: config.policy, extras: .none,
-                             out: layersURL, commandLine: config.commandLine)
+            try LayerSelector.select(reportAt: probeOut.appendingPathComponent("report.json"), policy: config.policy, extras: .none,
+                                     commandLine: config.commandLine).write(to: layersURL)
             timings[ReproduceStage.probe.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
@@ -307,10 +328,10 @@ public enum Reproduce {
         progress(.stage(.report, index: 7, total: stages.count, alreadyDone: false))
         let t0 = Date()
         let results = try ReproduceResults.build(config, settings: settings, variants: variants, selection: selection,
-                                                 layers: L, modelSHA: modelSHA, dataSHA: dataSHA,
+                                                 layers: L, provenance: provenance, dataSHA: dataSHA,
                                                  report: probeOut.appendingPathComponent("report.json"))
         let url = config.out.appendingPathComponent("results.json")
-        try ReproduceFiles.writeObject(results, to: url)
+        try JSONOutput.write(results, to: url)
         timings[ReproduceStage.report.rawValue] = Date().timeIntervalSince(t0)
         timings["total_this_process"] = Date().timeIntervalSince(started)
         try saveTimings()
@@ -498,13 +519,18 @@ struct StudyClock {
 /// JSON files of the study folder: sorted keys, written by rename.
 enum ReproduceFiles {
     static func writeObject(_ object: [String: Any], to url: URL) throws {
-        try SweepFiles.writeObject(object, to: url)
+        try JSONOutput.write(object: object, to: url)
     }
 
     static func readObject(_ url: URL) throws -> [String: Any] {
-        do { return try SweepFiles.readObject(url) } catch let SweepError.folder(file, message) {
-            throw ReproduceError.folder(file: file, message: message)
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ReproduceError.folder(file: url.path, message: "expected a readable JSON file: \(JSONOutput.describe(error))")
         }
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ReproduceError.folder(file: url.path, message: "expected a JSON object")
+        }
+        return obj
     }
 
     /// Item-level metrics kept per checkpoint, for the paired intervals.
@@ -524,7 +550,8 @@ enum ReproduceFiles {
 
     struct Evaluation {
         var metrics: [String: Double]
-        var intervals: [String: (Double, Double, Int)]
+        /// The evaluation's own interval per metric (item bootstrap; n = items).
+        var intervals: [String: Estimate]
         var items: [String: [Double]]
         var keys: [String: String]
     }
@@ -534,14 +561,14 @@ enum ReproduceFiles {
         guard let m = o["metrics"] as? [String: [String: Any]] else {
             throw ReproduceError.folder(file: url.path, message: "key 'metrics': expected an object of metrics")
         }
-        var metrics: [String: Double] = [:], intervals: [String: (Double, Double, Int)] = [:]
+        var metrics: [String: Double] = [:], intervals: [String: Estimate] = [:]
         for (k, v) in m {
             guard let value = (v["value"] as? NSNumber)?.doubleValue else {
                 throw ReproduceError.folder(file: url.path, message: "key 'metrics.\(k).value': expected a number")
             }
             metrics[k] = value
-            intervals[k] = ((v["low"] as? NSNumber)?.doubleValue ?? value, (v["high"] as? NSNumber)?.doubleValue ?? value,
-                            (v["count"] as? NSNumber)?.intValue ?? 0)
+            intervals[k] = Estimate(mean: value, low: (v["low"] as? NSNumber)?.doubleValue ?? value,
+                                    high: (v["high"] as? NSNumber)?.doubleValue ?? value, n: (v["count"] as? NSNumber)?.intValue ?? 0)
         }
         let items = (o["items"] as? [String: [NSNumber]] ?? [:]).mapValues { $0.map(\.doubleValue) }
         let keys = o["item_keys_sha256"] as? [String: String] ?? [:]
