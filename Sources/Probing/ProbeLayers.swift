@@ -65,7 +65,7 @@ public struct SweepSummary: Codable, Sendable {
     public struct Window: Codable, Sendable {
         public var window: String
         public var blocks: [Int]
-        /// The layer a single-block run is reported at (block k -> hidden_states[k+1]); nil for windows.
+        /// The layer a single-block run is reported at (`TextLayers.layer(producedBy:)`); nil for windows.
         public var layer: Int?
         public var seeds: Int
         public var gain: [String: Estimate]

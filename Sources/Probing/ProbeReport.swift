@@ -105,7 +105,7 @@ public enum ProbeReport {
         }
         md += "## Partial fine-tuning sweep\n\n"
         if let sw = r.sweep {
-            md += "Base model: presence \(fmt(sw.base.presence)), absence \(fmt(sw.base.absence)), R@1 t2i \(fmt(sw.base.retrievalT2I)), i2t \(fmt(sw.base.retrievalI2T)). Settings: \(sw.settings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")). A run on block k is reported at layer k+1 (block k produces hidden_states[k+1]).\n\n"
+            md += "Base model: presence \(fmt(sw.base.presence)), absence \(fmt(sw.base.absence)), R@1 t2i \(fmt(sw.base.retrievalT2I)), i2t \(fmt(sw.base.retrievalI2T)). Settings: \(sw.settings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")). A single-block run is reported at the layer its block produces (**Layers** above).\n\n"
             md += "| window | blocks | layer | seeds | " + SweepSummary.metrics.map { "gain \($0)" }.joined(separator: " | ") + " |\n|---|---|---|---|" + SweepSummary.metrics.map { _ in "---|" }.joined() + "\n"
             for w in sw.windows {
                 md += "| \(w.window) | \(w.blocks.map(String.init).joined(separator: ",")) | \(w.layer.map(String.init) ?? "-") | \(w.seeds) | " + SweepSummary.metrics.map { fmt(w.gain[$0] ?? .missing) }.joined(separator: " | ") + " |\n"

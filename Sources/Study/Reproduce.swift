@@ -210,6 +210,7 @@ public enum Reproduce {
         let L = try TextTowerParameters<Float>.load(directory: config.model).config.numHiddenLayers
         let windows = config.windows ?? ReproduceWindows.standard(layers: L)
         let singles = config.blocks ?? Array(0..<L)
+        try OutputPath.requireFolder(config.out, option: "--out")
         try fm.createDirectory(at: config.out, withIntermediateDirectories: true)
 
         // The study's settings, fixed at the first start.
@@ -253,23 +254,14 @@ public enum Reproduce {
         progress(.stage(.probe, index: 1, total: stages.count, alreadyDone: probeDone))
         if !probeDone {
             let t0 = Date()
-            var request = ProbeLayersRequest(out: probeOut, tasks: config.tasks)
-            request.model = config.model
-            request.data = captions
-            request.split = config.probeSplit
-            request.options = config.probeOptions
-            request.randomSeed = config.probeRandomSeed
-            var sweep = SweepConfig(model: config.model, trainData: captions, evalData: [captions, queries],
-                                    out: probeOut.appendingPathComponent("sweep"))
-            sweep.evalSplit = config.probeSplit
+            var sweep = ProbeLayersRequest.SweepSettings()
             sweep.trainSplit = config.trainSplit
             sweep.steps = config.probeSweepSteps
             sweep.seeds = config.probeSweepSeeds
             sweep.blocks = config.probeSweepBlocks
-            sweep.commandLine = config.commandLine
-            request.sweep = sweep
-            request.commandLine = config.commandLine
-            request.toolVersion = ToolInfo.version
+            let request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
+                                                     tasks: config.tasks, options: config.probeOptions,
+                                                     randomSeed: config.probeRandomSeed, sweep: sweep, commandLine: config.commandLine)
             _ = try ProbeLayersRun.run(request) { progress(.probe($0)) }
             // Extras none: every unit of the study trains text blocks only, so a difference between
             // rows is a difference between layers (the released extras would train the projection

@@ -55,6 +55,7 @@ public enum Sweep {
 
         // 2. The sweep folder: settings fixed at the first start.
         let settingsSHA = try Self.settingsSHA256(settings)
+        try OutputPath.requireFolder(config.out, option: "sweep folder")
         try fm.createDirectory(at: config.out.appendingPathComponent("runs"), withIntermediateDirectories: true)
         // A folder that already holds runs continues only with the same settings; one without runs
         // (a start that failed on its data, say) takes the new ones.
