@@ -3,7 +3,6 @@ import Foundation
 import Provenance
 import Testing
 import TestSupport
-import Training
 @testable import Selection
 
 /// A report.json in probe-layers' fixed shape for a `blocks`-block tower.
