@@ -75,8 +75,7 @@ let package = Package(
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
         // The whole study (`negclip reproduce`): probe-layers, selection, training variants, evaluation,
         // results.json and its Markdown report.
-        .target(name: "Study", dependencies: ["CLIP", "NegationData", "Probing", "Provenance", "Selection", "Sweeping", "Training"],
-                swiftSettings: [.swiftLanguageMode(.v5)]),
+        .target(name: "Study", dependencies: ["CLIP", "NegationData", "Probing", "Provenance", "Selection", "Sweeping", "Training"]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: ["SeededRandom", 
