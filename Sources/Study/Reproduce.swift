@@ -310,7 +310,7 @@ public enum Reproduce {
         progress(.stage(.evaluate, index: 6, total: stages.count, alreadyDone: evalDone))
         if !evalDone {
             let t0 = Date()
-            try Self.evaluate(config, variants: variants, files: evalFiles, clock: &clock, progress: progress)
+            try Self.evaluate(config, variants: variants, files: evalFiles, provenance: provenance, clock: &clock, progress: progress)
             timings[ReproduceStage.evaluate.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
@@ -411,7 +411,7 @@ public enum Reproduce {
     }
 
     /// Stage 6: the base and every checkpoint on the evaluation split, one file each (by rename).
-    static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], clock: inout StudyClock,
+    static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], provenance: Provenance, clock: inout StudyClock,
                          progress: (ReproduceProgress) -> Void) throws {
         let fm = FileManager.default
         try fm.createDirectory(at: c.out.appendingPathComponent("eval"), withIntermediateDirectories: true)
@@ -426,7 +426,18 @@ public enum Reproduce {
         let baseReport = try evaluator.evaluate(model: images, name: "base", data: [EvaluationData(file: "", records: records)])
         let baseURL = evalURL(c, nil, seed: 0)
         let reusedBase = fm.fileExists(atPath: baseURL.path)
-        if !reusedBase { try ReproduceFiles.writeObject(ReproduceFiles.evaluation(baseReport.report, baseReport.items), to: baseURL) }
+        // each evaluation file's provenance: the model measured (base or checkpoint), the world, the
+        // bootstrap seed of the base's item intervals or the training seed of a checkpoint
+        func fileProvenance(model: URL, sha: String, seeds: [UInt64]) -> [String: Any] {
+            var p = provenance
+            p.createdUTC = ToolInfo.nowUTC; p.model = model.path; p.modelSHA256 = sha; p.seeds = seeds
+            return p.jsonObject
+        }
+        if !reusedBase {
+            var object = ReproduceFiles.evaluation(baseReport.report, baseReport.items)
+            object["provenance"] = fileProvenance(model: c.model, sha: base.weightsSHA256, seeds: [evaluator.bootstrapSeed])
+            try ReproduceFiles.writeObject(object, to: baseURL)
+        }
         func report(_ label: String, _ index: Int, _ m: [String: MetricValue], _ s: Double, _ reused: Bool) {
             progress(.evaluated(label: label, index: index, total: total, presence: m["presence"]?.value ?? .nan,
                                 absence: m["absence"]?.value ?? .nan, t2i: m["t2i_r1"]?.value ?? .nan, i2t: m["i2t_r1"]?.value ?? .nan,
@@ -451,10 +462,13 @@ public enum Reproduce {
                 guard fm.fileExists(atPath: ckpt.appendingPathComponent("config.json").path) else {
                     throw ReproduceError.folder(file: ckpt.path, message: "expected the final checkpoint of \(v.row) seed \(seed) (training stage output), found none; rerun to train it")
                 }
-                let tuned = TunedTextModel(text: try CLIPEmbeddingModel(try CLIPModel.load(directory: ckpt)), images: images)
+                let loaded = try CLIPModel.load(directory: ckpt)
+                let tuned = TunedTextModel(text: try CLIPEmbeddingModel(loaded), images: images)
                 let r = try evaluator.evaluate(model: tuned, name: v.row, data: [EvaluationData(file: "", records: records)])
                 try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try ReproduceFiles.writeObject(ReproduceFiles.evaluation(r.report, r.items), to: url)
+                var object = ReproduceFiles.evaluation(r.report, r.items)
+                object["provenance"] = fileProvenance(model: ckpt, sha: loaded.weightsSHA256, seeds: [seed])
+                try ReproduceFiles.writeObject(object, to: url)
                 let s = Date().timeIntervalSince(ts)
                 clock.evalsDone += 1; clock.evalSeconds += s; clock.evalsTimed += 1
                 report("\(v.row) seed \(seed)", index, r.report.metrics, s, false)

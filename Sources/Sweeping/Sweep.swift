@@ -93,7 +93,11 @@ public enum Sweep {
         evaluator.batchSize = config.evaluationBatchSize
         evaluator.bootstrapResamples = 0
         let baseMetrics = try SweepData.metrics(evaluator.evaluate(model: images, name: "base", records: records), file: config.evalData[0].path)
-        try SweepFiles.write(baseMetrics, to: config.out.appendingPathComponent("base.json"))
+        // the metrics at the top level (what `Sweep.collect` decodes), beside format and provenance
+        var baseObject = try SweepFiles.object(baseMetrics) as? [String: Any] ?? [:]
+        baseObject["format"] = SweepFiles.format
+        baseObject["provenance"] = Self.provenance(config, settings: settings, seeds: []).jsonObject
+        try SweepFiles.writeObject(baseObject, to: config.out.appendingPathComponent("base.json"))
         progress(.baseEvaluated(baseMetrics, seconds: Date().timeIntervalSince(tb)))
 
         // 5. The runs.

@@ -70,10 +70,6 @@ enum SweepFiles {
         try JSONSerialization.jsonObject(with: JSONOutput.encoder.encode(value))
     }
 
-    static func write<T: Encodable>(_ value: T, to url: URL) throws {
-        try JSONOutput.write(value, to: url)
-    }
-
     static func writeObject(_ object: [String: Any], to url: URL) throws {
         try JSONOutput.write(object: object, to: url)
     }
