@@ -59,7 +59,7 @@ let package = Package(
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
         // Backward passes, losses and the optimizer (generic reference kernels: Float to train, Double for
         // finite-difference checks).
-        .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData"],
+        .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The partial fine-tuning sweep: each block alone and windows of blocks, same budget, measured
         // on the validation split; its job plan (jobs.txt, Slurm, Kubernetes) for schedulers.
@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
         .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "Provenance", "TestSupport"]),

@@ -13,11 +13,7 @@ public enum SweepData {
     /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
     /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
     static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer) throws -> CaptionTrainingSet {
-        let data = try CaptionTrainingData.read(url, split: split, tokenizer: tokenizer)
-        guard !data.imagePaths.isEmpty else {
-            throw SweepError.data(file: url.path, message: "field 'split': expected caption records with split \(split) to fine-tune on, found none (\(data.loaded.summary))")
-        }
-        return try data.trainingSet(embedder: try CLIPEmbeddingModel(model), dim: model.config.projectionDim)
+        try CaptionTrainingData.trainingSet(url, split: split, model: model, tokenizer: tokenizer).set
     }
 
     /// "Affirmative retrieval": queries tagged `affirmative` (the world tags each scene's affirmative

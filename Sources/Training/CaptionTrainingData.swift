@@ -1,4 +1,6 @@
 import BPETokenizer
+import CLIP
+import CLIPImage
 import Foundation
 import NegationData
 
@@ -48,5 +50,19 @@ public struct CaptionTrainingData: Sendable {
             embeds += try embedder.embedImages(part)
         }
         return CaptionTrainingSet(imageEmbeds: embeds, dim: dim, presence: presence, absence: absence)
+    }
+
+    /// The one way a caption training set is built (`negclip train` and the sweep): the caption records
+    /// of `split` in `url` tokenised by `tokenizer` (record order, images numbered by first appearance),
+    /// then every image embedded once by `model`'s frozen vision tower, 64 at a time. Returns the set and
+    /// the reading (bad lines, truncations). Throws naming `url` when the split has no caption records.
+    public static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer,
+                                   alpha: AlphaHandling = .compositeOnWhite) throws -> (set: CaptionTrainingSet, data: CaptionTrainingData) {
+        let data = try read(url, split: split, tokenizer: tokenizer)
+        guard !data.imagePaths.isEmpty else {
+            throw TrainingError.input("\(url.path): field 'split': expected caption records with split \(split) to fine-tune on, found none (\(data.loaded.summary))")
+        }
+        let set = try data.trainingSet(embedder: try CLIPEmbeddingModel(model, alpha: alpha), dim: model.config.projectionDim)
+        return (set, data)
     }
 }

@@ -11,7 +11,6 @@ public protocol Real: BinaryFloatingPoint, Sendable where RawSignificand: FixedW
     static func mathExp(_ x: Self) -> Self
     static func mathLog(_ x: Self) -> Self
     static func mathErf(_ x: Self) -> Self
-    static func mathCos(_ x: Self) -> Self
     static func mathTanh(_ x: Self) -> Self
 }
 
@@ -19,7 +18,6 @@ extension Float: Real {
     public static func mathExp(_ x: Float) -> Float { expf(x) }
     public static func mathLog(_ x: Float) -> Float { logf(x) }
     public static func mathErf(_ x: Float) -> Float { erff(x) }
-    public static func mathCos(_ x: Float) -> Float { cosf(x) }
     public static func mathTanh(_ x: Float) -> Float { tanhf(x) }
 }
 
@@ -27,6 +25,5 @@ extension Double: Real {
     public static func mathExp(_ x: Double) -> Double { exp(x) }
     public static func mathLog(_ x: Double) -> Double { log(x) }
     public static func mathErf(_ x: Double) -> Double { erf(x) }
-    public static func mathCos(_ x: Double) -> Double { cos(x) }
     public static func mathTanh(_ x: Double) -> Double { tanh(x) }
 }

@@ -1,13 +1,15 @@
 import Foundation
+import Provenance
 
 /// A training run on disk:
 ///   RUN_DIR/log.jsonl                 one line per step (loss, parts, lr, grad norm, ms), sorted keys
 ///   RUN_DIR/checkpoint-<step>/        an HF CLIPModel folder (config.json, model.safetensors,
 ///                                     tokenizer + preprocessor files) plus trainer_state.safetensors
 ///                                     (parameters, AdamW moments, counters) and trainer_state.json
-///                                     (step, data order, groups, provenance)
+///                                     (step, data order, groups, settings, run, provenance)
 /// <step> counts completed steps. A checkpoint is written into a hidden temp folder and renamed into
-/// place, so a killed run leaves either a whole checkpoint or none (temp folders are swept on resume).
+/// place, so a killed run leaves either a whole checkpoint or none (temp folders are swept on resume);
+/// a write that fails removes its temp folder before the error goes up.
 public struct RunDirectory: Sendable {
     public let url: URL
     public init(_ url: URL) { self.url = url }
@@ -29,29 +31,44 @@ public struct RunDirectory: Sendable {
     public func checkpointURL(step: Int) -> URL { url.appendingPathComponent("checkpoint-\(step)") }
 
     /// Writes a checkpoint through `fill(tempFolder)` and renames it into place (replacing one of the
-    /// same step, which a resumed run may write again).
+    /// same step, which a resumed run may write again). On any error the temp folder is removed.
     @discardableResult
     public func writeCheckpoint(step: Int, _ fill: (URL) throws -> Void) throws -> URL {
-        let fm = FileManager.default
-        try fm.createDirectory(at: url, withIntermediateDirectories: true)
-        let tmp = url.appendingPathComponent(".tmp-checkpoint-\(step)-\(ProcessInfo.processInfo.processIdentifier)")
-        if fm.fileExists(atPath: tmp.path) { try fm.removeItem(at: tmp) }
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        try fill(tmp)
         let dst = checkpointURL(step: step)
-        if fm.fileExists(atPath: dst.path) { try fm.removeItem(at: dst) }
-        try fm.moveItem(at: tmp, to: dst)
+        try Self.writeFolder(dst, tempName: ".tmp-checkpoint-\(step)-\(ProcessInfo.processInfo.processIdentifier)", fill)
         return dst
     }
 
+    /// Fills a temp folder `tempName` beside `destination` and renames it into place (replacing an
+    /// existing `destination`). Every error removes the temp folder; errors of the file system name the path.
+    public static func writeFolder(_ destination: URL, tempName: String, _ fill: (URL) throws -> Void) throws {
+        let fm = FileManager.default
+        let parent = destination.deletingLastPathComponent()
+        try OutputPath.requireFolder(parent, option: "run folder")
+        let tmp = parent.appendingPathComponent(tempName)
+        do {
+            try fm.createDirectory(at: parent, withIntermediateDirectories: true)
+            if fm.fileExists(atPath: tmp.path) { try fm.removeItem(at: tmp) }
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+            try fill(tmp)
+            if fm.fileExists(atPath: destination.path) { try fm.removeItem(at: destination) }
+            try fm.moveItem(at: tmp, to: destination)
+        } catch {
+            try? fm.removeItem(at: tmp)
+            if error is CocoaError || error is POSIXError {
+                throw OutputFileError(path: destination.path, message: "could not write: \(JSONOutput.describe(error))")
+            }
+            throw error
+        }
+    }
+
     /// One training checkpoint: `fill(tempFolder)` writes the weights and optimizer state, then
-    /// trainer_state.json (sorted keys) joins them; the folder is renamed into place and all but the newest
-    /// `keep` checkpoints are deleted.
+    /// trainer_state.json (`state`, sorted keys, through `JSONOutput`) joins them; the folder is renamed
+    /// into place and all but the newest `keep` checkpoints are deleted.
     public func saveCheckpoint(step: Int, state: [String: Any], keep: Int, _ fill: (URL) throws -> Void) throws {
         try writeCheckpoint(step: step) { dir in
             try fill(dir)
-            let json = try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            try json.write(to: dir.appendingPathComponent(Self.stateJSON))
+            try JSONOutput.write(object: state, to: dir.appendingPathComponent(Self.stateJSON))
         }
         try prune(keep: keep)
     }
@@ -62,11 +79,11 @@ public struct RunDirectory: Sendable {
         for c in try checkpoints().dropLast(keep) { try FileManager.default.removeItem(at: c.url) }
     }
 
-    /// Removes temp folders a killed run left behind.
+    /// Removes temp folders (`.tmp-checkpoint-*`, `.tmp-init-*`) a killed run left behind.
     public func sweepTemporaries() throws {
         let fm = FileManager.default
         guard fm.fileExists(atPath: url.path) else { return }
-        for name in try fm.contentsOfDirectory(atPath: url.path) where name.hasPrefix(".tmp-checkpoint-") {
+        for name in try fm.contentsOfDirectory(atPath: url.path) where name.hasPrefix(".tmp-") {
             try fm.removeItem(at: url.appendingPathComponent(name))
         }
     }
@@ -86,7 +103,7 @@ public struct RunDirectory: Sendable {
     }
 
     /// What every `--resume` does (train and pretrain): drop temporaries, take the newest checkpoint,
-    /// refuse one made with other `settings` (compared key by key), let `restore` load its trainer
+    /// refuse one made with other `settings` (`SavedSettings.requireSame`), let `restore` load its trainer
     /// state (returning the step that state holds), check that step against the folder name, and cut
     /// the log back to it. Returns the step; 0 with no checkpoint (the log is emptied).
     public func resume(settings: [String: String], restore: (URL) throws -> Int) throws -> Int {
@@ -95,14 +112,9 @@ public struct RunDirectory: Sendable {
             try truncateLog(before: 0)
             return 0
         }
-        let data = try Data(contentsOf: last.url.appendingPathComponent(Self.stateJSON))
-        guard let obj = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let saved = obj["settings"] as? [String: String] else {
-            throw TrainingError.checkpoint(file: last.url.path, message: "\(Self.stateJSON) has no settings; not a negclip checkpoint")
-        }
-        for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-            throw TrainingError.checkpoint(file: last.url.path, message: "--resume with \(key) = \(settings[key] ?? "none"), the run was started with \(saved[key] ?? "none"); use the same settings or a new --out")
-        }
+        let stateURL = last.url.appendingPathComponent(Self.stateJSON)
+        try SavedSettings.requireSame(saved: try Self.savedSettings(stateURL), requested: settings, file: stateURL.path,
+                                      remedy: "resume with the same settings or choose a new --out")
         let restored = try restore(last.url.appendingPathComponent(Self.stateFile))
         guard restored == last.step else {
             throw TrainingError.checkpoint(file: last.url.path, message: "trainer state is at step \(restored), folder name says \(last.step)")
@@ -110,101 +122,19 @@ public struct RunDirectory: Sendable {
         try truncateLog(before: last.step)
         return last.step
     }
-}
 
-/// Appends one JSON line per step to RUN_DIR/log.jsonl (each line one write, so a kill leaves at most
-/// a torn last line, which `truncateLog` drops).
-public final class StepLog: @unchecked Sendable {
-    let handle: FileHandle
-    public init(_ url: URL) throws {
-        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
-        handle = try FileHandle(forWritingTo: url)
-        try handle.seekToEnd()
-    }
-    deinit { try? handle.close() }
-
-    public func append(step: Int, loss: Double, parts: [String: Double], lr: Double, gradNorm: Double?, ms: Double) throws {
-        var obj: [String: Any] = ["step": step, "loss": loss, "parts": parts, "lr": lr, "ms": (ms * 1000).rounded() / 1000]
-        if let gradNorm { obj["grad_norm"] = gradNorm }
-        var data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-        data.append(0x0A)
-        try handle.write(contentsOf: data)
-    }
-}
-
-/// A text-side training run: batches from a `CaptionBatcher`, the optimizer, checkpoints every
-/// `saveEvery` steps and at the end (the last `keep` kept), one log line per step.
-public struct CaptionTrainingRun {
-    public var base: URL
-    public var run: RunDirectory
-    public var total: Int
-    public var saveEvery: Int
-    public var keep: Int
-    /// Provenance written into every checkpoint (sorted keys): seed, hashes, layer definition, ...
-    public var provenance: [String: String]
-    /// Settings a resumed run must share with the run it continues (compared key by key).
-    public var settings: [String: String]
-
-    public init(base: URL, run: RunDirectory, total: Int, saveEvery: Int, keep: Int,
-                provenance: [String: String], settings: [String: String]) {
-        self.base = base; self.run = run; self.total = total; self.saveEvery = saveEvery; self.keep = keep
-        self.provenance = provenance; self.settings = settings
-    }
-
-    /// Restores the newest checkpoint into `optimizer` and cuts the log back to it; returns its step
-    /// (0 with no checkpoint). Throws when the checkpoint was made with other settings.
-    public func resume(_ optimizer: TextOptimizer<Float>) throws -> Int {
-        try run.resume(settings: settings) { url in
-            try optimizer.restoreState(from: url)
-            return optimizer.step
+    /// The `settings` object of a trainer_state.json (or pretrain_config.json): string values only.
+    public static func savedSettings(_ url: URL) throws -> [String: String] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw TrainingError.checkpoint(file: url.path, message: "cannot read: \(JSONOutput.describe(error))")
         }
-    }
-
-    public func save(_ optimizer: TextOptimizer<Float>, batcher: CaptionBatcher) throws {
-        let step = optimizer.step
-        var meta = provenance
-        meta["step"] = "\(step)"
-        meta["trainable_groups"] = TrainableSpec.describe(optimizer.trainable)
-        let state: [String: Any] = [
-            "format": "negclip.trainer-state v1",
-            "step": step,
-            "steps_total": total,
-            "trainable_groups": optimizer.trainable.sorted().map(\.description),
-            "data_order": [
-                "kind": "SeededOrder: Fisher-Yates per epoch, SplitMix64 seeded with (seed, epoch); batch b = step b; drop_last",
-                "presence_seed": "\(batcher.presenceOrder.seed)", "presence_items": batcher.presenceOrder.count,
-                "presence_batch": batcher.presenceBatch,
-                "absence_seed": "\(batcher.absenceOrder.seed)", "absence_items": batcher.absenceOrder.count,
-                "absence_batch": batcher.absenceBatch,
-                "next_batch": step,
-            ] as [String: Any],
-            "settings": settings,
-            "provenance": meta,
-        ]
-        try run.saveCheckpoint(step: step, state: state, keep: keep) { dir in
-            try TrainedCheckpoint.write(to: dir, base: base, text: optimizer.parameters, metadata: meta)
-            try optimizer.saveState(to: dir.appendingPathComponent(RunDirectory.stateFile), metadata: meta)
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw TrainingError.checkpoint(file: url.path, message: "expected a JSON object")
         }
-    }
-
-    /// Steps from `optimizer.step` to `total`, logging each, saving every `saveEvery` (0: only at the
-    /// end) and at the end. A diverged step throws (TrainingError.diverged) before its update.
-    public func train(_ optimizer: TextOptimizer<Float>, batcher: CaptionBatcher,
-                      progress: (TrainingEvent) -> Void = { _ in }) throws {
-        let log = try StepLog(run.logURL)
-        let start = Date()
-        while optimizer.step < total {
-            let t0 = Date()
-            let (loss, inputs) = batcher.inputs(step: optimizer.step)
-            let r = try optimizer.step(loss, inputs: inputs)
-            let seconds = Date().timeIntervalSince(t0)
-            let parts = r.parts.mapValues { Double($0) }
-            try log.append(step: r.step, loss: Double(r.loss), parts: parts, lr: r.lr, gradNorm: r.gradNorm, ms: seconds * 1000)
-            progress(.step(index: r.step, total: total, loss: Double(r.loss), parts: parts, lr: r.lr,
-                           gradNorm: r.gradNorm, seconds: seconds))
-            if saveEvery > 0, optimizer.step % saveEvery == 0, optimizer.step < total { try save(optimizer, batcher: batcher) }
+        guard let saved = obj["settings"] as? [String: String] else {
+            throw TrainingError.checkpoint(file: url.path, message: "key 'settings': expected an object of strings; not a negclip run file")
         }
-        progress(.finished(steps: total, seconds: Date().timeIntervalSince(start)))
-        try save(optimizer, batcher: batcher)
+        return saved
     }
 }

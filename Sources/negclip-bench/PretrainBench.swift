@@ -65,4 +65,3 @@ struct PretrainBench: ParsableCommand {
     }
 }
 
-extension SplitMix64: RandomNumberGenerator {}

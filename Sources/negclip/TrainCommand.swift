@@ -78,98 +78,44 @@ struct TrainCommand: ParsableCommand {
             throw ValidationError("--loss: expected one of \(LossKind.allCases.map(\.rawValue).joined(separator: ", ")), found \(loss)")
         }
         guard let hingeForm = TextHinge(rawValue: hinge) else { throw ValidationError("--hinge: expected released or shifted, found \(hinge)") }
+        let out = URL(fileURLWithPath: self.out)
+        try OutputPath.requireFolder(out, option: "--out")
         let modelPath = try modelOptions.path()
         let data = try self.data ?? BuiltinWorld.captionsFile(builtinWorld()).path
-        let modelURL = URL(fileURLWithPath: modelPath), dataURL = URL(fileURLWithPath: data)
-        // The frozen base model only embeds the images (the trained text tower is `params`, read on its
-        // own), so its text tower is never loaded, and it is released once the images are embedded.
-        var frozen: CLIPModel? = try CLIPModel.load(directory: modelURL, towers: .vision)
-        let model = (weightsSHA256: frozen!.weightsSHA256, config: frozen!.config)
-        guard let tokenizer = frozen!.tokenizer else { throw ValidationError("\(modelPath): no tokenizer.json or vocab.json + merges.txt; training needs the tokenizer") }
-        let params = try TextTowerParameters<Float>.load(directory: modelURL)
-        let depth = params.config.numHiddenLayers
-        let groups: Set<TrainableGroup>
-        var layersProvenance: [String: String] = [:]
+        var s = CaptionTrainingSettings(model: URL(fileURLWithPath: modelPath), data: URL(fileURLWithPath: data), out: out)
+        s.split = split
+        s.loss.kind = kind; s.loss.lambdaStage2 = lambdaStage2; s.loss.lambdaOrig = lambdaOrig
+        s.loss.lambdaText = lambdaText; s.loss.margin = margin; s.loss.hinge = hingeForm
+        s.steps = steps; s.epochs = epochs; s.batch = batch; s.lr = lr; s.weightDecay = weightDecay; s.warmup = warmup
+        s.clipGrad = clipGrad; s.seed = seed; s.resume = resume; s.keep = keep; s.saveEvery = saveEvery
+        s.layerCache = !noLayerCache; s.alpha = imageOptions.alpha
         if let layers {
             guard trainable == nil else { throw ValidationError("--layers and --trainable are mutually exclusive: layers.json already says what trains") }
-            let url = URL(fileURLWithPath: layers)
-            let selection = try LayerSelection.load(url)
-            if let measured = selection.modelSHA256, measured != model.weightsSHA256 {
-                guard allowOtherModel else {
-                    throw ValidationError("\(layers): key 'provenance.model_sha256': the layers were selected on weights \(measured.prefix(12)), --model has \(model.weightsSHA256.prefix(12)); pass --allow-other-model to train this choice on another model")
-                }
-                log("layers: \(layers) was selected on another model (weights \(measured.prefix(12))); --allow-other-model")
+            s.trainable = .selection(label: "layers.json \(layers)") { [allowOtherModel] depth, modelSHA256 in
+                try Self.selection(layers, depth: depth, modelSHA256: modelSHA256, allowOtherModel: allowOtherModel)
             }
-            groups = try selection.trainableGroups(layers: depth, file: layers)
-            layersProvenance = ["layers_file": layers, "layers_sha256": try SHA256Hasher.hex(fileAt: url),
-                                "layers_policy": selection.policy.name + (selection.policy.k.map { " k=\($0)" } ?? "")
-                                    + (selection.policy.threshold.map { " t=\($0)" } ?? "") + " extras=\(selection.policy.extras)",
-                                "layers_model_sha256": selection.modelSHA256 ?? "unknown"]
         } else {
-            groups = try TrainableSpec.parse(trainable ?? "front", layers: depth)
+            s.trainable = .spec(trainable ?? "front")
         }
 
-        // data: caption records of the split -> token ids + rows of one image-embedding table
-        let items = try CaptionTrainingData.read(dataURL, split: split, tokenizer: tokenizer)
-        let loaded = items.loaded, truncated = items.truncated
-        if loaded.badLines > 0 { log("data: \(loaded.summary); first problem: \(loaded.issues.first.map { "\($0)" } ?? "")") }
-        if truncated > 0 { log("data: " + truncationLine(truncated, contextLength: tokenizer.contextLength)) }
-        guard !items.imagePaths.isEmpty else { throw ValidationError("\(data): no caption records with split \(split)") }
-        let t0 = Date()
-        let set = try items.trainingSet(embedder: try CLIPEmbeddingModel(frozen!, alpha: imageOptions.alpha), dim: model.config.projectionDim)
-        frozen = nil
-        log("data: \(items.presence.count) presence + \(items.absence.count) absence items, \(items.imagePaths.count) images embedded by the frozen vision tower (\(String(format: "%.1f", Date().timeIntervalSince(t0))) s)")
-
-        var lossSettings = LossSettings()
-        lossSettings.kind = kind; lossSettings.lambdaStage2 = lambdaStage2; lossSettings.lambdaOrig = lambdaOrig
-        lossSettings.lambdaText = lambdaText; lossSettings.margin = margin; lossSettings.hinge = hingeForm
-        let batcher = try CaptionBatcher(data: set, loss: lossSettings, batch: batch, seed: seed)
-        let total = steps ?? epochs * batcher.stepsPerEpoch
-        guard total >= 1 else { throw ValidationError("--steps must be at least 1") }
-
-        let lowest = groups.filter { $0 != .logitScale }.min()
-        if !noLayerCache, case let .block(k)? = lowest, k > 0 {
-            let tc = Date()
-            try batcher.cacheLayerInputs(params, layer: k)
-            log("layer cache: hidden_states[\(k)] of \(batcher.cachedSequences) captions (blocks 0-\(k - 1) frozen; \(String(format: "%.1f", Date().timeIntervalSince(tc))) s)")
-        }
-
-        let opt = TextOptimizer(parameters: params, trainable: groups, config: OptimizationConfig(
-            schedule: CosineSchedule(baseLR: lr, warmup: warmup, steps: total),
-            adamW: AdamWConfig(weightDecay: weightDecay), clipNorm: clipGrad))
-        let groupList = TrainableSpec.describe(groups)
-        var settings = lossSettings.record
-        settings.merge([
-            "trainable_groups": groupList, "seed": "\(seed)", "batch": "\(batch)", "split": split,
-            "steps": "\(total)", "lr": "\(lr)", "weight_decay": "\(weightDecay)", "warmup": "\(warmup)",
-            "clip_grad": clipGrad.map { "\($0)" } ?? "off",
-            "base_model_sha256": model.weightsSHA256, "data_sha256": try SHA256Hasher.hex(fileAt: dataURL),
-        ]) { a, _ in a }
-        var provenance = settings
-        provenance.merge([
-            "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": ToolInfo.commandLine,
-            "base_model": modelPath, "data": data,
-            "layer_definition": TextLayers.definition,
-            "trainable_spec": layers.map { "layers.json \($0)" } ?? trainable ?? "front", "truncated_captions": "\(truncated)",
-        ]) { a, _ in a }
-        provenance.merge(layersProvenance) { a, _ in a }
-        let runDir = RunDirectory(URL(fileURLWithPath: out))
-        let trainRun = CaptionTrainingRun(base: modelURL, run: runDir, total: total, saveEvery: saveEvery, keep: keep,
-                                          provenance: provenance, settings: settings)
-        if resume {
-            let s = try trainRun.resume(opt)
-            log(s == 0 ? "resume: no checkpoint in \(out); starting at step 0" : "resume: step \(s) from \(runDir.checkpointURL(step: s).path)")
-        } else if !(try runDir.checkpoints()).isEmpty || FileManager.default.fileExists(atPath: runDir.logURL.path) {
-            throw ValidationError("\(out) already holds a run; pass --resume to continue it or choose a new --out")
-        }
-        try FileManager.default.createDirectory(at: runDir.url, withIntermediateDirectories: true)
-        log("train: loss \(kind.rawValue), \(total) steps, batch \(batcher.presenceBatch)+\(batcher.absenceBatch), lr \(lr), trainable \(groupList)")
-
-        let startStep = opt.step, started = Date()
-        let every = max(1, total / 20)
-        try trainRun.train(opt, batcher: batcher) { event in
+        var startStep = 0, started = Date(), every = 1
+        let final = try CaptionTrainingJob(s).run { event in
             switch event {
-            case let .step(index, total, loss, _, _, _, seconds):
+            case let .dataIssues(loaded):
+                log("data: \(loaded.summary); first problem: \(loaded.issues.first.map { "\($0)" } ?? "")")
+            case let .truncated(n, contextLength):
+                log("data: " + truncationLine(n, contextLength: contextLength))
+            case let .imagesEmbedded(presence, absence, images, seconds):
+                log("data: \(presence) presence + \(absence) absence items, \(images) images embedded by the frozen vision tower (\(String(format: "%.1f", seconds)) s)")
+            case let .layerCache(k, sequences, seconds):
+                log("layer cache: hidden_states[\(k)] of \(sequences) captions (blocks 0-\(k - 1) frozen; \(String(format: "%.1f", seconds)) s)")
+            case let .resumed(step, checkpoint):
+                log(checkpoint.map { "resume: step \(step) from \($0.path)" } ?? "resume: no checkpoint in \(self.out); starting at step 0")
+                startStep = step
+            case let .started(kind, total, presenceBatch, absenceBatch, lr, groups):
+                log("train: loss \(kind.rawValue), \(total) steps, batch \(presenceBatch)+\(absenceBatch), lr \(lr), trainable \(groups)")
+                started = Date(); every = max(1, total / 20)
+            case let .training(.step(index, total, loss, _, _, _, seconds)):
                 let done = index + 1
                 if done == 1 + startStep || done % every == 0 || done == total {
                     let rate = Date().timeIntervalSince(started) / Double(done - startStep)
@@ -180,10 +126,30 @@ struct TrainCommand: ParsableCommand {
                     log("hang-after \(h): waiting to be killed")
                     while true { sleep(60) }
                 }
-            case let .finished(steps, seconds):
+            case let .training(.finished(steps, seconds)):
                 log(String(format: "finished %d steps in %.1f s", steps - startStep, seconds))
             }
         }
-        print(runDir.checkpointURL(step: total).path)
+        print(final.path)
+    }
+
+    /// --layers: the groups of a layers.json (negclip select-layers), refused when its report measured
+    /// other weights unless --allow-other-model; its path, hash and policy go into the provenance.
+    static func selection(_ layers: String, depth: Int, modelSHA256: String, allowOtherModel: Bool) throws
+        -> (groups: Set<TrainableGroup>, facts: [String: String]) {
+        let url = URL(fileURLWithPath: layers)
+        let selection = try LayerSelection.load(url)
+        if let measured = selection.modelSHA256, measured != modelSHA256 {
+            guard allowOtherModel else {
+                throw ValidationError("\(layers): key 'provenance.model_sha256': the layers were selected on weights \(measured.prefix(12)), --model has \(modelSHA256.prefix(12)); pass --allow-other-model to train this choice on another model")
+            }
+            logLine("layers: \(layers) was selected on another model (weights \(measured.prefix(12))); --allow-other-model")
+        }
+        let groups = try selection.trainableGroups(layers: depth, file: layers)
+        let facts = ["layers_file": layers, "layers_sha256": try SHA256Hasher.hex(fileAt: url),
+                     "layers_policy": selection.policy.name + (selection.policy.k.map { " k=\($0)" } ?? "")
+                         + (selection.policy.threshold.map { " t=\($0)" } ?? "") + " extras=\(selection.policy.extras)",
+                     "layers_model_sha256": selection.modelSHA256 ?? "unknown"]
+        return (groups, facts)
     }
 }

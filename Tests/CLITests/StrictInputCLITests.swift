@@ -52,7 +52,7 @@ import TestSupport
         #expect(t.status == 0, "\(t.stderr)")
         #expect(t.stderr.contains("data: 1 caption longer than 77 tokens was truncated\n"), "\(t.stderr)")
         let state = try json(run.appendingPathComponent("checkpoint-1/trainer_state.json"))
-        #expect((state["provenance"] as? [String: Any])?["truncated_captions"] as? String == "1", "\(state)")
+        #expect((state["run"] as? [String: Any])?["truncated_captions"] as? String == "1", "\(state)")
 
         let enc = try CLIRunner.run("negclip", ["encode", "--model", Self.model, "--no-embeddings",
                                                 "--text", Self.long, "--text", "a dog", "--text", Self.long + " too"])

@@ -156,7 +156,7 @@ func makeReport(blocks L: Int, ranking: [Int], scores: [Double], modelSHA: Strin
         #expect(t.stderr.contains("trainable block.0,block.2,final_ln"), "\(t.stderr)")
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("checkpoint-2/trainer_state.json"))) as! [String: Any]
         #expect(state["trainable_groups"] as? [String] == selection.groups)
-        let prov = state["provenance"] as! [String: String]
+        let prov = state["run"] as! [String: String]
         let layersSHA = try sha256(of: layers)
         #expect(prov["layers_file"] == layers.path && prov["layers_sha256"] == layersSHA)
         #expect(prov["layers_policy"] == "top-k k=2 extras=final_ln")

@@ -144,8 +144,8 @@ import Training
         #expect(changed.allSatisfy { $0.hasPrefix("text_model.encoder.layers.1.") }, "\(changed.sorted())")
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: checkpoint.appendingPathComponent("trainer_state.json"))) as! [String: Any]
         #expect(state["trainable_groups"] as? [String] == ["block.1"])
-        let prov = state["provenance"] as! [String: String]
-        #expect(prov["layer_cache"] == "hidden_states[1]" && prov["seed"] == "3")
+        let run = state["run"] as! [String: String], settings = state["settings"] as! [String: String]
+        #expect(run["layer_cache"] == "hidden_states[1]" && settings["seed"] == "3")
     }
 
     @Test func badDataIsAOneLineErrorNamingTheFileAndWhatIsMissing() throws {

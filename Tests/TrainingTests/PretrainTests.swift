@@ -1,5 +1,6 @@
 import CLIP
 import Foundation
+import Provenance
 import SafeTensors
 import Testing
 import TestSupport
@@ -227,10 +228,17 @@ enum PretrainFixtures {
         let model = try CLIPModel.load(directory: ckpt)
         #expect(model.tokenizer != nil)
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: ckpt.appendingPathComponent("trainer_state.json"))) as! [String: Any]
-        let prov = state["provenance"] as! [String: String]
-        for k in ["seed", "data_sha256", "command_line", "tool_version", "world_seed", "world_size", "layer_definition"] {
-            #expect(prov[k] != nil, "provenance lacks \(k)")
-        }
+        #expect(state["format"] as? String == "negclip.pretrain-state v2")
+        expectProvenanceRecord(state, seeds: [11])
+        let run = state["run"] as! [String: String], settings = state["settings"] as! [String: String]
+        for k in ["world_seed", "world_size", "parameters"] { #expect(run[k] != nil, "run facts lack \(k)") }
+        for k in ["seed", "data_sha256", "vocab_sha256", "text_width"] { #expect(settings[k] != nil, "settings lack \(k)") }
+        // our record goes into pretrain_config.json; config.json stays a plain HF config
+        let own = try JSONSerialization.jsonObject(with: Data(contentsOf: ckpt.appendingPathComponent("pretrain_config.json"))) as! [String: Any]
+        #expect(own["format"] as? String == "negclip.pretrain-config v2" && own["settings"] as? [String: String] == settings)
+        expectProvenanceRecord(own, seeds: [11])
+        let hf = try JSONSerialization.jsonObject(with: Data(contentsOf: ckpt.appendingPathComponent("config.json"))) as! [String: Any]
+        #expect(hf["provenance"] == nil && hf["model_type"] as? String == "clip")
 
         // the same run killed with SIGKILL after step 25 (checkpoint-20 exists; steps 20-24 are logged past it)
         let p = Process()
@@ -266,6 +274,73 @@ enum PretrainFixtures {
         #expect(c.status != 0 && c.stderr.contains("--resume"), "\(c.stderr)")
         let d = try CLIRunner.run("negclip", Self.args(world, config, straight, ["--resume", "--seed", "12"]))
         #expect(d.status != 0 && d.stderr.contains("seed"), "\(d.stderr)")
+    }
+
+    /// A run killed after init/ was written but before its first checkpoint: --resume compares the
+    /// requested settings with those init/ was made from (init/pretrain_config.json) before anything
+    /// trains or is written. Another seed, another shape: refused with the file and the key named,
+    /// no checkpoint and no temp folder left; the same settings continue.
+    @Test func resumeBeforeTheFirstCheckpointRefusesOtherSettings() throws {
+        let world = try Self.world(), config = try Self.config()
+        let run = try Fixtures.tempDir("pretrain-init-only")
+        let a = try CLIRunner.run("negclip", Self.args(world, config, run, ["--steps", "2", "--save-every", "0"]))
+        #expect(a.status == 0, "\(a.stderr)")
+        // what a kill between init/ and the first checkpoint leaves
+        for c in try RunDirectory(run).checkpoints() { try FileManager.default.removeItem(at: c.url) }
+        try FileManager.default.removeItem(at: run.appendingPathComponent("log.jsonl"))
+        let initConfig = run.appendingPathComponent("init/pretrain_config.json")
+        let own = try JSONSerialization.jsonObject(with: Data(contentsOf: initConfig)) as! [String: Any]
+        #expect(own["format"] as? String == "negclip.pretrain-config v2" && own["seed"] as? Int == 11)
+        expectProvenanceRecord(own, seeds: [11])
+        let initWeights = try Data(contentsOf: run.appendingPathComponent("init/model.safetensors"))
+
+        let seed = try CLIRunner.run("negclip", Self.args(world, config, run, ["--steps", "2", "--resume", "--seed", "7"]))
+        #expect(seed.status != 0)
+        #expect(seed.stderr.contains(initConfig.path) && seed.stderr.contains("seed = 11, this run has 7"), "\(seed.stderr)")
+        #expect(seed.stderr.split(separator: "\n").count == 1, "\(seed.stderr)")
+
+        let wide = try Fixtures.tempDir("pretrain-config-wide").appendingPathComponent("wide.json")
+        var shape = try JSONSerialization.jsonObject(with: Data(contentsOf: config)) as! [String: Any]
+        shape["text_width"] = 32
+        try JSONSerialization.data(withJSONObject: shape).write(to: wide)
+        let other = try CLIRunner.run("negclip", Self.args(world, wide, run, ["--steps", "2", "--save-every", "1", "--resume"]))
+        #expect(other.status != 0)
+        #expect(other.stderr.contains(initConfig.path) && other.stderr.contains("text_width = 24, this run has 32"), "\(other.stderr)")
+        for r in [seed, other] { #expect(!r.stderr.contains("step 1/"), "trained before refusing: \(r.stderr)") }
+        #expect(try RunDirectory(run).checkpoints().isEmpty)
+        #expect(temporaries(in: run) == [])
+        #expect(try Data(contentsOf: run.appendingPathComponent("init/model.safetensors")) == initWeights, "init/ was rewritten")
+
+        let same = try CLIRunner.run("negclip", Self.args(world, config, run, ["--steps", "2", "--resume"]))
+        #expect(same.status == 0 && same.stderr.contains("resume: no checkpoint"), "\(same.stderr)")
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("checkpoint-2/trainer_state.json"))) as! [String: Any]
+        let ckptOwn = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("checkpoint-2/pretrain_config.json"))) as! [String: Any]
+        #expect(ckptOwn["settings"] as? [String: String] == state["settings"] as? [String: String])
+    }
+
+    /// init/ written into a temp folder: a failure half-way (the world lacks merges.txt) removes it.
+    @Test func failedInitWriteLeavesNoTemporary() throws {
+        var cfg = PretrainConfig()
+        cfg.textWidth = 8; cfg.textLayers = 1; cfg.textHeads = 2; cfg.visionWidth = 8; cfg.visionLayers = 1; cfg.visionHeads = 2
+        cfg.imageSize = 32; cfg.projectionDim = 4
+        let hf = cfg.hfConfig(vocabSize: 10, bos: 8, eos: 9, pad: 9)
+        let (text, vision): (TextTowerParameters<Float>, VisionTowerParameters<Float>) = try CLIPPretraining.towers(try CLIPConfig.parse(hf, file: "test"))
+        let dir = try Fixtures.tempDir("pretrain-init-fail"), world = try Fixtures.tempDir("pretrain-init-fail-world")
+        try Data("{}".utf8).write(to: world.appendingPathComponent("vocab.json"))   // no merges.txt
+        let pre = PretrainingRun(run: RunDirectory(dir), config: cfg, saveEvery: 0, keep: 1,
+                                 record: RunRecord(provenance: Provenance(seeds: [0]), settings: cfg.record))
+        #expect(throws: (any Error).self) { try pre.writeInit(text: text, vision: vision, hfConfig: hf, tokenizerFiles: world) }
+        #expect(temporaries(in: dir) == [] && !pre.hasInit)
+    }
+
+    @Test func badOutIsOneLineNamingThePath() throws {
+        let world = try Self.world()
+        let file = try Fixtures.tempDir("pretrain-bad-out").appendingPathComponent("a-file")
+        try Data("x".utf8).write(to: file)
+        let r = try CLIRunner.run("negclip", ["pretrain", "--world", world.path, "--out", file.path])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("\(file.path): --out: is a file; expected a folder"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
     }
 
     @Test func badInputIsOneLine() throws {

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 @testable import Training
 import TensorKernels
+import Provenance
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,6 +82,46 @@ import Glibc
         #expect(try run.checkpoints().map(\.step) == [3, 4, 5])
         try run.sweepTemporaries()
         #expect(try !FileManager.default.contentsOfDirectory(atPath: run.url.path).contains { $0.hasPrefix(".tmp") })
+    }
+
+    /// A checkpoint write that fails half-way (here: the base folder has no weights) removes its temp
+    /// folder before the error goes up, and leaves no checkpoint.
+    @Test func failedCheckpointWriteLeavesNoTemporary() throws {
+        let run = RunDirectory(try Fixtures.tempDir("rundir-fail"))
+        let emptyBase = try Fixtures.tempDir("rundir-fail-base")
+        struct Stop: Error {}
+        do {
+            try run.writeCheckpoint(step: 4) { dir in
+                try Data("x".utf8).write(to: dir.appendingPathComponent("x"))
+                throw Stop()
+            }
+            Issue.record("the write must fail")
+        } catch is Stop {}
+        do {
+            try run.saveCheckpoint(step: 5, state: ["step": 5], keep: 0) { dir in
+                try TrainedCheckpoint.write(to: dir, base: emptyBase, text: Optional<TextTowerParameters<Float>>.none, metadata: [:])
+            }
+            Issue.record("a checkpoint of a base without weights must fail")
+        } catch {
+            #expect("\(error)".contains(emptyBase.path), "\(error)")
+        }
+        #expect(temporaries(in: run.url) == [])
+        #expect(try run.checkpoints().isEmpty)
+    }
+
+    /// --resume compares the newest checkpoint's settings through SavedSettings: the message names
+    /// trainer_state.json, the key and both values.
+    @Test func resumeWithOtherSettingsNamesTheFileAndKey() throws {
+        let run = RunDirectory(try Fixtures.tempDir("rundir-settings"))
+        try run.saveCheckpoint(step: 2, state: ["settings": ["seed": "0", "lr": "0.001"]], keep: 0) { _ in }
+        do {
+            _ = try run.resume(settings: ["seed": "7", "lr": "0.001"]) { _ in 2 }
+            Issue.record("other settings must be refused")
+        } catch let e as SettingsMismatch {
+            #expect(e.file == run.checkpointURL(step: 2).appendingPathComponent("trainer_state.json").path)
+            #expect(e.key == "seed" && e.saved == "0" && e.requested == "7")
+        }
+        #expect(try run.resume(settings: ["seed": "0", "lr": "0.001"]) { _ in 2 } == 2)
     }
 
     @Test func divergenceStopsBeforeTheUpdateNamingStepAndPart() throws {
@@ -181,6 +222,26 @@ import Glibc
         #expect(try RunDirectory(out).checkpoints().isEmpty)
     }
 
+    /// Run-time failures of the command line are one line naming the path or the option and what
+    /// was expected: --out naming a file, a reversed --trainable range.
+    @Test func badOutAndReversedRangeAreOneLineNamingWhatIsWrong() throws {
+        let data = try Self.world()
+        let dir = try Fixtures.tempDir("train-bad-out")
+        let file = dir.appendingPathComponent("a-file")
+        try Data("x".utf8).write(to: file)
+        let r = try CLIRunner.run("negclip", Self.args(data, file, []))
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("\(file.path): --out: is a file; expected a folder"), "\(r.stderr)")
+        #expect(!r.stderr.contains("could not be completed") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+
+        let out = dir.appendingPathComponent("run")
+        let t = try CLIRunner.run("negclip", Self.args(data, out, ["--trainable", "5-2"]))
+        #expect(t.status != 0)
+        #expect(t.stderr.contains("expected a range written low-high (2-5, not 5-2)"), "\(t.stderr)")
+        #expect(t.stderr.split(separator: "\n").count == 1, "\(t.stderr)")
+        #expect(temporaries(in: dir) == [] && !FileManager.default.fileExists(atPath: out.appendingPathComponent("log.jsonl").path))
+    }
+
     @Test func layerCacheRunMatchesTheFullForwardRun() throws {
         let data = try Self.world()
         let withCache = try Fixtures.tempDir("train-cache"), without = try Fixtures.tempDir("train-nocache")
@@ -200,10 +261,14 @@ import Glibc
         #expect(r.ok, "\(r)")
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: withCache.appendingPathComponent("checkpoint-8/trainer_state.json"))) as! [String: Any]
         #expect(state["trainable_groups"] as? [String] == ["block.1", "block.2", "final_ln", "projection"])
-        let prov = state["provenance"] as! [String: String]
-        for k in ["seed", "base_model_sha256", "data_sha256", "layer_definition", "command_line", "tool_version"] {
-            #expect(prov[k] != nil, "provenance lacks \(k)")
-        }
+        #expect(state["format"] as? String == "negclip.trainer-state v2")
+        expectProvenanceRecord(state, seeds: [7])
+        let prov = state["provenance"] as! [String: Any]
+        #expect(prov["model"] as? String == Self.model && (prov["model_sha256"] as? String)?.count == 64)
+        #expect(prov["data"] as? String == data.path && (prov["data_sha256"] as? String)?.count == 64)
+        let settings = state["settings"] as! [String: String], run = state["run"] as! [String: String]
+        #expect(settings["seed"] == "7" && settings["base_model_sha256"] == prov["model_sha256"] as? String)
+        #expect(run["layer_cache"] == "hidden_states[1]" && run["trainable_spec"] == "block.1,block.2,final_ln,projection")
     }
 }
 

@@ -1,4 +1,6 @@
+import CLIP
 import Foundation
+import Provenance
 import SeededRandom
 import SafeTensors
 import Testing
@@ -51,4 +53,22 @@ enum TrainingFixtures {
         #expect(gen == generator, "\(name) was written by \(gen ?? "an unknown generator"), tests expect \(generator): \(regenerate)")
         return meta
     }
+}
+
+/// A run file's top-level `provenance` is exactly a `Provenance` record: its key set, tool "negclip",
+/// tool_version "0.1.0", the layer definition, and `seeds` when given.
+func expectProvenanceRecord(_ file: [String: Any], seeds: [UInt64]? = nil, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let p = file["provenance"] as? [String: Any] else {
+        Issue.record("no provenance object in \(file.keys.sorted())", sourceLocation: sourceLocation); return
+    }
+    #expect(p.keys.sorted() == Provenance.keys, sourceLocation: sourceLocation)
+    #expect(p["tool"] as? String == "negclip" && p["tool_version"] as? String == "0.1.0", "\(p)", sourceLocation: sourceLocation)
+    #expect(p["layer_definition"] as? String == TextLayers.definition, sourceLocation: sourceLocation)
+    #expect((p["command_line"] as? String)?.isEmpty == false, sourceLocation: sourceLocation)
+    if let seeds { #expect((p["seeds"] as? [NSNumber])?.map(\.uint64Value) == seeds, "\(p)", sourceLocation: sourceLocation) }
+}
+
+/// Names in `folder` that start with ".tmp-" (what a failed or killed write could leave).
+func temporaries(in folder: URL) -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []).filter { $0.hasPrefix(".tmp-") }.sorted()
 }

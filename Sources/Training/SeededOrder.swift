@@ -25,25 +25,3 @@ public struct SeededOrder: Sendable, Equatable {
         return Array(permutation(epoch: epoch)[(i * size)..<((i + 1) * size)])
     }
 }
-
-/// Progress of a training run, reported to a callback (the library never prints).
-public enum TrainingEvent: Sendable {
-    case step(index: Int, total: Int, loss: Double, parts: [String: Double], lr: Double, gradNorm: Double?, seconds: Double)
-    case finished(steps: Int, seconds: Double)
-}
-
-extension TextOptimizer {
-    /// Runs steps `step ..< total`: `batch(i)` gives the loss and its inputs for step i.
-    public func run(until total: Int, batch: (Int) throws -> (any EmbeddingLoss, [LossInput<T>]),
-                    progress: (TrainingEvent) -> Void = { _ in }) throws {
-        let start = Date()
-        while step < total {
-            let t0 = Date()
-            let (loss, inputs) = try batch(step)
-            let r = try self.step(loss, inputs: inputs)
-            progress(.step(index: r.step, total: total, loss: Double(r.loss), parts: r.parts.mapValues { Double($0) },
-                           lr: r.lr, gradNorm: r.gradNorm, seconds: Date().timeIntervalSince(t0)))
-        }
-        progress(.finished(steps: total, seconds: Date().timeIntervalSince(start)))
-    }
-}

@@ -122,3 +122,20 @@ public final class TextOptimizer<T: Real>: @unchecked Sendable {
         return Report(step: step - 1, loss: r.loss, parts: r.parts, lr: lr, gradNorm: norm)
     }
 }
+
+
+extension TextOptimizer {
+    /// Runs steps `step ..< total`: `batch(i)` gives the loss and its inputs for step i.
+    public func run(until total: Int, batch: (Int) throws -> (any EmbeddingLoss, [LossInput<T>]),
+                    progress: (TrainingEvent) -> Void = { _ in }) throws {
+        let start = Date()
+        while step < total {
+            let t0 = Date()
+            let (loss, inputs) = try batch(step)
+            let r = try self.step(loss, inputs: inputs)
+            progress(.step(index: r.step, total: total, loss: Double(r.loss), parts: r.parts.mapValues { Double($0) },
+                           lr: r.lr, gradNorm: r.gradNorm, seconds: Date().timeIntervalSince(t0)))
+        }
+        progress(.finished(steps: total, seconds: Date().timeIntervalSince(start)))
+    }
+}
