@@ -3,7 +3,8 @@
 //
 // Dependency direction (see ../shared/STYLE.md):
 //   C shims <- TensorKernels <- CLIP (+ SafeTensors, BPETokenizer, CLIPImage)
-//   <- HiddenStateStore / NegationData <- Dumping <- negclip (the only target that prints)
+//   <- HiddenStateStore / NegationData <- Dumping / Training <- Sweeping, Selection <- Probing <- Study
+//   <- negclip (the only target that prints)
 import PackageDescription
 
 let package = Package(
@@ -60,16 +61,26 @@ let package = Package(
         // finite-difference checks).
         .target(name: "Training", dependencies: ["SeededRandom", "CBLAS", "TensorKernels", "CLIP", "SafeTensors", "BPETokenizer", "CLIPImage", "NegationData", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
-        // Per-layer measurements of the text encoder (separation, linear probes, partial fine-tuning
-        // sweep), their ranking, the report and the layer selector.
-        .target(name: "Probing", dependencies: ["SeededRandom", 
-            "CBLAS", "TensorKernels", "CLIP", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Training",
+        // The partial fine-tuning sweep: each block alone and windows of blocks, same budget, measured
+        // on the validation split; its job plan (jobs.txt, Slurm, Kubernetes) for schedulers.
+        .target(name: "Sweeping", dependencies: ["BPETokenizer", "CLIP", "NegationData", "Provenance", "Training"],
+                swiftSettings: [.swiftLanguageMode(.v5)]),
+        // The layer selector: probe-layers' report.json -> layers.json (trainable groups and why).
+        .target(name: "Selection", dependencies: ["CLIP", "Provenance"]),
+        // Per-layer measurements of the text encoder (separation, linear probes, cross-validation, the
+        // random-weights baseline), their ranking and the probe-layers report.
+        .target(name: "Probing", dependencies: ["SeededRandom",
+            "CBLAS", "CLIP", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Selection", "Sweeping",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
+        // The whole study (`negclip reproduce`): probe-layers, selection, training variants, evaluation,
+        // results.json and its Markdown report.
+        .target(name: "Study", dependencies: ["CLIP", "NegationData", "Probing", "Provenance", "Selection", "Sweeping", "Training"]),
 
         // MARK: tools
         .executableTarget(name: "negclip", dependencies: ["SeededRandom", 
-            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Selection", "Study",
+            "Sweeping", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: ["SeededRandom", 
@@ -89,6 +100,9 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "CLIP", "HiddenStateStore", "NegationData", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
+        .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "Provenance", "TestSupport"]),
+        .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Training", "TestSupport"]),
     ]
 )

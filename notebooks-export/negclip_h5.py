@@ -191,7 +191,7 @@ def open_dump(path, allow_incomplete=False):
 # -- probe-layers.h5 (docs/hdf5-schema.md, "probe-layers.h5") ------------------------------------
 
 PROBE_SCHEMA = "negclip.probe_layers"
-PROBE_SCHEMA_VERSION = 1
+PROBE_SCHEMA_VERSION = 2  # 2: root attribute `tool`, `created_utc`; sweep gains `retrieval_t2i`, `retrieval_i2t`
 
 
 class ProbeLayers(_H5Reader):

@@ -2,6 +2,8 @@ import CLIP
 import Foundation
 import HiddenStateStore
 import NegationData
+import Provenance
+import Sweeping
 
 /// Progress of `ProbeLayers.run`, for the caller to show (the library never prints).
 public enum ProbeProgress: Sendable {
@@ -63,7 +65,7 @@ public struct SweepSummary: Codable, Sendable {
     public struct Window: Codable, Sendable {
         public var window: String
         public var blocks: [Int]
-        /// The layer a single-block run is reported at (block k -> hidden_states[k+1]); nil for windows.
+        /// The layer a single-block run is reported at (`TextLayers.layer(producedBy:)`); nil for windows.
         public var layer: Int?
         public var seeds: Int
         public var gain: [String: Estimate]
@@ -72,13 +74,13 @@ public struct SweepSummary: Codable, Sendable {
     public var base: SweepMetrics
     public var settings: [String: String]
 
-    public static let metrics = ["presence", "absence", "retrievalT2I", "retrievalI2T"]
+    public static let metrics = ["presence", "absence", "retrieval_t2i", "retrieval_i2t"]
 
     static func value(_ m: SweepMetrics, _ name: String) -> Double {
         switch name {
         case "presence": return m.presence
         case "absence": return m.absence
-        case "retrievalT2I": return m.retrievalT2I
+        case "retrieval_t2i": return m.retrievalT2I
         default: return m.retrievalI2T
         }
     }
@@ -105,45 +107,34 @@ public struct SweepSummary: Codable, Sendable {
     }
 }
 
-/// What the run used, recorded in every output.
-public struct ProbeProvenance: Codable, Sendable {
-    public var model: String
-    public var modelWeightsSHA256: String
+/// What the run read beyond `Provenance` (report.json "inputs"): the model's config hash, the
+/// split or the dump measured, the random-weights seed, and which rows the probes read.
+public struct ProbeInputs: Codable, Sendable, Equatable {
     public var modelConfigSHA256: String
-    public var data: String
-    public var dataSHA256: String
     public var split: String?
     public var dump: String?
     public var dumpSHA256: String?
-    public var seeds: [UInt64]
     public var randomWeightsSeed: UInt64?
-    public var layerDefinition: String
-    public var commandLine: String
-    public var toolVersion: String
-    public var createdUTC: String
-    /// Which rows the probes read (the second half of `layer_definition`).
-    public static let rows = "Features are taken at the end-of-text row unless a task says otherwise. A sweep run on block k changes hidden_states[k+1] first and is reported at layer k+1."
+    /// Which rows the probes read.
+    public var rows: String
+    public static let rowsRule = "Features are taken at the end-of-text row unless a task says otherwise."
 
-    public init(model: String, modelWeightsSHA256: String, modelConfigSHA256: String, data: String, dataSHA256: String,
-                split: String?, dump: String?, dumpSHA256: String?, seeds: [UInt64], randomWeightsSeed: UInt64?,
-                commandLine: String, toolVersion: String) {
-        self.model = model; self.modelWeightsSHA256 = modelWeightsSHA256; self.modelConfigSHA256 = modelConfigSHA256
-        self.data = data; self.dataSHA256 = dataSHA256; self.split = split; self.dump = dump; self.dumpSHA256 = dumpSHA256
-        self.seeds = seeds; self.randomWeightsSeed = randomWeightsSeed; self.layerDefinition = TextLayers.definition + " " + Self.rows
-        self.commandLine = commandLine; self.toolVersion = toolVersion
-        createdUTC = ISO8601DateFormatter().string(from: Date())
+    public init(modelConfigSHA256: String, split: String?, dump: String?, dumpSHA256: String?, randomWeightsSeed: UInt64?) {
+        self.modelConfigSHA256 = modelConfigSHA256; self.split = split; self.dump = dump; self.dumpSHA256 = dumpSHA256
+        self.randomWeightsSeed = randomWeightsSeed; rows = Self.rowsRule
     }
 
     enum CodingKeys: String, CodingKey {
-        case model, data, split, dump, seeds
-        case modelWeightsSHA256 = "model_sha256", modelConfigSHA256 = "model_config_sha256", dataSHA256 = "data_sha256"
-        case dumpSHA256 = "dump_sha256", randomWeightsSeed = "random_weights_seed", layerDefinition = "layer_definition"
-        case commandLine = "command_line", toolVersion = "tool_version", createdUTC = "created_utc"
+        case split, dump, rows
+        case modelConfigSHA256 = "model_config_sha256", dumpSHA256 = "dump_sha256", randomWeightsSeed = "random_weights_seed"
     }
 }
 
 /// Everything probe-layers measured: the report's content.
 public struct ProbeLayersResult: Codable, Sendable {
+    /// v2: snake_case sweep metrics (retrieval_t2i, retrieval_i2t), `provenance` is the shared
+    /// Provenance record, the run's other inputs moved to `inputs`.
+    public static let format = "negclip.probe-layers-report v2"
     public struct Layer: Codable, Sendable, Equatable { public var index: Int; public var name: String; public var hook: String }
 
     public var layers: [Layer]
@@ -157,12 +148,15 @@ public struct ProbeLayersResult: Codable, Sendable {
     public var combinedOf: [String]
     public var rankingRules: [String: String]
     public var settings: ProbeSettings
-    public var provenance: ProbeProvenance
+    public var provenance: Provenance
+    public var inputs: ProbeInputs
+    /// `ProbeLayersResult.format` (report.json "format").
+    public var format = ProbeLayersResult.format
     /// Seconds per stage (also what `negclip-bench probe` reports).
     public var timings: [String: Double]
 
     enum CodingKeys: String, CodingKey {
-        case layers, separation, probes, sweep, rankings, settings, provenance, timings
+        case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
     }
 }
@@ -334,7 +328,7 @@ public enum ProbeLayers {
 
     /// Separation, every probe, the sweep summary and the rankings (provenance filled by the caller).
     public static func measure(corpus: ProbeCorpus, states: LayerStates, random: LayerStates?, tasks: [ProbeTask],
-                               sweep: SweepResult?, options: Options, provenance: ProbeProvenance,
+                               sweep: SweepResult?, options: Options, provenance: Provenance, inputs: ProbeInputs,
                                timings: inout [String: Double], progress: (ProbeProgress) -> Void) -> ProbeLayersResult {
         let L = states.numHiddenLayers
         var t0 = Date()
@@ -356,6 +350,6 @@ public enum ProbeLayers {
         return ProbeLayersResult(
             layers: TextLayers(blockCount: L).all.map { .init(index: $0.index, name: $0.name, hook: $0.hook) },
             separation: sep, probes: probes, sweep: summary, rankings: rankings, combinedScore: combined, combinedOf: of,
-            rankingRules: rules, settings: options.settings, provenance: provenance, timings: timings)
+            rankingRules: rules, settings: options.settings, provenance: provenance, inputs: inputs, timings: timings)
     }
 }

@@ -3,6 +3,8 @@ import Dumping
 import Foundation
 import HiddenStateStore
 import NegationData
+import Selection
+import Sweeping
 import Provenance
 
 /// The built-in model and data of `negclip probe-layers` with no arguments: negclip-mini
@@ -62,6 +64,52 @@ public struct ProbeLayersRequest: Sendable {
     }
 }
 
+extension ProbeLayersRequest {
+    /// probe-layers in records mode, as `negclip probe-layers` and `negclip reproduce` both run it:
+    /// the split of `data` dumped and measured, and (when `sweep` is given) the partial fine-tuning
+    /// sweep into OUT/sweep, trained on `trainSplit` and measured on `split` of `data` plus the
+    /// world's queries.jsonl beside it when there is one (the retrieval metrics).
+    public static func records(model: URL, data: URL, split: String, out: URL, tasks: [ProbeTask], options: ProbeLayers.Options,
+                               randomSeed: UInt64?, sweep: SweepSettings?, commandLine: String) -> ProbeLayersRequest {
+        var request = ProbeLayersRequest(out: out, tasks: tasks)
+        request.model = model
+        request.data = data
+        request.split = split
+        request.options = options
+        request.randomSeed = randomSeed
+        request.commandLine = commandLine
+        request.toolVersion = ToolInfo.version
+        if let s = sweep {
+            let queries = data.deletingLastPathComponent().appendingPathComponent("queries.jsonl")
+            var config = SweepConfig(model: model, trainData: data,
+                                     evalData: [data] + (FileManager.default.fileExists(atPath: queries.path) ? [queries] : []),
+                                     out: out.appendingPathComponent("sweep"))
+            config.evalSplit = split
+            config.trainSplit = s.trainSplit
+            config.steps = s.steps
+            config.learningRate = s.learningRate
+            config.batch = s.batch
+            config.seeds = s.seeds
+            config.blocks = s.blocks
+            config.commandLine = commandLine
+            request.sweep = config
+        }
+        return request
+    }
+
+    /// The sweep's knobs that probe-layers exposes (`--sweep-*`); the rest are `SweepConfig`'s defaults.
+    public struct SweepSettings: Sendable {
+        public var steps = SweepDefaults.steps
+        public var learningRate = SweepDefaults.learningRate
+        public var batch = SweepDefaults.batch
+        public var seeds = SweepDefaults.seeds
+        /// nil: every block.
+        public var blocks: [Int]?
+        public var trainSplit = "train"
+        public init() {}
+    }
+}
+
 public enum ProbeLayersRun {
     /// Caption records of `split` with image paths made absolute (relative to the JSONL's folder).
     public static func captionRecords(_ data: URL, split: String?) throws -> [CaptionRecord] {
@@ -90,6 +138,10 @@ public enum ProbeLayersRun {
                            progress: (ProbeProgress) -> Void) throws -> ProbeLayersResult {
         var timings: [String: Double] = [:]
         let fm = FileManager.default
+        // inputs and the folder are checked before anything is created (a missing --dump leaves no --out)
+        if let d = request.dump { try OutputPath.requireInputFile(d, option: "--dump") }
+        if let d = request.data { try OutputPath.requireInputFile(d, option: "--data") }
+        try OutputPath.requireFolder(request.out, option: "--out")
         try fm.createDirectory(at: request.out, withIntermediateDirectories: true)
         var t0 = Date()
         let needsMean = request.tasks.contains { $0.row == .mean }
@@ -175,22 +227,23 @@ public enum ProbeLayersRun {
         }
 
         let p = reader.info.provenance
-        let provenance = ProbeProvenance(
-            model: request.model?.path ?? p.model, modelWeightsSHA256: p.modelWeightsSHA256, modelConfigSHA256: p.modelConfigSHA256,
-            data: dataName, dataSHA256: dataSHA, split: request.dump == nil ? request.split : nil,
-            dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
-            seeds: request.options.settings.seeds, randomWeightsSeed: random == nil ? nil : request.randomSeed,
-            commandLine: request.commandLine, toolVersion: request.toolVersion)
+        let provenance = Provenance(commandLine: request.commandLine, seeds: request.options.settings.seeds,
+                                    model: request.model?.path ?? p.model, modelSHA256: p.modelWeightsSHA256,
+                                    data: dataName, dataSHA256: dataSHA, layerDefinition: TextLayers.definition)
+        let inputs = ProbeInputs(modelConfigSHA256: p.modelConfigSHA256, split: request.dump == nil ? request.split : nil,
+                                 dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
+                                 randomWeightsSeed: random == nil ? nil : request.randomSeed)
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
-                                         options: request.options, provenance: provenance, timings: &timings, progress: progress)
+                                         options: request.options, provenance: provenance, inputs: inputs,
+                                         timings: &timings, progress: progress)
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)
         result.timings["report"] = Date().timeIntervalSince(t0)
         if let policy = request.select {
             progress(.stage("select"))
-            try selectLayers(report: request.out.appendingPathComponent("report.json"), policy: policy,
-                             out: request.out.appendingPathComponent("layers.json"), commandLine: request.commandLine)
+            try LayerSelector.select(reportAt: request.out.appendingPathComponent("report.json"), policy: policy,
+                                     commandLine: request.commandLine).write(to: request.out.appendingPathComponent("layers.json"))
         }
         return result
     }

@@ -36,7 +36,7 @@ struct ProbeBench: ParsableCommand {
         let total = Date().timeIntervalSince(t0), cpu = cpuSeconds() - c0
         if out == nil { try? FileManager.default.removeItem(at: dir) }
         var report: [String: Any] = ["total_s": total, "cpu_s": cpu, "load_average_1min": loadAverage(), "stages_s": result.timings,
-                                     "layers": result.layers.count, "model_sha256": result.provenance.modelWeightsSHA256]
+                                     "layers": result.layers.count, "model_sha256": result.provenance.modelSHA256 ?? ""]
         report["items"] = Dictionary(uniqueKeysWithValues: result.probes.map { ($0.task.name, $0.items) })
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
         print(String(decoding: data, as: UTF8.self))

@@ -2,6 +2,8 @@ import CLIP
 import ArgumentParser
 import Foundation
 import Probing
+import Selection
+import Sweeping
 import Provenance
 
 /// `negclip probe-layers`: per layer of the text encoder, the caption/negation separation, linear
@@ -76,6 +78,10 @@ struct ProbeLayersCommand: ParsableCommand {
     }
 
     func run() throws {
+        // checked before anything is written or computed
+        if let dump { try OutputPath.requireInputFile(URL(fileURLWithPath: dump), option: "--dump") }
+        if let data { try OutputPath.requireInputFile(URL(fileURLWithPath: data), option: "--data") }
+        if let folder = out ?? plan ?? collect { try OutputPath.requireFolder(URL(fileURLWithPath: folder), option: plan != nil ? "--plan" : collect != nil ? "--collect" : "--out") }
         if let plan { return try writePlan(URL(fileURLWithPath: plan).standardizedFileURL) }
         if let collect { return try collectPlan(URL(fileURLWithPath: collect).standardizedFileURL) }
         try execute(try makeRequest(out: URL(fileURLWithPath: out ?? "probe-layers")), sweep: nil)
@@ -106,39 +112,41 @@ struct ProbeLayersCommand: ParsableCommand {
             }
             chosen = all.filter { taskNames.contains($0.name) }
         }
-        var request = ProbeLayersRequest(out: outURL, tasks: chosen)
-        request.model = modelURL
-        request.data = dataURL
-        request.split = split
-        request.dump = dump.map { URL(fileURLWithPath: $0) }
-        request.randomSeed = noRandom ? nil : randomSeed
-        request.batchSize = batch
-        request.options.settings.folds = folds
-        request.options.settings.seeds = parsedSeeds!
-        request.options.settings.C = c
-        request.options.settings.maxIterations = maxIterations
-        request.options.settings.bootstrapResamples = bootstrap
-        if sweep, let m = modelURL, let d = dataURL {
-            // fine-tune on the train split, measure on --split; the world's queries.jsonl (beside the
-            // captions) gives the retrieval metrics when it is there
-            let queries = d.deletingLastPathComponent().appendingPathComponent("queries.jsonl")
-            var config = SweepConfig(model: m, trainData: d,
-                                     evalData: [d] + (FileManager.default.fileExists(atPath: queries.path) ? [queries] : []),
-                                     out: outURL.appendingPathComponent("sweep"))
-            config.evalSplit = split
-            config.steps = sweepSteps
-            config.learningRate = sweepLR
-            config.batch = sweepBatch
-            config.seeds = parsedSweepSeeds!
-            config.blocks = try sweepBlocks.map { try TextLayers.parseList($0, of: .block, option: "--sweep-blocks") }
-            config.commandLine = ToolInfo.commandLine
-            request.sweep = config
+        var options = ProbeLayers.Options()
+        options.settings.folds = folds
+        options.settings.seeds = parsedSeeds!
+        options.settings.C = c
+        options.settings.maxIterations = maxIterations
+        options.settings.bootstrapResamples = bootstrap
+        var sweepSettings: ProbeLayersRequest.SweepSettings?
+        if sweep, modelURL != nil, dataURL != nil {
+            var s = ProbeLayersRequest.SweepSettings()
+            s.steps = sweepSteps
+            s.learningRate = sweepLR
+            s.batch = sweepBatch
+            s.seeds = parsedSweepSeeds!
+            s.blocks = try sweepBlocks.map { try TextLayers.parseList($0, of: .block, option: "--sweep-blocks") }
+            sweepSettings = s
         } else if sweep {
             logLine("probe-layers: sweep skipped (it needs --model and --data); pass --no-sweep to silence this")
         }
+        var request: ProbeLayersRequest
+        if let m = modelURL, let d = dataURL {
+            request = .records(model: m, data: d, split: split, out: outURL, tasks: chosen, options: options,
+                               randomSeed: noRandom ? nil : randomSeed, sweep: sweepSettings, commandLine: ToolInfo.commandLine)
+        } else {
+            request = ProbeLayersRequest(out: outURL, tasks: chosen)
+            request.model = modelURL
+            request.data = dataURL
+            request.split = split
+            request.options = options
+            request.randomSeed = noRandom ? nil : randomSeed
+            request.commandLine = ToolInfo.commandLine
+            request.toolVersion = ToolInfo.version
+        }
+        request.dump = dump.map { URL(fileURLWithPath: $0) }
+        request.batchSize = batch
         request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
-        request.commandLine = ToolInfo.commandLine
-        request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
         return request
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NegationData
 import Probing
+import Study
 import Provenance
 
 /// `negclip reproduce`: the whole study (issue 12) on the built-in model and its world; the work is
@@ -23,7 +24,8 @@ struct ReproduceCommand: ParsableCommand {
         """)
 
     @Option(help: ArgumentHelp("Study folder (resumable).", valueName: "dir")) var out = "reproduce"
-    @Option(help: "Seeds: runs per variant (seeds 0..N-1).") var seeds = ReproduceDefaults.seeds.count
+    @Option(help: ArgumentHelp("Comma-separated seeds; one run per variant and seed.", valueName: "list"))
+    var seeds = ReproduceDefaults.seeds.map(String.init).joined(separator: ",")
     @Option(help: "Optimizer steps per training run.") var steps = ReproduceDefaults.steps
     @Option(help: "Items per batch, per stage (one presence and one absence batch per step).") var batch = ReproduceDefaults.batch
     @Option(help: "Peak AdamW learning rate (warm-up steps/10, cosine to 0).") var lr = ReproduceDefaults.learningRate
@@ -35,7 +37,7 @@ struct ReproduceCommand: ParsableCommand {
     var stopAfter: String?
 
     func validate() throws {
-        if seeds < 1 { throw ValidationError("--seeds must be at least 1") }
+        _ = try parsedSeeds()
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if !(lr > 0) { throw ValidationError("--lr must be positive") }
@@ -44,8 +46,20 @@ struct ReproduceCommand: ParsableCommand {
         }
     }
 
+    /// --seeds as a list, like sweep's and probe-layers' (no repeats).
+    func parsedSeeds() throws -> [UInt64] {
+        let parts = seeds.split(separator: ",", omittingEmptySubsequences: false).map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, !parts.contains(nil) else {
+            throw ValidationError("--seeds \(seeds): expected a comma list of unsigned integers like 0,1,2")
+        }
+        let list = parts.map { $0! }
+        guard Set(list).count == list.count else { throw ValidationError("--seeds \(seeds): a seed is repeated; expected distinct seeds like 0,1,2") }
+        return list
+    }
+
     func run() throws {
         let started = Date()
+        try OutputPath.requireFolder(URL(fileURLWithPath: out), option: "--out")
         let model = try BuiltinModel.locate()
         let world = try BuiltinWorld(modelFolder: model)
         let folder = try world.ensure(cacheRoot: try BuiltinWorld.cacheRoot(), progress: logWorldProgress).folder
@@ -53,7 +67,7 @@ struct ReproduceCommand: ParsableCommand {
         let tasksFolder = tasks.map { URL(fileURLWithPath: $0) } ?? ProbeDefaults.tasksFolder()
         var config = ReproduceConfig(model: model, world: folder, worldFingerprint: world.identity,
                                      out: URL(fileURLWithPath: out), tasks: try ProbeTask.loadFolder(tasksFolder))
-        config.seeds = (0..<UInt64(seeds)).map { $0 }
+        config.seeds = try parsedSeeds()
         config.steps = steps; config.batch = batch; config.learningRate = lr
         config.commandLine = ToolInfo.commandLine
         config.stopAfter = stopAfter.flatMap(ReproduceStage.init(rawValue:))

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Probing
+import Selection
 import Provenance
 
 /// `negclip select-layers`: probe-layers' report.json -> layers.json (the trainable groups of the
@@ -38,6 +38,8 @@ struct SelectLayersCommand: ParsableCommand {
         // selection checks block indices against the report's depth
         let extraGroups = try SelectionExtras(parsing: extras, layers: Int.max / 2)
         let outURL = out.map { URL(fileURLWithPath: $0) } ?? reportURL.deletingLastPathComponent().appendingPathComponent("layers.json")
+        try OutputPath.requireInputFile(reportURL, option: "--report")
+        try OutputPath.requireFile(outURL, option: "--out")
         let selection = try LayerSelector.select(reportAt: reportURL, policy: chosen, extras: extraGroups,
                                                  commandLine: ToolInfo.commandLine)
         if let bad = selection.groups.first(where: { g in g.hasPrefix("block.") && (Int(g.dropFirst(6)) ?? 0) >= selection.textBlocks }) {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import Probing
+import Selection
+import Sweeping
 import Provenance
 import Training
 #if canImport(Glibc)
@@ -97,6 +98,9 @@ struct SweepCommand: ParsableCommand {
     }
 
     func run() throws {
+        try OutputPath.requireInputFile(URL(fileURLWithPath: data), option: "--data")
+        for f in evalData { try OutputPath.requireInputFile(URL(fileURLWithPath: f), option: "--eval-data") }
+        try OutputPath.requireFolder(URL(fileURLWithPath: out), option: "--out")
         let config = try makeConfig()
         var stepsSeen = 0
         var lastLine = Date.distantPast

@@ -2,7 +2,7 @@ import ArgumentParser
 import CLIP
 import Foundation
 import NegationData
-import Probing
+import Selection
 import Provenance
 import Training
 #if canImport(Glibc)

@@ -62,7 +62,11 @@ import TestSupport
         let sweep = try #require(planJSON["sweep"] as? [String: Any])
         let settings = try #require(sweep["settings"] as? [String: String])
         #expect(settings["seeds"] == "3,4" && settings["steps"] == "4" && settings["lr"] == "0.003" && settings["blocks"] == "1", "\(settings)")
-        #expect(planJSON["model_sha256"] as? String == settings["base_model_sha256"] && (planJSON["model_sha256"] as? String)?.count == 64)
+        let prov = try #require(planJSON["provenance"] as? [String: Any])
+        #expect(prov.keys.sorted() == ["command_line", "created_utc", "data", "data_sha256", "layer_definition", "model",
+                                       "model_sha256", "seeds", "tool", "tool_version"], "plan.json provenance is a Provenance record")
+        #expect(prov["model_sha256"] as? String == settings["base_model_sha256"] && (prov["model_sha256"] as? String)?.count == 64)
+        #expect(planJSON["format"] as? String == "negclip.probe-layers-plan v2" && prov["seeds"] as? [Int] == [3, 4])
         #expect((sweep["runs"] as? [[String: Any]])?.map { $0["run"] as? String } == names)
 
         // collect before any job: one line naming every job line

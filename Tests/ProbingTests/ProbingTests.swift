@@ -6,6 +6,7 @@ import SafeTensors
 import Testing
 import TestSupport
 @testable import Probing
+import Sweeping
 
 /// Deterministic Gaussian data for the tests.
 struct Gauss {

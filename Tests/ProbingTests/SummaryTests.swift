@@ -38,3 +38,30 @@ import TestSupport
         #expect(s.contains("probe negated: no layer beats"), "\(s)")
     }
 }
+
+/// report.json v2 on the committed fixture: the shared Provenance record, snake_case sweep metrics,
+/// and the report re-encodes to the same numbers it was read from (a key the type drops or renames
+/// would lose them).
+@Suite struct ReportFormatTests {
+    @Test func fixtureIsV2AndRoundTripsEveryNumber() throws {
+        let data = try Data(contentsOf: Fixtures.url("probe-layers/negclip-mini-default-report.json"))
+        let r = try JSONDecoder().decode(ProbeLayersResult.self, from: data)
+        #expect(r.format == ProbeLayersResult.format && r.provenance.tool == "negclip" && r.provenance.toolVersion == "0.1.0")
+        #expect(r.inputs.split == "val" && r.inputs.randomWeightsSeed == 0)
+        #expect(r.rankings["sweep.retrieval_t2i"] != nil && r.sweep?.windows.first?.gain["retrieval_i2t"] != nil)
+        func numbers(_ o: Any, _ path: String = "") -> [String: Double] {
+            var out: [String: Double] = [:]
+            if let d = o as? [String: Any] {
+                for (k, v) in d where !["timings"].contains(k) { out.merge(numbers(v, path + "." + k)) { a, _ in a } }
+            } else if let a = o as? [Any] {
+                for (i, v) in a.enumerated() { out.merge(numbers(v, path + "[\(i)]")) { a, _ in a } }
+            } else if !(o is Bool), let n = o as? NSNumber {
+                out[path] = n.doubleValue
+            }
+            return out
+        }
+        let before = numbers(try JSONSerialization.jsonObject(with: data))
+        let after = numbers(try JSONSerialization.jsonObject(with: ProbeReport.json(r)))
+        #expect(before.count > 1000 && before == after, "\(Set(before.keys).symmetricDifference(after.keys).sorted().prefix(5))")
+    }
+}

@@ -215,15 +215,33 @@ def test_report_files_agree():
         assert sorted(order) == list(range(n)), (key, order)
     assert "combined" in report["rankings"]
     assert len(report["combined_score"]) == n and all(0 <= s <= 1 for s in report["combined_score"])
+    assert report["format"] == "negclip.probe-layers-report v2"
     prov = report["provenance"]
+    # exactly the shared Provenance record; the run's other facts are in "inputs"
+    assert sorted(prov) == ["command_line", "created_utc", "data", "data_sha256", "layer_definition", "model",
+                            "model_sha256", "seeds", "tool", "tool_version"], sorted(prov)
     for k in ("model_sha256", "data_sha256", "seeds", "layer_definition", "command_line", "tool_version"):
         assert prov[k] not in (None, ""), k
+    assert prov["tool"] == "negclip" and prov["tool_version"] == "0.1.0", prov
+    assert report["inputs"]["model_config_sha256"], report["inputs"]
+
+    def no_camel_case(o, where="$"):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                assert k.startswith("probe.") or k == k.lower(), f"report.json {where}.{k}: expected snake_case"
+                no_camel_case(v, f"{where}.{k}")
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                no_camel_case(v, f"{where}[{i}]")
+    no_camel_case({k: v for k, v in report.items() if k != "ranking_rules"})
     tasks = {p["task"]["name"] for p in report["probes"]}
     assert {"negated", "negated_object", "negation_kind", "truth"} <= tasks
 
     md = (out / "report.md").read_text()
     with h5py.File(out / "probe-layers.h5", "r") as f:
         assert f.attrs["schema"] == "negclip.probe_layers"
+        assert int(f.attrs["schema_version"]) == 2
+        assert f.attrs["tool"] == "negclip" and f.attrs["tool_version"] == "0.1.0"
         assert list(f["layers/hook"].asstr()[:]) == [l["hook"] for l in report["layers"]]
         np.testing.assert_allclose(f["combined_score"][:], report["combined_score"], rtol=0, atol=1e-12)
         for key, order in report["rankings"].items():

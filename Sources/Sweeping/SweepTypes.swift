@@ -12,6 +12,10 @@ public struct SweepMetrics: Codable, Sendable, Equatable {
     public var retrievalT2I: Double
     public var retrievalI2T: Double
 
+    enum CodingKeys: String, CodingKey {
+        case presence, absence, retrievalT2I = "retrieval_t2i", retrievalI2T = "retrieval_i2t"
+    }
+
     public init(presence: Double, absence: Double, retrievalT2I: Double, retrievalI2T: Double) {
         self.presence = presence
         self.absence = absence
@@ -24,7 +28,7 @@ public struct SweepMetrics: Codable, Sendable, Equatable {
 public struct SweepRun: Codable, Sendable, Equatable {
     /// "block.3" for a single block, else a window name ("front", "middle", "back", "whole", ...).
     public var window: String
-    /// Text blocks trained; block k maps hidden_states[k] to hidden_states[k + 1].
+    /// Text blocks trained (`TextLayers.definition`: block k produces layer k + 1).
     public var blocks: [Int]
     public var seed: UInt64
     public var metrics: SweepMetrics
@@ -48,6 +52,10 @@ public struct SweepResult: Codable, Sendable, Equatable {
     public var loss: String
     /// Window name -> blocks, as used (e.g. "front": [0, 1, 2, 3]).
     public var windows: [String: [Int]]
+
+    enum CodingKeys: String, CodingKey {
+        case base, runs, steps, batch, loss, windows, learningRate = "learning_rate"
+    }
 
     public init(base: SweepMetrics, runs: [SweepRun], steps: Int, learningRate: Double, batch: Int,
                 loss: String, windows: [String: [Int]]) {

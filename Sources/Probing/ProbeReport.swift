@@ -1,31 +1,27 @@
 import NegationData
 import Foundation
 import HiddenStateStore
+import CLIP
+import Provenance
 
 /// Writes the probe-layers report into a folder: report.json, report.md, report.html (plots
 /// inline), the SVG plots and probe-layers.h5. Every file is written to a temporary name and
 /// renamed into place.
 public enum ProbeReport {
     public static let h5Schema = "negclip.probe_layers"
-    public static let h5SchemaVersion: Int64 = 1
+    /// 2: `tool` beside `tool_version` ("0.1.0"), `created_utc`.
+    public static let h5SchemaVersion: Int64 = 2
 
     /// JSON with sorted keys; NaN (a layer a task skips, an interval of one value) becomes null.
     public static func json(_ result: ProbeLayersResult) throws -> Data {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let enc = JSONOutput.encoder
         let sentinel = "__negclip_nan__"
         enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: sentinel, negativeInfinity: sentinel, nan: sentinel)
         let text = String(decoding: try enc.encode(result), as: UTF8.self)
-        return Data(text.replacingOccurrences(of: "\"\(sentinel)\"", with: "null").utf8)
+        return Data((text.replacingOccurrences(of: "\"\(sentinel)\"", with: "null") + "\n").utf8)
     }
 
-    static func atomicWrite(_ data: Data, to url: URL) throws {
-        let tmp = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
-        try data.write(to: tmp)
-        if rename(tmp.path, url.path) != 0 {
-            throw ProbingError.config("\(url.path): rename from \(tmp.lastPathComponent) failed: \(String(cString: strerror(errno)))")
-        }
-    }
+    static func atomicWrite(_ data: Data, to url: URL) throws { try JSONOutput.writeAtomically(data, to: url) }
 
     static func fmt(_ v: Double) -> String { v.isFinite ? String(format: "%.3f", v) : "-" }
     static func fmt(_ e: Estimate) -> String { e.mean.isFinite ? "\(fmt(e.mean)) [\(fmt(e.low)), \(fmt(e.high))]" : "-" }
@@ -71,11 +67,11 @@ public enum ProbeReport {
     public static func markdown(_ r: ProbeLayersResult, plotFiles: [String]) -> String {
         let L = r.layers.count - 1
         var md = "# negclip probe-layers\n\n"
-        md += "Model `\(r.provenance.model)` (weights sha256 `\(r.provenance.modelWeightsSHA256)`), data `\(r.provenance.data)` (sha256 `\(r.provenance.dataSHA256)`)"
-        if let split = r.provenance.split { md += ", split `\(split)`" }
-        if let dump = r.provenance.dump { md += ", dump `\(dump)`" }
+        md += "Model `\(r.provenance.model ?? "")` (weights sha256 `\(r.provenance.modelSHA256 ?? "")`), data `\(r.provenance.data ?? "")` (sha256 `\(r.provenance.dataSHA256 ?? "")`)"
+        if let split = r.inputs.split { md += ", split `\(split)`" }
+        if let dump = r.inputs.dump { md += ", dump `\(dump)`" }
         md += ".\n\nCommand: `\(r.provenance.commandLine)`\n\n"
-        md += "**Layers.** \(r.provenance.layerDefinition)\n\n"
+        md += "**Layers.** \(r.provenance.layerDefinition ?? TextLayers.definition) \(r.inputs.rows)\n\n"
         md += "**Intervals.** Probe accuracies: each item's out-of-fold correctness averaged over the seeds \(r.settings.seeds) of a \(r.settings.folds)-fold cross-validation grouped by pair id (a caption and its negations are never on both sides), then a percentile bootstrap over pairs (\(r.settings.bootstrapResamples) resamples) for the 95% interval; gains are paired (the per-item difference is bootstrapped). Separation: bootstrap over pairs. Sweep: t interval over seeds. Probe: multinomial (binomial for 2 classes) logistic regression, L2 with C = \(r.settings.C), features standardised on the training fold.\n\n"
         md += "## Rankings (hidden_states indices, best first)\n\n| measurement | ranking | rule |\n|---|---|---|\n"
         for key in r.rankings.keys.sorted() {
@@ -109,7 +105,7 @@ public enum ProbeReport {
         }
         md += "## Partial fine-tuning sweep\n\n"
         if let sw = r.sweep {
-            md += "Base model: presence \(fmt(sw.base.presence)), absence \(fmt(sw.base.absence)), R@1 t2i \(fmt(sw.base.retrievalT2I)), i2t \(fmt(sw.base.retrievalI2T)). Settings: \(sw.settings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")). A run on block k is reported at layer k+1 (block k produces hidden_states[k+1]).\n\n"
+            md += "Base model: presence \(fmt(sw.base.presence)), absence \(fmt(sw.base.absence)), R@1 t2i \(fmt(sw.base.retrievalT2I)), i2t \(fmt(sw.base.retrievalI2T)). Settings: \(sw.settings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")). A single-block run is reported at the layer its block produces (**Layers** above).\n\n"
             md += "| window | blocks | layer | seeds | " + SweepSummary.metrics.map { "gain \($0)" }.joined(separator: " | ") + " |\n|---|---|---|---|" + SweepSummary.metrics.map { _ in "---|" }.joined() + "\n"
             for w in sw.windows {
                 md += "| \(w.window) | \(w.blocks.map(String.init).joined(separator: ",")) | \(w.layer.map(String.init) ?? "-") | \(w.seeds) | " + SweepSummary.metrics.map { fmt(w.gain[$0] ?? .missing) }.joined(separator: " | ") + " |\n"
@@ -178,13 +174,15 @@ public enum ProbeReport {
         let w = try HDF5TableWriter(url: url)
         try w.attribute("schema", h5Schema)
         try w.attribute("schema_version", h5SchemaVersion)
-        try w.attribute("layer_definition", r.provenance.layerDefinition)
-        try w.attribute("model", r.provenance.model)
-        try w.attribute("model_sha256", r.provenance.modelWeightsSHA256)
-        try w.attribute("data", r.provenance.data)
-        try w.attribute("data_sha256", r.provenance.dataSHA256)
+        try w.attribute("layer_definition", r.provenance.layerDefinition ?? TextLayers.definition)
+        try w.attribute("model", r.provenance.model ?? "")
+        try w.attribute("model_sha256", r.provenance.modelSHA256 ?? "")
+        try w.attribute("data", r.provenance.data ?? "")
+        try w.attribute("data_sha256", r.provenance.dataSHA256 ?? "")
         try w.attribute("command_line", r.provenance.commandLine)
+        try w.attribute("tool", r.provenance.tool)
         try w.attribute("tool_version", r.provenance.toolVersion)
+        try w.attribute("created_utc", r.provenance.createdUTC)
         try w.attribute("seeds", r.provenance.seeds.map { Int64(bitPattern: $0) })
         try w.attribute("bounds", ["mean", "low", "high"])
         try w.write("/layers/index", (0..<n).map(Double.init), shape: [n], axes: "layer")

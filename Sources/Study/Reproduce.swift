@@ -1,5 +1,8 @@
 import CLIP
 import Foundation
+import Probing
+import Selection
+import Sweeping
 import NegationData
 import Provenance
 import Training
@@ -175,7 +178,16 @@ struct ReproduceVariant {
 }
 
 public enum Reproduce {
-    static let format = "negclip.reproduce v1"
+    /// study.json and timings.json (v2: a top-level Provenance record; results.json has its own,
+    /// `StudyResults.format`).
+    static let format = "negclip.reproduce v2"
+
+    /// The study's Provenance: the base model, the world folder and the combined hash of its files.
+    static func provenance(_ c: ReproduceConfig, modelSHA: String, dataSHA: [String: String], createdUTC: String) -> Provenance {
+        let combined = SHA256Hasher.hex(Data(dataSHA.keys.sorted().map { "\($0)=\(dataSHA[$0]!)" }.joined(separator: "\n").utf8))
+        return Provenance(commandLine: c.commandLine, createdUTC: createdUTC, seeds: c.seeds, model: c.model.path, modelSHA256: modelSHA,
+                          data: c.world.path, dataSHA256: combined, layerDefinition: TextLayers.definition)
+    }
 
     /// Runs (or resumes) the study in `config.out`; returns the path of results.json.
     @discardableResult
@@ -198,6 +210,7 @@ public enum Reproduce {
         let L = try TextTowerParameters<Float>.load(directory: config.model).config.numHiddenLayers
         let windows = config.windows ?? ReproduceWindows.standard(layers: L)
         let singles = config.blocks ?? Array(0..<L)
+        try OutputPath.requireFolder(config.out, option: "--out")
         try fm.createDirectory(at: config.out, withIntermediateDirectories: true)
 
         // The study's settings, fixed at the first start.
@@ -206,18 +219,27 @@ public enum Reproduce {
         for f in evalFiles { dataSHA[f.lastPathComponent] = try SHA256Hasher.hex(fileAt: f) }
         let settings = Self.settings(config, layers: L, windows: windows, singles: singles, modelSHA: modelSHA, dataSHA: dataSHA)
         let studyJSON = config.out.appendingPathComponent("study.json")
+        // The study's provenance: its created_utc is the first start's, so results.json (which
+        // carries it) stays a function of the seeds and the stage outputs.
+        var provenance = Self.provenance(config, modelSHA: modelSHA, dataSHA: dataSHA, createdUTC: ToolInfo.nowUTC)
         if fm.fileExists(atPath: studyJSON.path) {
-            let saved = try ReproduceFiles.readObject(studyJSON)["settings"] as? [String: String] ?? [:]
-            for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-                throw ReproduceError.folder(file: studyJSON.path, message: "the study in this folder was started with \(key) = \(saved[key] ?? "none"), this run has \(settings[key] ?? "none"); use the same settings or a new --out")
+            let saved = try ReproduceFiles.readObject(studyJSON)
+            do {
+                try SavedSettings.requireSame(saved: saved["settings"] as? [String: String] ?? [:], requested: settings,
+                                              file: studyJSON.path, remedy: "use the same settings or a new --out")
+            } catch let e as SettingsMismatch {
+                throw ReproduceError.folder(file: e.file, message: "was started with \(e.key) = \(e.saved), this run has \(e.requested); \(e.remedy)")
             }
+            if let created = (saved["provenance"] as? [String: Any])?["created_utc"] as? String { provenance.createdUTC = created }
         } else {
-            try ReproduceFiles.writeObject(["format": format, "settings": settings], to: studyJSON)
+            try ReproduceFiles.writeObject(["format": format, "settings": settings, "provenance": provenance.jsonObject], to: studyJSON)
         }
         var timings = (try? ReproduceFiles.readObject(config.out.appendingPathComponent("timings.json"))["stages"] as? [String: Double]) ?? [:]
         func saveTimings() throws {
-            try ReproduceFiles.writeObject(["stages": timings, "out": config.out.path, "model": config.model.path,
-                                            "world": config.world.path, "command_line": config.commandLine], to: config.out.appendingPathComponent("timings.json"))
+            var p = provenance
+            p.createdUTC = ToolInfo.nowUTC
+            try ReproduceFiles.writeObject(["format": format, "stages": timings, "out": config.out.path, "world": config.world.path,
+                                            "provenance": p.jsonObject], to: config.out.appendingPathComponent("timings.json"))
         }
         let stages = ReproduceStage.allCases
         func stop(_ s: ReproduceStage) -> Bool {
@@ -232,29 +254,20 @@ public enum Reproduce {
         progress(.stage(.probe, index: 1, total: stages.count, alreadyDone: probeDone))
         if !probeDone {
             let t0 = Date()
-            var request = ProbeLayersRequest(out: probeOut, tasks: config.tasks)
-            request.model = config.model
-            request.data = captions
-            request.split = config.probeSplit
-            request.options = config.probeOptions
-            request.randomSeed = config.probeRandomSeed
-            var sweep = SweepConfig(model: config.model, trainData: captions, evalData: [captions, queries],
-                                    out: probeOut.appendingPathComponent("sweep"))
-            sweep.evalSplit = config.probeSplit
+            var sweep = ProbeLayersRequest.SweepSettings()
             sweep.trainSplit = config.trainSplit
             sweep.steps = config.probeSweepSteps
             sweep.seeds = config.probeSweepSeeds
             sweep.blocks = config.probeSweepBlocks
-            sweep.commandLine = config.commandLine
-            request.sweep = sweep
-            request.commandLine = config.commandLine
-            request.toolVersion = "\(ToolInfo.name) \(ToolInfo.version)"
+            let request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
+                                                     tasks: config.tasks, options: config.probeOptions,
+                                                     randomSeed: config.probeRandomSeed, sweep: sweep, commandLine: config.commandLine)
             _ = try ProbeLayersRun.run(request) { progress(.probe($0)) }
             // Extras none: every unit of the study trains text blocks only, so a difference between
             // rows is a difference between layers (the released extras would train the projection
             // in every row and let it absorb what the blocks should show).
-            try selectLayers(report: probeOut.appendingPathComponent("report.json"), policy: config.policy, extras: .none,
-                             out: layersURL, commandLine: config.commandLine)
+            try LayerSelector.select(reportAt: probeOut.appendingPathComponent("report.json"), policy: config.policy, extras: .none,
+                                     commandLine: config.commandLine).write(to: layersURL)
             timings[ReproduceStage.probe.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
@@ -297,7 +310,7 @@ public enum Reproduce {
         progress(.stage(.evaluate, index: 6, total: stages.count, alreadyDone: evalDone))
         if !evalDone {
             let t0 = Date()
-            try Self.evaluate(config, variants: variants, files: evalFiles, clock: &clock, progress: progress)
+            try Self.evaluate(config, variants: variants, files: evalFiles, provenance: provenance, clock: &clock, progress: progress)
             timings[ReproduceStage.evaluate.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
@@ -307,10 +320,10 @@ public enum Reproduce {
         progress(.stage(.report, index: 7, total: stages.count, alreadyDone: false))
         let t0 = Date()
         let results = try ReproduceResults.build(config, settings: settings, variants: variants, selection: selection,
-                                                 layers: L, modelSHA: modelSHA, dataSHA: dataSHA,
+                                                 layers: L, provenance: provenance, dataSHA: dataSHA,
                                                  report: probeOut.appendingPathComponent("report.json"))
         let url = config.out.appendingPathComponent("results.json")
-        try ReproduceFiles.writeObject(results, to: url)
+        try JSONOutput.write(results, to: url)
         timings[ReproduceStage.report.rawValue] = Date().timeIntervalSince(t0)
         timings["total_this_process"] = Date().timeIntervalSince(started)
         try saveTimings()
@@ -398,7 +411,7 @@ public enum Reproduce {
     }
 
     /// Stage 6: the base and every checkpoint on the evaluation split, one file each (by rename).
-    static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], clock: inout StudyClock,
+    static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], provenance: Provenance, clock: inout StudyClock,
                          progress: (ReproduceProgress) -> Void) throws {
         let fm = FileManager.default
         try fm.createDirectory(at: c.out.appendingPathComponent("eval"), withIntermediateDirectories: true)
@@ -413,7 +426,18 @@ public enum Reproduce {
         let baseReport = try evaluator.evaluate(model: images, name: "base", data: [EvaluationData(file: "", records: records)])
         let baseURL = evalURL(c, nil, seed: 0)
         let reusedBase = fm.fileExists(atPath: baseURL.path)
-        if !reusedBase { try ReproduceFiles.writeObject(ReproduceFiles.evaluation(baseReport.report, baseReport.items), to: baseURL) }
+        // each evaluation file's provenance: the model measured (base or checkpoint), the world, the
+        // bootstrap seed of the base's item intervals or the training seed of a checkpoint
+        func fileProvenance(model: URL, sha: String, seeds: [UInt64]) -> [String: Any] {
+            var p = provenance
+            p.createdUTC = ToolInfo.nowUTC; p.model = model.path; p.modelSHA256 = sha; p.seeds = seeds
+            return p.jsonObject
+        }
+        if !reusedBase {
+            var object = ReproduceFiles.evaluation(baseReport.report, baseReport.items)
+            object["provenance"] = fileProvenance(model: c.model, sha: base.weightsSHA256, seeds: [evaluator.bootstrapSeed])
+            try ReproduceFiles.writeObject(object, to: baseURL)
+        }
         func report(_ label: String, _ index: Int, _ m: [String: MetricValue], _ s: Double, _ reused: Bool) {
             progress(.evaluated(label: label, index: index, total: total, presence: m["presence"]?.value ?? .nan,
                                 absence: m["absence"]?.value ?? .nan, t2i: m["t2i_r1"]?.value ?? .nan, i2t: m["i2t_r1"]?.value ?? .nan,
@@ -438,10 +462,13 @@ public enum Reproduce {
                 guard fm.fileExists(atPath: ckpt.appendingPathComponent("config.json").path) else {
                     throw ReproduceError.folder(file: ckpt.path, message: "expected the final checkpoint of \(v.row) seed \(seed) (training stage output), found none; rerun to train it")
                 }
-                let tuned = TunedTextModel(text: try CLIPEmbeddingModel(try CLIPModel.load(directory: ckpt)), images: images)
+                let loaded = try CLIPModel.load(directory: ckpt)
+                let tuned = TunedTextModel(text: try CLIPEmbeddingModel(loaded), images: images)
                 let r = try evaluator.evaluate(model: tuned, name: v.row, data: [EvaluationData(file: "", records: records)])
                 try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try ReproduceFiles.writeObject(ReproduceFiles.evaluation(r.report, r.items), to: url)
+                var object = ReproduceFiles.evaluation(r.report, r.items)
+                object["provenance"] = fileProvenance(model: ckpt, sha: loaded.weightsSHA256, seeds: [seed])
+                try ReproduceFiles.writeObject(object, to: url)
                 let s = Date().timeIntervalSince(ts)
                 clock.evalsDone += 1; clock.evalSeconds += s; clock.evalsTimed += 1
                 report("\(v.row) seed \(seed)", index, r.report.metrics, s, false)
@@ -498,13 +525,18 @@ struct StudyClock {
 /// JSON files of the study folder: sorted keys, written by rename.
 enum ReproduceFiles {
     static func writeObject(_ object: [String: Any], to url: URL) throws {
-        try SweepFiles.writeObject(object, to: url)
+        try JSONOutput.write(object: object, to: url)
     }
 
     static func readObject(_ url: URL) throws -> [String: Any] {
-        do { return try SweepFiles.readObject(url) } catch let SweepError.folder(file, message) {
-            throw ReproduceError.folder(file: file, message: message)
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ReproduceError.folder(file: url.path, message: "expected a readable JSON file: \(JSONOutput.describe(error))")
         }
+        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ReproduceError.folder(file: url.path, message: "expected a JSON object")
+        }
+        return obj
     }
 
     /// Item-level metrics kept per checkpoint, for the paired intervals.
@@ -524,7 +556,8 @@ enum ReproduceFiles {
 
     struct Evaluation {
         var metrics: [String: Double]
-        var intervals: [String: (Double, Double, Int)]
+        /// The evaluation's own interval per metric (item bootstrap; n = items).
+        var intervals: [String: Estimate]
         var items: [String: [Double]]
         var keys: [String: String]
     }
@@ -534,14 +567,14 @@ enum ReproduceFiles {
         guard let m = o["metrics"] as? [String: [String: Any]] else {
             throw ReproduceError.folder(file: url.path, message: "key 'metrics': expected an object of metrics")
         }
-        var metrics: [String: Double] = [:], intervals: [String: (Double, Double, Int)] = [:]
+        var metrics: [String: Double] = [:], intervals: [String: Estimate] = [:]
         for (k, v) in m {
             guard let value = (v["value"] as? NSNumber)?.doubleValue else {
                 throw ReproduceError.folder(file: url.path, message: "key 'metrics.\(k).value': expected a number")
             }
             metrics[k] = value
-            intervals[k] = ((v["low"] as? NSNumber)?.doubleValue ?? value, (v["high"] as? NSNumber)?.doubleValue ?? value,
-                            (v["count"] as? NSNumber)?.intValue ?? 0)
+            intervals[k] = Estimate(mean: value, low: (v["low"] as? NSNumber)?.doubleValue ?? value,
+                                    high: (v["high"] as? NSNumber)?.doubleValue ?? value, n: (v["count"] as? NSNumber)?.intValue ?? 0)
         }
         let items = (o["items"] as? [String: [NSNumber]] ?? [:]).mapValues { $0.map(\.doubleValue) }
         let keys = o["item_keys_sha256"] as? [String: String] ?? [:]

@@ -2,12 +2,13 @@ import BPETokenizer
 import CLIP
 import Foundation
 import NegationData
+import Provenance
 import Training
 
 /// The sweep's data: the training set as `negclip train` builds it, the evaluation records as
 /// `negclip evaluate` loads them, and the four metrics it reports (the layer cache is
 /// `CaptionTrainingSet.layerInputs`, shared with `negclip train`).
-enum SweepData {
+public enum SweepData {
     /// Caption records of `split` -> token ids + one image-embedding table, exactly as `negclip train`
     /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
     /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
@@ -21,7 +22,7 @@ enum SweepData {
 
     /// Records of `split` from every file (`Importers.load`, as `negclip evaluate`), keeping only the
     /// affirmative queries when the data tags them.
-    static func evaluationRecords(_ urls: [URL], split: String) throws -> [NegationRecord] {
+    public static func evaluationRecords(_ urls: [URL], split: String) throws -> [NegationRecord] {
         var records: [NegationRecord] = []
         for url in urls {
             let result = try Importers.load(url, options: ImportOptions())
@@ -56,27 +57,17 @@ enum SweepData {
 
 /// JSON files of the sweep folder: sorted keys, written by rename.
 enum SweepFiles {
-    static let format = "negclip.sweep v1"
-
-    static func encoder() -> JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        return e
-    }
+    /// v2: snake_case metrics (retrieval_t2i, retrieval_i2t, learning_rate); `provenance` is the
+    /// shared Provenance record in sweep.json, result.json and every run's result.json.
+    static let format = "negclip.sweep v2"
 
     /// An Encodable value as a JSON object (to nest it beside provenance).
     static func object<T: Encodable>(_ value: T) throws -> Any {
-        try JSONSerialization.jsonObject(with: encoder().encode(value))
-    }
-
-    static func write<T: Encodable>(_ value: T, to url: URL) throws {
-        try encoder().encode(value).write(to: url, options: .atomic)
+        try JSONSerialization.jsonObject(with: JSONOutput.encoder.encode(value))
     }
 
     static func writeObject(_ object: [String: Any], to url: URL) throws {
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-        data.append(0x0A)
-        try data.write(to: url, options: .atomic)
+        try JSONOutput.write(object: object, to: url)
     }
 
     static func readObject(_ url: URL) throws -> [String: Any] {

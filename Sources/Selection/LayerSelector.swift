@@ -1,7 +1,6 @@
 import CLIP
 import Foundation
 import Provenance
-import Training
 
 // The layer selector: probe-layers' report.json (rankings.combined, combined_score, layers,
 // provenance) -> layers.json, the trainable groups of the full run, with the parameter names they
@@ -129,7 +128,10 @@ public enum SelectionError: Error, CustomStringConvertible, Equatable {
 
 /// The content of layers.json (JSON keys in snake_case, sorted).
 public struct LayerSelection: Codable, Equatable, Sendable {
-    public static let format = "negclip.layers v1"
+    /// v2: `provenance` is the shared Provenance record (the report's model, data and seeds, this
+    /// selection's command line); the report's own facts moved to `report`; `layer_definition` is
+    /// the provenance's.
+    public static let format = "negclip.layers v2"
 
     public struct Policy: Codable, Equatable, Sendable {
         public var name: String
@@ -176,20 +178,22 @@ public struct LayerSelection: Codable, Equatable, Sendable {
     /// [width, embed_dim] there, the transpose of HF's text_projection.weight).
     public var openClipPatterns: [String]
     public var textBlocks: Int
-    public var layerDefinition: String
     public var policy: Policy
     public var why: Why
-    /// The report's hashes (model_sha256, data_sha256, ...) and this selection's command line.
-    public var provenance: [String: String]
+    /// The report's model, data and seeds; this selection's command line and time.
+    public var provenance: Provenance
+    /// The report read: `path`, `sha256`, and from its run `model_config_sha256`, `split`,
+    /// `command_line`, `tool_version` (those it has).
+    public var report: [String: String]
 
     enum CodingKeys: String, CodingKey {
-        case format, groups, policy, why, provenance
+        case format, groups, policy, why, provenance, report
         case selectedGroups = "selected_groups", extraGroups = "extra_groups", hfPatterns = "hf_patterns"
-        case openClipPatterns = "open_clip_patterns", textBlocks = "text_blocks", layerDefinition = "layer_definition"
+        case openClipPatterns = "open_clip_patterns", textBlocks = "text_blocks"
     }
 
     /// The model the report measured (its weights sha256), if the report named it.
-    public var modelSHA256: String? { provenance["model_sha256"] }
+    public var modelSHA256: String? { provenance.modelSHA256 }
 
     /// The groups as Training's type, checked against a tower of `layers` blocks.
     public func trainableGroups(layers: Int, file: String = "layers.json") throws -> Set<TrainableGroup> {
@@ -203,13 +207,9 @@ public struct LayerSelection: Codable, Equatable, Sendable {
         return out
     }
 
-    /// Writes layers.json with sorted keys, by rename (a failed write leaves no file).
+    /// Writes layers.json with sorted keys, by rename (a failed write leaves no file; errors name `url`).
     public func write(to url: URL) throws {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-        var data = try e.encode(self)
-        data.append(0x0A)
-        try data.write(to: url, options: .atomic)
+        try JSONOutput.write(self, to: url)
     }
 
     public static func load(_ url: URL) throws -> LayerSelection {
@@ -267,8 +267,8 @@ public enum LayerSelector {
             throw SelectionError.report(file: url.path, key: "", message: "expected a readable report.json (negclip probe-layers): \(error.localizedDescription)")
         }
         var selection = try select(report: data, file: url.path, policy: policy, extras: extras, commandLine: commandLine)
-        selection.provenance["report"] = url.path
-        selection.provenance["report_sha256"] = SHA256Hasher.hex(data)
+        selection.report["path"] = url.path
+        selection.report["sha256"] = SHA256Hasher.hex(data)
         return selection
     }
 
@@ -309,18 +309,18 @@ public enum LayerSelector {
         guard ranking.count == count, Set(ranking) == Set(0...L) else {
             throw fail("rankings.combined", "expected every hidden_states index 0...\(L) exactly once, found \(ranking)")
         }
-        var provenance: [String: String] = [:]
-        if let p = obj["provenance"] as? [String: Any] {
-            for (k, v) in p {
-                if let s = v as? String { provenance[k] = s } else if !(v is NSNull),
-                   let d = try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed]) {
-                    provenance[k] = String(decoding: d, as: UTF8.self)
-                }
-            }
-        }
-        guard provenance["model_sha256"] != nil else {
+        let p = obj["provenance"] as? [String: Any] ?? [:]
+        guard let modelSHA = p["model_sha256"] as? String else {
             throw fail("provenance.model_sha256", "expected the weights sha256 of the model the report measured")
         }
+        // the report's run: v2 keeps model_config_sha256 and split in "inputs", v1 in its provenance
+        let inputs = obj["inputs"] as? [String: Any] ?? p
+        var report: [String: String] = [:]
+        for (key, value) in [("model_config_sha256", inputs["model_config_sha256"]), ("split", inputs["split"]),
+                             ("command_line", p["command_line"]), ("tool_version", p["tool_version"])] {
+            if let s = value as? String { report[key] = s }
+        }
+        let reportSeeds = (p["seeds"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.uint64Value ?? ($0 as? String).flatMap { UInt64($0) } }
 
         // the policy
         var chosenLayers: [Int]
@@ -359,13 +359,9 @@ public enum LayerSelector {
         case let .topK(v), let .frontContiguous(v): k = v
         case let .threshold(t): threshold = t
         }
-        var prov: [String: String] = [:]
-        for key in ["model_sha256", "model_config_sha256", "data_sha256", "seeds", "command_line", "tool_version", "model", "data", "split"] {
-            if let v = provenance[key] { prov[key == "command_line" || key == "tool_version" ? "report_\(key)" : key] = v }
-        }
-        prov["command_line"] = commandLine
-        prov["tool"] = ToolInfo.name
-        prov["tool_version"] = ToolInfo.version
+        let prov = Provenance(commandLine: commandLine, seeds: reportSeeds, model: p["model"] as? String, modelSHA256: modelSHA,
+                              data: p["data"] as? String, dataSHA256: p["data_sha256"] as? String,
+                              layerDefinition: TextLayers.definition)
         return LayerSelection(
             format: LayerSelection.format,
             groups: all.map(\.description),
@@ -374,18 +370,8 @@ public enum LayerSelector {
             hfPatterns: all.flatMap(GroupPatterns.hf),
             openClipPatterns: all.flatMap(GroupPatterns.openClip),
             textBlocks: L,
-            layerDefinition: TextLayers.definition,
             policy: .init(name: policy.name, k: k, threshold: threshold, extras: extras.name, rule: policy.rule),
             why: .init(ranking: ranking, combinedScore: scores, chosen: chosen, filled: filled.map(\.description), summary: summary),
-            provenance: prov)
+            provenance: prov, report: report)
     }
-}
-
-/// Reads report.json, applies `policy`, and writes layers.json to `out` (when given).
-@discardableResult
-public func selectLayers(report: URL, policy: SelectionPolicy, extras: SelectionExtras = .released, out: URL?,
-                         commandLine: String = ToolInfo.commandLine) throws -> LayerSelection {
-    let selection = try LayerSelector.select(reportAt: report, policy: policy, extras: extras, commandLine: commandLine)
-    if let out { try selection.write(to: out) }
-    return selection
 }

@@ -3,7 +3,7 @@ import SafeTensors
 import Testing
 import TestSupport
 import Training
-@testable import Probing
+@testable import Sweeping
 
 /// Windows: the paper's thirds, exact blocks stated for every depth.
 @Suite struct SweepWindowsTests {

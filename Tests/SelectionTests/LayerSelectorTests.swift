@@ -1,9 +1,9 @@
 import CLIP
 import Foundation
+import Provenance
 import Testing
 import TestSupport
-import Training
-@testable import Probing
+@testable import Selection
 
 /// A report.json in probe-layers' fixed shape for a `blocks`-block tower.
 func makeReport(blocks L: Int, ranking: [Int], scores: [Double], modelSHA: String = "ab12cd34ef") throws -> Data {
@@ -41,8 +41,9 @@ func makeReport(blocks L: Int, ranking: [Int], scores: [Double], modelSHA: Strin
         #expect(s.why.chosen.map(\.combinedScore) == [0.9, 0.7])
         #expect(s.why.ranking == Self.ranking && s.why.combinedScore == Self.scores)
         #expect(s.policy == LayerSelection.Policy(name: "top-k", k: 2, threshold: nil, extras: "none", rule: SelectionPolicy.topK(2).rule))
-        #expect(s.provenance["model_sha256"] == "ab12cd34ef" && s.provenance["data_sha256"] == "feed")
-        #expect(s.provenance["report_command_line"] == "negclip probe-layers" && s.provenance["command_line"] == "negclip select-layers")
+        #expect(s.provenance.modelSHA256 == "ab12cd34ef" && s.provenance.dataSHA256 == "feed" && s.provenance.seeds == [0, 1])
+        #expect(s.report["command_line"] == "negclip probe-layers" && s.provenance.commandLine == "negclip select-layers")
+        #expect(s.provenance.layerDefinition == TextLayers.definition && s.provenance.toolVersion == "0.1.0")
         #expect(s.modelSHA256 == "ab12cd34ef" && s.textBlocks == 3)
     }
 
@@ -109,9 +110,12 @@ func makeReport(blocks L: Int, ranking: [Int], scores: [Double], modelSHA: Strin
         let report = dir.appendingPathComponent("report.json")
         try makeReport(blocks: 3, ranking: Self.ranking, scores: Self.scores).write(to: report)
         let out = dir.appendingPathComponent("layers.json")
-        let s = try selectLayers(report: report, policy: .frontContiguous(2), out: out, commandLine: "test")
+        let s = try LayerSelector.select(reportAt: report, policy: .frontContiguous(2), commandLine: "test")
+        try s.write(to: out)
         #expect(try LayerSelection.load(out) == s)
-        #expect(s.provenance["report"] == report.path && s.provenance["report_sha256"]?.count == 64)
+        #expect(s.report["path"] == report.path && s.report["sha256"]?.count == 64)
+        let written = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as? [String: Any])
+        #expect((written["provenance"] as? [String: Any])?.keys.sorted() == Provenance.keys, "layers.json provenance is a Provenance record")
         let text = try String(contentsOf: out, encoding: .utf8)
         let keys = text.split(separator: "\n").filter { $0.hasPrefix("  \"") }.map { String($0.dropFirst(3).prefix { $0 != "\"" }) }
         #expect(keys == keys.sorted() && keys.contains("hf_patterns") && keys.contains("open_clip_patterns") && keys.contains("why"))

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import Probing
+@testable import Sweeping
 
 /// The sweep's JSON form is part of report.json: its keys are fixed here, so a rename is deliberate.
 @Suite struct SweepTypesTests {
@@ -14,11 +14,11 @@ import Testing
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(result)
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        #expect(object.keys.sorted() == ["base", "batch", "learningRate", "loss", "runs", "steps", "windows"])
+        #expect(object.keys.sorted() == ["base", "batch", "learning_rate", "loss", "runs", "steps", "windows"])
         let runs = try #require(object["runs"] as? [[String: Any]])
         #expect(runs.first?.keys.sorted() == ["blocks", "metrics", "seed", "window"])
         let metrics = try #require(runs.first?["metrics"] as? [String: Any])
-        #expect(metrics.keys.sorted() == ["absence", "presence", "retrievalI2T", "retrievalT2I"])
+        #expect(metrics.keys.sorted() == ["absence", "presence", "retrieval_i2t", "retrieval_t2i"])
         #expect(try JSONDecoder().decode(SweepResult.self, from: data) == result)
     }
 }

@@ -55,6 +55,7 @@ public enum Sweep {
 
         // 2. The sweep folder: settings fixed at the first start.
         let settingsSHA = try Self.settingsSHA256(settings)
+        try OutputPath.requireFolder(config.out, option: "sweep folder")
         try fm.createDirectory(at: config.out.appendingPathComponent("runs"), withIntermediateDirectories: true)
         // A folder that already holds runs continues only with the same settings; one without runs
         // (a start that failed on its data, say) takes the new ones.
@@ -62,17 +63,16 @@ public enum Sweep {
         let started = try fm.contentsOfDirectory(atPath: config.out.appendingPathComponent("runs").path).filter { !$0.hasPrefix(".") }
         if fm.fileExists(atPath: sweepJSON.path), !started.isEmpty {
             let saved = try SweepFiles.readObject(sweepJSON)["settings"] as? [String: String] ?? [:]
-            for key in Set(saved.keys).union(settings.keys).sorted() where saved[key] != settings[key] {
-                throw SweepError.folder(file: sweepJSON.path, message: "the sweep in this folder was started with \(key) = \(saved[key] ?? "none"), this run has \(settings[key] ?? "none"); use the same settings or a new sweep folder")
-            }
+            try SavedSettings.requireSame(saved: saved, requested: settings, file: sweepJSON.path,
+                                          remedy: "use the same settings or a new sweep folder")
         }
 
         // 3. Data: the training set (tokenised, images embedded once) and the evaluation records.
         let records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
         let set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
         if !fm.fileExists(atPath: sweepJSON.path) || started.isEmpty {
-            try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings,
-                                        "provenance": Self.provenance(config, settings: settings)], to: sweepJSON)
+            try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings, "eval_data": config.evalData.map(\.path),
+                                        "provenance": Self.provenance(config, settings: settings).jsonObject], to: sweepJSON)
         }
         let total = selected.map(\.count) ?? units.count * config.seeds.count
         let done = units.reduce(0) { n, u in
@@ -93,7 +93,11 @@ public enum Sweep {
         evaluator.batchSize = config.evaluationBatchSize
         evaluator.bootstrapResamples = 0
         let baseMetrics = try SweepData.metrics(evaluator.evaluate(model: images, name: "base", records: records), file: config.evalData[0].path)
-        try SweepFiles.write(baseMetrics, to: config.out.appendingPathComponent("base.json"))
+        // the metrics at the top level (what `Sweep.collect` decodes), beside format and provenance
+        var baseObject = try SweepFiles.object(baseMetrics) as? [String: Any] ?? [:]
+        baseObject["format"] = SweepFiles.format
+        baseObject["provenance"] = Self.provenance(config, settings: settings, seeds: []).jsonObject
+        try SweepFiles.writeObject(baseObject, to: config.out.appendingPathComponent("base.json"))
         progress(.baseEvaluated(baseMetrics, seconds: Date().timeIntervalSince(tb)))
 
         // 5. The runs.
@@ -140,6 +144,7 @@ public enum Sweep {
                                              }, progress: progress)
                 let run = SweepRun(window: unit.window, blocks: unit.blocks, seed: seed, metrics: metrics)
                 try SweepFiles.writeObject(["format": SweepFiles.format, "run": try SweepFiles.object(run),
+                                            "provenance": Self.provenance(config, settings: settings, seeds: [seed]).jsonObject,
                                             "trainable_groups": groups.sorted().map(\.description),
                                             "layer_cache": cacheLayer.map { "hidden_states[\($0)]" } ?? "none",
                                             "settings_sha256": settingsSHA, "steps": config.steps], to: resultFile)
@@ -158,8 +163,8 @@ public enum Sweep {
             progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
             return result
         }
-        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings),
-                                    "settings": settings, "result": try SweepFiles.object(result)],
+        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings).jsonObject,
+                                    "settings": settings, "eval_data": config.evalData.map(\.path), "result": try SweepFiles.object(result)],
                                    to: config.out.appendingPathComponent("result.json"))
         progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
         return result
@@ -287,15 +292,11 @@ public enum Sweep {
         return s
     }
 
-    static func provenance(_ c: SweepConfig, settings: [String: String]) -> [String: Any] {
-        [
-            "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": c.commandLine,
-            "model": c.model.path, "model_sha256": settings["base_model_sha256"]!,
-            "train_data": c.trainData.path, "train_data_sha256": settings["train_data_sha256"]!,
-            "eval_data": c.evalData.map(\.path), "eval_data_sha256": settings["eval_data_sha256"]!.split(separator: ",").map(String.init),
-            "seeds": c.seeds.map { "\($0)" },
-            "layer_definition": TextLayers.definition,
-        ]
+    /// The sweep's provenance: the base model, the training data (the evaluation files are the
+    /// file's `eval_data` and the settings' `eval_data_sha256`), `seeds` (default: every seed).
+    static func provenance(_ c: SweepConfig, settings: [String: String], seeds: [UInt64]? = nil) -> Provenance {
+        Provenance(commandLine: c.commandLine, seeds: seeds ?? c.seeds, model: c.model.path, modelSHA256: settings["base_model_sha256"],
+                   data: c.trainData.path, dataSHA256: settings["train_data_sha256"], layerDefinition: TextLayers.definition)
     }
 }
 
@@ -328,41 +329,4 @@ struct SweepClock {
         let notStarted = max(0, total - finished - (stepsLeftInRun == nil ? 0 : 1))
         return inRun + Double(notStarted) * (Double(steps) * perStep + perRunOverhead)
     }
-}
-
-/// Image embeddings of the base model, recorded as the Evaluator asks for them (so the base is
-/// measured exactly as `negclip evaluate` measures it) and served again to every fine-tuned model.
-final class RecordedImageEmbeddings: EmbeddingModel {
-    let base: CLIPEmbeddingModel
-    var recorded: [ImageRequest: [Float]] = [:]
-    init(_ base: CLIPEmbeddingModel) { self.base = base }
-
-    var identity: String { base.identity }
-    var embeddingDim: Int { base.embeddingDim }
-    func embedTexts(_ texts: [String]) throws -> [Float] { try base.embedTexts(texts) }
-    func embedImages(_ images: [ImageRequest]) throws -> [Float] {
-        if images.allSatisfy({ recorded[$0] != nil }) { return images.flatMap { recorded[$0]! } }
-        let e = try base.embedImages(images)
-        let d = embeddingDim
-        if e.count == images.count * d {
-            for (i, r) in images.enumerated() { recorded[r] = Array(e[(i * d)..<((i + 1) * d)]) }
-        }
-        return e
-    }
-}
-
-/// A fine-tuned text tower with the base's (frozen) image embeddings.
-struct TunedTextModel: EmbeddingModel {
-    let text: CLIPEmbeddingModel
-    let images: RecordedImageEmbeddings
-    var identity: String { text.identity }
-    var embeddingDim: Int { text.embeddingDim }
-    func embedTexts(_ texts: [String]) throws -> [Float] { try text.embedTexts(texts) }
-    func embedImages(_ requests: [ImageRequest]) throws -> [Float] { try images.embedImages(requests) }
-}
-
-/// `Sweep.run`: runs (or resumes) the sweep in `config.out` and returns its result.
-@discardableResult
-public func runSweep(_ config: SweepConfig, progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
-    try Sweep.run(config, progress: progress)
 }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 import Training
-@testable import Probing
+@testable import Sweeping
 
 /// `negclip sweep` killed with SIGKILL mid-run resumes where it stopped and ends with the same
 /// SweepResult as an uninterrupted sweep.

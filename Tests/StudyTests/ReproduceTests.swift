@@ -1,9 +1,11 @@
 import Foundation
+import Provenance
 import NegationData
 import Testing
 import TestSupport
 import Training
-@testable import Probing
+import Probing
+@testable import Study
 
 /// `negclip reproduce` (Reproduce.run): a reduced study (the 3-block tiny CLIP, 2 steps, one single
 /// block, two windows, two seeds) is deterministic from its seeds - run twice, results.json is the
@@ -67,7 +69,8 @@ import Training
         }
         #expect(resumedStages == ["probe-layers", "train-selected"])
         let bytesB = try Data(contentsOf: second)
-        #expect(bytesA == bytesB, "results.json differs between two runs of the same study")
+        // the two studies differ only in when their folders were started (provenance.created_utc)
+        #expect(try Self.withoutCreated(bytesA) == Self.withoutCreated(bytesB), "results.json differs between two runs of the same study")
 
         // A finished study reruns to the same bytes without training again; other settings are refused.
         _ = try Reproduce.run(try Self.config(world, a))
@@ -85,7 +88,16 @@ import Training
                                                        "negationclip (selected)", "clip (selected)", "shifted hinge (selected)"])
         #expect((r["paired"] as? [Any])?.count == rows.count - 1)
         let prov = try #require(r["provenance"] as? [String: Any])
-        #expect(prov["world_fingerprint"] as? String == "test-world" && prov["seeds"] as? [Int] == [0, 1])
+        #expect(prov.keys.sorted() == Provenance.keys, "results.json provenance is exactly a Provenance record: \(prov.keys.sorted())")
+        #expect(r["world_fingerprint"] as? String == "test-world" && prov["seeds"] as? [Int] == [0, 1] && prov["tool_version"] as? String == "0.1.0")
+        for file in ["study.json", "timings.json", "layers.json", "probe-layers/report.json", "train/omni-released-selected/sweep.json",
+                     "train/omni-released-selected/result.json", "train/omni-released-selected/runs/selected.seed-0/result.json",
+                     "train/omni-released-selected/base.json", "eval/base.json", "eval/omni-released-selected/selected.seed-1.json"] {
+            let o = try JSONSerialization.jsonObject(with: Data(contentsOf: a.appendingPathComponent(file))) as? [String: Any]
+            #expect((o?["provenance"] as? [String: Any])?.keys.sorted() == Provenance.keys, "\(file): provenance")
+        }
+        let typed = try StudyResults.load(first)
+        #expect(typed.rows.count == rows.count && typed.format == StudyResults.format)
         #expect(!String(decoding: bytesA, as: UTF8.self).contains(a.path), "results.json must not hold the study's absolute path")
         let selectedPresence = try [UInt64(0), 1].map { s -> Double in
             let e = try JSONSerialization.jsonObject(with: Data(contentsOf: a.appendingPathComponent("eval/omni-released-selected/selected.seed-\(s).json"))) as! [String: Any]
@@ -93,7 +105,8 @@ import Training
         }
         let sel = (rows[0]["metrics"] as! [String: Any])["presence"] as! [String: Any]
         #expect(abs((sel["mean"] as! Double) - (selectedPresence[0] + selectedPresence[1]) / 2) < 1e-12)
-        #expect(sel["per_seed"] as? [Double] == selectedPresence)
+        #expect((rows[0]["per_seed"] as? [String: Any])?["presence"] as? [Double] == selectedPresence)
+        #expect(typed.rows[0].metrics["presence"] == Estimate.overSeeds(selectedPresence), "rows use the one seed interval, Estimate.overSeeds")
         let metrics = try #require(r["metrics"] as? [String])
         #expect(metrics.contains("presence") && metrics.contains("i2t_r10") && metrics.contains { $0.contains("@heldout") },
                 "table metrics and held-out slices: \(metrics)")
@@ -109,21 +122,25 @@ import Training
         #expect(FileManager.default.fileExists(atPath: docs.appendingPathComponent("results/combined.svg").path))
     }
 
-    @Test func seedIntervalAndBars() {
-        let s = ReproduceResults.seedSummary([1, 2, 3])
-        #expect(s["mean"] as? Double == 2)
-        #expect(abs((s["low"] as! Double) - (2 - 4.303 / 3.0.squareRoot())) < 1e-12)
-        #expect(abs((s["high"] as! Double) - (2 + 4.303 / 3.0.squareRoot())) < 1e-12)
-        #expect(ReproduceResults.seedSummary([0.5])["low"] is NSNull)
+    /// results.json with provenance.created_utc removed.
+    static func withoutCreated(_ data: Data) throws -> Data {
+        var o = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        var p = try #require(o["provenance"] as? [String: Any])
+        p["created_utc"] = nil
+        o["provenance"] = p
+        return try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+    }
+
+    @Test func bars() {
         func eval(_ m: [String: Double]) -> ReproduceFiles.Evaluation { .init(metrics: m, intervals: [:], items: [:], keys: [:]) }
         let bars = ReproduceResults.bars(base: ["presence": 0.6, "absence": 0.2, "t2i_r1": 0.9, "i2t_r1": 0.8],
                                          seeds: [eval(["presence": 0.8, "absence": 0.5, "t2i_r1": 0.89, "i2t_r1": 0.75]),
                                                  eval(["presence": 0.82, "absence": 0.5, "t2i_r1": 0.87, "i2t_r1": 0.75])])
-        let p = bars["presence"] as! [String: Any], a = bars["absence"] as! [String: Any]
-        #expect(abs((p["target"] as! Double) - 0.8) < 1e-12 && p["pass"] as? Bool == true)
-        #expect(abs((a["target"] as! Double) - 0.6) < 1e-12 && a["pass"] as? Bool == false && abs((a["short_by"] as! Double) - 0.1) < 1e-12)
-        #expect((bars["t2i_r1"] as! [String: Any])["pass"] as? Bool == true)
-        let i2t = bars["i2t_r1"] as! [String: Any]
-        #expect(i2t["pass"] as? Bool == false && abs((i2t["over_by"] as! Double) - 0.03) < 1e-12)
+        let p = bars["presence"]!, a = bars["absence"]!
+        #expect(abs(p.target! - 0.8) < 1e-12 && p.pass)
+        #expect(abs(a.target! - 0.6) < 1e-12 && !a.pass && abs(a.shortBy! - 0.1) < 1e-12)
+        #expect(bars["t2i_r1"]!.pass)
+        let i2t = bars["i2t_r1"]!
+        #expect(!i2t.pass && abs(i2t.overBy! - 0.03) < 1e-12)
     }
 }

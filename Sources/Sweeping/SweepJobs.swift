@@ -72,9 +72,8 @@ extension Sweep {
         let sweepJSON = config.out.appendingPathComponent("sweep.json")
         if fm.fileExists(atPath: sweepJSON.path) {
             let saved = try SweepFiles.readObject(sweepJSON)["settings"] as? [String: String] ?? [:]
-            for key in Set(saved.keys).union(plan.settings.keys).sorted() where saved[key] != plan.settings[key] {
-                throw SweepError.folder(file: sweepJSON.path, message: "holds a sweep with \(key) = \(saved[key] ?? "none"), this plan has \(plan.settings[key] ?? "none"): outputs of another plan; run this plan's jobs into a fresh folder")
-            }
+            try SavedSettings.requireSame(saved: saved, requested: plan.settings, file: sweepJSON.path,
+                                          remedy: "outputs of another plan; run this plan's jobs into a fresh folder")
         }
         var runs: [SweepRun] = []
         var unfinished: [(line: Int, name: String, why: String)] = []
@@ -118,7 +117,8 @@ extension Sweep {
         }
         let result = SweepResult(base: base, runs: runs, steps: config.steps, learningRate: config.learningRate,
                                  batch: config.batch, loss: config.loss.kind.rawValue, windows: plan.windows)
-        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": provenance(config, settings: plan.settings),
+        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": provenance(config, settings: plan.settings).jsonObject,
+                                    "eval_data": config.evalData.map(\.path),
                                     "settings": plan.settings, "result": try SweepFiles.object(result)],
                                    to: config.out.appendingPathComponent("result.json"))
         return result

@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// probe-layers' numbers do not move: Tests/Fixtures/probe-layers/tiny-clip-sweep-report.json is the
+/// report.json of the command below made by the binary before the Probing split (commit 121c458,
+/// 2026-12-07), its keys rewritten to v2 by scripts/fixtures/probe_report_v2.py (numbers untouched).
+/// The same command now must give the same numbers: separation, every probe and baseline, the
+/// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside).
+@Suite(.serialized) struct ProbeLayersGoldenCLITests {
+    static func numbers(_ o: Any, _ path: String = "") -> [String: Double] {
+        var out: [String: Double] = [:]
+        if let d = o as? [String: Any] {
+            for (k, v) in d where !["provenance", "inputs", "timings"].contains(k) { out.merge(numbers(v, path + "." + k)) { a, _ in a } }
+        } else if let a = o as? [Any] {
+            for (i, v) in a.enumerated() { out.merge(numbers(v, path + "[\(i)]")) { a, _ in a } }
+        } else if !(o is String), let n = o as? NSNumber {
+            out[path] = n.doubleValue
+        }
+        return out
+    }
+
+    @Test func tinyModelReportKeepsItsNumbers() throws {
+        let dir = try Fixtures.tempDir("probe-layers-golden")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let world = dir.appendingPathComponent("world"), out = dir.appendingPathComponent("report")
+        let w = try CLIRunner.run("negclip", ["make-world", "--out", world.path, "--seed", "5", "--size", "120", "--image-size", "32"])
+        #expect(w.status == 0, "\(w.stderr)")
+        let r = try CLIRunner.run("negclip", ["probe-layers", "--model", "Tests/Fixtures/tiny-clip", "--data", world.appendingPathComponent("captions.jsonl").path,
+                                              "--split", "val", "--out", out.path, "--folds", "2", "--seeds", "0,1", "--bootstrap", "50",
+                                              "--sweep-steps", "2", "--sweep-batch", "4", "--sweep-seeds", "0,1", "--sweep-blocks", "0-1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let want = Self.numbers(try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("probe-layers/tiny-clip-sweep-report.json"))))
+        let got = Self.numbers(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))))
+        #expect(want.count > 500 && Set(want.keys) == Set(got.keys), "keys: \(Set(want.keys).symmetricDifference(got.keys).sorted().prefix(8))")
+        // one tolerance for BLAS summation order on other machines; on the machine that made the
+        // fixture the numbers are bit-identical
+        let moved = want.keys.sorted().filter { k in
+            guard let a = want[k], let b = got[k] else { return true }
+            return !(abs(a - b) <= 1e-9 + 1e-6 * abs(a))
+        }
+        #expect(moved.isEmpty, "numbers moved: \(moved.prefix(8).map { "\($0) \(want[$0]!) -> \(got[$0] ?? .nan)" })")
+    }
+}
