@@ -49,11 +49,11 @@ let package = Package(
         .target(name: "Provenance", dependencies: ["CCrypto"]),
         .target(name: "BPETokenizer", dependencies: ["CZlib"]),
         .target(name: "CLIPImage", dependencies: ["CPNG", "CPNGClassic", "CTurboJPEG"]),
-        .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "CLIPImage", "Provenance"],
+        .target(name: "CLIP", dependencies: ["TensorKernels", "SafeTensors", "BPETokenizer", "Provenance"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The writer stores `CLIP.TextEncoding` batches as they come from the encoder.
         .target(name: "HiddenStateStore", dependencies: ["CHDF5", "Provenance", "CLIP"]),
-        .target(name: "NegationData", dependencies: ["SeededRandom", "CLIP", "CLIPImage", "BPETokenizer", "Provenance"]),
+        .target(name: "NegationData", dependencies: ["SeededRandom", "CLIP", "CLIPImage", "Provenance"]),
         // The dump pipeline: captions (NegationData's reader) -> tokenizer -> CLIP text encoder ->
         // HiddenStateStore writer; `negclip dump` and `probe-layers` drive it in-process.
         .target(name: "Dumping", dependencies: ["CLIP", "CLIPImage", "BPETokenizer", "HiddenStateStore", "NegationData", "Provenance"]),
@@ -78,13 +78,12 @@ let package = Package(
         .target(name: "Study", dependencies: ["CLIP", "NegationData", "Probing", "Provenance", "Selection", "Sweeping", "Training"]),
 
         // MARK: tools
-        .executableTarget(name: "negclip", dependencies: ["SeededRandom", 
-            "CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "SafeTensors", "Selection", "Study",
+        .executableTarget(name: "negclip", dependencies: ["CLIP", "BPETokenizer", "CLIPImage", "Dumping", "HiddenStateStore", "NegationData", "Probing", "Provenance", "Selection", "Study",
             "Sweeping", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: ["SeededRandom", 
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Probing", "SafeTensors", "TensorKernels", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "Probing", "SafeTensors", "TensorKernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -94,12 +93,12 @@ let package = Package(
         .testTarget(name: "SafeTensorsTests", dependencies: ["SafeTensors", "TestSupport"]),
         .testTarget(name: "BPETokenizerTests", dependencies: ["BPETokenizer", "TestSupport"]),
         .testTarget(name: "CLIPImageTests", dependencies: ["CLIPImage", "TestSupport"]),
-        .testTarget(name: "CLIPTests", dependencies: ["CLIP", "TestSupport"]),
+        .testTarget(name: "CLIPTests", dependencies: ["CLIPImage", "SafeTensors", "Provenance", "CLIP", "TestSupport"]),
         // The store, and the dump pipeline that fills it (Dumping) with stand-in encoders and the CLI.
-        .testTarget(name: "HiddenStateStoreTests", dependencies: ["HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
+        .testTarget(name: "HiddenStateStoreTests", dependencies: ["NegationData", "CHDF5", "HiddenStateStore", "Dumping", "CLIP", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
-        .testTarget(name: "NegationDataTests", dependencies: ["SeededRandom", "NegationData", "Provenance", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
+        .testTarget(name: "NegationDataTests", dependencies: ["BPETokenizer", "CLIPImage", "CLIP", "CPNG", "SeededRandom", "NegationData", "Provenance", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["TensorKernels", "SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
         .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
         .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "Provenance", "TestSupport"]),
