@@ -67,7 +67,7 @@ public enum EvaluationProgress: Sendable {
 public struct EvaluationReport: Codable, Sendable {
     public var model: String
     public var modelIdentity: String
-    public var metrics: [String: MetricValue]
+    public var metrics: [String: Estimate]
     /// Items that could not be scored, by reason (e.g. an image no query is true of).
     public var skipped: [String: Int]
     /// One line per image that could not be embedded.
@@ -81,7 +81,7 @@ public struct EvaluationReport: Codable, Sendable {
         case model, modelIdentity = "model_identity", metrics, skipped, problems, pairedDifference = "paired_difference"
     }
 
-    public init(model: String, modelIdentity: String, metrics: [String: MetricValue], skipped: [String: Int],
+    public init(model: String, modelIdentity: String, metrics: [String: Estimate], skipped: [String: Int],
                 problems: [String], pairedDifference: PairedDifference? = nil) {
         self.model = model; self.modelIdentity = modelIdentity; self.metrics = metrics
         self.skipped = skipped; self.problems = problems; self.pairedDifference = pairedDifference
@@ -96,7 +96,7 @@ public struct PairedDifference: Codable, Equatable, Sendable {
     public var baseline: String
     public var baselineIdentity: String
     /// metric -> mean(B - A) [low, high], count = items paired.
-    public var metrics: [String: MetricValue]
+    public var metrics: [String: Estimate]
     /// metric -> items that only one of the two models scored (left out of the pairing).
     public var unpaired: [String: Int]
 
@@ -316,7 +316,7 @@ public struct Evaluator {
     /// interval (`Metrics.pairedBootstrap`: the same resampled items for both models).
     public func pairedDifference(baseline: ItemScores, _ other: ItemScores, baselineName: String,
                                  baselineIdentity: String) -> PairedDifference {
-        var metrics: [String: MetricValue] = [:], unpaired: [String: Int] = [:]
+        var metrics: [String: Estimate] = [:], unpaired: [String: Int] = [:]
         for metric in Set(baseline.scores.keys).intersection(other.scores.keys) {
             let (a, ka) = (baseline.scores[metric]!, baseline.keys[metric] ?? [])
             let (b, kb) = (other.scores[metric]!, other.keys[metric] ?? [])
@@ -343,7 +343,7 @@ public struct Evaluator {
     public func evaluate(model: EmbeddingModel, name: String, data: [EvaluationData],
                          baseline: (report: EvaluationReport, items: ItemScores)? = nil) throws -> (report: EvaluationReport, items: ItemScores) {
         let items = try itemScores(model: model, data: data)
-        var metrics: [String: MetricValue] = [:]
+        var metrics: [String: Estimate] = [:]
         for (k, v) in items.scores where !v.isEmpty {
             metrics[k] = Metrics.bootstrap(v, resamples: bootstrapResamples, seed: bootstrapSeed)
         }
@@ -438,7 +438,8 @@ public enum EvaluationTable {
         for m in names {
             s += "| \(m) | " + reports.map { r in
                 guard let v = r.metrics[m] else { return "-" }
-                return String(format: "%.3f [%.3f, %.3f] n=%d", v.value, v.low, v.high, v.count)
+                return v.hasInterval ? String(format: "%.3f [%.3f, %.3f] n=%d", v.mean, v.low, v.high, v.n)
+                                     : String(format: "%.3f n=%d", v.mean, v.n)
             }.joined(separator: " | ") + " |\n"
         }
         return s
@@ -456,7 +457,8 @@ public enum EvaluationTable {
         for m in names {
             s += "| \(m) | " + others.map { r in
                 guard let v = r.pairedDifference!.metrics[m] else { return "-" }
-                return String(format: "%+.3f [%+.3f, %+.3f] n=%d", v.value, v.low, v.high, v.count)
+                return v.hasInterval ? String(format: "%+.3f [%+.3f, %+.3f] n=%d", v.mean, v.low, v.high, v.n)
+                                     : String(format: "%+.3f n=%d", v.mean, v.n)
             }.joined(separator: " | ") + " |\n"
         }
         return s
@@ -465,7 +467,9 @@ public enum EvaluationTable {
     /// `format` of `evaluate --json` files. Version 2: the top-level `provenance` is the one
     /// `Provenance` record; the run's other facts (bootstrap, split, data files and their hashes,
     /// every model) moved to `settings` (version 1 held them all as strings in `provenance`), and the
-    /// reports' keys are snake_case (`model_identity`, `paired_difference`, `baseline_identity`).
+    /// reports' keys are snake_case (`model_identity`, `paired_difference`, `baseline_identity`), and
+    /// every metric is the one `Estimate` shape (`mean`, `low`, `high`, `n`; `low`/`high` null when no
+    /// interval was computed, e.g. `--bootstrap 0`) where version 1 had `value` and `count`.
     public static let formatName = "negclip-evaluation 2"
 
     /// What `evaluate --json` writes: format, provenance, the run's settings and the reports.

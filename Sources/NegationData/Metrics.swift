@@ -6,16 +6,6 @@ import Foundation
 // the same score to every option gets chance, never full marks (a strict ">" would give zero,
 // a ">=" full marks; both mislead on saturated or degenerate models).
 
-/// A metric value with its bootstrap 95% interval and the number of items it averages.
-public struct MetricValue: Codable, Equatable, Sendable {
-    public var value: Double
-    public var low: Double
-    public var high: Double
-    public var count: Int
-    public init(value: Double, low: Double, high: Double, count: Int) {
-        self.value = value; self.low = low; self.high = high; self.count = count
-    }
-}
 
 public enum Metrics {
     /// Scores closer than this count as tied. Float32 encoders are not batch-invariant: the same
@@ -85,13 +75,14 @@ public enum Metrics {
         return out
     }
 
-    /// Mean of `scores` with a percentile bootstrap 95% interval (resampling items with
-    /// replacement, `resamples` times, seeded so reports are reproducible).
-    public static func bootstrap(_ scores: [Double], resamples: Int = 1000, seed: UInt64 = 0) -> MetricValue {
+    /// Mean of `scores` (`Estimate.n` = items) with a percentile bootstrap 95% interval (resampling
+    /// items with replacement, `resamples` times, seeded so reports are reproducible). No resamples
+    /// or a single item: the mean without an interval (`Estimate`'s one rule).
+    public static func bootstrap(_ scores: [Double], resamples: Int = 1000, seed: UInt64 = 0) -> Estimate {
         let n = scores.count
-        guard n > 0 else { return MetricValue(value: .nan, low: .nan, high: .nan, count: 0) }
+        guard n > 0 else { return .missing }
         let mean = scores.reduce(0, +) / Double(n)
-        guard resamples > 0, n > 1 else { return MetricValue(value: mean, low: mean, high: mean, count: n) }
+        guard resamples > 0, n > 1 else { return Estimate(mean: mean, low: .nan, high: .nan, n: n) }
         var rng = SplitMix64(seed: seed)
         var means = [Double](repeating: 0, count: resamples)
         for b in 0..<resamples {
@@ -103,7 +94,7 @@ public enum Metrics {
         // Nearest-rank percentiles at 2.5% and 97.5%.
         let lo = means[max(0, Int((0.025 * Double(resamples)).rounded(.up)) - 1)]
         let hi = means[min(resamples - 1, Int((0.975 * Double(resamples)).rounded(.up)) - 1)]
-        return MetricValue(value: mean, low: lo, high: hi, count: n)
+        return Estimate(mean: mean, low: lo, high: hi, n: n)
     }
 
     /// Mean of `other[i] - baseline[i]` with a paired percentile bootstrap 95% interval: each
@@ -111,7 +102,7 @@ public enum Metrics {
     /// `bootstrap`, so the seed means the same thing). Pairing removes the item-difficulty variance
     /// the two models share, so the interval is the one to read for "B beats A"; identical models
     /// give exactly [0, 0].
-    public static func pairedBootstrap(baseline: [Double], other: [Double], resamples: Int = 1000, seed: UInt64 = 0) -> MetricValue {
+    public static func pairedBootstrap(baseline: [Double], other: [Double], resamples: Int = 1000, seed: UInt64 = 0) -> Estimate {
         precondition(baseline.count == other.count, "paired scores need the same items")
         return bootstrap(zip(other, baseline).map { $0 - $1 }, resamples: resamples, seed: seed)
     }

@@ -438,9 +438,9 @@ public enum Reproduce {
             object["provenance"] = fileProvenance(model: c.model, sha: base.weightsSHA256, seeds: [evaluator.bootstrapSeed])
             try ReproduceFiles.writeObject(object, to: baseURL)
         }
-        func report(_ label: String, _ index: Int, _ m: [String: MetricValue], _ s: Double, _ reused: Bool) {
-            progress(.evaluated(label: label, index: index, total: total, presence: m["presence"]?.value ?? .nan,
-                                absence: m["absence"]?.value ?? .nan, t2i: m["t2i_r1"]?.value ?? .nan, i2t: m["i2t_r1"]?.value ?? .nan,
+        func report(_ label: String, _ index: Int, _ m: [String: Estimate], _ s: Double, _ reused: Bool) {
+            progress(.evaluated(label: label, index: index, total: total, presence: m["presence"]?.mean ?? .nan,
+                                absence: m["absence"]?.mean ?? .nan, t2i: m["t2i_r1"]?.mean ?? .nan, i2t: m["i2t_r1"]?.mean ?? .nan,
                                 seconds: s, reused: reused, overall: clock.fraction, eta: clock.eta))
         }
         clock.evalsDone += 1; clock.evalSeconds += Date().timeIntervalSince(t0); clock.evalsTimed += 1
@@ -454,7 +454,7 @@ public enum Reproduce {
                 if fm.fileExists(atPath: url.path) {
                     clock.evalsDone += 1
                     let m = try ReproduceFiles.readEvaluation(url).metrics
-                    report("\(v.row) seed \(seed)", index, m.mapValues { MetricValue(value: $0, low: $0, high: $0, count: 0) }, 0, true)
+                    report("\(v.row) seed \(seed)", index, m.mapValues { Estimate(mean: $0, low: .nan, high: .nan, n: 0) }, 0, true)
                     continue
                 }
                 let ts = Date()
@@ -544,7 +544,8 @@ enum ReproduceFiles {
 
     static func evaluation(_ r: EvaluationReport, _ items: ItemScores) -> [String: Any] {
         var metrics: [String: Any] = [:]
-        for (k, v) in r.metrics { metrics[k] = ["value": v.value, "low": v.low, "high": v.high, "count": v.count] }
+        func number(_ x: Double) -> Any { x.isFinite ? x : NSNull() }
+        for (k, v) in r.metrics { metrics[k] = ["mean": number(v.mean), "low": number(v.low), "high": number(v.high), "n": v.n] }
         var perItem: [String: Any] = [:], keys: [String: Any] = [:]
         for m in pairedMetrics {
             if let s = items.scores[m] { perItem[m] = s }
@@ -569,12 +570,12 @@ enum ReproduceFiles {
         }
         var metrics: [String: Double] = [:], intervals: [String: Estimate] = [:]
         for (k, v) in m {
-            guard let value = (v["value"] as? NSNumber)?.doubleValue else {
-                throw ReproduceError.folder(file: url.path, message: "key 'metrics.\(k).value': expected a number")
+            guard let value = (v["mean"] as? NSNumber)?.doubleValue else {
+                throw ReproduceError.folder(file: url.path, message: "key 'metrics.\(k).mean': expected a number")
             }
             metrics[k] = value
-            intervals[k] = Estimate(mean: value, low: (v["low"] as? NSNumber)?.doubleValue ?? value,
-                                    high: (v["high"] as? NSNumber)?.doubleValue ?? value, n: (v["count"] as? NSNumber)?.intValue ?? 0)
+            intervals[k] = Estimate(mean: value, low: (v["low"] as? NSNumber)?.doubleValue ?? .nan,
+                                    high: (v["high"] as? NSNumber)?.doubleValue ?? .nan, n: (v["n"] as? NSNumber)?.intValue ?? 0)
         }
         let items = (o["items"] as? [String: [NSNumber]] ?? [:]).mapValues { $0.map(\.doubleValue) }
         let keys = o["item_keys_sha256"] as? [String: String] ?? [:]

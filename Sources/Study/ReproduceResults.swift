@@ -230,8 +230,7 @@ enum ReproduceResults {
                     a += xi; b += yi
                 }
                 if ok, !a.isEmpty {
-                    let r = Metrics.pairedBootstrap(baseline: b, other: a, resamples: c.bootstrapResamples, seed: 0)
-                    byItem[m] = Estimate(mean: r.value, low: r.low, high: r.high, n: r.count)
+                    byItem[m] = Metrics.pairedBootstrap(baseline: b, other: a, resamples: c.bootstrapResamples, seed: 0)
                 }
             }
             paired.append(.init(a: "selected", b: v.row, seedInterval: bySeed, itemBootstrap: byItem))

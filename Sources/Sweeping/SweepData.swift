@@ -42,10 +42,10 @@ public enum SweepData {
     /// the data lacks otherwise).
     static func metrics(_ report: EvaluationReport, file: String) throws -> SweepMetrics {
         func value(_ name: String, needs: String) throws -> Double {
-            guard let v = report.metrics[name], v.count > 0, v.value.isFinite else {
+            guard let v = report.metrics[name], v.n > 0, v.mean.isFinite else {
                 throw SweepError.data(file: file, message: "metric '\(name)': expected items in the evaluation split, found none; it needs \(needs)")
             }
-            return v.value
+            return v.mean
         }
         return SweepMetrics(
             presence: try value("presence", needs: "caption records with presence_negated"),

@@ -14,7 +14,7 @@ struct ProbeLayersCommand: ParsableCommand {
         abstract: "Measure where the text encoder learns negation: separation, linear probes, rankings (report in --out).",
         discussion: """
         Layer l = hidden_states[l] (0 = embeddings, l = output of text block l-1, L = before the final
-        LayerNorm), also named text.blocks.{l-1}.hook_resid_post. Records mode (--model, --data, --split)
+        LayerNorm), also named by its TransformerLens hook (layer 1 = \(TextLayers.hook(layer: 1))). Records mode (--model, --data, --split)
         dumps the split's captions in-process to OUT/dump.h5; --dump FILE.h5 measures an existing dump
         (labels from /text/labels; --data joins the records by item id for the other tasks).
         Probe tasks are the YAML/JSON files of --tasks (default probes/). Baselines: chance, bag of

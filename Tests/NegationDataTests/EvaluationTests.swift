@@ -71,11 +71,11 @@ func cosine(_ a: [Float], _ b: [Float]) -> Float {
     @Test func anOracleThatKnowsTheWorldScoresPresenceAndAbsencePerfectly() throws {
         var ev = Evaluator(); ev.bootstrapResamples = 100
         let report = try ev.evaluate(model: OracleModel(world: Self.world), name: "oracle", records: Self.records)
-        #expect(report.metrics["presence"]?.value == 1 && report.metrics["absence"]?.value == 1)
-        #expect(report.metrics["presence"]?.count == 24)
+        #expect(report.metrics["presence"]?.mean == 1 && report.metrics["absence"]?.mean == 1)
+        #expect(report.metrics["presence"]?.n == 24)
         // Affirmative queries name every object: the exact image is the unique best match.
-        #expect(report.metrics["t2i_r1"]!.value > 0.9, "\(report.metrics["t2i_r1"]!)")
-        #expect(report.metrics["mcq"]!.count == 24)
+        #expect(report.metrics["t2i_r1"]!.mean > 0.9, "\(report.metrics["t2i_r1"]!)")
+        #expect(report.metrics["mcq"]!.n == 24)
         #expect(report.skipped.isEmpty, "\(report.skipped)")
     }
 

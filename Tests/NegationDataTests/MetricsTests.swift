@@ -61,13 +61,13 @@ import TestSupport
         let a = Metrics.bootstrap(scores, resamples: 500, seed: 1)
         let b = Metrics.bootstrap(scores, resamples: 500, seed: 1)
         #expect(a == b)
-        #expect(abs(a.value - 67.0 / 200) < 1e-12 && a.count == 200)
-        #expect(a.low < a.value && a.value < a.high)
+        #expect(abs(a.mean - 67.0 / 200) < 1e-12 && a.n == 200)
+        #expect(a.low < a.mean && a.mean < a.high)
         // Binomial standard error sqrt(p(1-p)/n) = 0.033: the 95% half-width is about 0.065.
         #expect(abs((a.high - a.low) / 2 - 0.065) < 0.02, "half-width \((a.high - a.low) / 2)")
         let constant = Metrics.bootstrap([Double](repeating: 1, count: 50))
         #expect(constant.low == 1 && constant.high == 1)
-        #expect(Metrics.bootstrap([]).count == 0)
+        #expect(Metrics.bootstrap([]).n == 0)
     }
 
     @Test func cosineIgnoresEmbeddingNorms() {

@@ -10,7 +10,7 @@ import TestSupport
     @Test func identicalScoresGiveExactlyZero() {
         let a = (0..<300).map { Double(($0 * 7) % 3 == 0 ? 1 : 0) }
         let d = Metrics.pairedBootstrap(baseline: a, other: a, resamples: 500, seed: 3)
-        #expect(d == MetricValue(value: 0, low: 0, high: 0, count: 300))
+        #expect(d == Estimate(mean: 0, low: 0, high: 0, n: 300))
     }
 
     @Test func aModelThatWinsEveryItemHasAnIntervalAboveZero() {
@@ -18,7 +18,7 @@ import TestSupport
         let a = (0..<100).map { Double($0 % 10) / 10 }
         let b = a.map { $0 + 0.01 }
         let d = Metrics.pairedBootstrap(baseline: a, other: b, resamples: 1000, seed: 0)
-        #expect(d.low > 0 && abs(d.value - 0.01) < 1e-12)
+        #expect(d.low > 0 && abs(d.mean - 0.01) < 1e-12)
         // The per-model intervals overlap almost entirely: they cannot say which is better.
         let (ia, ib) = (Metrics.bootstrap(a), Metrics.bootstrap(b))
         #expect(ib.low < ia.high)
@@ -57,17 +57,17 @@ import TestSupport
         #expect(s.baseline == "base" && s.unpaired.isEmpty)
         #expect(Set(s.metrics.keys) == Set(base.report.metrics.keys))
         for (m, v) in s.metrics {
-            #expect(v == MetricValue(value: 0, low: 0, high: 0, count: base.report.metrics[m]!.count), "\(m)")
+            #expect(v == Estimate(mean: 0, low: 0, high: 0, n: base.report.metrics[m]!.n), "\(m)")
         }
         // The oracle's paired difference is its mean minus the base's mean, item for item.
         let o = try #require(oracle.report.pairedDifference)
         let presence = o.metrics["presence"]!
-        #expect(abs(presence.value - (oracle.report.metrics["presence"]!.value - base.report.metrics["presence"]!.value)) < 1e-12)
+        #expect(abs(presence.mean - (oracle.report.metrics["presence"]!.mean - base.report.metrics["presence"]!.mean)) < 1e-12)
         #expect(presence.low > 0)
         let table = EvaluationTable.pairedMarkdown([base.report, same.report, oracle.report])
         let lines = table.split(separator: "\n")
         #expect(lines[0] == "| metric | same - base | oracle - base |")
-        #expect(lines[2].hasPrefix("| presence | +0.000 [+0.000, +0.000] n=\(presence.count) | +"))
+        #expect(lines[2].hasPrefix("| presence | +0.000 [+0.000, +0.000] n=\(presence.n) | +"))
         #expect(EvaluationTable.pairedMarkdown([base.report]).isEmpty)
         // JSON carries the paired differences.
         let json = try EvaluationTable.json([base.report, oracle.report], provenance: Provenance(), settings: [:])
@@ -83,7 +83,7 @@ import TestSupport
         var a = ItemScores(scores: ["mcq": [1, 0, 1]], skipped: [:], problems: [], keys: ["mcq": ["x", "y", "z"]])
         let b = ItemScores(scores: ["mcq": [1, 1]], skipped: [:], problems: [], keys: ["mcq": ["z", "y"]])
         let d = Evaluator().pairedDifference(baseline: a, b, baselineName: "a", baselineIdentity: "ia")
-        #expect(d.metrics["mcq"]?.count == 2 && d.metrics["mcq"]?.value == 0.5 && d.unpaired["mcq"] == 1)
+        #expect(d.metrics["mcq"]?.n == 2 && d.metrics["mcq"]?.mean == 0.5 && d.unpaired["mcq"] == 1)
         a.scores["t2i_r1"] = [1]; a.keys["t2i_r1"] = ["q"]
         #expect(Evaluator().pairedDifference(baseline: a, b, baselineName: "a", baselineIdentity: "ia").metrics["t2i_r1"] == nil)
     }

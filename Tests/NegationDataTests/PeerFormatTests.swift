@@ -86,7 +86,7 @@ import TestSupport
         #expect(b.allSatisfy { $0.correct == 0 } && b.count == 6)
         #expect(b[0].phrase == "a without hairy brown color teddy bear" && b[0].boxes[0] == [301.74, 0, 338.26, 480])
         var ev = Evaluator(); ev.bootstrapResamples = 10
-        #expect(try ev.evaluate(model: ConstantModel(), name: "c", records: r.records).metrics["box_choice"]?.value == 0.5)
+        #expect(try ev.evaluate(model: ConstantModel(), name: "c", records: r.records).metrics["box_choice"]?.mean == 0.5)
     }
 
     @Test func negbenchTemplateNamesAndTheirAliasesMapToOneSet() throws {
@@ -195,9 +195,9 @@ import TestSupport
         var ev = Evaluator(); ev.bootstrapResamples = 10
         let report = try ev.evaluate(model: ConstantModel(), name: "constant", records: r.records)
         for m in ["mcq", "mcq_positive", "mcq_negative", "mcq_hybrid"] {
-            #expect(report.metrics[m]?.value == 0.25, "\(m): \(String(describing: report.metrics[m]))")
+            #expect(report.metrics[m]?.mean == 0.25, "\(m): \(String(describing: report.metrics[m]))")
         }
-        #expect(report.metrics["mcq_positive"]?.count == 2 && report.metrics["mcq_hybrid"]?.count == 2)
+        #expect(report.metrics["mcq_positive"]?.n == 2 && report.metrics["mcq_hybrid"]?.n == 2)
     }
 
     /// Two data files whose splits are both "test": each query ranks only its own file's images.

@@ -101,7 +101,7 @@ import Probing
         #expect(!String(decoding: bytesA, as: UTF8.self).contains(a.path), "results.json must not hold the study's absolute path")
         let selectedPresence = try [UInt64(0), 1].map { s -> Double in
             let e = try JSONSerialization.jsonObject(with: Data(contentsOf: a.appendingPathComponent("eval/omni-released-selected/selected.seed-\(s).json"))) as! [String: Any]
-            return ((e["metrics"] as! [String: Any])["presence"] as! [String: Any])["value"] as! Double
+            return ((e["metrics"] as! [String: Any])["presence"] as! [String: Any])["mean"] as! Double
         }
         let sel = (rows[0]["metrics"] as! [String: Any])["presence"] as! [String: Any]
         #expect(abs((sel["mean"] as! Double) - (selectedPresence[0] + selectedPresence[1]) / 2) < 1e-12)

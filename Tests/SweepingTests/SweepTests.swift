@@ -72,7 +72,7 @@ import Training
         let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as! [String: Any]
         let report = (obj["reports"] as! [[String: Any]])[0]
         let metrics = report["metrics"] as! [String: [String: Any]]
-        return metrics.mapValues { $0["value"] as! Double }
+        return metrics.mapValues { $0["mean"] as! Double }
     }
 
     /// Same seeds, same result; every (unit, seed) present in order; the folder holds a result per

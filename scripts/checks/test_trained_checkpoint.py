@@ -112,7 +112,7 @@ def test_trained_checkpoint_presence_absence_match_transformers(tmp_path):
     img, contrast = images([r["image"] for r in subset]), images([r["absence_contrast_image"] for r in subset])
     presence = np.mean([pair_score((cap[i] * img[i]).sum(), (neg[i] * img[i]).sum()) for i in range(len(subset))])
     absence = np.mean([pair_score((absn[i] * img[i]).sum(), (absn[i] * contrast[i]).sum()) for i in range(len(subset))])
-    print(f"presence negclip {ours['presence']['value']:.4f} transformers {presence:.4f}; absence negclip {ours['absence']['value']:.4f} transformers {absence:.4f}")
-    assert ours["presence"]["count"] == len(subset) and ours["absence"]["count"] == len(subset)
-    assert abs(ours["presence"]["value"] - presence) <= 0.005, f"presence: negclip {ours['presence']['value']:.4f}, transformers {presence:.4f}"
-    assert abs(ours["absence"]["value"] - absence) <= 0.005, f"absence: negclip {ours['absence']['value']:.4f}, transformers {absence:.4f}"
+    print(f"presence negclip {ours['presence']['mean']:.4f} transformers {presence:.4f}; absence negclip {ours['absence']['mean']:.4f} transformers {absence:.4f}")
+    assert ours["presence"]["n"] == len(subset) and ours["absence"]["n"] == len(subset)
+    assert abs(ours["presence"]["mean"] - presence) <= 0.005, f"presence: negclip {ours['presence']['mean']:.4f}, transformers {presence:.4f}"
+    assert abs(ours["absence"]["mean"] - absence) <= 0.005, f"absence: negclip {ours['absence']['mean']:.4f}, transformers {absence:.4f}"
