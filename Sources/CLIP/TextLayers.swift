@@ -119,13 +119,6 @@ public struct TextLayers: Sendable, Equatable {
         return "\(unit.noun) within \(validText) (the text tower has \(blockCount) blocks, layers 0-\(blockCount))"
     }
 
-    /// Checks one index of `unit` against this tower.
-    public func check(_ index: Int, of unit: Unit, what: String) throws {
-        guard let valid = range(of: unit), valid.contains(index) else {
-            throw TextLayersError(option: what, found: "\(index)", expected: outOfRange(unit))
-        }
-    }
-
     /// "0,3,5-7" for sorted indices (runs of 3 or more written as ranges).
     public static func describe(_ indices: [Int]) -> String {
         var parts: [String] = []
