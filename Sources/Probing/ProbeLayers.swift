@@ -87,7 +87,7 @@ public struct SweepSummary: Codable, Sendable {
 
     public init(_ r: SweepResult) {
         base = r.base
-        settings = ["steps": "\(r.steps)", "learning_rate": "\(r.learningRate)", "batch": "\(r.batch)", "loss": r.loss]
+        settings = ["steps": "\(r.steps)", "learning_rate": "\(r.learningRates[0])", "batch": "\(r.batch)", "loss": r.loss]
         var order: [String] = []
         var byWindow: [String: [SweepRun]] = [:]
         for run in r.runs {

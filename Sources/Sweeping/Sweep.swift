@@ -142,7 +142,7 @@ public enum Sweep {
                                                  return try SweepData.metrics(evaluator.evaluate(model: model, name: unit.window, records: records),
                                                                               file: config.evalData[0].path)
                                              }, progress: progress)
-                let run = SweepRun(window: unit.window, blocks: unit.blocks, seed: seed, metrics: metrics)
+                let run = SweepRun(window: unit.window, blocks: unit.blocks, seed: seed, learningRate: config.learningRate, steps: config.steps, metrics: metrics)
                 try SweepFiles.writeObject(["format": SweepFiles.format, "run": try SweepFiles.object(run),
                                             "provenance": Self.provenance(config, settings: settings, seeds: [seed]).jsonObject,
                                             "trainable_groups": groups.sorted().map(\.description),
@@ -156,8 +156,8 @@ public enum Sweep {
             }
         }
 
-        let result = SweepResult(base: baseMetrics, runs: results, steps: config.steps, learningRate: config.learningRate,
-                                 batch: config.batch, loss: config.loss.kind.rawValue, windows: windows)
+        let result = SweepResult(base: baseMetrics, units: units.map { SweepUnit(name: $0.window, blocks: $0.blocks, groups: $0.blocks.map { "block.\($0)" }, parameterCount: 0) },
+                                 runs: results, steps: config.steps, learningRates: [config.learningRate], batch: config.batch, loss: config.loss.kind.rawValue, windows: windows)
         if selected != nil {
             // a subset (a scheduler job): the sweep's result.json is Sweep.collect's
             progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))

@@ -115,8 +115,8 @@ extension Sweep {
         } catch {
             throw SweepError.folder(file: baseURL.path, message: "expected the base model's metrics, written by every job (\(error.localizedDescription)); rerun job line 1")
         }
-        let result = SweepResult(base: base, runs: runs, steps: config.steps, learningRate: config.learningRate,
-                                 batch: config.batch, loss: config.loss.kind.rawValue, windows: plan.windows)
+        let result = SweepResult(base: base, units: Sweep.units(blocks: config.blocks ?? [], windows: plan.windows).map { SweepUnit(name: $0.window, blocks: $0.blocks, groups: $0.blocks.map { "block.\($0)" }, parameterCount: 0) },
+                                 runs: runs, steps: config.steps, learningRates: [config.learningRate], batch: config.batch, loss: config.loss.kind.rawValue, windows: plan.windows)
         try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": provenance(config, settings: plan.settings).jsonObject,
                                     "eval_data": config.evalData.map(\.path),
                                     "settings": plan.settings, "result": try SweepFiles.object(result)],

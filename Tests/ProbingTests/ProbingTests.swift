@@ -145,11 +145,11 @@ struct Gauss {
     @Test func sweepBlocksMapToTheNextLayer() {
         let base = SweepMetrics(presence: 0.5, absence: 0.2, retrievalT2I: 0.8, retrievalI2T: 0.8)
         func m(_ a: Double) -> SweepMetrics { SweepMetrics(presence: 0.5, absence: a, retrievalT2I: 0.8, retrievalI2T: 0.8) }
-        let runs = [SweepRun(window: "block.0", blocks: [0], seed: 0, metrics: m(0.3)),
-                    SweepRun(window: "block.0", blocks: [0], seed: 1, metrics: m(0.5)),
-                    SweepRun(window: "block.2", blocks: [2], seed: 0, metrics: m(0.7)),
-                    SweepRun(window: "front", blocks: [0, 1], seed: 0, metrics: m(0.9))]
-        let s = SweepSummary(SweepResult(base: base, runs: runs, steps: 10, learningRate: 1e-5, batch: 8, loss: "omni", windows: ["front": [0, 1]]))
+        let runs = [SweepRun(window: "block.0", blocks: [0], seed: 0, learningRate: 1e-5, steps: 10, metrics: m(0.3)),
+                    SweepRun(window: "block.0", blocks: [0], seed: 1, learningRate: 1e-5, steps: 10, metrics: m(0.5)),
+                    SweepRun(window: "block.2", blocks: [2], seed: 0, learningRate: 1e-5, steps: 10, metrics: m(0.7)),
+                    SweepRun(window: "front", blocks: [0, 1], seed: 0, learningRate: 1e-5, steps: 10, metrics: m(0.9))]
+        let s = SweepSummary(SweepResult(base: base, units: [], runs: runs, steps: 10, learningRates: [1e-5], batch: 8, loss: "omni", windows: ["front": [0, 1]]))
         #expect(s.windows.map(\.layer) == [1, 3, nil])
         #expect(abs(s.windows[0].gain["absence"]!.mean - 0.2) < 1e-12)
         #expect(s.windows[0].gain["absence"]!.low < 0.2 && s.windows[0].gain["absence"]!.high > 0.2)
