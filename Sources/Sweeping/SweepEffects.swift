@@ -105,3 +105,30 @@ public enum SweepEffects {
         }
     }
 }
+
+/// How well a cheap measure predicts training: Spearman rho between its per-block scores and the
+/// sweep's per-block effects at each block's best rate (`SweepEffects.bestRates`), with bootstrap
+/// intervals (over seeds, and over items where the measure has them). A measure "predicts" the sweep
+/// on this model only when the negation rho's interval lies above 0; otherwise the selector reports
+/// it and does not use it.
+public struct MeasureValidity: Codable, Sendable, Equatable {
+    /// "probe.truth.eos", "separation.presence.standardised", "gradient.rgn", "gradient.fisher", ...
+    public var measure: String
+    /// The measure's score of block k at index k (higher = predicted to train better; a measure of
+    /// layers scores block k by the layer it produces, hidden_states[k + 1], unless it says otherwise).
+    public var blockScores: [Double]
+    /// rho against the per-block presence gain, absence gain and negation gain.
+    public var presence: Estimate
+    public var absence: Estimate
+    public var negation: Estimate
+
+    public init(measure: String, blockScores: [Double], presence: Estimate, absence: Estimate, negation: Estimate) {
+        self.measure = measure; self.blockScores = blockScores
+        self.presence = presence; self.absence = absence; self.negation = negation
+    }
+
+    enum CodingKeys: String, CodingKey { case measure, presence, absence, negation, blockScores = "block_scores" }
+
+    /// The negation rho's interval lies above 0.
+    public var predicts: Bool { negation.hasInterval && negation.low > 0 }
+}
