@@ -90,6 +90,7 @@ extension ProbeLayersRequest {
             if s.mode == .thorough { config.useThoroughMode() }
             config.learningRates = s.learningRates ?? (s.mode == .thorough ? SweepDefaults.thoroughLearningRates : SweepDefaults.learningRates)
             config.parallelRuns = s.parallelRuns
+            config.evaluationLimit = s.evaluationLimit
             config.batch = s.batch
             config.seeds = s.seeds
             config.blocks = s.blocks
@@ -114,6 +115,8 @@ extension ProbeLayersRequest {
         public var mode = SweepMode.standard
         /// Runs side by side (`SweepConfig.parallelRuns`).
         public var parallelRuns = SweepDefaults.parallelRuns
+        /// Caption records and queries measured per run (`SweepConfig.evaluationLimit`; nil: all).
+        public var evaluationLimit: Int?
         public var batch = SweepDefaults.batch
         public var seeds = SweepDefaults.seeds
         /// nil: every block.

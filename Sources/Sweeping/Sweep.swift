@@ -360,6 +360,9 @@ public enum Sweep {
               Set(config.learningRates).count == config.learningRates.count else {
             throw SweepError.settings("sweep learning rates: expected at least one positive rate, no repeats; found \(config.learningRates)")
         }
+        if let n = config.evaluationLimit, n < 1 {
+            throw SweepError.settings("sweep evaluation limit: expected at least 1 record, found \(n)")
+        }
         guard config.budgetMultiplier >= 1 else {
             throw SweepError.settings("sweep budget multiplier: expected at least 1, found \(config.budgetMultiplier)")
         }
@@ -410,6 +413,7 @@ public enum Sweep {
             "layer_cache": c.layerCache ? "on" : "off",
             "retrieval": SweepData.retrievalRule,
             "mode": c.mode.rawValue,
+            "eval_limit": c.evaluationLimit.map { "\($0)" } ?? "all",
         ]
         s.merge(fixed) { a, _ in a }
         if c.mode == .thorough {

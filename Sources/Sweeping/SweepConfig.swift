@@ -77,6 +77,10 @@ public struct SweepConfig: Sendable {
     /// Start runs whose lowest trained group is block k > 0 from cached hidden_states[k] (training
     /// captions and evaluation captions alike).
     public var layerCache = true
+    /// Measure on the first N caption records and the first N query records of the evaluation
+    /// split (file order; nil: all of them). The evaluation is most of a run's cost on the built-in
+    /// world (docs/performance.md, "Sweep"); the same items serve every run, so comparisons stay paired.
+    public var evaluationLimit: Int?
     /// Texts or images per forward pass in the evaluation (`negclip evaluate --batch-size`).
     public var evaluationBatchSize = 64
     /// Recorded in the provenance.

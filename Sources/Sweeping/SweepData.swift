@@ -38,6 +38,20 @@ public enum SweepData {
         return records
     }
 
+    /// The first `limit` caption records and the first `limit` query records (other kinds kept), in
+    /// file order; nil: all.
+    static func limited(_ records: [NegationRecord], to limit: Int?) -> [NegationRecord] {
+        guard let limit else { return records }
+        var captions = 0, queries = 0
+        return records.filter { r in
+            switch r {
+            case .caption: captions += 1; return captions <= limit
+            case .query: queries += 1; return queries <= limit
+            default: return true
+            }
+        }
+    }
+
     /// The four sweep metrics of an evaluation; each must have items (a one-line error naming what
     /// the data lacks otherwise).
     static func metrics(_ report: EvaluationReport, file: String) throws -> SweepMetrics {

@@ -190,7 +190,7 @@ final class SweepContext: @unchecked Sendable {
         }
         self.tokenizer = tokenizer
         self.baseParams = baseParams
-        records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
+        records = SweepData.limited(try SweepData.evaluationRecords(config.evalData, split: config.evalSplit), to: config.evaluationLimit)
         set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
         var seqs = Set<[Int32]>()
         for p in set.presence { seqs.insert(p.caption); seqs.insert(p.negated) }

@@ -140,6 +140,7 @@ public enum SweepJobFiles {
             a += ["--mode", c.mode.rawValue, "--budget-multiplier", "\(c.budgetMultiplier)", "--budget-bound", "\(c.budgetCheckBound)"]
             if let u = c.budgetCheckUnits { a += ["--budget-check-units", u.joined(separator: ",")] }
         }
+        if let n = c.evaluationLimit { a += ["--eval-limit", "\(n)"] }
         if c.saveEvery > 0 { a += ["--save-every", "\(c.saveEvery)"] }
         if c.keepCheckpoints { a.append("--keep-checkpoints") }
         if !c.layerCache { a.append("--no-layer-cache") }

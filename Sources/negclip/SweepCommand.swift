@@ -39,6 +39,8 @@ struct SweepCommand: ParsableCommand {
             help: ArgumentHelp("Files to measure on (default: --data and queries.jsonl beside it, if present).", valueName: "file"))
     var evalData: [String] = []
     @Option(name: .customLong("train-split"), help: "Split of --data to fine-tune on.") var trainSplit = "train"
+    @Option(name: .customLong("eval-limit"), help: ArgumentHelp("Measure on the first N caption records and N queries of --eval-split (default: all).", valueName: "N"))
+    var evalLimit: Int?
     @Option(name: .customLong("eval-split"), help: "Split of --eval-data to measure on.") var evalSplit = "val"
     @Option(name: .long, help: ArgumentHelp("Sweep folder (rerun the same command to resume).", valueName: "dir")) var out: String
     @Option(name: .long, help: "Comma-separated seeds (data order); one run per unit, rate and seed.")
@@ -109,6 +111,7 @@ struct SweepCommand: ParsableCommand {
         config.budgetMultiplier = budgetMultiplier; config.budgetCheckBound = budgetBound
         config.budgetCheckUnits = budgetCheckUnits.map { $0.split(separator: ",").map(String.init) }
         config.parallelRuns = parallelRuns
+        config.evaluationLimit = evalLimit
         func onOff(_ v: String?, _ option: String) throws -> Bool? {
             switch v {
             case nil: return nil

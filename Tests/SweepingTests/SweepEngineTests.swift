@@ -123,6 +123,29 @@ import Training
         #expect(r1.runs.map(\.learningRate) == Array(repeating: [1e-3, 1e-3, 5e-3, 5e-3], count: 8).flatMap { $0 })
     }
 
+    /// The evaluation limit keeps the first N caption records and N queries (file order), and is a
+    /// setting (a folder measured on all records refuses it).
+    @Test func evaluationLimitMeasuresTheFirstRecords() throws {
+        let world = try SweepRunTests.world()
+        let all = try SweepData.evaluationRecords([world.appendingPathComponent("captions.jsonl"), world.appendingPathComponent("queries.jsonl")], split: "val")
+        let two = SweepData.limited(all, to: 2)
+        #expect(two.filter { if case .caption = $0 { true } else { false } }.count == 2)
+        #expect(two.filter { if case .query = $0 { true } else { false } }.count == 2)
+        #expect(SweepData.limited(all, to: nil).count == all.count)
+        let firstCaptions = all.filter { if case .caption = $0 { true } else { false } }.prefix(2).map(\.id)
+        #expect(two.filter { if case .caption = $0 { true } else { false } }.map(\.id) == Array(firstCaptions))
+        var c = Self.config(world, out: try Fixtures.tempDir("sweep-limit"))
+        c.blocks = [2]; c.windows = [:]; c.steps = 1; c.seeds = [0]
+        c.evaluationLimit = 2
+        var records = 0
+        _ = try Sweep.run(c) { if case let .prepared(_, _, _, n, _, _, _) = $0 { records = n } }
+        #expect(records == 4)
+        c.evaluationLimit = nil
+        do { _ = try Sweep.run(c); Issue.record("a limited sweep folder accepted all records") } catch {
+            #expect("\(error)".contains("eval_limit"), "\(error)")
+        }
+    }
+
     /// Adaptive seeds: seeds are added one at a time until the rule holds with and without the last.
     @Test func seedsAreAddedUntilStable() throws {
         let world = try SweepRunTests.world()
