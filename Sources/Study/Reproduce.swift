@@ -361,7 +361,7 @@ public enum Reproduce {
     }
 
     static func checkpoint(_ c: ReproduceConfig, _ v: ReproduceVariant, seed: UInt64) -> URL {
-        trainFolder(c, v.folder).appendingPathComponent("runs").appendingPathComponent(Sweep.runFolderName(window: v.unit, seed: seed))
+        trainFolder(c, v.folder).appendingPathComponent("runs").appendingPathComponent(Sweep.runFolderName(window: v.unit, learningRate: c.learningRate, seed: seed))
             .appendingPathComponent("checkpoint-\(c.steps)")
     }
 
@@ -369,7 +369,7 @@ public enum Reproduce {
     static func evalURL(_ c: ReproduceConfig, _ v: ReproduceVariant?, seed: UInt64) -> URL {
         let root = c.out.appendingPathComponent("eval")
         guard let v else { return root.appendingPathComponent("base.json") }
-        return root.appendingPathComponent(v.folder).appendingPathComponent("\(Sweep.runFolderName(window: v.unit, seed: seed)).json")
+        return root.appendingPathComponent(v.folder).appendingPathComponent("\(v.unit).seed-\(seed).json")
     }
 
     /// One Sweep folder: its units, all seeds, checkpoints kept for the evaluation stage.

@@ -38,6 +38,20 @@ public enum SweepData {
         return records
     }
 
+    /// The first `limit` caption records and the first `limit` query records (other kinds kept), in
+    /// file order; nil: all.
+    static func limited(_ records: [NegationRecord], to limit: Int?) -> [NegationRecord] {
+        guard let limit else { return records }
+        var captions = 0, queries = 0
+        return records.filter { r in
+            switch r {
+            case .caption: captions += 1; return captions <= limit
+            case .query: queries += 1; return queries <= limit
+            default: return true
+            }
+        }
+    }
+
     /// The four sweep metrics of an evaluation; each must have items (a one-line error naming what
     /// the data lacks otherwise).
     static func metrics(_ report: EvaluationReport, file: String) throws -> SweepMetrics {
@@ -57,9 +71,11 @@ public enum SweepData {
 
 /// JSON files of the sweep folder: sorted keys, written by rename.
 enum SweepFiles {
-    /// v2: snake_case metrics (retrieval_t2i, retrieval_i2t, learning_rate); `provenance` is the
+    /// v3: a learning-rate grid (run folders `<unit>.lr-<rate>.seed-<s>`, settings `learning_rates`,
+    /// no `seeds`), units with their groups and parameter counts, loss curves, `mode`, the budget
+    /// check; result.json adds `seeds` and `added_seeds`. v2: snake_case metrics; `provenance` is the
     /// shared Provenance record in sweep.json, result.json and every run's result.json.
-    static let format = "negclip.sweep v2"
+    static let format = "negclip.sweep v3"
 
     /// An Encodable value as a JSON object (to nest it beside provenance).
     static func object<T: Encodable>(_ value: T) throws -> Any {

@@ -15,5 +15,6 @@ struct NegclipBench: ParsableCommand {
             TokenizeBench.self,
             TrainBench.self,
             PretrainBench.self,
+            SweepBench.self,
         ])
 }

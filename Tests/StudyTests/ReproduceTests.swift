@@ -91,7 +91,7 @@ import Probing
         #expect(prov.keys.sorted() == Provenance.keys, "results.json provenance is exactly a Provenance record: \(prov.keys.sorted())")
         #expect(r["world_fingerprint"] as? String == "test-world" && prov["seeds"] as? [Int] == [0, 1] && prov["tool_version"] as? String == "0.1.0")
         for file in ["study.json", "timings.json", "layers.json", "probe-layers/report.json", "train/omni-released-selected/sweep.json",
-                     "train/omni-released-selected/result.json", "train/omni-released-selected/runs/selected.seed-0/result.json",
+                     "train/omni-released-selected/result.json", "train/omni-released-selected/runs/selected.lr-2e-3.seed-0/result.json",
                      "train/omni-released-selected/base.json", "eval/base.json", "eval/omni-released-selected/selected.seed-1.json"] {
             let o = try JSONSerialization.jsonObject(with: Data(contentsOf: a.appendingPathComponent(file))) as? [String: Any]
             #expect((o?["provenance"] as? [String: Any])?.keys.sorted() == Provenance.keys, "\(file): provenance")
