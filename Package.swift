@@ -3,7 +3,7 @@
 //
 // Dependency direction (see ../shared/STYLE.md):
 //   C shims <- TensorKernels <- CLIP (+ SafeTensors, BPETokenizer, CLIPImage)
-//   <- HiddenStateStore / NegationData <- Dumping / Training <- Sweeping, Selection <- Probing <- Study
+//   <- HiddenStateStore / NegationData <- Dumping / Training <- Sweeping <- Selection <- Probing <- Study
 //   <- negclip (the only target that prints)
 import PackageDescription
 
@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "Sweeping", dependencies: ["BPETokenizer", "CBLAS", "CLIP", "NegationData", "Provenance", "Training"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The layer selector: probe-layers' report.json -> layers.json (trainable groups and why).
-        .target(name: "Selection", dependencies: ["CLIP", "Provenance"]),
+        .target(name: "Selection", dependencies: ["CLIP", "NegationData", "Provenance", "Sweeping"]),
         // Per-layer measurements of the text encoder (separation, linear probes, cross-validation, the
         // random-weights baseline), their ranking and the probe-layers report.
         .target(name: "Probing", dependencies: ["SeededRandom",
@@ -99,9 +99,9 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["BPETokenizer", "CLIPImage", "CLIP", "CPNG", "SeededRandom", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["TensorKernels", "SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
-        .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "Provenance", "TestSupport"]),
+        .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "NegationData", "Provenance", "Sweeping", "TestSupport"]),
         .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Training", "TestSupport"]),
     ]
 )

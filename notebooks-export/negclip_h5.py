@@ -191,7 +191,9 @@ def open_dump(path, allow_incomplete=False):
 # -- probe-layers.h5 (docs/hdf5-schema.md, "probe-layers.h5") ------------------------------------
 
 PROBE_SCHEMA = "negclip.probe_layers"
-PROBE_SCHEMA_VERSION = 2  # 2: root attribute `tool`, `created_utc`; sweep gains `retrieval_t2i`, `retrieval_i2t`
+PROBE_SCHEMA_VERSION = 3  # 3: sweep runs (loss curves), effects per unit x rate, budget check, /selection
+# 2: root attribute `tool`, `created_utc`; sweep gains `retrieval_t2i`, `retrieval_i2t`
+PROBE_READABLE_VERSIONS = (2, 3)
 
 
 class ProbeLayers(_H5Reader):
@@ -208,9 +210,10 @@ class ProbeLayers(_H5Reader):
         if _text(a.get("schema", "")) != PROBE_SCHEMA:
             self.close()
             raise DumpError(f"{self.path}: root attribute schema is {a.get('schema')!r}, expected {PROBE_SCHEMA!r}")
-        if int(a["schema_version"]) != PROBE_SCHEMA_VERSION:
+        self.version = int(a["schema_version"])
+        if self.version not in PROBE_READABLE_VERSIONS:
             self.close()
-            raise DumpError(f"{self.path}: schema_version {int(a['schema_version'])}, this reader reads only {PROBE_SCHEMA_VERSION}")
+            raise DumpError(f"{self.path}: schema_version {self.version}, this reader reads {PROBE_READABLE_VERSIONS}")
         self.layers = [int(v) for v in self.file["layers/index"][:]]
         self.hooks = list(self.file["layers/hook"].asstr()[:])
 
@@ -235,6 +238,50 @@ class ProbeLayers(_H5Reader):
 
     def combined_score(self):
         return self.file["combined_score"][:]
+
+    # -- the sweep and the selection (version 3) --
+
+    def _effects(self, path):
+        """{"unit": [str], "learning_rate", "steps", "seeds", "within_bound", "on_front": [n],
+        "negation_gain", "presence_gain", "absence_gain", "t2i_change", "i2t_change", "retrieval_drop": [n, 3]}
+        (fractions; (mean, low, high)), or None when absent."""
+        if path not in self.file:
+            return None
+        g = self.file[path]
+        return {k: (list(g[k].asstr()[:]) if g[k].dtype.kind in "OSU" else g[k][:]) for k in g if isinstance(g[k], h5py.Dataset)}
+
+    def sweep_effects(self):
+        """Every unit x learning rate effect of the sweep (`_effects`), or None."""
+        return self._effects("sweep/effects")
+
+    def sweep_runs(self):
+        """{"unit": [str], "seed", "learning_rate", "steps": [run], "losses": [run, step] (NaN past the
+        last step), "metrics": [run, 4] (presence, absence, R@1 t2i, R@1 i2t)}, or None."""
+        return self._effects("sweep/runs")
+
+    def sweep_base(self):
+        return self.file["sweep/base"][:] if "sweep/base" in self.file else None
+
+    def budget_check(self):
+        """{"steps": [B, check], "rho": [3, 3] (presence, absence, negation) x (mean, low, high),
+        "unit": [str], "negation_gain": [unit, 2, 3]}, or None outside thorough mode."""
+        if "sweep/budget_check" not in self.file:
+            return None
+        g = self.file["sweep/budget_check"]
+        return {k: (list(g[k].asstr()[:]) if g[k].dtype.kind in "OSU" else g[k][:]) for k in g if isinstance(g[k], h5py.Dataset)}
+
+    def selection(self):
+        """{"unit", "policy": str, "blocks": [int], "learning_rate", "bound", "wise_alpha": float (NaN: not
+        traced), "pareto_front": effects, "wise": effects + "alpha" or None, "confirmations": effects +
+        "set", "kept", "sum_of_blocks" or None}, or None when no selection was made."""
+        if "selection" not in self.file:
+            return None
+        g = self.file["selection"]
+        return {"unit": _text(g["unit"].asstr()[0]), "policy": _text(g["policy"].asstr()[0]),
+                "blocks": [int(v) for v in g["blocks"][:]], "learning_rate": float(g["learning_rate"][0]),
+                "bound": float(g["bound"][0]), "wise_alpha": float(g["wise_alpha"][0]),
+                "pareto_front": self._effects("selection/pareto_front"), "wise": self._effects("selection/wise"),
+                "confirmations": self._effects("selection/confirmations")}
 
 
 def _walk(group, prefix=""):

@@ -4,7 +4,9 @@
     python plot_layers.py --probe-layers OUT/probe-layers.h5 [--out probe-layers.png]
 
 With --probe-layers: one panel for the separation (trained and random-weights, with intervals) and
-one per probe task (accuracy, random weights, control task, chance and bag-of-words lines).
+one per probe task (accuracy, random weights, control task, chance and bag-of-words lines); when the
+file holds the sweep (schema 3), OUT-sweep.png beside it: the Pareto front of negation gain vs R@1
+drop over every unit x rate, the WiSE-FT curve of the selected set and (thorough) the budget check.
 
 Plots, per stored layer (hidden_states index; 0 = embeddings), the mean cosine similarity between
 each caption and its negation at the end-of-text token (pairs linked by /text/pair_ids, grouped
@@ -115,6 +117,69 @@ def plot_probe_layers(path, out):
         plt.close(fig)
 
 
+def plot_sweep(path, out):
+    """The Pareto front of (R@1 drop, negation gain) over every unit x rate, the WiSE-FT curve of the
+    chosen set and (thorough mode) the budget check, from probe-layers.h5 (schema 3). Returns False
+    when the file has no sweep effects."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from negclip_h5 import open_probe_layers
+
+    with open_probe_layers(path) as r:
+        eff, sel, check = r.sweep_effects(), r.selection(), r.budget_check()
+    if eff is None:
+        return False
+    panels = 1 + (sel is not None and sel["wise"] is not None) + (check is not None and "unit" in check)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5), squeeze=False)
+    ax = axes[0][0]
+    x, y = eff["retrieval_drop"] * 100, eff["negation_gain"] * 100
+    front = eff["on_front"] > 0
+    ax.errorbar(x[~front, 0], y[~front, 0], xerr=[x[~front, 0] - x[~front, 1], x[~front, 2] - x[~front, 0]],
+                yerr=[y[~front, 0] - y[~front, 1], y[~front, 2] - y[~front, 0]], fmt="o", color="0.6", label="unit x rate")
+    order = np.argsort(x[front, 0])
+    ax.errorbar(x[front, 0][order], y[front, 0][order], fmt="o-", color="C0", label="Pareto front")
+    for i in np.where(front)[0]:
+        ax.annotate(f"{eff['unit'][i]} @ {eff['learning_rate'][i]:g}", (x[i, 0], y[i, 0]), fontsize=7)
+    if sel is not None:
+        ax.axvline(sel["bound"] * 100, color="C3", ls="--", label=f"bound {sel['bound'] * 100:.1f} points")
+        ax.set_title(f"selected: {sel['unit']} at lr {sel['learning_rate']:g} ({sel['policy']})")
+    ax.set_xlabel("R@1 drop, larger of t2i and i2t (points)")
+    ax.set_ylabel("negation gain (points)")
+    ax.legend(fontsize=7)
+    k = 1
+    if sel is not None and sel["wise"] is not None:
+        ax = axes[0][k]; k += 1
+        w = sel["wise"]
+        for key, label, color in [("negation_gain", "negation gain", "C2"), ("retrieval_drop", "R@1 drop", "C3")]:
+            v = w[key] * 100
+            ax.plot(w["alpha"], v[:, 0], "o-", color=color, label=label)
+            ax.fill_between(w["alpha"], v[:, 1], v[:, 2], color=color, alpha=0.15)
+        ax.axhline(sel["bound"] * 100, color="C3", ls=":", label="bound")
+        if np.isfinite(sel["wise_alpha"]):
+            ax.axvline(sel["wise_alpha"], color="k", ls="--", label=f"chosen alpha {sel['wise_alpha']:g}")
+        ax.set_xlabel("alpha: (1 - alpha) base + alpha fine-tuned")
+        ax.set_ylabel("points")
+        ax.set_title(f"WiSE-FT of {sel['unit']}")
+        ax.legend(fontsize=7)
+    if check is not None and "unit" in check:
+        ax = axes[0][k]
+        g = check["negation_gain"] * 100
+        ax.errorbar(g[:, 0, 0], g[:, 1, 0], fmt="o", color="C4")
+        for i, u in enumerate(check["unit"]):
+            ax.annotate(u, (g[i, 0, 0], g[i, 1, 0]), fontsize=7)
+        lo, hi = np.nanmin(g[:, :, 0]), np.nanmax(g[:, :, 0])
+        ax.plot([lo, hi], [lo, hi], ":", color="0.5")
+        steps, rho = check["steps"], check["rho"][2]
+        ax.set_xlabel(f"negation gain at {int(steps[0])} steps (points)")
+        ax.set_ylabel(f"negation gain at {int(steps[1])} steps (points)")
+        ax.set_title(f"budget check: rho {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}]")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?", help="HDF5 file written by `negclip dump`")
@@ -123,12 +188,14 @@ def main(argv=None):
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     if args.probe_layers:
+        sweep_out = args.out[:-4] + "-sweep.png" if args.out.endswith(".png") else args.out + "-sweep.png"
         try:
             plot_probe_layers(args.probe_layers, args.out)
+            swept = plot_sweep(args.probe_layers, sweep_out)
         except DumpError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"wrote {args.out}", file=sys.stderr)
+        print(f"wrote {args.out}" + (f" and {sweep_out}" if swept else ""), file=sys.stderr)
         return 0
     if not args.dump:
         p.error("give a dump file or --probe-layers FILE")

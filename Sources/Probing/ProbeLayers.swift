@@ -3,6 +3,7 @@ import Foundation
 import HiddenStateStore
 import NegationData
 import Provenance
+import Selection
 import Sweeping
 
 /// Progress of `ProbeLayers.run`, for the caller to show (the library never prints).
@@ -59,8 +60,13 @@ public struct ProbeResult: Codable, Sendable {
     }
 }
 
-/// The sweep as the report shows it: per window, the gain over the base model of each metric with
-/// a t interval over seeds (the point alone with one seed).
+/// The sweep as the report shows it: per unit at its own best rate (`SweepEffects.bestRates` under
+/// the default bound), the gain over the base model of each metric with a t interval over seeds (the
+/// point alone with one seed); beside it the selector's evidence under `SweepEvidence`'s keys (every
+/// unit x rate effect, the units with the parameters each trained, the rate grid, the mode) and the
+/// budget check, so `negclip select-layers` re-selects from report.json. The runs themselves (loss
+/// curves) go to probe-layers.h5, not report.json. The evidence keys are optional only so that v2
+/// reports still decode.
 public struct SweepSummary: Codable, Sendable {
     public struct Window: Codable, Sendable {
         public var window: String
@@ -73,6 +79,19 @@ public struct SweepSummary: Codable, Sendable {
     public var windows: [Window]
     public var base: SweepMetrics
     public var settings: [String: String]
+    public var units: [SweepUnit]?
+    public var effects: [UnitEffect]?
+    public var steps: Int?
+    public var learningRates: [Double]?
+    public var mode: String?
+    public var budgetCheck: BudgetCheck?
+    /// Every run (not in report.json; probe-layers.h5 stores their loss curves).
+    public var runs: [SweepRun] = []
+
+    enum CodingKeys: String, CodingKey {
+        case windows, base, settings, units, effects, steps, mode
+        case learningRates = "learning_rates", budgetCheck = "budget_check"
+    }
 
     public static let metrics = ["presence", "absence", "retrieval_t2i", "retrieval_i2t"]
 
@@ -87,21 +106,20 @@ public struct SweepSummary: Codable, Sendable {
 
     public init(_ r: SweepResult) {
         base = r.base
-        settings = ["steps": "\(r.steps)", "learning_rate": "\(r.learningRates[0])", "batch": "\(r.batch)", "loss": r.loss]
-        var order: [String] = []
-        var byWindow: [String: [SweepRun]] = [:]
-        for run in r.runs {
-            if byWindow[run.window] == nil { order.append(run.window) }
-            byWindow[run.window, default: []].append(run)
-        }
-        windows = order.map { name in
-            let runs = byWindow[name]!
+        settings = ["steps": "\(r.steps)", "learning_rates": r.learningRates.map { String(format: "%g", $0) }.joined(separator: ","),
+                    "batch": "\(r.batch)", "loss": r.loss, "mode": r.mode]
+        let all = SweepEffects.all(r)
+        units = r.units; effects = all; steps = r.steps; learningRates = r.learningRates; mode = r.mode
+        budgetCheck = r.budgetCheck; runs = r.runs
+        // each unit at its own best rate (the rate the report's per-unit gains and rankings use)
+        let best = SweepEffects.bestRates(all)
+        windows = best.map { e in
+            let runs = r.runs.filter { $0.window == e.unit && $0.learningRate == e.learningRate && $0.steps == e.steps }
             var gain: [String: Estimate] = [:]
             for m in Self.metrics {
                 gain[m] = Estimate.overSeeds(runs.map { Self.value($0.metrics, m) - Self.value(r.base, m) })
             }
-            let blocks = runs[0].blocks
-            return Window(window: name, blocks: blocks, layer: blocks.count == 1 ? TextLayers.layer(producedBy: blocks[0]) : nil,
+            return Window(window: e.unit, blocks: e.blocks, layer: e.blocks.count == 1 && e.unit == "block.\(e.blocks[0])" ? TextLayers.layer(producedBy: e.blocks[0]) : nil,
                           seeds: runs.count, gain: gain)
         }
     }
@@ -154,10 +172,20 @@ public struct ProbeLayersResult: Codable, Sendable {
     public var format = ProbeLayersResult.format
     /// Seconds per stage (also what `negclip-bench probe` reports).
     public var timings: [String: Double]
+    /// Predictive validity of each cheap measure (Spearman rho of its block scores with the sweep's
+    /// best-rate gains), filled by the predictive-validity step and passed to the selector; a
+    /// measure decides nothing unless `MeasureValidity.predicts`. Stored optional so v2 reports decode.
+    public var predictiveValidity: [MeasureValidity]?
+    public var validity: [MeasureValidity] { get { predictiveValidity ?? [] } set { predictiveValidity = newValue } }
+    /// The layer selection (layers.json's content) made from the sweep's training effects; nil when
+    /// none was made, and then `selection_note` says why.
+    public var selection: LayerSelection?
+    public var selectionNote: String?
 
     enum CodingKeys: String, CodingKey {
-        case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings
+        case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings, selection
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
+        case predictiveValidity = "predictive_validity", selectionNote = "selection_note"
     }
 }
 

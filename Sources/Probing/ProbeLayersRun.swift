@@ -53,8 +53,16 @@ public struct ProbeLayersRequest: Sendable {
     public var batchSize = 64
     /// The partial fine-tuning sweep to run first (its folder resumes); nil = no sweep.
     public var sweep: SweepConfig?
-    /// A layer-selection policy applied to report.json afterwards (OUT/layers.json); nil = none.
-    public var select: SelectionPolicy?
+    /// The layer-selection policy applied to the sweep's training effects (OUT/layers.json, and the
+    /// report's "selection"); nil = no selection. Default pareto, with the WiSE-FT curve of the
+    /// chosen set when a trainer is given.
+    public var select: SelectionPolicy? = .pareto
+    /// The bound, extras and WiSE-FT α grid of the selection.
+    public var selection = SelectionOptions()
+    /// Adaptive seeds: after the sweep, add one seed at a time (rerunning the sweep, which resumes)
+    /// until the selected unit is unchanged by the added seed, with at most this many seeds in all;
+    /// nil = off.
+    public var adaptiveSeedsCap: Int?
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -151,6 +159,7 @@ public enum ProbeLayersRun {
     /// Dump (records mode) or read (dump mode), encode the random-weights network, measure, and
     /// write the report into `request.out`.
     public static func run(_ request: ProbeLayersRequest, sweep given: SweepResult? = nil,
+                           trainer makeTrainer: ((SweepConfig) throws -> UnitTrainer)? = nil,
                            progress: (ProbeProgress) -> Void) throws -> ProbeLayersResult {
         var timings: [String: Double] = [:]
         let fm = FileManager.default
@@ -234,10 +243,22 @@ public enum ProbeLayersRun {
         if sweep == nil, let config = request.sweep {
             t0 = Date()
             progress(.stage("sweep"))
-            sweep = try Sweep.run(config) { p in
-                if case let .step(index, total, step, steps, _, _, _) = p {
-                    progress(.step(stage: "sweep", done: index * steps + step, total: total * steps))
+            func runSweep(_ c: SweepConfig) throws -> SweepResult {
+                try Sweep.run(c) { p in
+                    if case let .step(index, total, step, steps, _, _, _) = p {
+                        progress(.step(stage: "sweep", done: index * steps + step, total: total * steps))
+                    }
                 }
+            }
+            if let cap = request.adaptiveSeedsCap, let policy = request.select {
+                sweep = try AdaptiveSeeds.run(config, cap: cap, sweep: runSweep) { r in
+                    // the unit pareto / top-k / ... would choose from this many seeds (no training)
+                    (try? LayerSelector.select(SweepEvidence(r), policy: policy.needsTraining ? .pareto : policy,
+                                               options: .init(bound: request.selection.bound, wiseAlphas: []),
+                                               textBlocks: Int.max / 2, provenance: Provenance(commandLine: "")))?.blocks
+                }
+            } else {
+                sweep = try runSweep(config)
             }
             timings["sweep"] = Date().timeIntervalSince(t0)
         }
@@ -252,14 +273,85 @@ public enum ProbeLayersRun {
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
+        if let policy = request.select {
+            t0 = Date()
+            progress(.stage("select"))
+            select(&result, policy: policy, request: request, sweep: sweep, makeTrainer: makeTrainer, progress: progress)
+            timings["select"] = Date().timeIntervalSince(t0)
+            result.timings["select"] = timings["select"]
+        }
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)
         result.timings["report"] = Date().timeIntervalSince(t0)
-        if let policy = request.select {
-            progress(.stage("select"))
-            try LayerSelector.select(reportAt: request.out.appendingPathComponent("report.json"), policy: policy,
-                                     commandLine: request.commandLine).write(to: request.out.appendingPathComponent("layers.json"))
+        if var selection = result.selection {
+            let report = request.out.appendingPathComponent("report.json")
+            selection.report["path"] = report.path
+            selection.report["sha256"] = try SHA256Hasher.hex(fileAt: report)
+            try selection.write(to: request.out.appendingPathComponent("layers.json"))
+        }
+        return result
+    }
+
+    /// The selection from the sweep's effects into `result.selection` (or, when there is nothing to
+    /// select from or nothing within the bound, the reason into `result.selectionNote`). A trainer
+    /// (from `makeTrainer` and the sweep's config) confirms greedy's sets and traces WiSE-FT.
+    static func select(_ result: inout ProbeLayersResult, policy: SelectionPolicy, request: ProbeLayersRequest, sweep: SweepResult?,
+                       makeTrainer: ((SweepConfig) throws -> UnitTrainer)?, progress: (ProbeProgress) -> Void) {
+        guard let sweep, !sweep.runs.isEmpty else {
+            result.selectionNote = "no selection: it reads the sweep's training effects and this run has no sweep"
+            return
+        }
+        var options = request.selection
+        var trainer: UnitTrainer?
+        var note: String?
+        do {
+            if policy.needsTraining || !options.wiseAlphas.isEmpty {
+                if let makeTrainer, let config = request.sweep { trainer = try makeTrainer(config) }
+                else if !options.wiseAlphas.isEmpty {
+                    options.wiseAlphas = []
+                    note = makeTrainer == nil ? "WiSE-FT not traced: this build has no sweep trainer (SweepTrainer)" : "WiSE-FT not traced: the sweep was collected, not run here (no training data configured)"
+                }
+            }
+            let p = result.provenance
+            let prov = Provenance(commandLine: request.commandLine, seeds: sweep.seeds, model: p.model, modelSHA256: p.modelSHA256,
+                                  data: p.data, dataSHA256: p.dataSHA256, layerDefinition: TextLayers.definition)
+            var report: [String: String] = ["model_config_sha256": result.inputs.modelConfigSHA256, "command_line": request.commandLine,
+                                            "tool_version": request.toolVersion]
+            if let split = result.inputs.split { report["split"] = split }
+            var selection = try LayerSelector.select(
+                SweepEvidence(sweep), policy: policy, options: options, validity: result.validity, trainer: trainer,
+                textBlocks: result.layers.count - 1, provenance: prov, report: report) { p in
+                switch p {
+                case let .confirming(blocks, index, total): progress(.stage("select: confirming blocks \(blocks.map(String.init).joined(separator: ",")) (\(index)/\(total))"))
+                case let .wise(unit, alphas): progress(.stage("select: WiSE-FT of \(unit) at alpha \(alphas.map { String(format: "%g", $0) }.joined(separator: ", "))"))
+                case .confirmed, .wiseTraced: break
+                }
+            }
+            if let note, selection.why.wiseNote == nil { selection.why.wiseNote = note }
+            result.selection = selection
+        } catch {
+            result.selectionNote = "no selection: \(error)"
+        }
+    }
+}
+
+/// Adaptive seeds: the sweep reruns with one more seed until the selected set is unchanged by the
+/// added seed (the stability rule), or `cap` seeds are reached.
+public enum AdaptiveSeeds {
+    /// `sweep` runs the config (it resumes: runs already done are reused); `selected` gives the
+    /// blocks the policy picks from a result (nil: nothing selectable yet).
+    public static func run(_ config: SweepConfig, cap: Int, sweep: (SweepConfig) throws -> SweepResult,
+                           selected: (SweepResult) -> [Int]?) throws -> SweepResult {
+        var c = config
+        var result = try sweep(c)
+        var previous = selected(result)
+        while c.seeds.count < cap {
+            c.seeds.append((c.seeds.max() ?? 0) + 1)
+            result = try sweep(c)
+            let now = selected(result)
+            if now != nil && now == previous { break }
+            previous = now
         }
         return result
     }

@@ -9,8 +9,9 @@ import Provenance
 /// renamed into place.
 public enum ProbeReport {
     public static let h5Schema = "negclip.probe_layers"
-    /// 2: `tool` beside `tool_version` ("0.1.0"), `created_utc`.
-    public static let h5SchemaVersion: Int64 = 2
+    /// 2: `tool` beside `tool_version` ("0.1.0"), `created_utc`. 3: the sweep's runs (loss curves),
+    /// effects per unit x rate, budget check, and /selection (Pareto front, WiSE-FT curve, confirmations).
+    public static let h5SchemaVersion: Int64 = 3
 
     /// JSON with sorted keys; NaN (a layer a task skips, an interval of one value) becomes null.
     public static func json(_ result: ProbeLayersResult) throws -> Data {
@@ -59,6 +60,7 @@ public enum ProbeReport {
                 columns: sw.windows.map(\.window),
                 values: SweepSummary.metrics.map { m in sw.windows.map { $0.gain[m]?.mean ?? .nan } })))
         }
+        out += sweepPlots(r)
         return out
     }
 
@@ -73,6 +75,7 @@ public enum ProbeReport {
         md += ".\n\nCommand: `\(r.provenance.commandLine)`\n\n"
         md += "**Layers.** \(r.provenance.layerDefinition ?? TextLayers.definition) \(r.inputs.rows)\n\n"
         md += "**Intervals.** Probe accuracies: each item's out-of-fold correctness averaged over the seeds \(r.settings.seeds) of a \(r.settings.folds)-fold cross-validation grouped by pair id (a caption and its negations are never on both sides), then a percentile bootstrap over pairs (\(r.settings.bootstrapResamples) resamples) for the 95% interval; gains are paired (the per-item difference is bootstrapped). Separation: bootstrap over pairs. Sweep: t interval over seeds. Probe: multinomial (binomial for 2 classes) logistic regression, L2 with C = \(r.settings.C), features standardised on the training fold.\n\n"
+        md += evidenceSection(r)
         md += "## Rankings (hidden_states indices, best first)\n\n| measurement | ranking | rule |\n|---|---|---|\n"
         for key in r.rankings.keys.sorted() {
             let rule = r.rankingRules[String(key.split(separator: ".").first ?? "")] ?? ""
@@ -103,18 +106,7 @@ public enum ProbeReport {
             md += "\n"
             if plotFiles.contains("probe-\(p.task.name).svg") { md += "![\(p.task.name)](probe-\(p.task.name).svg)\n\n" }
         }
-        md += "## Partial fine-tuning sweep\n\n"
-        if let sw = r.sweep {
-            md += "Base model: presence \(fmt(sw.base.presence)), absence \(fmt(sw.base.absence)), R@1 t2i \(fmt(sw.base.retrievalT2I)), i2t \(fmt(sw.base.retrievalI2T)). Settings: \(sw.settings.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")). A single-block run is reported at the layer its block produces (**Layers** above).\n\n"
-            md += "| window | blocks | layer | seeds | " + SweepSummary.metrics.map { "gain \($0)" }.joined(separator: " | ") + " |\n|---|---|---|---|" + SweepSummary.metrics.map { _ in "---|" }.joined() + "\n"
-            for w in sw.windows {
-                md += "| \(w.window) | \(w.blocks.map(String.init).joined(separator: ",")) | \(w.layer.map(String.init) ?? "-") | \(w.seeds) | " + SweepSummary.metrics.map { fmt(w.gain[$0] ?? .missing) }.joined(separator: " | ") + " |\n"
-            }
-            md += "\n"
-            if plotFiles.contains("sweep-heatmap.svg") { md += "![sweep](sweep-heatmap.svg)\n\n" }
-        } else {
-            md += "Not run (`--no-sweep`, or no sweep result).\n\n"
-        }
+        md += sweepSection(r, plotFiles: plotFiles)
         md += "## Timings (s)\n\n" + r.timings.sorted { $0.key < $1.key }.map { "- \($0.key): \(String(format: "%.2f", $0.value))" }.joined(separator: "\n") + "\n"
         return md
     }
@@ -220,6 +212,7 @@ public enum ProbeReport {
                             shape: [sw.windows.count, 3], axes: "window,bound")
             }
         }
+        try writeSweepH5(r, w)
         try w.finish()
     }
 
@@ -239,7 +232,8 @@ public enum ProbeReport {
 
     /// A few lines for stdout: the combined ranking and each measurement's best layer.
     public static func summary(_ r: ProbeLayersResult) -> String {
-        var s = "combined ranking (best first): \(r.rankings["combined"]?.map(String.init).joined(separator: " ") ?? "-")\n"
+        var s = selectionSummary(r)
+        s += "combined ranking (best first): \(r.rankings["combined"]?.map(String.init).joined(separator: " ") ?? "-")\n"
         for key in r.rankings.keys.sorted() where key != "combined" {
             if let best = r.rankings[key]?.first { s += "\(key): best layer \(best) (\(r.layers[best].hook))\n" }
         }

@@ -319,7 +319,7 @@ enum ReproduceResults {
         return StudyResults(
             provenance: provenance, worldFingerprint: c.worldFingerprint, dataSHA256ByFile: dataSHA, settings: settings,
             selection: .init(groups: selection.groups, policy: selection.policy.name, k: selection.policy.k, extras: selection.policy.extras,
-                             summary: selection.why.summary, chosenLayers: selection.why.chosen.map(\.layer)),
+                             summary: selection.why.summary, chosenLayers: selection.blocks.map(TextLayers.layer(producedBy:))),
             metrics: metrics, base: baseRow, rows: rows, paired: paired, hinge: hinge, frontLayers: front, budgetNote: c.budgetNote,
             intervalRule: "rows: mean over seeds with a two-sided 95% Student t interval (n = seeds, exact t quantile; one seed: no interval); base: item bootstrap 95% interval (n = items); paired seed_interval: per-seed differences on the same test items, t interval; paired item_bootstrap: the items of all seeds pooled in pairs, percentile bootstrap (n = pairs)")
     }

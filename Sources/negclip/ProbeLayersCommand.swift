@@ -19,7 +19,11 @@ struct ProbeLayersCommand: ParsableCommand {
         (labels from /text/labels; --data joins the records by item id for the other tasks).
         Probe tasks are the YAML/JSON files of --tasks (default probes/). Baselines: chance, bag of
         words, and the same architecture with random weights (--random-seed; --no-random skips it).
-        Writes report.md, report.html, report.json, SVG plots and probe-layers.h5 into --out.
+        The sweep (--sweep-*) fine-tunes each unit (every block, the windows) alone over seeds; the
+        selection (--policy, default pareto) chooses, from those measured effects, the unit with the
+        largest negation gain whose R@1 drop stays within --bound by its interval, and traces the
+        WiSE-FT curve of the chosen set (OUT/layers.json, for negclip train --layers).
+        Writes report.md, report.html, report.json, SVG plots, probe-layers.h5 and layers.json into --out.
         """)
 
     @Option(help: ArgumentHelp("HF CLIP checkpoint folder (default: the built-in model).", valueName: "dir")) var model: String?
@@ -43,12 +47,27 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(name: .customLong("sweep-steps"), help: "Optimizer steps per sweep run.") var sweepSteps = SweepDefaults.steps
     @Option(name: .customLong("sweep-lr"), help: "Peak AdamW learning rate of every sweep run.") var sweepLR = SweepDefaults.learningRate
     @Option(name: .customLong("sweep-batch"), help: "Items per stage per step of every sweep run.") var sweepBatch = SweepDefaults.batch
-    @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated.", valueName: "list")) var sweepSeeds: String = "0,1"
+    @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated (default: \(SweepDefaults.seeds.map(String.init).joined(separator: ","))).", valueName: "list"))
+    var sweepSeeds: String = SweepDefaults.seeds.map(String.init).joined(separator: ",")
+    @Option(name: .customLong("sweep-rates"), help: ArgumentHelp("Learning-rate grid every sweep unit runs, comma-separated (each unit is compared at its own best rate).", valueName: "list"))
+    var sweepRates: String?
+    @Flag(help: "Thorough sweep: the wider rate grid and the budget check (ranking at B vs 4B steps); negclip reproduce always uses it.")
+    var thorough = false
+    @Option(name: .customLong("adaptive-seeds"), help: ArgumentHelp("Add sweep seeds one at a time until the selected unit is unchanged by the added seed, up to N seeds in all.", valueName: "N"))
+    var adaptiveSeeds: Int?
     @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
     var sweepBlocks: String?
-    @Option(help: ArgumentHelp("Also choose layers: top-k | front-contiguous | threshold (writes OUT/layers.json, as negclip select-layers).", valueName: "policy"))
-    var select: String?
-    @Option(name: .customLong("select-k"), help: "k of top-k / front-contiguous.") var selectK: Int?
+    @Option(help: ArgumentHelp("Layer selection from the sweep's training effects (OUT/layers.json): pareto (default) | greedy (confirms each set by training it) | top-k | front-contiguous | threshold.", valueName: "policy"))
+    var policy: String?
+    @Option(name: .customLong("select"), help: .hidden) var select: String?
+    @Option(name: .customLong("k"), help: "k of greedy (confirmations) / top-k / front-contiguous (default 3).") var k: Int?
+    @Option(name: .customLong("select-k"), help: .hidden) var selectK: Int?
+    @Option(help: "Minimum best-rate negation gain of --policy threshold (fraction; default 0.05).") var threshold: Double?
+    @Option(help: "Largest R@1 drop the selection allows, a fraction applied to its interval over seeds (default 0.02 = 2 points).")
+    var bound = SweepEffects.defaultBound
+    @Option(help: "none | released | a comma list of groups layers.json trains beside the chosen blocks.") var extras = "none"
+    @Flag(help: "Do not trace the WiSE-FT curve of the chosen set.") var noWise = false
+    @Flag(help: "Do not select layers (no layers.json).") var noSelect = false
     @Option(help: ArgumentHelp("Do not run the sweep: write its runs as scheduler jobs into this folder (jobs.txt, slurm.sbatch, kubernetes-job.yaml, plan.json); docs/scale.md.", valueName: "dir"))
     var plan: String?
     @Option(help: ArgumentHelp("Build the report in a --plan folder from its jobs' outputs (every setting comes from DIR/plan.json).", valueName: "dir"))
@@ -61,7 +80,13 @@ struct ProbeLayersCommand: ParsableCommand {
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
         if let sweepBlocks { _ = try TextLayers.parseList(sweepBlocks, of: .block, option: "--sweep-blocks") }
-        if let select { _ = try SelectionPolicy(name: select, k: selectK) }
+        if select != nil && policy != nil { throw ValidationError("--select is the old name of --policy; give one") }
+        if k != nil && selectK != nil { throw ValidationError("--select-k is the old name of --k; give one") }
+        if noSelect && (policy != nil || select != nil) { throw ValidationError("--no-select and --policy: one or the other") }
+        _ = try selectionPolicy()
+        if !(bound.isFinite && bound >= 0) { throw ValidationError("--bound: expected a fraction >= 0 (0.02 = 2 points), found \(bound)") }
+        if let n = adaptiveSeeds, n < (parsedSweepSeeds?.count ?? 1) { throw ValidationError("--adaptive-seeds \(n): expected at least the \(parsedSweepSeeds?.count ?? 1) --sweep-seeds") }
+        if let sweepRates, parsedRates(sweepRates) == nil { throw ValidationError("--sweep-rates: expected comma-separated positive learning rates like 1e-4,5e-4,2e-3, found \"\(sweepRates)\"") }
         if plan != nil && collect != nil { throw ValidationError("--plan and --collect: one at a time (plan, run the jobs, then collect)") }
         if (plan != nil || collect != nil) && out != nil { throw ValidationError("--out: the report of --plan/--collect DIR goes into DIR") }
         if plan != nil && !sweep { throw ValidationError("--plan writes the sweep's jobs; drop --no-sweep") }
@@ -70,6 +95,17 @@ struct ProbeLayersCommand: ParsableCommand {
     var parsedSweepSeeds: [UInt64]? {
         let parts = sweepSeeds.split(separator: ",").map { UInt64($0.trimmingCharacters(in: .whitespaces)) }
         return parts.isEmpty || parts.contains(nil) ? nil : parts.map { $0! }
+    }
+
+    func parsedRates(_ list: String) -> [Double]? {
+        let parts = list.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        return parts.isEmpty || parts.contains(where: { $0 == nil || !($0! > 0) || !$0!.isFinite }) ? nil : parts.map { $0! }
+    }
+
+    /// The selection policy of --policy (or its old name --select), pareto by default; nil with --no-select.
+    func selectionPolicy() throws -> SelectionPolicy? {
+        if noSelect { return nil }
+        return try SelectionPolicy(name: policy ?? select ?? "pareto", k: k ?? selectK, threshold: threshold)
     }
 
     var parsedSeeds: [UInt64]? {
@@ -146,7 +182,15 @@ struct ProbeLayersCommand: ParsableCommand {
         }
         request.dump = dump.map { URL(fileURLWithPath: $0) }
         request.batchSize = batch
-        request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
+        request.select = try selectionPolicy()
+        request.selection = SelectionOptions(bound: bound, extras: try SelectionExtras(parsing: extras, layers: Int.max / 2),
+                                             wiseAlphas: noWise ? [] : SelectionOptions.defaultWiseAlphas)
+        request.adaptiveSeedsCap = adaptiveSeeds
+        // The rate grid and the thorough mode are SweepConfig settings of the sweep engine
+        // (`learningRates`, `mode`); this build's SweepConfig has one rate.
+        if thorough || sweepRates != nil {
+            throw ValidationError("--thorough / --sweep-rates: this build's sweep runs one learning rate (--sweep-lr); the rate grid and the budget check come with the sweep engine's SweepConfig.learningRates / mode")
+        }
         return request
     }
 
@@ -157,7 +201,10 @@ struct ProbeLayersCommand: ParsableCommand {
         let line = ProgressLine(label: "probe-layers")
         var stageStart = Date()
         var currentStage = ""
-        let result = try ProbeLayersRun.run(request, sweep: given) { p in
+        // The trainer of greedy's confirmations and the WiSE-FT curve is the sweep engine's
+        // `SweepTrainer` on the sweep's config (`trainer: { try SweepTrainer($0) }`); this build has
+        // none, so greedy stops with one line and WiSE-FT is reported as not traced.
+        let result = try ProbeLayersRun.run(request, sweep: given, trainer: nil) { p in
             switch p {
             case .stage(let s):
                 line.finish()
@@ -170,7 +217,7 @@ struct ProbeLayersCommand: ParsableCommand {
         }
         line.finish()
         print(ProbeReport.summary(result), terminator: "")
-        if select != nil { print("wrote \(out)/layers.json (negclip train --layers \(out)/layers.json)") }
+        if result.selection != nil { print("wrote \(out)/layers.json (negclip train --layers \(out)/layers.json)") }
         print("wrote \(out)/report.md, report.html, report.json, probe-layers.h5 in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
     }
 }

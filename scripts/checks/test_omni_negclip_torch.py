@@ -1,8 +1,8 @@
 """scripts/peers/omni_negclip_torch.py (PyTorch, DDP under torchrun) against `negclip train`.
 
 On a tiny synthetic world (`negclip make-world --size 12`: 10 train items with presence and absence
-rewrites) from Tests/Fixtures/tiny-clip, with a layers.json made by `negclip select-layers` (layer 2 ->
-block.1, plus the released extras embeddings, final_ln, projection, logit_scale; blocks 0 and 2 frozen):
+rewrites) from Tests/Fixtures/tiny-clip, with a layers.json made by `negclip select-layers` (block.1, the
+sweep's best measured block, plus the released extras embeddings, final_ln, projection, logit_scale; blocks 0 and 2 frozen):
 - `torchrun --nproc_per_node 2` (gloo, global batch 4 = 2 per process, 10 steps = 5 epochs of the
   seeded order, gradient clipping active) gives negclip train's loss and every loss part at each step
   within 1e-4 relative, and the same parameters after them within 1e-5 (every tensor of both
@@ -101,12 +101,22 @@ def world(tmp_path_factory):
     negclip("make-world", "--size", "12", "--image-size", "32", "--out", d / "world")
     import hashlib
     sha = hashlib.sha256(open(os.path.join(TINY, "model.safetensors"), "rb").read()).hexdigest()
-    # a report.json in probe-layers' shape for the 3-block tower: layer 2 ranks first
+    # a report.json in probe-layers' shape for the 3-block tower whose sweep measured block.1 best
+    def est(m):
+        return {"mean": m, "low": m - 0.01, "high": m + 0.01, "n": 2}
+
+    def effect(k, gain):
+        return {"unit": f"block.{k}", "blocks": [k], "learning_rate": 5e-4, "steps": 2, "seeds": [0, 1],
+                "presence_gain": est(gain), "absence_gain": est(gain), "negation_gain": est(gain),
+                "t2i_change": est(0.0), "i2t_change": est(0.0), "retrieval_drop": est(0.0)}
+    sweep = {"base": {"presence": 0.5, "absence": 0.3, "retrieval_t2i": 0.6, "retrieval_i2t": 0.3},
+             "units": [{"name": f"block.{k}", "blocks": [k], "groups": [f"block.{k}"], "parameter_count": 1} for k in range(3)],
+             "effects": [effect(0, 0.02), effect(1, 0.09), effect(2, 0.04)], "steps": 2, "learning_rates": [5e-4], "mode": "default"}
     report = {"layers": [{"index": l, "name": f"hidden_states[{l}]", "hook": f"h{l}"} for l in range(4)],
-              "rankings": {"combined": [2, 0, 3, 1]}, "combined_score": [0.7, 0.1, 0.9, 0.4],
-              "provenance": {"model_sha256": sha, "data_sha256": "test"}}
+              "sweep": sweep, "provenance": {"model_sha256": sha, "data_sha256": "test"}}
     (d / "report.json").write_text(json.dumps(report))
-    negclip("select-layers", "--report", d / "report.json", "--policy", "top-k", "--k", "1", "--out", d / "layers.json")
+    negclip("select-layers", "--report", d / "report.json", "--policy", "top-k", "--k", "1", "--extras", "released",
+            "--out", d / "layers.json")
     layers = json.loads((d / "layers.json").read_text())
     assert layers["groups"] == ["embeddings", "block.1", "final_ln", "projection", "logit_scale"]
     return d

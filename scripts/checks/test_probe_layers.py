@@ -240,7 +240,7 @@ def test_report_files_agree():
     md = (out / "report.md").read_text()
     with h5py.File(out / "probe-layers.h5", "r") as f:
         assert f.attrs["schema"] == "negclip.probe_layers"
-        assert int(f.attrs["schema_version"]) == 2
+        assert int(f.attrs["schema_version"]) == 3
         assert f.attrs["tool"] == "negclip" and f.attrs["tool_version"] == "0.1.0"
         assert list(f["layers/hook"].asstr()[:]) == [l["hook"] for l in report["layers"]]
         np.testing.assert_allclose(f["combined_score"][:], report["combined_score"], rtol=0, atol=1e-12)
@@ -299,15 +299,20 @@ def test_notebooks_export_reads_probe_layers_h5():
 
 
 def test_sweep_heat_map_and_layers_json_round_trip_into_train():
-    """probe-layers with the sweep on (a short one) and --select: the sweep rankings map block k to
-    layer k+1, the heat map renders, and layers.json drives `negclip train --layers`."""
+    """probe-layers with the sweep on (a short one) and --policy top-k: the sweep rankings map block k
+    to layer k+1, the heat map and the Pareto front render, layers.json holds the blocks with the
+    largest measured negation gains, probe-layers.h5 keeps the effects, runs and selection, the
+    notebooks-export reader plots them, and layers.json drives `negclip train --layers`."""
     import cairosvg  # installed by scripts/python_checks.sh
+    sys.path.insert(0, str(ROOT / "notebooks-export"))
+    import negclip_h5
+    import plot_layers
 
     out = _workdir() / "report-sweep"
     _run([_bin("negclip"), "probe-layers", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data",
           _world() / "captions.jsonl", "--out", out, "--tasks", ROOT / "probes", "--task", "truth",
           "--seeds", "0", "--folds", "3", "--bootstrap", "100", "--sweep-steps", "2", "--sweep-seeds", "0",
-          "--select", "top-k", "--select-k", "2"])
+          "--policy", "top-k", "--k", "2", "--bound", "1"])
     report = json.loads((out / "report.json").read_text())
     n = len(report["layers"])
     windows = {w["window"]: w for w in report["sweep"]["windows"]}
@@ -318,14 +323,30 @@ def test_sweep_heat_map_and_layers_json_round_trip_into_train():
     assert report["rankings"]["sweep.absence"][0] in {l for l, g in gains.items() if g == best}
     assert report["rankings"]["sweep.absence"][-1] == 0 or 0 not in gains
     assert "sweep.absence" in report["combined_of"] and "sweep.presence" in report["combined_of"]
+    effects = report["sweep"]["effects"]
     with h5py.File(out / "probe-layers.h5", "r") as f:
         assert list(f["sweep/window"].asstr()[:]) == [w["window"] for w in report["sweep"]["windows"]]
-    png = cairosvg.svg2png(url=str(out / "sweep-heatmap.svg"))
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert list(f["sweep/effects/unit"].asstr()[:]) == [e["unit"] for e in effects]
+        np.testing.assert_allclose(f["sweep/effects/negation_gain"][:, 0], [e["negation_gain"]["mean"] for e in effects], rtol=0, atol=1e-12)
+        # one loss curve per run (unit x rate x seed); NaN past a run's recorded steps
+        assert f["sweep/runs/losses"].shape[0] == sum(len(e["seeds"]) for e in effects)
+        assert f["sweep/runs/metrics"].shape == (sum(len(e["seeds"]) for e in effects), 4)
+        assert list(f["selection/blocks"][:]) == report["selection"]["blocks"]
+    for svg in ["sweep-heatmap.svg", "pareto.svg"]:
+        png = cairosvg.svg2png(url=str(out / svg))
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with negclip_h5.open_probe_layers(out / "probe-layers.h5") as r:
+        sel = r.selection()
+        assert sel["policy"] == "top-k" and sel["blocks"] == report["selection"]["blocks"]
+        assert r.sweep_effects()["on_front"].sum() >= 1
+    assert plot_layers.plot_sweep(out / "probe-layers.h5", str(out / "sweep.png"))
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     layers = json.loads((out / "layers.json").read_text())
-    top = report["rankings"]["combined"][:2]
-    want = {"embeddings" if l == 0 else f"block.{l - 1}" for l in top}
-    assert want <= set(layers["groups"]), (want, layers["groups"])
+    assert layers["format"] == "negclip.layers v3" and layers["policy"]["name"] == "top-k"
+    singles = {e["blocks"][0]: e["negation_gain"]["mean"] for e in effects if e["unit"] == f"block.{e['blocks'][0]}"}
+    chosen = layers["blocks"]
+    assert len(chosen) == 2 and min(singles[b] for b in chosen) >= max(g for b, g in singles.items() if b not in chosen)
+    assert layers["groups"] == [f"block.{b}" for b in chosen]
     run = _workdir() / "train-from-layers"
     _run([_bin("negclip"), "train", "--model", ROOT / "Tests/Fixtures/tiny-clip", "--data", _world() / "captions.jsonl",
           "--layers", out / "layers.json", "--steps", "1", "--batch", "4", "--warmup", "0", "--out", run])

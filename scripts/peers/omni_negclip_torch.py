@@ -53,7 +53,7 @@ import time
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 ABSENCE_SEED_XOR = 0xA5A55A5AC3C33C3C
-LAYERS_FORMAT = "negclip.layers v2"
+LAYERS_FORMAT = "negclip.layers v3"
 LOSSES = ("omni", "conclip", "clip", "negationclip")
 LAYER_DEFINITION = ("trainable text blocks index CLIPTextTransformer.encoder.layers; block i maps hidden_states[i] "
                     "to hidden_states[i+1] (hidden_states[0] = embeddings)")
