@@ -24,9 +24,12 @@ public struct SeparationResult: Codable, Sendable {
     public var random: [Estimate]
     /// cos(random) - cos(model) per pair, bootstrapped: how much more the trained layer separates.
     public var gainOverRandom: [Estimate]
+    /// Unrelated-pair, one-object-swap, centred and standardised baselines (SeparationBaselines.swift);
+    /// nil in reports made before them.
+    public var baselines: SeparationBaselines?
 
     enum CodingKeys: String, CodingKey {
-        case kind, pairs, model, random, gainOverRandom = "gain_over_random"
+        case kind, pairs, model, random, baselines, gainOverRandom = "gain_over_random"
     }
 }
 
@@ -154,8 +157,15 @@ public struct ProbeLayersResult: Codable, Sendable {
     public var format = ProbeLayersResult.format
     /// Seconds per stage (also what `negclip-bench probe` reports).
     public var timings: [String: Double]
+    /// Each measure's Spearman rho with the sweep's per-block gains (PredictiveValidity.swift); empty
+    /// without a sweep. Gradient predictors at the base model (GradientPredictors.swift), nil when not
+    /// computed (`gradientsUnavailable` says why).
+    public var validity: [MeasureValidity] = []
+    public var gradients: GradientPredictors?
+    public var gradientsUnavailable: String?
 
     enum CodingKeys: String, CodingKey {
+        case validity = "predictive_validity", gradients, gradientsUnavailable = "gradients_unavailable"
         case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
     }
@@ -190,6 +200,7 @@ public enum ProbeLayers {
     public static func separation(_ corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
                                   resamples: Int, seed: UInt64) -> [String: SeparationResult] {
         var out: [String: SeparationResult] = [:]
+        let unrelated = UnrelatedPairs.build(corpus, seed: seed), swaps = SwapPairs.build(corpus, seed: seed)
         for (name, kind) in [("presence", ProbeTask.Item.presenceNegated), ("absence", .absenceNegated)] {
             let pairs = corpus.separationPairs(kind)
             if pairs.isEmpty { continue }
@@ -205,6 +216,8 @@ public enum ProbeLayers {
                     guard let a, let b else { return .missing }
                     return est(zip(a, b).map { $0 - $1 })
                 } } ?? [])
+            out[name]!.baselines = SeparationBaselines.compute(pairs: pairs, unrelated: unrelated, swaps: swaps, states: states,
+                                                               random: random, resamples: resamples, seed: seed)
         }
         return out
     }

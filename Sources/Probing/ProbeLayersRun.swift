@@ -55,6 +55,8 @@ public struct ProbeLayersRequest: Sendable {
     public var sweep: SweepConfig?
     /// A layer-selection policy applied to report.json afterwards (OUT/layers.json); nil = none.
     public var select: SelectionPolicy?
+    /// Gradient predictors at the base model (GradientPredictors.swift); nil = not computed.
+    public var gradients: GradientPredictors.Settings? = .init()
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -236,6 +238,7 @@ public enum ProbeLayersRun {
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
+        validityStages(&result, request: request, model: model, sweep: sweep, progress: progress)
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)
