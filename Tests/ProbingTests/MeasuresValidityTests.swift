@@ -151,7 +151,7 @@ import Sweeping
                 let x = g.groups[k]
                 let squared = x.fisherPerBatch[b] * Double(x.parameterCount)
                 #expect(squared > 0)
-                let e = 1e-4 / squared.squareRoot()
+                let e = 1e-5 / squared.squareRoot()   // a step of norm 1e-5 along g_k
                 let fd = (try lossAt(group, e) - lossAt(group, -e)) / (2 * e)
                 #expect(abs(fd - squared) <= 1e-6 * squared + 1e-12, "batch \(b) \(x.name): fd \(fd), ||g||^2 \(squared)")
                 let rgnSquared = pow(x.rgnPerBatch[b] * x.weightNorm, 2)
