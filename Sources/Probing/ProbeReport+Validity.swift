@@ -87,7 +87,7 @@ extension ProbeReport {
                 let blocks = g.groups.filter { $0.name.hasPrefix("block.") }.sorted { $0[keyPath: value].mean > $1[keyPath: value].mean }
                 if blocks.count >= 2 {
                     let a = blocks[0][keyPath: value], b = blocks[1][keyPath: value]
-                    out.append(.init(kind: "gradient", line: "gradient.\(name): largest at \(blocks[0].name) \(fmt(a)) (\(String(format: "%.1f", a.mean / b.mean))x \(blocks[1].name)); \(g.batches) batches of \(g.presencePerBatch) presence + \(g.absencePerBatch) absence items at the base weights"))
+                    out.append(.init(kind: "gradient", line: "gradient.\(name): largest at \(blocks[0].name) \(sci(a)) (\(String(format: "%.1f", a.mean / b.mean))x \(blocks[1].name)); \(g.batches) batches of \(g.presencePerBatch) presence + \(g.absencePerBatch) absence items at the base weights"))
                 }
             }
         } else if let why = r.gradientsUnavailable {
