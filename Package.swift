@@ -70,7 +70,7 @@ let package = Package(
         // Per-layer measurements of the text encoder (separation, linear probes, cross-validation, the
         // random-weights baseline), their ranking and the probe-layers report.
         .target(name: "Probing", dependencies: ["SeededRandom",
-            "CBLAS", "CLIP", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Selection", "Sweeping",
+            "CBLAS", "CLIP", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Selection", "Sweeping", "Training",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
         // The whole study (`negclip reproduce`): probe-layers, selection, training variants, evaluation,
@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["BPETokenizer", "CLIPImage", "CLIP", "CPNG", "SeededRandom", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["TensorKernels", "SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "Training", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
         .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "NegationData", "Provenance", "Sweeping", "TestSupport"]),
         .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Training", "TestSupport"]),

@@ -236,6 +236,35 @@ class ProbeLayers(_H5Reader):
     def rankings(self):
         return {k: [int(v) for v in self.file[f"rankings/{k}"][:]] for k in _walk(self.file["rankings"])}
 
+    def separation_baselines(self, kind):
+        """{"model/unrelated", "model/standardised", ..., "standardised_gain_over_random": [layer, 3],
+        "pairs": [unrelated, swap]} (those present; empty when the report has none)."""
+        name = f"separation_baselines/{kind}"
+        if name not in self.file:
+            return {}
+        return {k: self.file[f"{name}/{k}"][:] for k in _walk(self.file[name])}
+
+    def gradients(self):
+        """Per group ("embeddings", "block.0", ...): {"group": names, "rgn", "fisher": [group, 3],
+        "rgn_per_batch", "fisher_per_batch": [group, batch], "parameter_count", "weight_norm": [group]};
+        {} when not computed."""
+        if "gradients" not in self.file:
+            return {}
+        g = self.file["gradients"]
+        out = {k: g[k][:] for k in g if k != "group"}
+        out["group"] = list(g["group"].asstr()[:])
+        return out
+
+    def validity(self):
+        """{"measure": names, "block_scores": [measure, block], "rho/presence", "rho/absence",
+        "rho/negation": [measure, 3], "predicts": [measure]}; {} without a sweep."""
+        if "validity" not in self.file:
+            return {}
+        g = self.file["validity"]
+        out = {k: g[k][:] for k in _walk(g) if k != "measure"}
+        out["measure"] = list(g["measure"].asstr()[:])
+        return out
+
     def combined_score(self):
         return self.file["combined_score"][:]
 

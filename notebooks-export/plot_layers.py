@@ -7,6 +7,8 @@ With --probe-layers: one panel for the separation (trained and random-weights, w
 one per probe task (accuracy, random weights, control task, chance and bag-of-words lines); when the
 file holds the sweep (schema 3), OUT-sweep.png beside it: the Pareto front of negation gain vs R@1
 drop over every unit x rate, the WiSE-FT curve of the selected set and (thorough) the budget check.
+and when the report has them, OUT-measures.png adds the standardised separation, the gradient predictors per block
+and each measure's predictive validity.
 
 Plots, per stored layer (hidden_states index; 0 = embeddings), the mean cosine similarity between
 each caption and its negation at the end-of-text token (pairs linked by /text/pair_ids, grouped
@@ -180,6 +182,63 @@ def plot_sweep(path, out):
     return True
 
 
+def plot_measures(path, out):
+    """Standardised separation (trained vs random weights), the gradient predictors per block and each
+    measure's predictive validity (rho with the sweep's negation gain, 95% interval), when the report
+    has them; returns False when it has none."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from negclip_h5 import open_probe_layers
+
+    with open_probe_layers(path) as r:
+        kinds = list(r.file["separation_baselines"]) if "separation_baselines" in r.file else []
+        grads, val = r.gradients(), r.validity()
+        if not kinds and not grads and not val:
+            return False
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), squeeze=False)
+        x = np.array(r.layers)
+        ax = axes[0][0]
+        for kind in kinds:
+            b = r.separation_baselines(kind)
+            for key, style in [("model/standardised", "-"), ("random/standardised", "--")]:
+                if key in b:
+                    ax.plot(x, b[key][:, 0], style, marker="o", label=f"{kind} {key.split('/')[0]}")
+                    ax.fill_between(x, b[key][:, 1], b[key][:, 2], alpha=0.2)
+        ax.set_title("standardised separation z (lower = more separated)")
+        ax.set_xlabel("layer (hidden_states index)")
+        if kinds:
+            ax.legend(fontsize=7)
+        ax = axes[0][1]
+        if grads:
+            blocks = [i for i, g in enumerate(grads["group"]) if g.startswith("block.")]
+            k = np.arange(len(blocks))
+            for key, color in [("rgn", "tab:blue"), ("fisher", "tab:red")]:
+                v = grads[key][blocks]
+                scale = np.nanmax(v[:, 0]) or 1.0
+                ax.errorbar(k, v[:, 0] / scale, yerr=[(v[:, 0] - v[:, 1]) / scale, (v[:, 2] - v[:, 0]) / scale],
+                            marker="o", color=color, label=f"{key} (/ max {scale:.3g})")
+            ax.legend(fontsize=7)
+        ax.set_title("gradient predictors at the base model")
+        ax.set_xlabel("block")
+        ax = axes[0][2]
+        if val:
+            rho = val["rho/negation"]
+            y = np.arange(len(val["measure"]))
+            colors = ["tab:green" if p else "tab:gray" for p in val["predicts"]]
+            ax.barh(y, rho[:, 0], color=colors)
+            ax.errorbar(rho[:, 0], y, xerr=[rho[:, 0] - rho[:, 1], rho[:, 2] - rho[:, 0]], fmt="none", ecolor="k", lw=0.8)
+            ax.set_yticks(y)
+            ax.set_yticklabels(val["measure"], fontsize=6)
+            ax.axvline(0, color="k", lw=0.8)
+        ax.set_title("Spearman rho with the sweep's negation gain")
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return True
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?", help="HDF5 file written by `negclip dump`")
@@ -192,6 +251,9 @@ def main(argv=None):
         try:
             plot_probe_layers(args.probe_layers, args.out)
             swept = plot_sweep(args.probe_layers, sweep_out)
+            measures = args.out.rsplit(".", 1)[0] + "-measures.png"
+            if plot_measures(args.probe_layers, measures):
+                print(f"wrote {measures}", file=sys.stderr)
         except DumpError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -17,6 +17,8 @@ public struct ProbeCorpus: Sendable {
         public var contrastImage: Int?
         public var negatedObject: String?
         public var absentObject: String?
+        /// The record's `objects` (what the image shows), for the one-object-swap baseline.
+        public var objects: [String] = []
     }
 
     public var texts: [String]
@@ -57,7 +59,7 @@ public struct ProbeCorpus: Sendable {
         }
         for r in records {
             var e = Entry(group: 0, texts: [:], image: image(r.image), contrastImage: r.absenceContrastImage.map(image),
-                          negatedObject: r.negatedObject, absentObject: r.absentObject)
+                          negatedObject: r.negatedObject, absentObject: r.absentObject, objects: r.objects)
             for (item, suffix) in [(ProbeTask.Item.affirmative, ""), (.presenceNegated, ":presence_negated"),
                                    (.absenceNegated, ":absence_negated"), (.foil, ":foil")] {
                 if let i = row[r.id + suffix] { e.texts[item] = i }

@@ -25,9 +25,12 @@ public struct SeparationResult: Codable, Sendable {
     public var random: [Estimate]
     /// cos(random) - cos(model) per pair, bootstrapped: how much more the trained layer separates.
     public var gainOverRandom: [Estimate]
+    /// Unrelated-pair, one-object-swap, centred and standardised baselines (SeparationBaselines.swift);
+    /// nil in reports made before them.
+    public var baselines: SeparationBaselines?
 
     enum CodingKeys: String, CodingKey {
-        case kind, pairs, model, random, gainOverRandom = "gain_over_random"
+        case kind, pairs, model, random, baselines, gainOverRandom = "gain_over_random"
     }
 }
 
@@ -181,9 +184,14 @@ public struct ProbeLayersResult: Codable, Sendable {
     /// none was made, and then `selection_note` says why.
     public var selection: LayerSelection?
     public var selectionNote: String?
+    /// Gradient predictors at the base model (GradientPredictors.swift), nil when not computed
+    /// (`gradientsUnavailable` says why).
+    public var gradients: GradientPredictors?
+    public var gradientsUnavailable: String?
 
     enum CodingKeys: String, CodingKey {
         case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings, selection
+        case gradients, gradientsUnavailable = "gradients_unavailable"
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
         case predictiveValidity = "predictive_validity", selectionNote = "selection_note"
     }
@@ -218,6 +226,7 @@ public enum ProbeLayers {
     public static func separation(_ corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
                                   resamples: Int, seed: UInt64) -> [String: SeparationResult] {
         var out: [String: SeparationResult] = [:]
+        let unrelated = UnrelatedPairs.build(corpus, seed: seed), swaps = SwapPairs.build(corpus, seed: seed)
         for (name, kind) in [("presence", ProbeTask.Item.presenceNegated), ("absence", .absenceNegated)] {
             let pairs = corpus.separationPairs(kind)
             if pairs.isEmpty { continue }
@@ -233,6 +242,8 @@ public enum ProbeLayers {
                     guard let a, let b else { return .missing }
                     return est(zip(a, b).map { $0 - $1 })
                 } } ?? [])
+            out[name]!.baselines = SeparationBaselines.compute(pairs: pairs, unrelated: unrelated, swaps: swaps, states: states,
+                                                               random: random, resamples: resamples, seed: seed)
         }
         return out
     }

@@ -63,6 +63,8 @@ public struct ProbeLayersRequest: Sendable {
     /// until the selected unit is unchanged by the added seed, with at most this many seeds in all;
     /// nil = off.
     public var adaptiveSeedsCap: Int?
+    /// Gradient predictors at the base model (GradientPredictors.swift); nil = not computed.
+    public var gradients: GradientPredictors.Settings? = .init()
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -273,6 +275,7 @@ public enum ProbeLayersRun {
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
+        validityStages(&result, request: request, model: model, sweep: sweep, progress: progress)
         if let policy = request.select {
             t0 = Date()
             progress(.stage("select"))

@@ -76,6 +76,7 @@ public enum ProbeReport {
         md += "**Layers.** \(r.provenance.layerDefinition ?? TextLayers.definition) \(r.inputs.rows)\n\n"
         md += "**Intervals.** Probe accuracies: each item's out-of-fold correctness averaged over the seeds \(r.settings.seeds) of a \(r.settings.folds)-fold cross-validation grouped by pair id (a caption and its negations are never on both sides), then a percentile bootstrap over pairs (\(r.settings.bootstrapResamples) resamples) for the 95% interval; gains are paired (the per-item difference is bootstrapped). Separation: bootstrap over pairs. Sweep: t interval over seeds. Probe: multinomial (binomial for 2 classes) logistic regression, L2 with C = \(r.settings.C), features standardised on the training fold.\n\n"
         md += evidenceSection(r)
+        md += measureSections(r)
         md += "## Rankings (hidden_states indices, best first)\n\n| measurement | ranking | rule |\n|---|---|---|\n"
         for key in r.rankings.keys.sorted() {
             let rule = r.rankingRules[String(key.split(separator: ".").first ?? "")] ?? ""
@@ -213,6 +214,7 @@ public enum ProbeReport {
             }
         }
         try writeSweepH5(r, w)
+        try writeMeasuresH5(r, w)
         try w.finish()
     }
 
@@ -230,25 +232,7 @@ public enum ProbeReport {
         return plots.map(\.0) + ["report.md", "report.html", "probe-layers.h5", "report.json"]
     }
 
-    /// A few lines for stdout: the combined ranking and each measurement's best layer.
-    public static func summary(_ r: ProbeLayersResult) -> String {
-        var s = selectionSummary(r)
-        s += "combined ranking (best first): \(r.rankings["combined"]?.map(String.init).joined(separator: " ") ?? "-")\n"
-        for key in r.rankings.keys.sorted() where key != "combined" {
-            if let best = r.rankings[key]?.first { s += "\(key): best layer \(best) (\(r.layers[best].hook))\n" }
-        }
-        for p in r.probes where p.unavailable == nil {
-            if let best = r.rankings["probe.\(p.task.name)"]?.first {
-                let a = at(p.model, best)
-                s += "layer \(best) probe \(p.task.name) acc \(fmt(a.mean)) +- \(fmt((a.high - a.low) / 2)) (chance \(fmt(p.chance)), bag of words \(fmt(p.bagOfWords.mean)))\n"
-                // The ranking is by the gain over the random-weights network; when no layer's gain is
-                // above 0 (its interval excludes 0), the "best" layer is only the one that lost least.
-                let g = at(p.gainOverRandom, best)
-                if !(g.low > 0) {
-                    s += "  probe \(p.task.name): no layer beats the random-weights network (best gain \(fmt(g.mean)) [\(fmt(g.low)), \(fmt(g.high))] at layer \(best))\n"
-                }
-            }
-        }
-        return s
-    }
+    /// A few lines for stdout: the selection, then per kind of evidence what it supports
+    /// (ProbeReport+Validity.swift).
+    public static func summary(_ r: ProbeLayersResult) -> String { selectionSummary(r) + evidenceSummary(r) }
 }

@@ -121,13 +121,17 @@ public struct MeasureValidity: Codable, Sendable, Equatable {
     public var presence: Estimate
     public var absence: Estimate
     public var negation: Estimate
+    /// What the intervals resample ("sweep seeds", "sweep seeds and gradient batches"); nil = not stated.
+    public var intervalOver: String?
 
     public init(measure: String, blockScores: [Double], presence: Estimate, absence: Estimate, negation: Estimate) {
         self.measure = measure; self.blockScores = blockScores
         self.presence = presence; self.absence = absence; self.negation = negation
     }
 
-    enum CodingKeys: String, CodingKey { case measure, presence, absence, negation, blockScores = "block_scores" }
+    enum CodingKeys: String, CodingKey {
+        case measure, presence, absence, negation, blockScores = "block_scores", intervalOver = "interval_over"
+    }
 
     /// The negation rho's interval lies above 0.
     public var predicts: Bool { negation.hasInterval && negation.low > 0 }

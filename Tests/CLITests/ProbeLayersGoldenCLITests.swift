@@ -9,12 +9,13 @@ import TestSupport
 /// summary gained the selector's evidence and a one-block window (front/middle/back of a 3-block
 /// tower) stopped being reported at a layer (separation and probe numbers unchanged).
 /// The same command now must give the same numbers: separation, every probe and baseline, the
-/// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside).
+/// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside; the
+/// separation baselines, gradient predictors and predictive validity came later and are not in it).
 @Suite(.serialized) struct ProbeLayersGoldenCLITests {
     static func numbers(_ o: Any, _ path: String = "") -> [String: Double] {
         var out: [String: Double] = [:]
         if let d = o as? [String: Any] {
-            for (k, v) in d where !["provenance", "inputs", "timings"].contains(k) { out.merge(numbers(v, path + "." + k)) { a, _ in a } }
+            for (k, v) in d where !["provenance", "inputs", "timings", "baselines", "gradients", "predictive_validity"].contains(k) { out.merge(numbers(v, path + "." + k)) { a, _ in a } }
         } else if let a = o as? [Any] {
             for (i, v) in a.enumerated() { out.merge(numbers(v, path + "[\(i)]")) { a, _ in a } }
         } else if !(o is String), let n = o as? NSNumber {

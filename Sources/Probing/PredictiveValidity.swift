@@ -1,0 +1,176 @@
+import CLIP
+import Foundation
+import NegationData
+import SeededRandom
+import Sweeping
+
+/// How well each cheap measure predicts training (the sweep): per block, the measure's score against
+/// the sweep's per-block presence, absence and negation gains at each block's own best rate
+/// (`SweepEffects.bestRates`), Spearman rho with a 95% percentile bootstrap interval.
+///
+/// Scores: higher = predicted to train better. A per-layer measure scores block k by the layer it
+/// produces, hidden_states[k + 1] (`TextLayers.definition`), with the measure's sign (separation:
+/// lower cosine = more separated, so the score is minus the cosine).
+/// Interval: each bootstrap replicate redraws, for every block independently, the sweep's seeds with
+/// replacement (the gains are means over seeds) and, for a measure with per-unit data (the gradient
+/// predictors: their batches), the units with replacement; `MeasureValidity.intervalOver` names which.
+/// The probes and the separation enter with their per-layer means (the report keeps no per-item
+/// values of them), so their intervals are over the sweep's seeds only.
+public enum PredictiveValidity {
+    /// One measure's per-block scores.
+    public struct Measure: Sendable {
+        public var name: String
+        /// Index = block; NaN where the measure has no value (left out of the correlation).
+        public var blockScores: [Double]
+        /// Per resampling unit (batch, pair) its block scores; `blockScores` are their column means.
+        public var units: [[Double]]?
+        /// What a unit is ("gradient batches"), for `intervalOver`.
+        public var unitsAre: String?
+
+        public init(name: String, blockScores: [Double], units: [[Double]]? = nil, unitsAre: String? = nil) {
+            self.name = name; self.blockScores = blockScores; self.units = units; self.unitsAre = unitsAre
+        }
+
+        /// A measure of layers (index = hidden_states index 0...L): block k scored by layer k + 1, times `sign`.
+        public static func layers(_ name: String, _ perLayer: [Double], sign: Double = 1) -> Measure {
+            let blocks = max(perLayer.count - 1, 0)
+            return Measure(name: name, blockScores: (0..<blocks).map { sign * perLayer[$0 + 1] })
+        }
+    }
+
+    /// Per block, the per-seed gains of its single-block unit at its best rate (empty: no such run).
+    public struct Gains: Sendable, Equatable {
+        public var presence: [[Double]]
+        public var absence: [[Double]]
+        public var negation: [[Double]]
+        /// The rate each block was taken at (NaN: no run).
+        public var learningRate: [Double]
+
+        public static func from(_ sweep: SweepResult, blocks L: Int, bound: Double = SweepEffects.defaultBound) -> Gains {
+            var g = Gains(presence: Array(repeating: [], count: L), absence: Array(repeating: [], count: L),
+                          negation: Array(repeating: [], count: L), learningRate: Array(repeating: .nan, count: L))
+            let best = SweepEffects.bestRates(SweepEffects.all(sweep), bound: bound)
+            for k in 0..<L {
+                guard let e = best.first(where: { $0.unit == "block.\(k)" }) ?? best.first(where: { $0.blocks == [k] }) else { continue }
+                let runs = sweep.runs.filter { $0.window == e.unit && $0.learningRate == e.learningRate && $0.steps == e.steps }
+                    .sorted { $0.seed < $1.seed }
+                g.presence[k] = runs.map { $0.metrics.presence - sweep.base.presence }
+                g.absence[k] = runs.map { $0.metrics.absence - sweep.base.absence }
+                g.negation[k] = runs.map { UnitEffect.negationGain($0.metrics, base: sweep.base) }
+                g.learningRate[k] = e.learningRate
+            }
+            return g
+        }
+
+        /// Blocks with at least one run.
+        public var measuredBlocks: Int { presence.filter { !$0.isEmpty }.count }
+    }
+
+    public static let rule = "Spearman rho between a measure's per-block scores (block k scored by layer k+1 for layer measures; higher = predicted better) and the sweep's per-block presence, absence and negation gains at each block's best rate; 95% percentile bootstrap redrawing the sweep's seeds per block (and the measure's batches for the gradient predictors); a measure predicts the sweep when the negation rho's interval lies above 0"
+
+    /// rho of every measure against the gains, with its interval; none when fewer than 3 blocks have
+    /// sweep runs (no rank correlation to speak of).
+    public static func compute(_ measures: [Measure], gains: Gains, resamples: Int = 1000, seed: UInt64 = 0) -> [MeasureValidity] {
+        func mean(_ v: [Double]) -> Double { v.isEmpty ? .nan : v.reduce(0, +) / Double(v.count) }
+        guard gains.measuredBlocks >= 3 else { return [] }
+        return measures.compactMap { m in
+            let L = min(m.blockScores.count, gains.presence.count)
+            guard L >= 3, m.blockScores.prefix(L).contains(where: \.isFinite) else { return nil }
+            let x = Array(m.blockScores.prefix(L))
+            func rho(_ side: [[Double]]) -> Estimate {
+                let y = side.prefix(L).map(mean)
+                return Spearman.bootstrap(x, y, resamples: resamples, seed: seed) { rng in
+                    var bx = x
+                    if let units = m.units, !units.isEmpty {
+                        var sum = [Double](repeating: 0, count: L)
+                        for _ in units.indices { let u = units[rng.below(units.count)]; for k in 0..<L { sum[k] += u[k] } }
+                        bx = sum.map { $0 / Double(units.count) }
+                    }
+                    let by = side.prefix(L).map { v in v.isEmpty ? Double.nan : mean((0..<v.count).map { _ in v[rng.below(v.count)] }) }
+                    return (bx, by)
+                }
+            }
+            var v = MeasureValidity(measure: m.name, blockScores: x, presence: rho(gains.presence), absence: rho(gains.absence),
+                                    negation: rho(gains.negation))
+            v.intervalOver = m.units == nil ? "sweep seeds" : "sweep seeds and \(m.unitsAre ?? "units")"
+            return v
+        }
+    }
+
+    /// Every measure of a probe-layers result, plus `extra` (another measure added by name).
+    public static func measures(_ r: ProbeLayersResult, extra: [Measure] = []) -> [Measure] {
+        var out: [Measure] = []
+        for p in r.probes where p.unavailable == nil {
+            let name = "probe.\(p.task.name).\(p.task.row.rawValue)"
+            out.append(.layers("\(name).accuracy", p.model.map(\.mean)))
+            if p.selectivity.contains(where: \.isFinite) { out.append(.layers("\(name).selectivity", p.selectivity)) }
+            if !p.random.isEmpty { out.append(.layers("\(name).gain_over_random", p.gainOverRandom.map(\.mean))) }
+        }
+        for (kind, s) in r.separation.sorted(by: { $0.key > $1.key }) {
+            out.append(.layers("separation.\(kind).raw", s.model.map(\.mean), sign: -1))
+            if !s.random.isEmpty { out.append(.layers("separation.\(kind).gain_over_random", s.gainOverRandom.map(\.mean))) }
+            if let b = s.baselines {
+                out.append(.layers("separation.\(kind).standardised", b.model.standardised.map(\.mean), sign: -1))
+                out.append(.layers("separation.\(kind).centred", b.model.centred.map(\.mean), sign: -1))
+                if !b.standardisedGainOverRandom.isEmpty {
+                    out.append(.layers("separation.\(kind).standardised_gain_over_random", b.standardisedGainOverRandom.map(\.mean)))
+                }
+            }
+        }
+        if let g = r.gradients {
+            let blocks = (0..<(r.layers.count - 1)).map { g.block($0) }
+            typealias Group = GradientPredictors.Group
+            let parts: [(String, KeyPath<Group, Estimate>, KeyPath<Group, [Double]>)] = [
+                ("gradient.rgn", \Group.rgn, \Group.rgnPerBatch), ("gradient.fisher", \Group.fisher, \Group.fisherPerBatch)]
+            for (name, per, batch) in parts {
+                let units = (0..<g.batches).map { b in blocks.map { group in group.map { $0[keyPath: batch][b] } ?? .nan } }
+                out.append(Measure(name: name, blockScores: blocks.map { group in group?[keyPath: per].mean ?? .nan }, units: units,
+                                   unitsAre: "gradient batches"))
+            }
+        }
+        return out + extra
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// report.json written before `predictive_validity` existed decodes with none (the synthesised
+    /// `ProbeLayersResult` decoder calls this overload for its `[MeasureValidity]` field).
+    func decode(_ type: [MeasureValidity].Type, forKey key: Key) throws -> [MeasureValidity] {
+        try decodeIfPresent(type, forKey: key) ?? []
+    }
+}
+
+extension ProbeLayersRun {
+    /// The measures-validity stages of a run: the gradient predictors when a model folder and caption
+    /// records are present (the records' training split; a failure is recorded in
+    /// `gradientsUnavailable`, not thrown), then the predictive validity of every measure when a sweep
+    /// result is present.
+    static func validityStages(_ result: inout ProbeLayersResult, request: ProbeLayersRequest, model: CLIPModel?,
+                               sweep: SweepResult?, progress: (ProbeProgress) -> Void) {
+        var t0 = Date()
+        if var settings = request.gradients {
+            if let model, let data = request.data {
+                progress(.stage("gradients"))
+                if let s = request.sweep { settings.loss = s.loss; settings.split = s.trainSplit }
+                settings.resamples = request.options.settings.bootstrapResamples
+                do {
+                    result.gradients = try GradientPredictors.compute(model: model, directory: request.model ?? model.directory, data: data,
+                                                                      settings: settings) { progress(.step(stage: "gradients", done: $0, total: $1)) }
+                } catch {
+                    result.gradientsUnavailable = "\(error)"
+                }
+                result.timings["gradients"] = Date().timeIntervalSince(t0)
+            } else {
+                result.gradientsUnavailable = model == nil ? "no model folder" : "no caption records (--data)"
+            }
+        }
+        if let sweep {
+            t0 = Date()
+            progress(.stage("validity"))
+            let gains = PredictiveValidity.Gains.from(sweep, blocks: result.layers.count - 1)
+            result.validity = PredictiveValidity.compute(PredictiveValidity.measures(result), gains: gains,
+                                                         resamples: request.options.settings.bootstrapResamples, seed: request.options.bootstrapSeed)
+            result.timings["validity"] = Date().timeIntervalSince(t0)
+        }
+    }
+}
