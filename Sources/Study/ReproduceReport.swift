@@ -121,7 +121,7 @@ public enum ReproduceReport {
         if let w = r.selectedVsBestWindow {
             let d = w.absenceDifference
             md += "Selected set vs the best fixed window within the \(f(budget.stopping.bound * 100, 0))-point retrieval bound (\(w.window)), absence: \(dcell(d)) points; "
-            md += w.relation == "within" ? bold("the selected set is within its interval of that window", if: d.hasInterval) + ".\n\n"
+            md += w.relation == "within" ? "the selected set is within its interval of that window (the difference is not resolved below 0).\n\n"
                 : w.relation == "below" ? bold("the selected set is below that window", if: true) + ".\n\n"
                 : "not resolved (no interval).\n\n"
         }

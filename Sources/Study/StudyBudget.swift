@@ -18,22 +18,27 @@ public enum ReproduceDefaults {
 
     /// Why this budget, with the measurements it rests on (written into results.json and the report).
     public static let rationale = """
-        The paper trains 30 epochs of batch 128 per stage at lr 1e-6 (RESEARCH.md); this study trains 22 \
+        The paper trains 30 epochs of batch 128 per stage at lr 1e-6 with 50 warm-up steps (RESEARCH.md); this study trains 22 \
         rows (the selected set, 5 windows, 12 single blocks, 3 peers, the shifted hinge, plus any unit of \
         layers.json's Pareto front not among them) x 5 seeds after probe-layers on 2 shared cores, so every run \
         trains until the validation criterion stops improving: measured every 20 steps, stopped after 2 \
         measurements without a gain of more than 0.2 points, at most 120 steps of one presence and one \
-        absence batch of 16 (at most 1,920 items per stage, 24% of the 8,000-scene training split), each \
+        absence batch of 16 (at most 1,920 items per stage, 12% of the built-in world's 16,000-scene training \
+        split), each \
         unit at its own learning rate (layers.json's for the selected set, the sweep's best rate for a window \
         or block, else 5e-4), linear warm-up over the first 12 steps and a cosine decay to 0 at step 120, \
-        weight decay 0.2 as the paper. Sized from per-step timings measured before (release build, 2 cores \
-        shared with other jobs, load 6-7): 255 ms per step for block 0 alone, 121 ms for block 11 alone, \
-        458 ms for the whole tower, about 2.9 s per step for one seed of all 22 rows; at the cap the 110 \
-        runs take about 29 minutes of training, their validation measurements (6 per run, evaluated in memory \
-        from cached hidden states) about 10 more, the 116 test-split evaluations about 8 (3.9 s each as \
-        measured), probe-layers in thorough mode the rest: about an hour at the cap, less when runs stop \
-        early. The steps each row actually trained are in the table. Absolute gains are those of a \
-        short run, not of the paper's 30 epochs.
+        weight decay 0.2 as the paper. Sized from per-step timings measured before on this 2-core \
+        machine, estimated, not measured for this study: negclip-bench train on the built-in model (issue 19) \
+        does a block-0 step in about 0.15 s and a block-11 step from cached hidden states in about 0.02 s; \
+        interpolating over the blocks and scaling by the blocks a row trains gives about 2.4 s per step for \
+        one seed of all 22 rows, so 110 runs at the 120-step cap take about 24 minutes of training, their \
+        validation measurements (at most 6 per run, in memory from cached hidden states, about 1 s each) \
+        about 11 more, the 116 test-split evaluations about 8 (3.9 s each, measured in the v2 study), and \
+        probe-layers in thorough mode the rest of an hour. Under load (the v2 study's numbers without the \
+        cache, release build, load 6-7: 255 ms per step for block 0, 121 ms for block 11, 458 ms for the \
+        whole tower) training would take about twice as long. Runs that stop early make it shorter; the \
+        steps each row actually trained are in the table and the wall time per stage in timings.json. \
+        Absolute gains are those of a short run, not of the paper's 30 epochs.
         """
 }
 

@@ -69,9 +69,15 @@ public struct StudySweepRates: Sendable, Equatable {
     }
 
     public static func read(sweepResult url: URL, relativeTo study: URL, bound: Double) -> StudySweepRates {
-        guard let data = try? Data(contentsOf: url), let r = try? JSONDecoder().decode(SweepResult.self, from: data), !r.runs.isEmpty else {
-            return StudySweepRates()
+        // Sweep's result.json holds the SweepResult under "result" (beside format and provenance);
+        // a bare SweepResult is read too
+        guard let data = try? Data(contentsOf: url) else { return StudySweepRates() }
+        var decoded = try? JSONDecoder().decode(SweepResult.self, from: data)
+        if decoded == nil, let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let inner = o["result"],
+           let innerData = try? JSONSerialization.data(withJSONObject: inner) {
+            decoded = try? JSONDecoder().decode(SweepResult.self, from: innerData)
         }
+        guard let r = decoded, !r.runs.isEmpty else { return StudySweepRates() }
         let rel = url.path.hasPrefix(study.path + "/") ? String(url.path.dropFirst(study.path.count + 1)) : url.lastPathComponent
         return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: rel)
     }

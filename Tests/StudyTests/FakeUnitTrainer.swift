@@ -56,7 +56,7 @@ final class FakeUnitTrainer: UnitTrainer {
             let kept = best ?? stoppedAt
             if let checkpoints {
                 if let n = failAfterCheckpoints, checkpointsWritten >= n { failAfterCheckpoints = nil; throw Killed() }
-                try writeCheckpoint(to: checkpoints(seed), blocks: unit.blocks, amount: 1e-3 * Double(kept) / 20 * (1 + Double(seed) / 10))
+                try writeCheckpoint(to: checkpoints(seed), blocks: unit.blocks, amount: 0.05 * Double(kept) / 40 * (1 + Double(seed) / 10))
                 checkpointsWritten += 1
             }
             return SweepRun(window: unit.name, blocks: unit.blocks, seed: seed, learningRate: learningRate, steps: stoppedAt,

@@ -55,7 +55,7 @@ import Sweeping
         let url = study.appendingPathComponent("layers.json")
         var o = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         let e = Estimate(mean: 0.05, low: 0.01, high: 0.09, n: 2)
-        let spread = UnitEffect(unit: "spread", blocks: [0, 2], learningRate: 1e-3, steps: 20, seeds: [0, 1], presenceGain: e, absenceGain: e,
+        let spread = UnitEffect(unit: "spread", blocks: [1], learningRate: 1e-3, steps: 20, seeds: [0, 1], presenceGain: e, absenceGain: e,
                                 negationGain: e, t2iChange: e, i2tChange: e, retrievalDrop: e)
         o["learning_rate"] = 1e-3
         o["wise_alpha"] = 0.5
@@ -149,8 +149,16 @@ import Sweeping
         let sel = typed.rows[0]
         #expect(sel.learningRate == 1e-3 && sel.rateSource == "layers.json learning_rate")
         #expect(typed.rows.first { $0.name == "conclip (selected)" }?.learningRate == 1e-3)
-        #expect(typed.rows.first { $0.name == "pareto spread" }.map { $0.learningRate == 1e-3 && $0.blocks == [0, 2] } == true)
-        #expect(typed.rows.first { $0.name == "whole-0-2" }.map { $0.rateSource.hasPrefix("sweep best rate of whole") || $0.rateSource.hasPrefix("default") } == true)
+        #expect(typed.rows.first { $0.name == "pareto spread" }.map { $0.learningRate == 1e-3 && $0.blocks == [1] } == true)
+        // the windows and the block at the best rate of the probe-layers sweep unit of the same blocks
+        let sweepRates = StudySweepRates.read(sweepResult: a.appendingPathComponent("probe-layers/sweep/result.json"), relativeTo: a, bound: 0.02)
+        #expect(sweepRates.source == "probe-layers/sweep/result.json" && !sweepRates.effects.isEmpty)
+        for name in ["front-0-0", "whole-0-2", "block.0"] {
+            let row = try #require(typed.rows.first { $0.name == name })
+            let unit = try #require(sweepRates.best(blocks: row.blocks))
+            #expect(row.learningRate == unit.learningRate && row.rateSource == "sweep best rate of \(unit.unit)", "\(name): \(row.rateSource)")
+        }
+        #expect(typed.verdict.training.sweep?.source == "probe-layers/sweep/result.json")
         for row in typed.rows where row.stage != ReproduceStage.wise.rawValue {
             #expect(row.training.map(\.stepsTrained) == [60, 60] && row.training.map(\.bestStep) == [40, 40], "\(row.name)")
             #expect(row.training.allSatisfy { $0.replayAgrees && $0.stoppedBy == "patience" && $0.curve.map(\.step) == [20, 40, 60] }, "\(row.name)")
@@ -167,7 +175,7 @@ import Sweeping
         for needle in ["## All runs on the test split", "| base |", "## How each row trained", "## The Pareto front", "## The issue's bars",
                        "Verdict (training evidence)", "### Training evidence", "### Representation evidence", "## Which hinge costs retrieval",
                        "## The paper's claims beside ours", "wall time of the whole study", "](results/combined.svg)",
-                       "predictive validity is absent from probe-layers' report.json"] {
+                       "redictive validity is absent from probe-layers' report.json"] {
             #expect(md.contains(needle), "results.md lacks \(needle)")
         }
         #expect(StudyMarkdownChecks.unresolvedBold(md).isEmpty, "unresolved claims in bold: \(StudyMarkdownChecks.unresolvedBold(md))")
