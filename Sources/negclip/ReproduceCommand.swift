@@ -3,6 +3,8 @@ import Foundation
 import NegationData
 import Probing
 import Study
+import Sweeping
+import Training
 import Provenance
 
 /// `negclip reproduce`: the whole study (issue 12) on the built-in model and its world; the work is
@@ -47,6 +49,10 @@ struct ReproduceCommand: ParsableCommand {
     @Option(name: .customLong("stop-after"), help: ArgumentHelp("Stop after this stage (\(ReproduceStage.allCases.map(\.rawValue).joined(separator: ", "))).", valueName: "stage"))
     var stopAfter: String?
 
+    /// The study's trainer of one loss. INTEGRATOR: once SweepTrainer (branch sweep-engine) is
+    /// merged, replace nil with `{ config, loss in try SweepTrainer(Reproduce.sweepConfig(config, loss: loss)) }`.
+    static let makeTrainer: (@Sendable (ReproduceConfig, LossSettings) throws -> any UnitTrainer)? = nil
+
     func validate() throws {
         _ = try parsedSeeds()
         if maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
@@ -75,6 +81,9 @@ struct ReproduceCommand: ParsableCommand {
         let started = Date()
         try OutputPath.requireFolder(URL(fileURLWithPath: out), option: "--out")
         let model = try BuiltinModel.locate()
+        guard let make = Self.makeTrainer else {
+            throw ReproduceError.settings("reproduce needs the in-process trainer SweepTrainer (issue 19, branch sweep-engine), which this build lacks")
+        }
         let world = try BuiltinWorld(modelFolder: model)
         let folder = try world.ensure(cacheRoot: try BuiltinWorld.cacheRoot(), progress: logWorldProgress).folder
         logLine("model: \(model.path) (built-in); world: \(folder.path)")
@@ -88,11 +97,8 @@ struct ReproduceCommand: ParsableCommand {
         config.stopAfter = stopAfter.flatMap(ReproduceStage.init(rawValue:))
         // negclip reproduce always runs probe-layers in thorough mode (issue 19)
         config.probeThorough = true
-        // INTEGRATOR: once SweepTrainer (branch sweep-engine) is merged, this line gives the study its trainer:
-        // let frozen = config; config.trainer = { loss in try SweepTrainer(Reproduce.sweepConfig(frozen, loss: loss)) }
-        guard config.trainer != nil else {
-            throw ReproduceError.settings("reproduce needs the in-process trainer SweepTrainer (issue 19, branch sweep-engine), which this build lacks")
-        }
+        let frozen = config
+        config.trainer = { loss in try make(frozen, loss) }
         if config.seeds == ReproduceDefaults.seeds && maxSteps == ReproduceDefaults.maxSteps && batch == ReproduceDefaults.batch
             && lr == ReproduceDefaults.learningRate && config.stopping == ReproduceDefaults.stopping {
             config.budgetNote = ReproduceDefaults.rationale
