@@ -114,6 +114,11 @@ public enum ReproduceReport {
         md += "## The Pareto front of the runs (negation gain vs R@1 drop, test)\n\n"
         md += "A run is off the front when another run has a larger negation gain and a smaller R@1 drop, each by a paired per-seed interval that excludes 0.\n\n"
         md += "On the front: " + r.paretoFront.joined(separator: ", ") + ".\n\n"
+        if let sel = rows.first(where: { $0.name == "selected" }) {
+            md += sel.dominatedBy.isEmpty
+                ? "The selected run is on the front (no run is resolved better on both).\n\n"
+                : bold("The selected run is off the front", if: true) + ": \(sel.dominatedBy.joined(separator: ", ")) \(sel.dominatedBy.count == 1 ? "has" : "have") a larger negation gain and a smaller R@1 drop, both resolved.\n\n"
+        }
         let off = rows.filter { !$0.dominatedBy.isEmpty }
         if !off.isEmpty {
             md += "Off the front: " + off.map { "\($0.name) (below \($0.dominatedBy.joined(separator: ", ")))" }.joined(separator: "; ") + ".\n\n"
