@@ -295,8 +295,11 @@ public enum Reproduce {
         guard !selectedBlocks.isEmpty || !selectedExtras.isEmpty else {
             throw ReproduceError.folder(file: layersURL.path, message: "groups \(selection.groups): expected at least one group to train, found none")
         }
-        let sweepRates = StudySweepRates.read(sweepResult: probeOut.appendingPathComponent("sweep").appendingPathComponent("result.json"),
+        var sweepRates = StudySweepRates.read(sweepResult: probeOut.appendingPathComponent("sweep").appendingPathComponent("result.json"),
                                               relativeTo: config.out, bound: config.stopping.bound)
+        if sweepRates.source == nil {
+            sweepRates = StudySweepRates.read(report: probeOut.appendingPathComponent("report.json"), relativeTo: config.out, bound: config.stopping.bound)
+        }
 
         // 2-6. The training stages: one row at a time, each seed to early stopping.
         let variants = Self.variants(config, selectedBlocks: selectedBlocks, selectedExtras: selectedExtras, windows: windows,

@@ -72,14 +72,31 @@ public struct StudySweepRates: Sendable, Equatable {
         // Sweep's result.json holds the SweepResult under "result" (beside format and provenance);
         // a bare SweepResult is read too
         guard let data = try? Data(contentsOf: url) else { return StudySweepRates() }
-        var decoded = try? JSONDecoder().decode(SweepResult.self, from: data)
-        if decoded == nil, let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let inner = o["result"],
-           let innerData = try? JSONSerialization.data(withJSONObject: inner) {
-            decoded = try? JSONDecoder().decode(SweepResult.self, from: innerData)
+        guard let r = decode(data, keys: ["result"]), !r.runs.isEmpty else { return StudySweepRates() }
+        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study))
+    }
+
+    /// The same from probe-layers' report.json when it carries the SweepResult (key `sweep` or
+    /// `sweep_result`); used when the sweep folder has no result.json.
+    public static func read(report url: URL, relativeTo study: URL, bound: Double) -> StudySweepRates {
+        guard let data = try? Data(contentsOf: url), let r = decode(data, keys: ["sweep_result", "sweep"], bare: false), !r.runs.isEmpty else {
+            return StudySweepRates()
         }
-        guard let r = decoded, !r.runs.isEmpty else { return StudySweepRates() }
-        let rel = url.path.hasPrefix(study.path + "/") ? String(url.path.dropFirst(study.path.count + 1)) : url.lastPathComponent
-        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: rel)
+        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study))
+    }
+
+    static func decode(_ data: Data, keys: [String], bare: Bool = true) -> SweepResult? {
+        if bare, let r = try? JSONDecoder().decode(SweepResult.self, from: data) { return r }
+        guard let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        for k in keys {
+            if let inner = o[k], !(inner is NSNull), let d = try? JSONSerialization.data(withJSONObject: inner),
+               let r = try? JSONDecoder().decode(SweepResult.self, from: d) { return r }
+        }
+        return nil
+    }
+
+    static func relative(_ url: URL, _ study: URL) -> String {
+        url.path.hasPrefix(study.path + "/") ? String(url.path.dropFirst(study.path.count + 1)) : url.lastPathComponent
     }
 }
 

@@ -55,4 +55,36 @@ import Training
         }
         #expect(throws: ReproduceError.self) { try WiseInterpolation.write(base: base, tuned: tuned, alpha: 1.5, to: dir.appendingPathComponent("bad")) }
     }
+
+    @Test func sweepRatesFromTheSweepFolderOrTheReport() throws {
+        let dir = try Fixtures.tempDir("study-rates")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let base = SweepMetrics(presence: 0.6, absence: 0.1, retrievalT2I: 0.5, retrievalI2T: 0.4)
+        func run(_ unit: String, _ blocks: [Int], _ lr: Double, _ seed: UInt64, gain: Double, drop: Double) -> SweepRun {
+            SweepRun(window: unit, blocks: blocks, seed: seed, learningRate: lr, steps: 20,
+                     metrics: .init(presence: 0.6 + gain + 0.001 * Double(seed), absence: 0.1 + gain, retrievalT2I: 0.5 - drop, retrievalI2T: 0.4))
+        }
+        // block.0: 1e-3 gains more but drops 5 points (over the bound); 1e-4 is the best rate within it
+        var runs: [SweepRun] = []
+        for s: UInt64 in [0, 1, 2] {
+            runs += [run("block.0", [0], 1e-4, s, gain: 0.05, drop: 0.005), run("block.0", [0], 1e-3, s, gain: 0.2, drop: 0.05),
+                     run("front", [0, 1], 1e-4, s, gain: 0.03, drop: 0.0), run("front", [0, 1], 1e-3, s, gain: 0.08, drop: 0.01)]
+        }
+        let result = SweepResult(base: base, units: [.init(name: "block.0", blocks: [0], groups: ["block.0"], parameterCount: 1),
+                                                      .init(name: "front", blocks: [0, 1], groups: ["block.0", "block.1"], parameterCount: 2)],
+                                 runs: runs, steps: 20, learningRates: [1e-4, 1e-3], batch: 16, loss: "omni", windows: ["front": [0, 1]])
+        let folder = dir.appendingPathComponent("probe-layers/sweep")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let wrapped = ["format": "sweep", "result": try JSONSerialization.jsonObject(with: JSONEncoder().encode(result) as Data)]
+        try JSONSerialization.data(withJSONObject: wrapped).write(to: folder.appendingPathComponent("result.json"))
+        let rates = StudySweepRates.read(sweepResult: folder.appendingPathComponent("result.json"), relativeTo: dir, bound: 0.02)
+        #expect(rates.source == "probe-layers/sweep/result.json")
+        #expect(rates.best(blocks: [0])?.learningRate == 1e-4 && rates.best(blocks: [1, 0])?.learningRate == 1e-3 && rates.best(blocks: [2]) == nil)
+        // no sweep folder: the report's sweep_result; neither: no rates (the study's default, stated)
+        let report = dir.appendingPathComponent("report.json")
+        try JSONSerialization.data(withJSONObject: ["sweep_result": wrapped["result"]!]).write(to: report)
+        let fromReport = StudySweepRates.read(report: report, relativeTo: dir, bound: 0.02)
+        #expect(fromReport.source == "report.json" && fromReport.effects == rates.effects)
+        #expect(StudySweepRates.read(sweepResult: dir.appendingPathComponent("none.json"), relativeTo: dir, bound: 0.02) == StudySweepRates())
+    }
 }
