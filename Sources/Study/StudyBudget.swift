@@ -50,14 +50,16 @@ extension EarlyStopping {
     }
 
     /// The bookkeeping of one early-stopped run, fed one validation measurement at a time: the best
-    /// measurement so far (the weights to keep) and whether the run stops.
+    /// measurement so far (the weights to keep) and whether the run stops. The base weights (step 0,
+    /// gain 0, within any bound) are the first kept point, as in SweepTrainer: a run none of whose
+    /// measurements gains more than `minDelta` within the bound keeps step 0.
     public struct Tracker: Sendable, Equatable {
         public let stopping: EarlyStopping
         public let base: SweepMetrics
         public let maxSteps: Int
-        /// The step whose weights are kept (nil: no measurement within the bound yet).
-        public private(set) var bestStep: Int?
-        public private(set) var bestValue: Double?
+        /// The step whose weights are kept (0: the base's).
+        public private(set) var bestStep = 0
+        public private(set) var bestValue = 0.0
         /// Measurements since the last improvement.
         public private(set) var sinceImprovement = 0
         public private(set) var stoppedAt: Int?
@@ -79,12 +81,12 @@ extension EarlyStopping {
         @discardableResult
         public mutating func record(step: Int, metrics: SweepMetrics) -> Bool {
             precondition(stoppedAt == nil, "EarlyStopping.Tracker: a measurement after the run stopped")
-            if let v = stopping.criterionValue(metrics, base: base), bestValue.map({ v > $0 + stopping.minDelta }) ?? true {
+            if let v = stopping.criterionValue(metrics, base: base), v > bestValue + stopping.minDelta {
                 bestValue = v; bestStep = step; sinceImprovement = 0
             } else {
                 sinceImprovement += 1
             }
-            if sinceImprovement >= stopping.patience {
+            if sinceImprovement >= max(1, stopping.patience) {
                 stoppedAt = step; stoppedBy = "patience"
             } else if step >= maxSteps {
                 stoppedAt = step; stoppedBy = "max steps"

@@ -164,12 +164,20 @@ public struct SeedTraining: Codable, Sendable, Equatable {
         self.replayAgrees = replayAgrees; self.curve = curve
     }
 
+    /// Steps a run trained: `SweepRun.steps` is its budget, so the steps actually trained are the
+    /// loss curve's length (one loss per step) or, without one, the last validation step.
+    public static func stepsTrained(_ run: SweepRun) -> Int {
+        let n = max(run.losses.count, run.validation.map(\.step).max() ?? 0)
+        return n > 0 ? min(n, run.steps) : run.steps
+    }
+
     /// The record of `run` under `stopping` (the curve replayed through `EarlyStopping.Tracker`).
     public init(_ run: SweepRun, stopping: EarlyStopping, base: SweepMetrics, maxSteps: Int) {
         let t = EarlyStopping.Tracker.replay(run.validation, stopping: stopping, base: base, maxSteps: maxSteps)
-        let agrees = t.bestStep == run.bestStep && (t.stoppedAt ?? run.steps) == run.steps
-        self.init(seed: run.seed, stepsTrained: run.steps, bestStep: run.bestStep,
-                  stoppedBy: agrees ? (t.stoppedBy ?? (run.steps >= maxSteps ? "max steps" : "trainer")) : "trainer",
+        let trained = Self.stepsTrained(run)
+        let agrees = t.bestStep == run.bestStep && t.stoppedAt == trained
+        self.init(seed: run.seed, stepsTrained: trained, bestStep: run.bestStep,
+                  stoppedBy: agrees ? (t.stoppedBy ?? "trainer") : "trainer",
                   replayAgrees: agrees,
                   curve: run.validation.sorted { $0.step < $1.step }.map {
                       CurvePoint(step: $0.step, metrics: $0.metrics, criterion: stopping.criterionValue($0.metrics, base: base))
@@ -224,7 +232,7 @@ extension Reproduce {
                                  rateSource: v.rateSource, maxSteps: c.maxSteps, stopping: c.stopping, base: trainer.base, runs: runs,
                                  provenance: p)
         try JSONOutput.write(record, to: url)
-        progress(.trained(row: v.row, stage: v.stage, steps: runs.map(\.steps), bestSteps: runs.map(\.bestStep), seconds: Date().timeIntervalSince(t0)))
+        progress(.trained(row: v.row, stage: v.stage, steps: runs.map(SeedTraining.stepsTrained), bestSteps: runs.map(\.bestStep), seconds: Date().timeIntervalSince(t0)))
         return (record, false)
     }
 

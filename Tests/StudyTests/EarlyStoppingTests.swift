@@ -28,7 +28,7 @@ import TestSupport
         let s = EarlyStopping(evalEvery: 20, patience: 2, minDelta: 0.002, bound: 0.02)
         let runs = try Self.train({ step in Self.metrics(gain: step <= 60 ? Double(step) / 600 : 0.1 - Double(step - 60) / 1000) },
                                   stopping: s, maxSteps: 200)
-        #expect(runs.map(\.steps) == [100, 100] && runs.map(\.bestStep) == [60, 60])
+        #expect(runs.map(SeedTraining.stepsTrained) == [100, 100] && runs.map(\.steps) == [200, 200] && runs.map(\.bestStep) == [60, 60])
         #expect(runs[0].validation.map(\.step) == [20, 40, 60, 80, 100])
         let record = SeedTraining(runs[0], stopping: s, base: Self.base, maxSteps: 200)
         #expect(record.stoppedBy == "patience" && record.replayAgrees && record.stepsTrained == 100 && record.bestStep == 60)
@@ -42,7 +42,7 @@ import TestSupport
         let s = EarlyStopping(evalEvery: 20, patience: 3, minDelta: 0.002, bound: 0.02)
         #expect(EarlyStopping.Tracker.measurementSteps(s, maxSteps: 50) == [20, 40, 50])
         let runs = try Self.train({ Self.metrics(gain: Double($0) / 500) }, stopping: s, maxSteps: 50)
-        #expect(runs.map(\.steps) == [50, 50] && runs.map(\.bestStep) == [50, 50])
+        #expect(runs.map(SeedTraining.stepsTrained) == [50, 50] && runs.map(\.bestStep) == [50, 50])
         #expect(SeedTraining(runs[0], stopping: s, base: Self.base, maxSteps: 50).stoppedBy == "max steps")
     }
 
@@ -59,18 +59,23 @@ import TestSupport
         let s30 = t.record(step: 30, metrics: Self.metrics(gain: 0.3, drop: 0.03))
         #expect(s30)
         #expect(t.bestStep == 10 && t.stoppedAt == 30 && t.stoppedBy == "patience")
-        // a run whose every measurement is over the bound keeps no step
+        // a run whose every measurement is over the bound, or gains no more than min delta, keeps the
+        // base weights (step 0)
         var over = EarlyStopping.Tracker(EarlyStopping(evalEvery: 10, patience: 1, minDelta: 0, bound: 0.02), base: Self.base, maxSteps: 100)
         over.record(step: 10, metrics: Self.metrics(gain: 0.3, drop: 0.05))
-        #expect(over.bestStep == nil && over.stoppedBy == "patience")
+        #expect(over.bestStep == 0 && over.stoppedBy == "patience")
+        var flat = EarlyStopping.Tracker(EarlyStopping(evalEvery: 10, patience: 2, minDelta: 0.01, bound: 0.02), base: Self.base, maxSteps: 100)
+        flat.record(step: 10, metrics: Self.metrics(gain: 0.005))
+        flat.record(step: 20, metrics: Self.metrics(gain: -0.01))
+        #expect(flat.bestStep == 0 && flat.stoppedAt == 20)
     }
 
     @Test func aTrainerThatStopsElsewhereIsRecordedNotHidden() {
         let s = EarlyStopping(evalEvery: 20, patience: 1, minDelta: 0, bound: 0.02)
         let points = [20, 40, 60].map { ValidationPoint(step: $0, metrics: Self.metrics(gain: 0.01 * Double($0 / 20))) }
         // the rule would go on to the cap of 100 (every measurement improves); this trainer stopped at 60 and kept 40
-        let run = SweepRun(window: "block.0", blocks: [0], seed: 0, learningRate: 1e-3, steps: 60, metrics: points[1].metrics,
-                           validation: points, bestStep: 40)
+        let run = SweepRun(window: "block.0", blocks: [0], seed: 0, learningRate: 1e-3, steps: 100, metrics: points[1].metrics,
+                           losses: Array(repeating: 1, count: 60), validation: points, bestStep: 40)
         let r = SeedTraining(run, stopping: s, base: Self.base, maxSteps: 100)
         #expect(!r.replayAgrees && r.stoppedBy == "trainer" && r.bestStep == 40)
     }

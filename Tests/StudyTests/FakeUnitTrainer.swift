@@ -42,7 +42,7 @@ final class FakeUnitTrainer: UnitTrainer {
         trained.append((unit.name, learningRate, seeds))
         return try seeds.map { seed in
             var points: [ValidationPoint] = []
-            var stoppedAt = steps, best: Int?
+            var stoppedAt = steps, best: Int?  // nil without early stopping
             if let stopping {
                 var t = EarlyStopping.Tracker(stopping, base: base, maxSteps: steps)
                 for s in EarlyStopping.Tracker.measurementSteps(stopping, maxSteps: steps) {
@@ -59,7 +59,8 @@ final class FakeUnitTrainer: UnitTrainer {
                 try writeCheckpoint(to: checkpoints(seed), blocks: unit.blocks, amount: 0.05 * Double(kept) / 40 * (1 + Double(seed) / 10))
                 checkpointsWritten += 1
             }
-            return SweepRun(window: unit.name, blocks: unit.blocks, seed: seed, learningRate: learningRate, steps: stoppedAt,
+            // as SweepTrainer: `steps` is the budget, the loss curve has one entry per step trained
+            return SweepRun(window: unit.name, blocks: unit.blocks, seed: seed, learningRate: learningRate, steps: steps,
                             metrics: curve(unit.name, seed, kept), losses: (1...stoppedAt).map { 1 / Double($0) },
                             validation: points, bestStep: best)
         }
