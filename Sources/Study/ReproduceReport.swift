@@ -71,7 +71,7 @@ public enum ReproduceReport {
         md += "patience \(budget.stopping.patience) measurements, min delta \(f(budget.stopping.minDelta, 4)), at most \(budget.maxSteps) steps; "
         md += "criterion: \(budget.criterion) (bound \(f(budget.stopping.bound, 2))); batch \(budget.batch) per stage (one presence and one absence batch per step), "
         md += "AdamW at each row's own rate (default \(budget.defaultLearningRate)), linear warm-up \(budget.warmup) steps, cosine to 0 at step \(budget.maxSteps), weight decay \(budget.weightDecay); "
-        md += "train on split `\(settings["train_split"] ?? "")`, everything below on `\(settings["eval_split"] ?? "")`; probe-layers mode \(settings["probe_mode"] ?? "default")\n"
+        md += "train on split `\(settings["train_split"] ?? "")`, everything below on `\(settings["eval_split"] ?? "")`; probe-layers mode requested \(settings["probe_mode"] ?? "default"), its sweep ran in mode \(r.verdict.training.sweep.map { $0.mode ?? "not recorded" } ?? "unknown (no sweep result)")\n"
         md += "- selected set: policy \(selection.policy) (k \(selection.k.map { "\($0)" } ?? "-"), extras \(selection.extras)) -> groups \(selection.groups.joined(separator: ", ")); \(selection.summary)"
         md += "; learning rate \(selection.learningRate.map { "\($0) (layers.json)" } ?? "the default (layers.json has none)")"
         md += "; WiSE-FT \(selection.wiseAlpha.map { "alpha \(f($0, 2)) (layers.json)" } ?? "none (layers.json has no wise_alpha)")\n"
@@ -218,7 +218,7 @@ public enum ReproduceReport {
             md += "best unit \(s.bestUnit) at its best rate"
             if let e = s.effects.first(where: { $0.unit == s.bestUnit }) { md += " (negation gain \(dcell(e.negationGain)) points, R@1 drop \(dcell(e.retrievalDrop)))" }
             md += s.bestBlock.map { "; best single block \($0)" } ?? ""
-            md += " (\(s.source)).\n\n"
+            md += " (\(s.source), sweep mode \(s.mode ?? "not recorded")).\n\n"
         } else {
             md += "The sweep's result was not found in the study folder; no sweep evidence is shown.\n\n"
         }

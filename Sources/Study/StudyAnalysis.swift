@@ -79,10 +79,12 @@ extension StudyResults {
     /// beside the study's rows and never counted as a representation ranking.
     public struct SweepEvidence: Codable, Sendable, Equatable {
         public var source: String
+        /// The sweep's mode as its result records it ("default" or "thorough").
+        public var mode: String?
         public var bestUnit: String
         public var bestBlock: Int?
         public var effects: [UnitEffect]
-        enum CodingKeys: String, CodingKey { case source, effects, bestUnit = "best_unit", bestBlock = "best_block" }
+        enum CodingKeys: String, CodingKey { case source, mode, effects, bestUnit = "best_unit", bestBlock = "best_block" }
     }
 
     public struct TrainingEvidence: Codable, Sendable, Equatable {
@@ -325,7 +327,7 @@ public enum StudyAnalysis {
         let best = rates.effects.max { ($0.negationGain.mean, -$0.blocks.count) < ($1.negationGain.mean, -$1.blocks.count) }!
         let singles = rates.effects.filter { $0.blocks.count == 1 && $0.unit.hasPrefix("block.") }
         let bestBlock = singles.max { $0.negationGain.mean < $1.negationGain.mean }?.blocks.first
-        return .init(source: source, bestUnit: best.unit, bestBlock: bestBlock, effects: rates.effects)
+        return .init(source: source, mode: rates.mode, bestUnit: best.unit, bestBlock: bestBlock, effects: rates.effects)
     }
 
     public static func verdict(training: StudyResults.TrainingEvidence, representation: StudyResults.RepresentationEvidence) -> StudyResults.Verdict {

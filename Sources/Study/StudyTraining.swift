@@ -60,8 +60,12 @@ public struct StudySweepRates: Sendable, Equatable {
     public var effects: [UnitEffect]
     /// The file read, relative to the study folder (nil: no sweep result).
     public var source: String?
+    /// The sweep's mode as its result records it ("default" or "thorough").
+    public var mode: String?
 
-    public init(effects: [UnitEffect] = [], source: String? = nil) { self.effects = effects; self.source = source }
+    public init(effects: [UnitEffect] = [], source: String? = nil, mode: String? = nil) {
+        self.effects = effects; self.source = source; self.mode = mode
+    }
 
     /// The best-rate effect of the sweep unit that trained exactly `blocks` (nil: no such unit).
     public func best(blocks: [Int]) -> UnitEffect? {
@@ -73,7 +77,7 @@ public struct StudySweepRates: Sendable, Equatable {
         // a bare SweepResult is read too
         guard let data = try? Data(contentsOf: url) else { return StudySweepRates() }
         guard let r = decode(data, keys: ["result"]), !r.runs.isEmpty else { return StudySweepRates() }
-        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study))
+        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study), mode: r.mode)
     }
 
     /// The same from probe-layers' report.json when it carries the SweepResult (key `sweep` or
@@ -82,7 +86,7 @@ public struct StudySweepRates: Sendable, Equatable {
         guard let data = try? Data(contentsOf: url), let r = decode(data, keys: ["sweep_result", "sweep"], bare: false), !r.runs.isEmpty else {
             return StudySweepRates()
         }
-        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study))
+        return StudySweepRates(effects: SweepEffects.bestRates(SweepEffects.all(r), bound: bound), source: relative(url, study), mode: r.mode)
     }
 
     static func decode(_ data: Data, keys: [String], bare: Bool = true) -> SweepResult? {
