@@ -87,7 +87,9 @@ extension ProbeLayersRequest {
             config.evalSplit = split
             config.trainSplit = s.trainSplit
             config.steps = s.steps
-            config.learningRate = s.learningRate
+            if s.mode == .thorough { config.useThoroughMode() }
+            config.learningRates = s.learningRates ?? (s.mode == .thorough ? SweepDefaults.thoroughLearningRates : SweepDefaults.learningRates)
+            config.parallelRuns = s.parallelRuns
             config.batch = s.batch
             config.seeds = s.seeds
             config.blocks = s.blocks
@@ -100,7 +102,18 @@ extension ProbeLayersRequest {
     /// The sweep's knobs that probe-layers exposes (`--sweep-*`); the rest are `SweepConfig`'s defaults.
     public struct SweepSettings: Sendable {
         public var steps = SweepDefaults.steps
-        public var learningRate = SweepDefaults.learningRate
+        /// The learning-rate grid; nil: the mode's (`SweepDefaults.learningRates`, thorough
+        /// `SweepDefaults.thoroughLearningRates`).
+        public var learningRates: [Double]?
+        /// A one-rate grid (`--sweep-lr`).
+        public var learningRate: Double {
+            get { learningRates?.first ?? SweepDefaults.learningRate }
+            set { learningRates = [newValue] }
+        }
+        /// `.thorough`: the budget check and the wider grid.
+        public var mode = SweepMode.standard
+        /// Runs side by side (`SweepConfig.parallelRuns`).
+        public var parallelRuns = SweepDefaults.parallelRuns
         public var batch = SweepDefaults.batch
         public var seeds = SweepDefaults.seeds
         /// nil: every block.

@@ -4,28 +4,30 @@ import NegationData
 import Provenance
 import Training
 
-/// The partial fine-tuning sweep: for every seed, each text block alone and each window of blocks
-/// is fine-tuned from the base model with the same loss, steps, learning rate and batch (Training's
-/// optimizer, data order and checkpoints, in-process), then measured on the validation split with
-/// NegationData's Evaluator (presence, absence, affirmative retrieval R@1 by truth both ways), as is
-/// the base model once.
+/// The partial fine-tuning sweep: every unit (each text block alone, the windows, the embeddings
+/// alone, a parameter-matched spread set) is fine-tuned from the base model at every learning rate
+/// of the grid for every seed, with the same loss, steps and batch (Training's optimizer and data
+/// order, in memory), then measured in memory on the validation split with NegationData's
+/// Evaluator (presence, absence, affirmative retrieval R@1 by truth both ways), as is the base once.
 ///
 /// Sweep folder (everything written by rename, so a kill -9 leaves whole files or none):
-///   SWEEP/sweep.json                   settings + provenance; a rerun with other settings is refused
-///   SWEEP/base.json                    the base model's metrics
-///   SWEEP/runs/<window>.seed-<s>/      one run: log.jsonl, checkpoint-<step>/ while it trains
-///                                      (Training's RunDirectory), result.json when measured
-///   SWEEP/result.json                  the SweepResult with provenance, when every run is done
+///   SWEEP/sweep.json                          settings + provenance; a rerun with other settings is refused
+///   SWEEP/base.json                           the base model's metrics
+///   SWEEP/runs/<unit>.lr-<rate>.seed-<s>/     one run: log.jsonl, result.json when measured;
+///                                             checkpoint-<step>/ only with saveEvery / keepCheckpoints
+///   SWEEP/runs/<unit>.lr-<rate>.steps-<n>.seed-<s>/   a budget-check run (thorough mode)
+///   SWEEP/result.json                         the SweepResult with provenance, when every run is done
 /// A rerun skips runs with a result.json and resumes an interrupted run from its newest checkpoint
-/// (`saveEvery`) or from step 0; runs are deterministic, so the SweepResult equals an uninterrupted
-/// sweep's (tested with kill -9).
+/// (`saveEvery`) or from step 0; runs are deterministic and independent, so the SweepResult equals an
+/// uninterrupted sweep's (tested with kill -9) whatever `parallelRuns` is (tested).
 ///
 /// Cost: the training images go through the frozen vision tower once, the validation images once
-/// (the vision tower is frozen, so every run shares the base's image embeddings), and a run whose
-/// lowest block is k > 0 starts from hidden_states[k] computed once per k for all seeds.
+/// (the base's image embeddings serve every run); a run whose lowest trained block is k > 0 starts
+/// from hidden_states[k], computed once per k for the training captions and for the evaluation
+/// captions, so it trains and is measured through blocks k..<L only.
 public enum Sweep {
     /// Units in run order: single blocks ascending, then the windows (front, middle, back, whole,
-    /// then any other name alphabetically). Each unit runs once per seed.
+    /// then any other name alphabetically).
     public static func units(blocks: [Int], windows: [String: [Int]]) -> [(window: String, blocks: [Int])] {
         let named = windows.keys.sorted { a, b in
             let (ia, ib) = (SweepWindows.names.firstIndex(of: a) ?? .max, SweepWindows.names.firstIndex(of: b) ?? .max)
@@ -34,21 +36,58 @@ public enum Sweep {
         return blocks.sorted().map { (window: "block.\($0)", blocks: [$0]) } + named.map { (window: $0, blocks: windows[$0]!.sorted()) }
     }
 
-    public static func runFolderName(window: String, seed: UInt64) -> String { "\(window).seed-\(seed)" }
+    /// A learning rate as run folders spell it: mantissa and decimal exponent, "2e-4", "1e-3", "2.5e-2".
+    public static func rateTag(_ rate: Double) -> String {
+        guard rate > 0, rate.isFinite else { return "\(rate)" }
+        var e = Int(Foundation.log10(rate).rounded(.down))
+        var m = rate / Foundation.pow(10, Double(e))
+        if m >= 9.999995 { m /= 10; e += 1 }
+        var ms = String(format: "%.5f", m)
+        while ms.hasSuffix("0") { ms.removeLast() }
+        if ms.hasSuffix(".") { ms.removeLast() }
+        return "\(ms)e\(e)"
+    }
+
+    /// `<unit>.lr-<rate>.seed-<s>`; a run of another budget than the sweep's (the budget check)
+    /// `<unit>.lr-<rate>.steps-<n>.seed-<s>`.
+    public static func runFolderName(window: String, learningRate: Double, seed: UInt64, steps: Int? = nil) -> String {
+        "\(window).lr-\(rateTag(learningRate))" + (steps.map { ".steps-\($0)" } ?? "") + ".seed-\(seed)"
+    }
 
     /// Runs (or resumes) the sweep in `config.out` and returns its result (also written to
     /// SWEEP/result.json).
     @discardableResult
     public static func run(_ config: SweepConfig, progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
+        try execute(config, stable: nil, maxSeeds: config.seeds.count, progress: progress)
+    }
+
+    /// The sweep with adaptive seeds: after `config.seeds`, one seed at a time is added (the smallest
+    /// unused integer) until `stable` holds for the result with and without the last seed, or the
+    /// sweep has `maxSeeds` seeds. The budget check (thorough mode) runs over the final seeds.
+    @discardableResult
+    public static func run(_ config: SweepConfig, addSeedsUntil stable: @escaping (SweepResult) -> Bool, maxSeeds: Int,
+                           progress: (SweepProgress) -> Void = { _ in }) throws -> SweepResult {
+        try execute(config, stable: stable, maxSeeds: maxSeeds, progress: progress)
+    }
+
+    /// One run to do: a unit at a rate and seed, with its budget and result file.
+    struct RunSpec {
+        var unit: PlannedUnit
+        var rate: Double
+        var seed: UInt64
+        var steps: Int
+        var folderName: String
+        var resultFile: URL
+    }
+
+    static func execute(_ config: SweepConfig, stable: ((SweepResult) -> Bool)?, maxSeeds: Int,
+                        progress: (SweepProgress) -> Void) throws -> SweepResult {
         let startTime = Date()
         let fm = FileManager.default
         try checkBudget(config)
 
-        // 1. The base model: inference side (evaluation, image embeddings) and training side.
+        // 1. The base model and the layout.
         let base = try CLIPModel.load(directory: config.model)
-        guard let tokenizer = base.tokenizer else {
-            throw SweepError.data(file: config.model.path, message: "no vocab.json + merges.txt; the sweep fine-tunes the text tower and needs the tokenizer")
-        }
         let baseParams = try TextTowerParameters<Float>.load(directory: config.model)
         let (windows, units, settings) = try Self.layout(config, base: base, layers: baseParams.config.numHiddenLayers)
         let selected = try Self.selection(config, units: units)
@@ -68,31 +107,35 @@ public enum Sweep {
         }
 
         // 3. Data: the training set (tokenised, images embedded once) and the evaluation records.
-        let records = try SweepData.evaluationRecords(config.evalData, split: config.evalSplit)
-        let set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
+        let tp = Date()
+        let context = try SweepContext(config: config, base: base, baseParams: baseParams, cacheCapacity: 2)
         if !fm.fileExists(atPath: sweepJSON.path) || started.isEmpty {
             try SweepFiles.writeObject(["format": SweepFiles.format, "settings": settings, "eval_data": config.evalData.map(\.path),
                                         "provenance": Self.provenance(config, settings: settings).jsonObject], to: sweepJSON)
         }
-        let total = selected.map(\.count) ?? units.count * config.seeds.count
-        let done = units.reduce(0) { n, u in
-            n + config.seeds.filter { seed in
-                selected?.contains(runFolderName(window: u.window, seed: seed)) ?? true
-                    && fm.fileExists(atPath: resultURL(config, window: u.window, seed: seed).path)
-            }.count
+        var seeds = config.seeds
+        func gridSpecs(_ seeds: [UInt64]) -> [RunSpec] {
+            units.flatMap { u in
+                config.learningRates.flatMap { rate in
+                    seeds.compactMap { seed -> RunSpec? in
+                        let name = runFolderName(window: u.name, learningRate: rate, seed: seed)
+                        if let selected, !selected.contains(name) { return nil }
+                        return RunSpec(unit: u, rate: rate, seed: seed, steps: config.steps, folderName: name,
+                                       resultFile: config.out.appendingPathComponent("runs/\(name)/result.json"))
+                    }
+                }
+            }
         }
-        progress(.prepared(presenceItems: set.presence.count, absenceItems: set.absence.count,
-                           images: set.imageEmbeds.count / max(1, set.dim), evalRecords: records.count, runs: total,
-                           alreadyDone: done, seconds: Date().timeIntervalSince(startTime)))
+        var specs = gridSpecs(seeds)
+        progress(.prepared(presenceItems: context.set.presence.count, absenceItems: context.set.absence.count,
+                           images: context.set.imageEmbeds.count / max(1, context.set.dim), evalRecords: context.records.count,
+                           runs: specs.count, alreadyDone: specs.filter { fm.fileExists(atPath: $0.resultFile.path) }.count,
+                           seconds: Date().timeIntervalSince(tp)))
 
         // 4. The base model, measured exactly as `negclip evaluate` does; its image embeddings are
         // recorded and serve every fine-tuned model (the vision tower never trains).
         let tb = Date()
-        let images = RecordedImageEmbeddings(try CLIPEmbeddingModel(base))
-        var evaluator = Evaluator()
-        evaluator.batchSize = config.evaluationBatchSize
-        evaluator.bootstrapResamples = 0
-        let baseMetrics = try SweepData.metrics(evaluator.evaluate(model: images, name: "base", records: records), file: config.evalData[0].path)
+        let baseMetrics = try context.evaluateBase()
         // the metrics at the top level (what `Sweep.collect` decodes), beside format and provenance
         var baseObject = try SweepFiles.object(baseMetrics) as? [String: Any] ?? [:]
         baseObject["format"] = SweepFiles.format
@@ -100,74 +143,94 @@ public enum Sweep {
         try SweepFiles.writeObject(baseObject, to: config.out.appendingPathComponent("base.json"))
         progress(.baseEvaluated(baseMetrics, seconds: Date().timeIntervalSince(tb)))
 
-        // 5. The runs.
-        var clock = SweepClock(steps: config.steps, total: total)
-        var results: [SweepRun] = []
-        var cache: (layer: Int, states: [[Int32]: [Float]])?
+        // 5. The grid over the configured seeds, then (adaptive) one seed at a time.
+        var clock = SweepClock(layers: context.layers, parallel: config.resolvedParallelRuns)
+        clock.plan(specs)
+        var done: [String: SweepRun] = [:]
         var index = 0
-        for unit in units {
-            let groups = Set(unit.blocks.map { TrainableGroup.block($0) }).union(config.extraGroups)
-            let lowest = groups.filter { $0 != .logitScale }.min()
-            var cacheLayer: Int?
-            if config.layerCache, case let .block(k)? = lowest, k > 0 { cacheLayer = k }
-            for seed in config.seeds {
-                if let selected, !selected.contains(runFolderName(window: unit.window, seed: seed)) { continue }
-                index += 1
-                let runStart = Date()
-                let resultFile = resultURL(config, window: unit.window, seed: seed)
-                let runDir = RunDirectory(resultFile.deletingLastPathComponent())
-                if fm.fileExists(atPath: resultFile.path) {
-                    let run = try SweepFiles.readRun(resultFile)
-                    guard run.window == unit.window, run.blocks == unit.blocks, run.seed == seed else {
-                        throw SweepError.folder(file: resultFile.path, message: "holds \(run.window) blocks \(run.blocks) seed \(run.seed), expected \(unit.window) blocks \(unit.blocks) seed \(seed)")
-                    }
-                    if !config.keepCheckpoints { try SweepFiles.removeCheckpoints(runDir) }
-                    results.append(run)
-                    clock.skip()
-                    progress(.runFinished(index: index, total: total, run: run, seconds: 0, reused: true, eta: clock.eta()))
-                    continue
-                }
-                if let k = cacheLayer, cache?.layer != k {
-                    let tc = Date()
-                    cache = (k, try set.layerInputs(baseParams, layer: k))
-                    clock.overhead(Date().timeIntervalSince(tc))
-                    progress(.layerCache(layer: k, captions: cache!.states.count, seconds: Date().timeIntervalSince(tc)))
-                }
-                let metrics = try Self.train(unit: unit, groups: groups, seed: seed, config: config, settings: settings,
-                                             baseParams: baseParams, set: set, cache: cacheLayer == nil ? nil : cache,
-                                             runDir: runDir, index: index, total: total, clock: &clock,
-                                             evaluate: { checkpoint in
-                                                 let tuned = try CLIPModel.load(directory: checkpoint)
-                                                 let model = TunedTextModel(text: try CLIPEmbeddingModel(tuned), images: images)
-                                                 return try SweepData.metrics(evaluator.evaluate(model: model, name: unit.window, records: records),
-                                                                              file: config.evalData[0].path)
-                                             }, progress: progress)
-                let run = SweepRun(window: unit.window, blocks: unit.blocks, seed: seed, learningRate: config.learningRate, steps: config.steps, metrics: metrics)
-                try SweepFiles.writeObject(["format": SweepFiles.format, "run": try SweepFiles.object(run),
-                                            "provenance": Self.provenance(config, settings: settings, seeds: [seed]).jsonObject,
-                                            "trainable_groups": groups.sorted().map(\.description),
-                                            "layer_cache": cacheLayer.map { "hidden_states[\($0)]" } ?? "none",
-                                            "settings_sha256": settingsSHA, "steps": config.steps], to: resultFile)
-                if !config.keepCheckpoints { try SweepFiles.removeCheckpoints(runDir) }
-                results.append(run)
-                clock.finishRun(seconds: Date().timeIntervalSince(runStart))
-                progress(.runFinished(index: index, total: total, run: run, seconds: Date().timeIntervalSince(runStart),
-                                      reused: false, eta: clock.eta()))
+        func runAll(_ todo: [RunSpec]) throws {
+            let runs = try Self.runSpecs(todo, firstIndex: index, context: context, settings: settings, settingsSHA: settingsSHA,
+                                         clock: &clock, progress: progress)
+            for (spec, run) in zip(todo, runs) { done[spec.folderName] = run }
+            index += todo.count
+        }
+        try runAll(specs)
+        func result(_ seeds: [UInt64]) -> SweepResult {
+            let runs = gridSpecs(seeds).map { done[$0.folderName]! }
+            return SweepResult(base: baseMetrics, units: units.map { sweepUnit($0, context: context) }, runs: runs, steps: config.steps,
+                               learningRates: config.learningRates, batch: config.batch, loss: config.loss.kind.rawValue, windows: windows,
+                               mode: config.mode.rawValue)
+        }
+        if let stable, selected == nil {
+            while seeds.count < maxSeeds {
+                let all = result(seeds), without = result(Array(seeds.dropLast()))
+                if seeds.count >= 2 && stable(all) && stable(without) { break }
+                var next: UInt64 = 0
+                while seeds.contains(next) { next += 1 }
+                seeds.append(next)
+                let added = gridSpecs([next])
+                progress(.seedAdded(seed: next, runs: added.count))
+                clock.plan(added)
+                try runAll(added)
+                specs += added
             }
         }
-
-        let result = SweepResult(base: baseMetrics, units: units.map { SweepUnit(name: $0.window, blocks: $0.blocks, groups: $0.blocks.map { "block.\($0)" }, parameterCount: 0) },
-                                 runs: results, steps: config.steps, learningRates: [config.learningRate], batch: config.batch, loss: config.loss.kind.rawValue, windows: windows)
+        var sweep = result(seeds)
         if selected != nil {
             // a subset (a scheduler job): the sweep's result.json is Sweep.collect's
-            progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
-            return result
+            sweep.runs = specs.map { done[$0.folderName]! }
+            progress(.finished(sweep, seconds: Date().timeIntervalSince(startTime)))
+            return sweep
         }
-        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings).jsonObject,
-                                    "settings": settings, "eval_data": config.evalData.map(\.path), "result": try SweepFiles.object(result)],
+
+        // 6. Thorough mode: the budget check, each unit at its best rate at budgetMultiplier x steps.
+        if config.mode == .thorough {
+            let checkUnits = units.filter { u in config.budgetCheckUnits.map { $0.contains(u.name) } ?? true }
+            let best = SweepEffects.bestRates(SweepEffects.all(sweep), bound: config.budgetCheckBound)
+            let steps = config.steps * config.budgetMultiplier
+            let budgetSpecs = checkUnits.flatMap { u -> [RunSpec] in
+                guard let rate = best.first(where: { $0.unit == u.name })?.learningRate else { return [] }
+                return seeds.map { seed in
+                    let name = runFolderName(window: u.name, learningRate: rate, seed: seed, steps: steps)
+                    return RunSpec(unit: u, rate: rate, seed: seed, steps: steps, folderName: name,
+                                   resultFile: config.out.appendingPathComponent("runs/\(name)/result.json"))
+                }
+            }
+            progress(.budgetCheck(units: checkUnits.map(\.name), steps: steps, runs: budgetSpecs.count))
+            clock.plan(budgetSpecs)
+            try runAll(budgetSpecs)
+            sweep.budgetCheck = budgetCheck(sweep, best: best, runs: budgetSpecs.map { done[$0.folderName]! },
+                                            units: checkUnits.map(\.name), steps: steps)
+        }
+        try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": Self.provenance(config, settings: settings, seeds: seeds).jsonObject,
+                                    "settings": settings, "eval_data": config.evalData.map(\.path), "seeds": seeds.map { NSNumber(value: $0) },
+                                    "added_seeds": seeds.dropFirst(config.seeds.count).map { NSNumber(value: $0) },
+                                    "result": try SweepFiles.object(sweep)],
                                    to: config.out.appendingPathComponent("result.json"))
-        progress(.finished(result, seconds: Date().timeIntervalSince(startTime)))
-        return result
+        progress(.finished(sweep, seconds: Date().timeIntervalSince(startTime)))
+        return sweep
+    }
+
+    /// Cross-budget rank agreement: per unit, the per-seed gains at the sweep's budget (at the unit's
+    /// best rate) against those at the check's budget.
+    static func budgetCheck(_ sweep: SweepResult, best: [UnitEffect], runs: [SweepRun], units: [String], steps: Int) -> BudgetCheck {
+        let unitsDone = units.filter { u in runs.contains { $0.window == u } }
+        func gains(_ rs: [SweepRun], _ f: (SweepMetrics) -> Double) -> [[Double]] {
+            unitsDone.map { u in rs.filter { $0.window == u }.sorted { $0.seed < $1.seed }.map { f($0.metrics) - f(sweep.base) } }
+        }
+        let atB = unitsDone.map { u -> [SweepRun] in
+            let rate = best.first { $0.unit == u }!.learningRate
+            return sweep.runs.filter { $0.window == u && $0.learningRate == rate }
+        }.flatMap { $0 }
+        let neg: (SweepMetrics) -> Double = { m in (m.presence + m.absence) / 2 }
+        return BudgetCheck(steps: steps, units: unitsDone, runs: runs,
+                           presenceRho: Spearman.overSeeds(gains(atB, \.presence), gains(runs, \.presence)),
+                           absenceRho: Spearman.overSeeds(gains(atB, \.absence), gains(runs, \.absence)),
+                           negationRho: Spearman.overSeeds(gains(atB, neg), gains(runs, neg)))
+    }
+
+    static func sweepUnit(_ u: PlannedUnit, context: SweepContext) -> SweepUnit {
+        SweepUnit(name: u.name, blocks: u.blocks, groups: u.groups.sorted().map(\.description), parameterCount: context.parameterCount(u.groups))
     }
 
     /// The SweepResult of a finished sweep folder (SWEEP/result.json).
@@ -183,66 +246,92 @@ public enum Sweep {
         }
     }
 
-    static func resultURL(_ config: SweepConfig, window: String, seed: UInt64) -> URL {
-        config.out.appendingPathComponent("runs").appendingPathComponent(runFolderName(window: window, seed: seed))
-            .appendingPathComponent("result.json")
+    /// Events of one run, sent from its worker to the caller's thread.
+    enum RunEvent {
+        case progress(SweepProgress)
+        case step(spec: Int, step: Int, loss: Double, seconds: Double)
+        case finished(spec: Int, seconds: Double, reused: Bool, run: SweepRun)
     }
 
-    /// One run: fresh copy of the base, Training's optimizer and data order, checkpoints through
-    /// CaptionTrainingRun (resume + atomic save), then the final checkpoint measured.
-    static func train(unit: (window: String, blocks: [Int]), groups: Set<TrainableGroup>, seed: UInt64, config: SweepConfig,
-                      settings: [String: String], baseParams: TextTowerParameters<Float>, set: CaptionTrainingSet,
-                      cache: (layer: Int, states: [[Int32]: [Float]])?, runDir: RunDirectory, index: Int, total: Int,
-                      clock: inout SweepClock, evaluate: (URL) throws -> SweepMetrics,
-                      progress: (SweepProgress) -> Void) throws -> SweepMetrics {
-        let params = baseParams.converted(to: Float.self)   // a copy: every run starts from the base
-        let batcher = try CaptionBatcher(data: set, loss: config.loss, batch: config.batch, seed: seed)
-        let opt = TextOptimizer(parameters: params, trainable: groups, config: OptimizationConfig(
-            schedule: CosineSchedule(baseLR: config.learningRate, warmup: config.resolvedWarmup, steps: config.steps),
-            adamW: AdamWConfig(weightDecay: config.weightDecay), clipNorm: nil))
-        var runSettings = config.loss.record
-        runSettings.merge([
-            "trainable_groups": TrainableSpec.describe(groups), "seed": "\(seed)", "batch": "\(config.batch)",
-            "split": config.trainSplit, "steps": "\(config.steps)", "lr": "\(config.learningRate)",
-            "weight_decay": "\(config.weightDecay)", "warmup": "\(config.resolvedWarmup)", "clip_grad": "off",
+    /// Runs `specs` (reusing those with a result.json), `config.parallelRuns` side by side; results in
+    /// `specs` order. Run indices in progress start after `firstIndex`.
+    static func runSpecs(_ specs: [RunSpec], firstIndex: Int, context: SweepContext, settings: [String: String], settingsSHA: String,
+                         clock: inout SweepClock, progress: (SweepProgress) -> Void) throws -> [SweepRun] {
+        let config = context.config
+        let total = firstIndex + specs.count
+        var local = clock
+        let runs: [SweepRun] = try RunPool.run(count: specs.count, threads: config.resolvedParallelRuns, { i, emit in
+            let spec = specs[i]
+            let index = firstIndex + i + 1
+            let runStart = Date()
+            let runDir = RunDirectory(spec.resultFile.deletingLastPathComponent())
+            if FileManager.default.fileExists(atPath: spec.resultFile.path) {
+                let run = try SweepFiles.readRun(spec.resultFile)
+                guard run.window == spec.unit.name, run.blocks == spec.unit.blocks, run.seed == spec.seed,
+                      run.learningRate == spec.rate, run.steps == spec.steps else {
+                    throw SweepError.folder(file: spec.resultFile.path, message: "holds \(run.window) blocks \(run.blocks) lr \(run.learningRate) steps \(run.steps) seed \(run.seed), expected \(spec.unit.name) blocks \(spec.unit.blocks) lr \(spec.rate) steps \(spec.steps) seed \(spec.seed)")
+                }
+                if !config.keepCheckpoints { try SweepFiles.removeCheckpoints(runDir) }
+                emit(.finished(spec: i, seconds: 0, reused: true, run: run))
+                return run
+            }
+            let k = config.layerCache ? startLayer(spec.unit.groups, layers: context.layers) : nil
+            let folder = RunFolder(dir: runDir, saveEvery: config.saveEvery, keepFinal: config.keepCheckpoints,
+                                   provenance: runProvenance(config, spec: spec, layerCache: k), settings: runSettings(config, spec: spec, settings: settings,
+                                                                                                                       warmup: context.warmup(steps: spec.steps)))
+            let trained = try context.train(groups: spec.unit.groups, rate: spec.rate, steps: spec.steps, seed: spec.seed, stopping: nil,
+                                            folder: folder, name: spec.unit.name,
+                                            onCache: { k, n, s in emit(.progress(.layerCache(layer: k, captions: n, seconds: s))) },
+                                            onStart: { from in
+                                                emit(.progress(.runStarted(index: index, total: total, window: spec.unit.name, seed: spec.seed, fromStep: from)))
+                                            },
+                                            onStep: { step, loss, seconds in emit(.step(spec: i, step: step, loss: loss, seconds: seconds)) })
+            let metrics = try context.measure(trained.params, groups: spec.unit.groups, name: spec.unit.name,
+                                              onCache: { k, n, s in emit(.progress(.evaluationCache(layer: k, texts: n, seconds: s))) })
+            let run = SweepRun(window: spec.unit.name, blocks: spec.unit.blocks, seed: spec.seed, learningRate: spec.rate, steps: spec.steps,
+                               metrics: metrics, losses: trained.losses)
+            try SweepFiles.writeObject(["format": SweepFiles.format, "run": try SweepFiles.object(run),
+                                        "provenance": Self.provenance(config, settings: settings, seeds: [spec.seed]).jsonObject,
+                                        "trainable_groups": spec.unit.groups.sorted().map(\.description),
+                                        "layer_cache": k.map { "hidden_states[\($0)]" } ?? "none",
+                                        "settings_sha256": settingsSHA, "steps": spec.steps], to: spec.resultFile)
+            if !config.keepCheckpoints { try SweepFiles.removeCheckpoints(runDir) }
+            emit(.finished(spec: i, seconds: Date().timeIntervalSince(runStart), reused: false, run: run))
+            return run
+        }, deliver: { (event: RunEvent) in
+            switch event {
+            case let .progress(p):
+                progress(p)
+            case let .step(i, step, loss, seconds):
+                local.step(specs[i], seconds: seconds)
+                progress(.step(index: firstIndex + i + 1, total: total, step: step, steps: specs[i].steps, loss: loss, seconds: seconds, eta: local.eta()))
+            case let .finished(i, seconds, reused, run):
+                local.finish(specs[i], seconds: seconds, reused: reused)
+                progress(.runFinished(index: firstIndex + i + 1, total: total, run: run, seconds: seconds, reused: reused, eta: local.eta()))
+            }
+        })
+        clock = local
+        return runs
+    }
+
+    /// A run's provenance strings (its checkpoints' trainer_state.json).
+    static func runProvenance(_ config: SweepConfig, spec: RunSpec, layerCache: Int?) -> [String: String] {
+        ["tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": config.commandLine,
+         "base_model": config.model.path, "data": config.trainData.path, "layer_definition": TextLayers.definition,
+         "trainable_spec": "sweep \(spec.unit.name)", "sweep": config.out.path,
+         "layer_cache": layerCache.map { "hidden_states[\($0)]" } ?? "none"]
+    }
+
+    /// What a resumed run must share with the run it continues (its checkpoints' settings).
+    static func runSettings(_ config: SweepConfig, spec: RunSpec, settings: [String: String], warmup: Int) -> [String: String] {
+        var s = config.loss.record
+        s.merge([
+            "trainable_groups": TrainableSpec.describe(spec.unit.groups), "seed": "\(spec.seed)", "batch": "\(config.batch)",
+            "split": config.trainSplit, "steps": "\(spec.steps)", "lr": "\(spec.rate)",
+            "weight_decay": "\(config.weightDecay)", "warmup": "\(warmup)", "clip_grad": "off",
             "base_model_sha256": settings["base_model_sha256"]!, "data_sha256": settings["train_data_sha256"]!,
         ]) { a, _ in a }
-        var provenance = runSettings
-        provenance.merge([
-            "tool": ToolInfo.name, "tool_version": ToolInfo.version, "command_line": config.commandLine,
-            "base_model": config.model.path, "data": config.trainData.path, "layer_definition": TextLayers.definition,
-            "trainable_spec": "sweep \(unit.window)", "sweep": config.out.path,
-            "layer_cache": cache.map { "hidden_states[\($0.layer)]" } ?? "none",
-        ]) { a, _ in a }
-        let trainRun = CaptionTrainingRun(base: config.model, run: runDir, total: config.steps, saveEvery: config.saveEvery,
-                                          keep: 1, provenance: provenance, settings: runSettings)
-        try FileManager.default.createDirectory(at: runDir.url, withIntermediateDirectories: true)
-        let from = try trainRun.resume(opt)
-        progress(.runStarted(index: index, total: total, window: unit.window, seed: seed, fromStep: from))
-        let log = try StepLog(runDir.logURL)
-        while opt.step < config.steps {
-            let t0 = Date()
-            var (loss, inputs) = batcher.inputs(step: opt.step)
-            if let cache {
-                // the batcher's own cache, shared across seeds: hidden_states[k] of each caption
-                inputs = inputs.map { input in
-                    guard case let .tokens(ids) = input else { return input }
-                    return .hidden(ids: ids, layer: cache.layer, states: ids.flatMap { cache.states[$0]! })
-                }
-            }
-            let r = try opt.step(loss, inputs: inputs)
-            let seconds = Date().timeIntervalSince(t0)
-            let parts = r.parts.mapValues { Double($0) }
-            try log.append(step: r.step, loss: Double(r.loss), parts: parts, lr: r.lr, gradNorm: r.gradNorm, ms: seconds * 1000)
-            clock.step(seconds: seconds)
-            progress(.step(index: index, total: total, step: opt.step, steps: config.steps, loss: Double(r.loss),
-                           seconds: seconds, eta: clock.eta(stepsLeftInRun: config.steps - opt.step)))
-            if config.saveEvery > 0, opt.step % config.saveEvery == 0, opt.step < config.steps {
-                try trainRun.save(opt, batcher: batcher)
-            }
-        }
-        if !((try runDir.checkpoints()).contains { $0.step == config.steps }) { try trainRun.save(opt, batcher: batcher) }
-        return try evaluate(runDir.checkpointURL(step: config.steps))
+        return s
     }
 
     static func checkBudget(_ config: SweepConfig) throws {
@@ -256,7 +345,7 @@ public enum Sweep {
 
     /// The windows, the units in run order and the settings of a sweep of a tower of L blocks.
     static func layout(_ config: SweepConfig, base: CLIPModel, layers L: Int) throws
-        -> (windows: [String: [Int]], units: [(window: String, blocks: [Int])], settings: [String: String]) {
+        -> (windows: [String: [Int]], units: [PlannedUnit], settings: [String: String]) {
         let windows = config.windows ?? SweepWindows.standard(layers: L)
         let singles = config.blocks ?? Array(0..<L)
         for (name, blocks) in windows {
@@ -267,28 +356,67 @@ public enum Sweep {
         if let bad = singles.first(where: { !(0..<L).contains($0) }) {
             throw SweepError.settings("sweep block \(bad) outside 0-\(L - 1) (the text tower has \(L) blocks)")
         }
-        let units = Self.units(blocks: singles, windows: windows)
+        guard !config.learningRates.isEmpty, config.learningRates.allSatisfy({ $0 > 0 && $0.isFinite }),
+              Set(config.learningRates).count == config.learningRates.count else {
+            throw SweepError.settings("sweep learning rates: expected at least one positive rate, no repeats; found \(config.learningRates)")
+        }
+        guard config.budgetMultiplier >= 1 else {
+            throw SweepError.settings("sweep budget multiplier: expected at least 1, found \(config.budgetMultiplier)")
+        }
+        let units = Self.plannedUnits(config, layers: L, windows: windows, singles: singles)
         guard !units.isEmpty else { throw SweepError.settings("sweep: no blocks and no windows to run") }
-        return (windows, units, try Self.settings(config, base: base, layers: L, windows: windows, singles: singles))
+        if let names = config.budgetCheckUnits, let bad = names.first(where: { n in !units.contains { $0.name == n } }) {
+            throw SweepError.settings("sweep budget-check unit \(bad): no such unit; the units are \(units.map(\.name).joined(separator: ", "))")
+        }
+        return (windows, units, try Self.settings(config, base: base, layers: L, windows: windows, units: units))
     }
 
-    /// What a rerun must share with the sweep it continues (sorted keys in sweep.json).
-    static func settings(_ c: SweepConfig, base: CLIPModel, layers L: Int, windows: [String: [Int]], singles: [Int]) throws -> [String: String] {
+    /// Blocks alone, the windows, then `spread` and `embeddings` (on by default with the standard
+    /// windows, `SweepConfig.spreadUnit` / `embeddingsUnit`); each unit's groups plus the extras.
+    static func plannedUnits(_ config: SweepConfig, layers L: Int, windows: [String: [Int]], singles: [Int]) -> [PlannedUnit] {
+        func unit(_ name: String, _ blocks: [Int], _ groups: Set<TrainableGroup> = []) -> PlannedUnit {
+            PlannedUnit(name: name, blocks: blocks, groups: Set(blocks.map { TrainableGroup.block($0) }).union(groups).union(config.extraGroups))
+        }
+        var out = units(blocks: singles, windows: windows).map { unit($0.window, $0.blocks) }
+        if config.resolvedSpreadUnit, windows["spread"] == nil {
+            let front = SweepWindows.standard(layers: L)["front"]?.count ?? 0
+            let spread = SweepWindows.spread(layers: L, count: front)
+            if spread.count >= 2 { out.append(unit("spread", spread)) }
+        }
+        if config.resolvedEmbeddingsUnit, windows["embeddings"] == nil { out.append(unit("embeddings", [], [.embeddings])) }
+        return out
+    }
+
+    /// What a rerun must share with the sweep it continues (sorted keys in sweep.json). The seeds are
+    /// not among them: every run is one seed's, so a rerun with more seeds adds runs.
+    static func settings(_ c: SweepConfig, base: CLIPModel, layers L: Int, windows: [String: [Int]], units: [PlannedUnit]) throws -> [String: String] {
         var s = c.loss.record
-        s.merge([
+        let rates: String = c.learningRates.map { "\($0)" }.joined(separator: ",")
+        let unitList: String = units.map { "\($0.name)=\(TrainableSpec.describe($0.groups))" }.joined(separator: ";")
+        let windowList: String = windows.keys.sorted().map { (k: String) -> String in
+            "\(k)=" + windows[k]!.sorted().map(String.init).joined(separator: ",")
+        }.joined(separator: ";")
+        let evalSHA: String = try c.evalData.map { try SHA256Hasher.hex(fileAt: $0) }.joined(separator: ",")
+        let warmup: String = c.warmup.map { "\($0)" } ?? "steps/10"
+        let fixed: [String: String] = [
             "base_model_sha256": base.weightsSHA256,
             "train_data_sha256": try SHA256Hasher.hex(fileAt: c.trainData),
-            "eval_data_sha256": try c.evalData.map { try SHA256Hasher.hex(fileAt: $0) }.joined(separator: ","),
+            "eval_data_sha256": evalSHA,
             "train_split": c.trainSplit, "eval_split": c.evalSplit,
-            "seeds": c.seeds.map(String.init).joined(separator: ","),
-            "steps": "\(c.steps)", "batch": "\(c.batch)", "lr": "\(c.learningRate)", "warmup": "\(c.resolvedWarmup)",
+            "steps": "\(c.steps)", "batch": "\(c.batch)", "learning_rates": rates, "warmup": warmup,
             "weight_decay": "\(c.weightDecay)", "text_blocks": "\(L)",
-            "blocks": singles.sorted().map(String.init).joined(separator: ","),
-            "windows": windows.keys.sorted().map { "\($0)=\(windows[$0]!.sorted().map(String.init).joined(separator: ","))" }.joined(separator: ";"),
+            "units": unitList, "windows": windowList,
             "extra_groups": TrainableSpec.describe(c.extraGroups),
             "layer_cache": c.layerCache ? "on" : "off",
             "retrieval": SweepData.retrievalRule,
-        ]) { a, _ in a }
+            "mode": c.mode.rawValue,
+        ]
+        s.merge(fixed) { a, _ in a }
+        if c.mode == .thorough {
+            s["budget_multiplier"] = "\(c.budgetMultiplier)"
+            s["budget_check_units"] = c.budgetCheckUnits?.joined(separator: ",") ?? "all"
+            s["budget_check_bound"] = "\(c.budgetCheckBound)"
+        }
         return s
     }
 
@@ -300,33 +428,41 @@ public enum Sweep {
     }
 }
 
-/// Overall ETA: mean seconds per training step and mean per-run overhead (cache, checkpoint,
-/// evaluation) of the runs done in this process, times what is left.
+/// The sweep's ETA: each run costs (blocks it forwards + 1) x (steps + evaluation), the blocks
+/// being L - k for a run starting at hidden_states[k]; seconds per unit of cost are measured on the
+/// runs done in this process (per step until a run has finished), divided by the runs side by side.
 struct SweepClock {
-    let steps: Int
-    let total: Int
-    var finished = 0
-    var stepSeconds = 0.0, stepCount = 0
-    var runOverhead = 0.0, measuredRuns = 0
-    var currentStepSeconds = 0.0
+    let layers: Int
+    let parallel: Int
+    /// A measured evaluation costs about this many training steps (refined by finished runs).
+    static let evaluationSteps = 6.0
+    var remaining: [String: Double] = [:]
+    var perStepCost: [String: Double] = [:]
+    var stepSeconds = 0.0, stepCost = 0.0
+    var runSeconds = 0.0, runCost = 0.0
 
-    init(steps: Int, total: Int) { self.steps = steps; self.total = total }
+    init(layers: Int, parallel: Int) { self.layers = layers; self.parallel = max(1, parallel) }
 
-    mutating func skip() { finished += 1 }
-    mutating func overhead(_ s: Double) { runOverhead += s }
-    mutating func step(seconds: Double) { stepSeconds += seconds; stepCount += 1; currentStepSeconds += seconds }
-    mutating func finishRun(seconds: Double) {
-        finished += 1; measuredRuns += 1
-        runOverhead += max(0, seconds - currentStepSeconds); currentStepSeconds = 0
+    func width(_ s: Sweep.RunSpec) -> Double { Double(layers - (startLayer(s.unit.groups, layers: layers) ?? 0) + 1) }
+    func cost(_ s: Sweep.RunSpec) -> Double { width(s) * (Double(s.steps) + Self.evaluationSteps) }
+
+    mutating func plan(_ specs: [Sweep.RunSpec]) {
+        for s in specs { remaining[s.folderName] = cost(s); perStepCost[s.folderName] = width(s) }
+    }
+    mutating func step(_ s: Sweep.RunSpec, seconds: Double) {
+        let w = perStepCost[s.folderName] ?? width(s)
+        stepSeconds += seconds; stepCost += w
+        remaining[s.folderName] = max(0, (remaining[s.folderName] ?? 0) - w)
+    }
+    mutating func finish(_ s: Sweep.RunSpec, seconds: Double, reused: Bool) {
+        remaining[s.folderName] = nil
+        if !reused { runSeconds += seconds; runCost += cost(s) }
     }
 
-    /// nil until a step has been timed.
-    func eta(stepsLeftInRun: Int? = nil) -> Double? {
-        guard stepCount > 0 else { return nil }
-        let perStep = stepSeconds / Double(stepCount)
-        let perRunOverhead = measuredRuns > 0 ? runOverhead / Double(measuredRuns) : 0
-        let inRun = stepsLeftInRun.map { Double($0) * perStep + perRunOverhead } ?? 0
-        let notStarted = max(0, total - finished - (stepsLeftInRun == nil ? 0 : 1))
-        return inRun + Double(notStarted) * (Double(steps) * perStep + perRunOverhead)
+    /// Seconds left; nil until a step has been timed.
+    func eta() -> Double? {
+        let rate = runCost > 0 ? runSeconds / runCost : stepCost > 0 ? stepSeconds / stepCost : nil
+        guard let rate else { return nil }
+        return remaining.values.reduce(0, +) * rate / Double(parallel)
     }
 }

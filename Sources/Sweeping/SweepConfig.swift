@@ -20,13 +20,42 @@ public struct SweepConfig: Sendable {
     public var evalSplit = "val"
     /// The sweep folder (one subfolder per run; see `Sweep`).
     public var out: URL
-    /// One run per (unit, seed); the seed drives the data order, as `negclip train --seed`.
+    /// One run per (unit, rate, seed); the seed drives the data order, as `negclip train --seed`.
+    /// Not a setting a rerun must share: a rerun with more seeds adds their runs to the folder.
     public var seeds: [UInt64] = SweepDefaults.seeds
     public var steps = SweepDefaults.steps
     /// Items per stage per step (presence and absence batches each), as `negclip train --batch`.
     public var batch = SweepDefaults.batch
-    /// Peak AdamW learning rate (linear warm-up, then cosine to 0 at the last step).
-    public var learningRate = SweepDefaults.learningRate
+    /// The learning-rate grid (peak AdamW rates; linear warm-up, then cosine to 0 at the last step):
+    /// every unit runs at every rate for every seed and is compared at its own best rate
+    /// (`SweepEffects.bestRates`). Ascending, no repeats.
+    public var learningRates: [Double] = SweepDefaults.learningRates
+    /// A one-rate grid (what the sweep had before the grid; `negclip reproduce`'s fixed rate).
+    public var learningRate: Double {
+        get { learningRates[0] }
+        set { learningRates = [newValue] }
+    }
+    /// `.default`, or `.thorough`: the budget check after the grid (each unit of `budgetCheckUnits`
+    /// at its best rate retrained at `budgetMultiplier` x `steps`). `useThoroughMode()` also widens
+    /// the grid to `SweepDefaults.thoroughLearningRates`.
+    public var mode = SweepMode.standard
+    /// The budget check's multiplier of `steps` (thorough mode).
+    public var budgetMultiplier = SweepDefaults.budgetMultiplier
+    /// Units of the budget check (names, e.g. ["block.0", "front"]); nil = every unit.
+    public var budgetCheckUnits: [String]?
+    /// The retrieval bound under which each unit's best rate is chosen for the budget check
+    /// (`SweepEffects.bestRates`).
+    public var budgetCheckBound = SweepEffects.defaultBound
+    /// Runs trained side by side (independent runs, each with one OpenBLAS thread while more than one
+    /// runs); capped by the active processors. Results do not depend on it (tested).
+    public var parallelRuns = SweepDefaults.parallelRuns
+    /// The `embeddings` unit: token + position embeddings alone (no block). nil: on with the
+    /// standard windows (`windows` nil), off when the caller names its windows.
+    public var embeddingsUnit: Bool?
+    /// The `spread` unit: as many blocks as the standard front window, spread evenly over the tower
+    /// including the first and last (`SweepWindows.spread`), parameter-matched against `front`.
+    /// nil: on with the standard windows, off when the caller names its windows.
+    public var spreadUnit: Bool?
     /// Warm-up steps; nil: steps / 10.
     public var warmup: Int?
     public var weightDecay = 0.2
@@ -39,18 +68,20 @@ public struct SweepConfig: Sendable {
     /// Groups trained beside the blocks of every run (default none: a run measures its blocks alone;
     /// `TrainableGroup.omni` extras would let the projection absorb what the blocks should show).
     public var extraGroups: Set<TrainableGroup> = []
-    /// Steps between in-run checkpoints (0: only the final one, so a run killed mid-way restarts
-    /// from step 0; the result is the same either way).
+    /// Steps between in-run checkpoints (0: none; a run killed mid-way restarts from step 0, the
+    /// result is the same either way). Runs train and are measured in memory; checkpoints are
+    /// written only for `saveEvery` and `keepCheckpoints`.
     public var saveEvery = 0
-    /// Keep each run's final checkpoint (an HF CLIPModel folder) after it is measured.
+    /// Write each run's final weights as an HF CLIPModel folder (runs/<run>/checkpoint-<steps>) and keep it.
     public var keepCheckpoints = false
-    /// Start single-block and window runs whose bottom is block k > 0 from cached hidden_states[k].
+    /// Start runs whose lowest trained group is block k > 0 from cached hidden_states[k] (training
+    /// captions and evaluation captions alike).
     public var layerCache = true
     /// Texts or images per forward pass in the evaluation (`negclip evaluate --batch-size`).
     public var evaluationBatchSize = 64
     /// Recorded in the provenance.
     public var commandLine = ""
-    /// Run only these runs (run folder names `<unit>.seed-<s>`, e.g. the one run of a scheduler job,
+    /// Run only these runs (run folder names `<unit>.lr-<rate>.seed-<s>`, e.g. the one run of a scheduler job,
     /// `negclip sweep --job`); nil = every run. Not a setting: the runs are the same either way.
     /// With a subset, SWEEP/result.json is not written (`Sweep.collect` writes it once every run of
     /// the sweep has its result.json) and the returned result holds the selected runs only.
@@ -61,21 +92,66 @@ public struct SweepConfig: Sendable {
     }
 
     public var resolvedWarmup: Int { warmup ?? steps / 10 }
+
+    /// Thorough mode: the budget check and the wider grid (`SweepDefaults.thoroughLearningRates`).
+    public mutating func useThoroughMode() {
+        mode = .thorough
+        learningRates = SweepDefaults.thoroughLearningRates
+    }
+
+    public var resolvedEmbeddingsUnit: Bool { embeddingsUnit ?? (windows == nil) }
+    public var resolvedSpreadUnit: Bool { spreadUnit ?? (windows == nil) }
+
+    /// `parallelRuns` capped by the machine's active processors (at least 1).
+    public var resolvedParallelRuns: Int { max(1, min(parallelRuns, ProcessInfo.processInfo.activeProcessorCount)) }
 }
 
-/// Defaults chosen so that a whole sweep of the built-in 12-block, width-128 model on a 1000-scene
-/// world fits in a few minutes on 2 cores (docs/sweep.md, "Defaults and their cost").
+/// What a sweep measures beyond the grid (`SweepResult.mode`).
+public enum SweepMode: String, Sendable, CaseIterable {
+    /// The grid over seeds.
+    case standard = "default"
+    /// The grid plus the budget check (each unit at its best rate retrained at 4x the steps).
+    case thorough
+}
+
+/// Defaults chosen so that a whole sweep of the built-in 12-block, width-128 model fits in a few
+/// minutes on 2 cores with 5 seeds per unit and rate (docs/sweep.md, "Defaults and their cost").
 public enum SweepDefaults {
-    public static let seeds: [UInt64] = [0, 1]
+    /// Five seeds: the Student t multiplier of a 95% interval is 2.78 (12.7 with two seeds).
+    public static let seeds: [UInt64] = Array(0...4)
     public static let steps = 20
     public static let batch = 16
-    public static let learningRate = 5e-4
+    /// A log grid of factor 5 around the rates that were best for front and back blocks in the
+    /// issue's trials (block 0 near 5e-4 to 2e-3, blocks 6 and 11 near 2e-3 to 5e-3; docs/sweep.md).
+    public static let learningRates = [2e-4, 1e-3, 5e-3]
+    /// Thorough mode: the default grid widened by one factor-5 step each way.
+    public static let thoroughLearningRates = [4e-5, 2e-4, 1e-3, 5e-3, 2.5e-2]
+    /// The middle rate of the default grid (for one-rate callers).
+    public static var learningRate: Double { learningRates[1] }
+    /// Budget check: best-rate runs retrained at 4x the steps (thorough mode).
+    public static let budgetMultiplier = 4
+    /// Independent runs side by side (capped by the active processors).
+    public static let parallelRuns = 2
 }
 
 /// The windows of blocks the sweep trains beside single blocks.
 public enum SweepWindows {
     /// Report order of the standard windows.
     public static let names = ["front", "middle", "back", "whole"]
+
+    /// The parameter-matched spread set: `count` blocks spread evenly over a tower of L blocks,
+    /// including the first and the last, block i = min(L - 1, round(i L / (count - 1))) (12 blocks,
+    /// 4 blocks: 0, 4, 8, 11). Empty for count < 2 or L < 2.
+    public static func spread(layers L: Int, count: Int) -> [Int] {
+        guard count >= 2, L >= 2 else { return [] }
+        let n = min(count, L)
+        var out: [Int] = []
+        for i in 0..<n {
+            let b = min(L - 1, Int((Double(i) * Double(L) / Double(n - 1)).rounded()))
+            if !out.contains(b) { out.append(b) }
+        }
+        return out
+    }
 
     /// Thirds of the tower, the paper's grouping: for 12 blocks front 0-3, middle 4-7, back 8-11,
     /// whole 0-11. For depth L the cuts are round(L/3) and round(2L/3) (3 blocks: 0 / 1 / 2; 2 blocks:
@@ -123,7 +199,7 @@ public enum SweepError: Error, CustomStringConvertible, Equatable {
 }
 
 /// Progress of a sweep, reported to a callback (the library never prints). Run indices are 1-based
-/// over the whole sweep (N = units x seeds); `eta` is the estimated seconds left for the whole sweep.
+/// over the whole sweep (N = units x rates x seeds, plus added seeds and the budget check); `eta` is the estimated seconds left for the whole sweep.
 public enum SweepProgress: Sendable {
     /// Training data tokenised and its images embedded once (shared by every run).
     case prepared(presenceItems: Int, absenceItems: Int, images: Int, evalRecords: Int, runs: Int, alreadyDone: Int, seconds: Double)
@@ -132,6 +208,12 @@ public enum SweepProgress: Sendable {
     /// hidden_states[layer] of every distinct training caption, computed once for the runs starting there.
     case layerCache(layer: Int, captions: Int, seconds: Double)
     case runStarted(index: Int, total: Int, window: String, seed: UInt64, fromStep: Int)
+    /// hidden_states[layer] of every distinct evaluation caption, computed once for the runs starting there.
+    case evaluationCache(layer: Int, texts: Int, seconds: Double)
+    /// Adaptive seeds: the result was not yet stable, so `seed` was added (`runs` more runs).
+    case seedAdded(seed: UInt64, runs: Int)
+    /// Thorough mode: the budget check starts (each unit at its best rate, `steps` steps).
+    case budgetCheck(units: [String], steps: Int, runs: Int)
     /// `step` completed steps of `steps` in run `index`.
     case step(index: Int, total: Int, step: Int, steps: Int, loss: Double, seconds: Double, eta: Double?)
     /// `reused`: the run's result.json was already there (a resumed sweep).

@@ -57,9 +57,11 @@ public enum SweepData {
 
 /// JSON files of the sweep folder: sorted keys, written by rename.
 enum SweepFiles {
-    /// v2: snake_case metrics (retrieval_t2i, retrieval_i2t, learning_rate); `provenance` is the
+    /// v3: a learning-rate grid (run folders `<unit>.lr-<rate>.seed-<s>`, settings `learning_rates`,
+    /// no `seeds`), units with their groups and parameter counts, loss curves, `mode`, the budget
+    /// check; result.json adds `seeds` and `added_seeds`. v2: snake_case metrics; `provenance` is the
     /// shared Provenance record in sweep.json, result.json and every run's result.json.
-    static let format = "negclip.sweep v2"
+    static let format = "negclip.sweep v3"
 
     /// An Encodable value as a JSON object (to nest it beside provenance).
     static func object<T: Encodable>(_ value: T) throws -> Any {

@@ -5,8 +5,8 @@ import Training
 
 // The files of a sweep planned as scheduler jobs (`negclip probe-layers --plan DIR`, docs/scale.md
 // "Sweep as jobs"):
-//   DIR/jobs.txt              one line per run (block/window x seed), in the in-process sweep's run
-//                             order: the exact `negclip sweep ... --job <unit>.seed-<s>` command
+//   DIR/jobs.txt              one line per run (unit x rate x seed), in the in-process sweep's run
+//                             order: the exact `negclip sweep ... --job <unit>.lr-<rate>.seed-<s>` command
 //   DIR/slurm.sbatch          a Slurm array (0..n-1); task i runs line i+1 of jobs.txt
 //   DIR/kubernetes-job.yaml   an indexed Job (completions n); pod JOB_COMPLETION_INDEX i runs line i+1
 //   DIR/plan.json             `SweepJobPlan`: the probe-layers arguments, the sweep's settings and
@@ -15,9 +15,9 @@ import Training
 
 /// DIR/plan.json.
 public struct SweepJobPlan: Codable, Sendable, Equatable {
-    /// v2: written from this type; `provenance` is the shared Provenance record (seeds = the sweep's),
-    /// the probe seeds are `probe_seeds`.
-    public static let format = "negclip.probe-layers-plan v2"
+    /// v3: runs carry their `learning_rate` (the sweep's grid); v2: written from this type;
+    /// `provenance` is the shared Provenance record (seeds = the sweep's), the probe seeds are `probe_seeds`.
+    public static let format = "negclip.probe-layers-plan v3"
 
     public struct Run: Codable, Sendable, Equatable {
         public var line: Int
@@ -25,6 +25,8 @@ public struct SweepJobPlan: Codable, Sendable, Equatable {
         public var window: String
         public var blocks: [Int]
         public var seed: UInt64
+        public var learningRate: Double
+        enum CodingKeys: String, CodingKey { case line, run, window, blocks, seed, learningRate = "learning_rate" }
     }
 
     public struct Sweep: Codable, Sendable, Equatable {
@@ -75,7 +77,7 @@ public struct SweepJobPlan: Codable, Sendable, Equatable {
         self.tasksSHA256 = tasksSHA256
         self.probeSeeds = probeSeeds
         sweep = Sweep(folder: config.out.path, settings: plan.settings, settingsSHA256: plan.settingsSHA256,
-                      runs: plan.runs.enumerated().map { i, r in Run(line: i + 1, run: r.name, window: r.window, blocks: r.blocks, seed: r.seed) })
+                      runs: plan.runs.enumerated().map { i, r in Run(line: i + 1, run: r.name, window: r.window, blocks: r.blocks, seed: r.seed, learningRate: r.learningRate) })
         jobs = Jobs(count: plan.runs.count)
         provenance = Provenance(seeds: config.seeds, model: model, modelSHA256: plan.settings["base_model_sha256"], data: data,
                                 dataSHA256: plan.settings["train_data_sha256"], layerDefinition: TextLayers.definition)
@@ -124,7 +126,8 @@ public enum SweepJobFiles {
         var a = ["sweep", "--model", path(c.model), "--data", path(c.trainData), "--eval-data"] + c.evalData.map(path)
         a += ["--train-split", c.trainSplit, "--eval-split", c.evalSplit, "--out", path(c.out),
               "--seeds", c.seeds.map(String.init).joined(separator: ","), "--steps", "\(c.steps)", "--batch", "\(c.batch)",
-              "--lr", "\(c.learningRate)", "--warmup", "\(c.resolvedWarmup)", "--weight-decay", "\(c.weightDecay)",
+              "--learning-rates", c.learningRates.map { "\($0)" }.joined(separator: ","),
+              "--warmup", c.warmup.map { "\($0)" } ?? "steps/10", "--weight-decay", "\(c.weightDecay)",
               "--loss", c.loss.kind.rawValue,
               "--blocks", c.blocks.map { $0.isEmpty ? "none" : $0.sorted().map(String.init).joined(separator: ",") } ?? "all"]
         if let w = c.windows {
@@ -132,6 +135,11 @@ public enum SweepJobFiles {
             for name in w.keys.sorted() { a += ["--window", "\(name)=" + w[name]!.sorted().map(String.init).joined(separator: ",")] }
         }
         a += ["--extras", c.extraGroups.isEmpty ? "none" : TrainableSpec.describe(c.extraGroups)]
+        a += ["--embeddings-unit", c.resolvedEmbeddingsUnit ? "on" : "off", "--spread-unit", c.resolvedSpreadUnit ? "on" : "off"]
+        if c.mode == .thorough {
+            a += ["--mode", c.mode.rawValue, "--budget-multiplier", "\(c.budgetMultiplier)", "--budget-bound", "\(c.budgetCheckBound)"]
+            if let u = c.budgetCheckUnits { a += ["--budget-check-units", u.joined(separator: ",")] }
+        }
         if c.saveEvery > 0 { a += ["--save-every", "\(c.saveEvery)"] }
         if c.keepCheckpoints { a.append("--keep-checkpoints") }
         if !c.layerCache { a.append("--no-layer-cache") }

@@ -1,26 +1,30 @@
 import CLIP
 import Foundation
 import Provenance
+import Training
 
 // The sweep as independent jobs (`negclip probe-layers --plan DIR` / `--collect DIR`, docs/scale.md
 // "Sweep as jobs"): every (unit, seed) run of a sweep is one job, `Sweep.run` with `config.only` set
 // to that run, writing into the shared sweep folder exactly what the in-process sweep writes there
-// (runs/<unit>.seed-<s>/result.json, base.json, sweep.json). The runs are deterministic and a run
+// (runs/<unit>.lr-<rate>.seed-<s>/result.json, base.json, sweep.json). Thorough mode's budget check
+// depends on the grid's results, so it runs in-process afterwards (`negclip sweep` without --job
+// reuses the jobs' runs and trains the check). The runs are deterministic and a run
 // does not depend on the others (it starts from the base model; its layer cache and the base's image
 // embeddings are recomputed by the job), so the collected SweepResult equals the in-process one.
 
 /// The runs of a sweep in job order, with the settings every job must share.
 public struct SweepPlan: Sendable, Equatable {
     public struct Run: Sendable, Equatable {
-        /// The run folder name, `<unit>.seed-<s>` (what `SweepConfig.only` / `negclip sweep --job` takes).
+        /// The run folder name, `<unit>.lr-<rate>.seed-<s>` (what `SweepConfig.only` / `negclip sweep --job` takes).
         public var name: String
         public var window: String
         public var blocks: [Int]
         public var seed: UInt64
+        public var learningRate: Double
     }
 
-    /// Job order = the in-process sweep's run order: units (blocks ascending, then windows), each over
-    /// the seeds. Job line i + 1 of jobs.txt is `runs[i]`.
+    /// Job order = the in-process sweep's run order: units (blocks ascending, then windows, spread,
+    /// embeddings), each over the rates ascending, each over the seeds. Job line i + 1 of jobs.txt is `runs[i]`.
     public var runs: [Run]
     /// The sweep's settings (SWEEP/sweep.json "settings": model and data hashes, budget, windows, ...).
     public var settings: [String: String]
@@ -40,7 +44,12 @@ extension Sweep {
         }
         let (windows, units, settings) = try layout(config, base: base, layers: text.numHiddenLayers)
         let runs = units.flatMap { u in
-            config.seeds.map { SweepPlan.Run(name: runFolderName(window: u.window, seed: $0), window: u.window, blocks: u.blocks, seed: $0) }
+            config.learningRates.flatMap { rate in
+                config.seeds.map {
+                    SweepPlan.Run(name: runFolderName(window: u.name, learningRate: rate, seed: $0), window: u.name, blocks: u.blocks,
+                                  seed: $0, learningRate: rate)
+                }
+            }
         }
         return SweepPlan(runs: runs, settings: settings, settingsSHA256: try settingsSHA256(settings), windows: windows)
     }
@@ -51,9 +60,11 @@ extension Sweep {
     }
 
     /// `config.only` checked against the sweep's run names (nil = every run).
-    static func selection(_ config: SweepConfig, units: [(window: String, blocks: [Int])]) throws -> Set<String>? {
+    static func selection(_ config: SweepConfig, units: [PlannedUnit]) throws -> Set<String>? {
         guard let only = config.only else { return nil }
-        let names = units.flatMap { u in config.seeds.map { runFolderName(window: u.window, seed: $0) } }
+        let names = units.flatMap { u in
+            config.learningRates.flatMap { rate in config.seeds.map { runFolderName(window: u.name, learningRate: rate, seed: $0) } }
+        }
         guard !only.isEmpty else { throw SweepError.settings("sweep --job: no run named") }
         if let bad = only.first(where: { !names.contains($0) }) {
             throw SweepError.settings("sweep --job \(bad): no such run in this sweep; its runs are \(names.joined(separator: ", "))")
@@ -69,6 +80,9 @@ extension Sweep {
     @discardableResult
     public static func collect(_ config: SweepConfig, plan: SweepPlan) throws -> SweepResult {
         let fm = FileManager.default
+        if config.mode == .thorough {
+            throw SweepError.settings("sweep --collect: thorough mode's budget check depends on the grid's results; once the jobs are done, run the sweep in-process (negclip sweep without --job, or probe-layers without --plan) into \(config.out.path): it reuses every finished run and trains the check")
+        }
         let sweepJSON = config.out.appendingPathComponent("sweep.json")
         if fm.fileExists(atPath: sweepJSON.path) {
             let saved = try SweepFiles.readObject(sweepJSON)["settings"] as? [String: String] ?? [:]
@@ -78,7 +92,7 @@ extension Sweep {
         var runs: [SweepRun] = []
         var unfinished: [(line: Int, name: String, why: String)] = []
         for (i, planned) in plan.runs.enumerated() {
-            let resultFile = resultURL(config, window: planned.window, seed: planned.seed)
+            let resultFile = config.out.appendingPathComponent("runs/\(planned.name)/result.json")
             let runDir = resultFile.deletingLastPathComponent()
             guard fm.fileExists(atPath: resultFile.path) else {
                 if fm.fileExists(atPath: runDir.path) {
@@ -98,7 +112,7 @@ extension Sweep {
                 throw SweepError.folder(file: resultFile.path, message: "key 'settings_sha256': \(sha), this plan's is \(plan.settingsSHA256): the output of another plan; delete \(runDir.path) and rerun job line \(i + 1)")
             }
             let run = try SweepFiles.readRun(resultFile)
-            guard run.window == planned.window, run.blocks == planned.blocks, run.seed == planned.seed else {
+            guard run.window == planned.window, run.blocks == planned.blocks, run.seed == planned.seed, run.learningRate == planned.learningRate else {
                 throw SweepError.folder(file: resultFile.path, message: "holds \(run.window) blocks \(run.blocks) seed \(run.seed), expected \(planned.window) blocks \(planned.blocks) seed \(planned.seed)")
             }
             runs.append(run)
@@ -115,8 +129,14 @@ extension Sweep {
         } catch {
             throw SweepError.folder(file: baseURL.path, message: "expected the base model's metrics, written by every job (\(error.localizedDescription)); rerun job line 1")
         }
-        let result = SweepResult(base: base, units: Sweep.units(blocks: config.blocks ?? [], windows: plan.windows).map { SweepUnit(name: $0.window, blocks: $0.blocks, groups: $0.blocks.map { "block.\($0)" }, parameterCount: 0) },
-                                 runs: runs, steps: config.steps, learningRates: [config.learningRate], batch: config.batch, loss: config.loss.kind.rawValue, windows: plan.windows)
+        let params = try TextTowerParameters<Float>.load(directory: config.model)
+        let L = params.config.numHiddenLayers
+        let units = plannedUnits(config, layers: L, windows: plan.windows, singles: config.blocks ?? Array(0..<L)).map { u in
+            SweepUnit(name: u.name, blocks: u.blocks, groups: u.groups.sorted().map(\.description),
+                      parameterCount: params.tensors.filter { u.groups.contains($0.group) }.reduce(0) { $0 + $1.tensor.count })
+        }
+        let result = SweepResult(base: base, units: units, runs: runs, steps: config.steps, learningRates: config.learningRates,
+                                 batch: config.batch, loss: config.loss.kind.rawValue, windows: plan.windows, mode: config.mode.rawValue)
         try SweepFiles.writeObject(["format": SweepFiles.format, "provenance": provenance(config, settings: plan.settings).jsonObject,
                                     "eval_data": config.evalData.map(\.path),
                                     "settings": plan.settings, "result": try SweepFiles.object(result)],

@@ -7,15 +7,19 @@ import NegationData
 
 /// Image embeddings of the base model, recorded as the Evaluator asks for them (so the base is
 /// measured exactly as `negclip evaluate` measures it) and served again to every fine-tuned model.
-public final class RecordedImageEmbeddings: EmbeddingModel {
+/// Safe to share between runs measured side by side (a lock guards the record).
+public final class RecordedImageEmbeddings: EmbeddingModel, @unchecked Sendable {
     let base: CLIPEmbeddingModel
     var recorded: [ImageRequest: [Float]] = [:]
+    let lock = NSLock()
     public init(_ base: CLIPEmbeddingModel) { self.base = base }
 
     public var identity: String { base.identity }
     public var embeddingDim: Int { base.embeddingDim }
     public func embedTexts(_ texts: [String]) throws -> [Float] { try base.embedTexts(texts) }
     public func embedImages(_ images: [ImageRequest]) throws -> [Float] {
+        lock.lock()
+        defer { lock.unlock() }
         if images.allSatisfy({ recorded[$0] != nil }) { return images.flatMap { recorded[$0]! } }
         let e = try base.embedImages(images)
         let d = embeddingDim

@@ -12,20 +12,25 @@ import Glibc
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
-        abstract: "Fine-tune each text block alone and a few windows of blocks with the same budget, and measure each on the validation split.",
+        abstract: "Fine-tune each text block alone, windows of blocks, the embeddings and a spread set, at each rate of a grid over seeds, and measure each on the validation split.",
         discussion: """
-        For every seed: each block k alone (0..L-1) and each window (for 12 blocks front 0-3, middle \
-        4-7, back 8-11, whole 0-11; depth L: cuts at round(L/3), round(2L/3)) is fine-tuned from --model \
-        with the same loss (--loss, default omni), steps, learning rate and batch, then measured on the \
-        --eval-split records of --eval-data: presence accuracy, absence accuracy, affirmative retrieval \
-        R@1 by truth (text->image, image->text), as `negclip evaluate` computes them; the base model once. \
-        Only the named blocks train (--extras to add e.g. final_ln,projection). A run whose lowest block \
-        is k > 0 starts from hidden_states[k], computed once per k.
+        For every seed and every learning rate of the grid (--learning-rates, default 2e-4,1e-3,5e-3): \
+        each block k alone (0..L-1), each window (for 12 blocks front 0-3, middle 4-7, back 8-11, \
+        whole 0-11; depth L: cuts at round(L/3), round(2L/3)), the spread set (as many blocks as front, \
+        spread over the tower including the first and last: 0,4,8,11 for 12 blocks) and the embeddings \
+        alone are fine-tuned from --model with the same loss (--loss, default omni), steps and batch, \
+        then measured in memory on the --eval-split records of --eval-data: presence accuracy, absence \
+        accuracy, affirmative retrieval R@1 by truth (text->image, image->text), as `negclip evaluate` \
+        computes them; the base model once. Only the named groups train (--extras to add e.g. \
+        final_ln,projection to every unit). A run whose lowest block is k > 0 trains and is measured \
+        from hidden_states[k], computed once per k. --parallel-runs runs side by side (default 2, \
+        capped by the cores); results do not depend on it. --thorough adds the budget check (each unit \
+        at its best rate retrained at 4x the steps) and widens the grid to 5 rates.
 
-        OUT/sweep.json (settings, provenance), OUT/base.json, OUT/runs/<window>.seed-<s>/ (log.jsonl, \
-        result.json), OUT/result.json (the SweepResult with provenance). Rerunning the same command \
-        resumes after a crash or kill: finished runs are kept, an interrupted run restarts (or resumes \
-        from its checkpoint with --save-every), and the result equals an uninterrupted sweep's.
+        OUT/sweep.json (settings, provenance), OUT/base.json, OUT/runs/<unit>.lr-<rate>.seed-<s>/ \
+        (log.jsonl, result.json), OUT/result.json (the SweepResult with provenance). Rerunning the same \
+        command resumes after a crash or kill: finished runs are kept, an interrupted run restarts (or \
+        resumes from its checkpoint with --save-every), and the result equals an uninterrupted sweep's.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -36,12 +41,25 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("train-split"), help: "Split of --data to fine-tune on.") var trainSplit = "train"
     @Option(name: .customLong("eval-split"), help: "Split of --eval-data to measure on.") var evalSplit = "val"
     @Option(name: .long, help: ArgumentHelp("Sweep folder (rerun the same command to resume).", valueName: "dir")) var out: String
-    @Option(name: .long, help: "Comma-separated seeds (data order); one run per unit and seed.")
+    @Option(name: .long, help: "Comma-separated seeds (data order); one run per unit, rate and seed.")
     var seeds = SweepDefaults.seeds.map(String.init).joined(separator: ",")
     @Option(name: .long, help: "Optimizer steps per run.") var steps = SweepDefaults.steps
     @Option(name: .long, help: "Items per batch, per stage (presence and absence each).") var batch = SweepDefaults.batch
-    @Option(name: .long, help: "Peak AdamW learning rate.") var lr = SweepDefaults.learningRate
-    @Option(name: .long, help: "Linear warm-up steps (default: steps / 10).") var warmup: Int?
+    @Option(name: .customLong("learning-rates"), help: ArgumentHelp("The grid of peak AdamW learning rates, comma-separated (default \(SweepDefaults.learningRates.map { "\($0)" }.joined(separator: ",")); --thorough: \(SweepDefaults.thoroughLearningRates.map { "\($0)" }.joined(separator: ","))).", valueName: "list"))
+    var learningRates: String?
+    @Option(name: .long, help: "One peak AdamW learning rate (a one-rate grid; instead of --learning-rates).") var lr: Double?
+    @Flag(name: .long, help: "Thorough mode: the 5-rate grid and the budget check (each unit at its best rate retrained at 4x the steps).")
+    var thorough = false
+    @Option(name: .long, help: .hidden) var mode: String?
+    @Option(name: .customLong("budget-multiplier"), help: "Thorough mode: the budget check's multiple of --steps.") var budgetMultiplier = SweepDefaults.budgetMultiplier
+    @Option(name: .customLong("budget-bound"), help: "Thorough mode: the R@1 drop bound (fraction) under which each unit's best rate is chosen.") var budgetBound = SweepEffects.defaultBound
+    @Option(name: .customLong("budget-check-units"), help: ArgumentHelp("Thorough mode: units of the budget check, comma-separated (default: all).", valueName: "list"))
+    var budgetCheckUnits: String?
+    @Option(name: .customLong("parallel-runs"), help: "Runs trained side by side (capped by the active processors; one OpenBLAS thread each).")
+    var parallelRuns = SweepDefaults.parallelRuns
+    @Option(name: .customLong("embeddings-unit"), help: "on | off: the embeddings-only unit (default: on with the standard windows).") var embeddingsUnit: String?
+    @Option(name: .customLong("spread-unit"), help: "on | off: the spread unit (default: on with the standard windows).") var spreadUnit: String?
+    @Option(name: .long, help: "Linear warm-up steps (default: steps / 10).") var warmup: String?
     @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (matrices only).") var weightDecay = 0.2
     @Option(name: .long, help: "omni | conclip | clip | negationclip.") var loss = "omni"
     @Option(name: .long, help: "Single blocks to run alone: a-b, a list 0,3,5, all, or none.") var blocks = "all"
@@ -51,7 +69,7 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("save-every"), help: "Steps between in-run checkpoints (0: an interrupted run restarts).") var saveEvery = 0
     @Flag(name: .customLong("keep-checkpoints"), help: "Keep each run's final checkpoint (an HF CLIPModel folder).") var keepCheckpoints = false
     @Flag(name: .customLong("no-layer-cache"), help: "Always run the frozen prefix.") var noLayerCache = false
-    @Option(name: .long, help: ArgumentHelp("Run only this run of the sweep, UNIT.seed-S (a scheduler job: a line of probe-layers --plan's jobs.txt); repeat for several. OUT/result.json is then left to probe-layers --collect.", valueName: "run"))
+    @Option(name: .long, help: ArgumentHelp("Run only this run of the sweep, UNIT.lr-RATE.seed-S (a scheduler job: a line of probe-layers --plan's jobs.txt); repeat for several. OUT/result.json is then left to probe-layers --collect.", valueName: "run"))
     var job: [String] = []
     /// Testing aid: after this many training steps (in this process), stop making progress.
     @Option(name: .customLong("hang-after-steps"), help: .hidden) var hangAfterSteps: Int?
@@ -74,7 +92,37 @@ struct SweepCommand: ParsableCommand {
             guard let v = UInt64(s.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--seeds: expected unsigned integers separated by commas, found \(s)") }
             return v
         }
-        config.steps = steps; config.batch = batch; config.learningRate = lr; config.warmup = warmup
+        config.steps = steps; config.batch = batch
+        if thorough || mode == SweepMode.thorough.rawValue { config.useThoroughMode() } else if let mode, mode != SweepMode.standard.rawValue {
+            throw ValidationError("--mode: expected default or thorough, found \(mode)")
+        }
+        if let lr, learningRates != nil { throw ValidationError("--lr \(lr) and --learning-rates: give one of them") }
+        if let lr { config.learningRates = [lr] }
+        if let learningRates {
+            config.learningRates = try learningRates.split(separator: ",").map { s in
+                guard let v = Double(s.trimmingCharacters(in: .whitespaces)), v > 0 else {
+                    throw ValidationError("--learning-rates: expected positive numbers separated by commas, found \(s)")
+                }
+                return v
+            }
+        }
+        config.budgetMultiplier = budgetMultiplier; config.budgetCheckBound = budgetBound
+        config.budgetCheckUnits = budgetCheckUnits.map { $0.split(separator: ",").map(String.init) }
+        config.parallelRuns = parallelRuns
+        func onOff(_ v: String?, _ option: String) throws -> Bool? {
+            switch v {
+            case nil: return nil
+            case "on": return true
+            case "off": return false
+            default: throw ValidationError("\(option): expected on or off, found \(v!)")
+            }
+        }
+        config.embeddingsUnit = try onOff(embeddingsUnit, "--embeddings-unit")
+        config.spreadUnit = try onOff(spreadUnit, "--spread-unit")
+        if let warmup, warmup != "steps/10" {
+            guard let w = Int(warmup), w >= 0 else { throw ValidationError("--warmup: expected a number of steps, found \(warmup)") }
+            config.warmup = w
+        }
         config.weightDecay = weightDecay
         guard let kind = LossKind(rawValue: loss) else {
             throw ValidationError("--loss: expected one of \(LossKind.allCases.map(\.rawValue).joined(separator: ", ")), found \(loss)")
@@ -85,7 +133,7 @@ struct SweepCommand: ParsableCommand {
         case "none": config.blocks = []
         default: config.blocks = try SweepWindows.parse("blocks=\(blocks)", layers: layers, option: "--blocks").1
         }
-        if noWindows { config.windows = [:] } else if !window.isEmpty {
+        if noWindows { config.windows = [:]; config.embeddingsUnit = false; config.spreadUnit = false } else if !window.isEmpty {
             var w: [String: [Int]] = [:]
             for spec in window { let (name, b) = try SweepWindows.parse(spec, layers: layers); w[name] = b }
             config.windows = w
@@ -114,6 +162,12 @@ struct SweepCommand: ParsableCommand {
                                m.presence, m.absence, m.retrievalT2I, m.retrievalI2T, seconds))
             case let .layerCache(layer, captions, seconds):
                 logLine(String(format: "layer cache: hidden_states[%d] of %d captions (%.1f s)", layer, captions, seconds))
+            case let .evaluationCache(layer, texts, seconds):
+                logLine(String(format: "evaluation cache: hidden_states[%d] of %d texts (%.1f s)", layer, texts, seconds))
+            case let .seedAdded(seed, runs):
+                logLine("sweep: not yet stable; seed \(seed) added (\(runs) runs)")
+            case let .budgetCheck(units, steps, runs):
+                logLine("sweep: budget check, \(units.count) units at their best rate for \(steps) steps (\(runs) runs)")
             case let .runStarted(index, total, window, seed, from):
                 if from > 0 { logLine("run \(index)/\(total) \(window) seed \(seed): resumed at step \(from)") }
             case let .step(index, total, step, steps, loss, _, eta):
@@ -128,18 +182,14 @@ struct SweepCommand: ParsableCommand {
                 }
             case let .runFinished(index, total, run, seconds, reused, eta):
                 let m = run.metrics
-                logLine(String(format: "run %d/%d %@ seed %llu: presence %.3f absence %.3f t2i %.3f i2t %.3f (%@) eta %@",
-                               index, total, run.window, run.seed, m.presence, m.absence, m.retrievalT2I, m.retrievalI2T,
+                logLine(String(format: "run %d/%d %@ lr %@ seed %llu: presence %.3f absence %.3f t2i %.3f i2t %.3f (%@) eta %@",
+                               index, total, run.window, Sweep.rateTag(run.learningRate), run.seed, m.presence, m.absence, m.retrievalT2I, m.retrievalI2T,
                                reused ? "done before" : String(format: "%.1f s", seconds), Self.eta(eta)))
             case let .finished(r, seconds):
-                logLine(String(format: "sweep: %d runs in %.1f s; mean gain over the base per unit (over %d seeds):", r.runs.count, seconds, config.seeds.count))
-                var order: [String] = []
-                for run in r.runs where !order.contains(run.window) { order.append(run.window) }
-                for unit in order {
-                    let runs = r.runs.filter { $0.window == unit }
-                    func gain(_ f: (SweepMetrics) -> Double) -> Double { runs.map { f($0.metrics) - f(r.base) }.reduce(0, +) / Double(runs.count) }
-                    logLine(String(format: "  %@: presence %+.3f absence %+.3f t2i %+.3f i2t %+.3f", unit,
-                                   gain(\.presence), gain(\.absence), gain(\.retrievalT2I), gain(\.retrievalI2T)))
+                logLine(String(format: "sweep: %d runs in %.1f s; mean gain over the base per unit and rate (over %d seeds):", r.runs.count, seconds, r.seeds.count))
+                for e in SweepEffects.effects(r.runs, base: r.base, unitOrder: r.units.map(\.name)) {
+                    logLine(String(format: "  %@ lr %@: presence %+.3f absence %+.3f t2i %+.3f i2t %+.3f", e.unit, Sweep.rateTag(e.learningRate),
+                                   e.presenceGain.mean, e.absenceGain.mean, e.t2iChange.mean, e.i2tChange.mean))
                 }
             }
         }
