@@ -49,9 +49,10 @@ struct ReproduceCommand: ParsableCommand {
     @Option(name: .customLong("stop-after"), help: ArgumentHelp("Stop after this stage (\(ReproduceStage.allCases.map(\.rawValue).joined(separator: ", "))).", valueName: "stage"))
     var stopAfter: String?
 
-    /// The study's trainer of one loss. INTEGRATOR: once SweepTrainer (branch sweep-engine) is
-    /// merged, replace nil with `{ config, loss in try SweepTrainer(Reproduce.sweepConfig(config, loss: loss)) }`.
-    static let makeTrainer: (@Sendable (ReproduceConfig, LossSettings) throws -> any UnitTrainer)? = nil
+    /// The study's trainer of one loss: the sweep's in-process trainer on the study's data and budget.
+    static let makeTrainer: (@Sendable (ReproduceConfig, LossSettings) throws -> any UnitTrainer)? = { config, loss in
+        try SweepTrainer(Reproduce.sweepConfig(config, loss: loss))
+    }
 
     func validate() throws {
         _ = try parsedSeeds()
