@@ -102,6 +102,6 @@ let package = Package(
         .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "Training", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
         .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "NegationData", "Provenance", "Sweeping", "TestSupport"]),
-        .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Training", "TestSupport"]),
+        .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Sweeping", "Training", "TestSupport"]),
     ]
 )

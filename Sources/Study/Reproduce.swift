@@ -7,16 +7,19 @@ import NegationData
 import Provenance
 import Training
 
-// `negclip reproduce`: the whole study of issue 12 on one model and its world, in stages, each
-// written by rename and skipped when complete, so a kill -9 loses at most the run in progress:
-//   1. probe-layers (separation, probes, its own sweep) -> OUT/probe-layers/, OUT/layers.json
-//   2. Omni-NegCLIP on the selected layers          -> OUT/train/omni-released-selected/
-//   3. the same budget on fixed windows and on every single block -> OUT/train/omni-released-windows/
-//   4. the peers' losses on the selected layers     -> OUT/train/<loss>-selected/
-//   5. the shifted hinge on the selected layers     -> OUT/train/omni-shifted-selected/
-//   6. every checkpoint and the base on the test split -> OUT/eval/...
+// `negclip reproduce`: the whole study of issues 12 and 19 on one model and its world, in stages,
+// each written by rename and skipped when complete, so a kill -9 loses at most the row in progress:
+//   1. probe-layers (thorough: separation, probes, its sweep) -> OUT/probe-layers/, OUT/layers.json
+//   2. Omni-NegCLIP on the selected set               -> OUT/train/selected/
+//   3. fixed windows and every single block            -> OUT/train/<window>/, OUT/train/block.<k>/
+//   4. the peers' losses on the selected set           -> OUT/train/<loss>-selected/
+//   5. the shifted hinge on the selected set           -> OUT/train/shifted-hinge-selected/
+//   6. units of layers.json's Pareto front not above   -> OUT/train/pareto-<unit>/
+//   7. the selected run's WiSE-FT point (layers.json wise_alpha) -> OUT/train/selected-wise/
+//   8. every kept checkpoint and the base on the test split -> OUT/eval/...
 //   then OUT/results.json (deterministic from the seeds), OUT/timings.json (wall times, paths) and
-//   the Markdown report. Training stages are Sweep folders (same budget, same data order, resume).
+//   the Markdown report. Every training row trains each seed until validation stops improving
+//   (`EarlyStopping`, capped at `maxSteps`) through a `UnitTrainer` and keeps the best step's weights.
 
 /// Settings of a study. Everything that changes a number is recorded in OUT/study.json; a rerun into
 /// the same folder must use the same values.
@@ -30,20 +33,28 @@ public struct ReproduceConfig: Sendable {
     public var out: URL
     /// probe-layers' task definitions (probes/*.yaml).
     public var tasks: [ProbeTask]
+    /// Builds the trainer of each loss (the CLI: `SweepTrainer` from `Reproduce.sweepConfig`).
+    public var trainer: StudyTrainerFactory?
     public var seeds: [UInt64] = ReproduceDefaults.seeds
-    public var steps = ReproduceDefaults.steps
+    /// The cap of every run; `stopping` ends it earlier.
+    public var maxSteps = ReproduceDefaults.maxSteps
+    public var stopping = ReproduceDefaults.stopping
     public var batch = ReproduceDefaults.batch
-    public var learningRate = ReproduceDefaults.learningRate
-    /// nil: steps / 10.
+    /// The rate of a row with no measured best rate (layers.json and the sweep say the others).
+    public var defaultLearningRate = ReproduceDefaults.learningRate
+    /// nil: maxSteps / 10.
     public var warmup: Int?
     public var weightDecay = 0.2
-    /// probe-layers as `negclip probe-layers` runs it by default (cross-validation, bootstrap, its sweep).
+    /// probe-layers as `negclip probe-layers` runs it (cross-validation, bootstrap, its sweep).
     public var probeOptions = ProbeLayers.Options()
     public var probeRandomSeed: UInt64? = 0
     public var probeSweepSteps = SweepDefaults.steps
     public var probeSweepSeeds = SweepDefaults.seeds
     /// nil: every block.
     public var probeSweepBlocks: [Int]?
+    /// probe-layers' thorough mode (the budget check and the wider rate grids); `negclip reproduce`
+    /// always sets it.
+    public var probeThorough = true
     /// How layers.json is chosen from probe-layers' report (extras: none, see `ReproduceDefaults`).
     public var policy = SelectionPolicy.topK(SelectionPolicy.defaultK)
     /// Single blocks of stage 3; nil: every block.
@@ -57,9 +68,6 @@ public struct ReproduceConfig: Sendable {
     public var evalSplit = "test"
     /// Bootstrap resamples of the base model's item intervals and of the paired item intervals.
     public var bootstrapResamples = 1000
-    /// Start a run whose lowest block is k > 0 from cached hidden_states[k]; nil: only when the runs
-    /// of a stage push more captions through the frozen prefix than the cache computes.
-    public var layerCache: Bool?
     /// Recorded in results.json (give the same string for byte-identical reruns).
     public var commandLine = ""
     /// Stop (without error) after this stage is complete (tests of the resume).
@@ -72,29 +80,7 @@ public struct ReproduceConfig: Sendable {
         self.model = model; self.world = world; self.worldFingerprint = worldFingerprint; self.out = out; self.tasks = tasks
     }
 
-    public var resolvedWarmup: Int { warmup ?? steps / 10 }
-}
-
-/// The default budget (docs/results.md states why): sized so that the whole default study on the
-/// built-in 12-block model finishes in well under an hour on 2 cores.
-public enum ReproduceDefaults {
-    public static let seeds: [UInt64] = [0, 1, 2]
-    public static let steps = 40
-    public static let batch = 16
-    public static let learningRate = 5e-4
-    /// Why this budget, with the measurement it rests on (written into results.json and the report).
-    public static let rationale = """
-        The paper trains 30 epochs of batch 128 per stage at lr 1e-6 (RESEARCH.md); this study trains \
-        22 variants x 3 seeds = 66 runs after probe-layers on 2 shared cores, so every run gets one short \
-        budget instead: 40 steps of one presence and one absence batch of 16 (640 items per stage, 8% of \
-        the 8000-scene training split), AdamW lr 5e-4 (the sweep's rate for short runs; the paper's 1e-6 belongs to its 30 epochs) \
-        with a 4-step linear warm-up and a cosine decay to 0, weight decay 0.2 as the paper, no \
-        gradient clipping. Sized by measuring one 30-step run of each kind first (release build, 2 cores \
-        shared with other jobs, load 6-7): 255 ms per step for block 0 alone, 121 ms for block 11 alone, \
-        458 ms for the whole tower, about 20 s per training folder for data preparation, so the 66 runs \
-        take about 15 minutes and the whole study about half an hour. Every row shares this budget, so \
-        rows compare with each other; absolute gains are those of a short run, not of the paper's 30 epochs.
-        """
+    public var resolvedWarmup: Int { warmup ?? maxSteps / 10 }
 }
 
 public enum ReproduceStage: String, CaseIterable, Sendable, Codable {
@@ -103,20 +89,26 @@ public enum ReproduceStage: String, CaseIterable, Sendable, Codable {
     case windows = "train-windows"
     case peers = "train-peers"
     case hinge = "train-hinge"
+    case pareto = "train-pareto"
+    case wise = "wise"
     case evaluate = "evaluate"
     case report = "report"
 
     public var title: String {
         switch self {
-        case .probe: "probe-layers with the default policy -> layers.json"
-        case .selected: "Omni-NegCLIP on the selected layers"
-        case .windows: "the same budget on fixed windows and single blocks"
-        case .peers: "the peers' losses on the selected layers"
-        case .hinge: "the shifted hinge on the selected layers"
-        case .evaluate: "every checkpoint and the base on the test split"
+        case .probe: "probe-layers (thorough) -> layers.json"
+        case .selected: "Omni-NegCLIP on the selected set, to early stopping"
+        case .windows: "fixed windows and single blocks, each at its own rate, to early stopping"
+        case .peers: "the peers' losses on the selected set"
+        case .hinge: "the shifted hinge on the selected set"
+        case .pareto: "units of layers.json's Pareto front not trained above"
+        case .wise: "the selected run interpolated with the base at layers.json's WiSE-FT alpha"
+        case .evaluate: "every kept checkpoint and the base on the test split"
         case .report: "results.json and the report"
         }
     }
+
+    static let training: [ReproduceStage] = [.selected, .windows, .peers, .hinge, .pareto]
 }
 
 /// Fixed windows of stage 3: the paper's thirds (front, middle, back, whole) plus the released
@@ -147,7 +139,10 @@ public enum ReproduceWindows {
 public enum ReproduceProgress: Sendable {
     case stage(ReproduceStage, index: Int, total: Int, alreadyDone: Bool)
     case probe(ProbeProgress)
-    case sweep(ReproduceStage, label: String, SweepProgress, overall: Double, eta: Double?)
+    /// A row is about to train (index of total rows).
+    case training(row: String, stage: ReproduceStage, index: Int, total: Int, learningRate: Double, overall: Double, eta: Double?)
+    /// A row trained: per seed the steps trained and the kept step.
+    case trained(row: String, stage: ReproduceStage, steps: [Int], bestSteps: [Int?], seconds: Double)
     case evaluated(label: String, index: Int, total: Int, presence: Double, absence: Double, t2i: Double, i2t: Double,
                    seconds: Double, reused: Bool, overall: Double, eta: Double?)
     case stopped(after: ReproduceStage)
@@ -165,22 +160,27 @@ public enum ReproduceError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// One trained variant of the study: a Sweep folder and one of its units.
+/// One row of the study: a unit trained with one loss at one rate (or, stage `wise`, the selected
+/// row's weights interpolated with the base).
 struct ReproduceVariant {
     var stage: ReproduceStage
-    /// Row name in the report ("selected", "front-0-3", "block.4", "conclip", "omni shifted hinge").
+    /// Row name in the report ("selected", "front-0-3", "block.4", "conclip (selected)", ...).
     var row: String
+    /// OUT/train/<folder>/ and OUT/eval/<folder>/.
     var folder: String
+    /// The unit's name as the trainer records it.
     var unit: String
     var loss: LossSettings
     var blocks: [Int]
     var extraGroups: Set<TrainableGroup>
+    var learningRate: Double
+    var rateSource: String
 }
 
 public enum Reproduce {
-    /// study.json and timings.json (v2: a top-level Provenance record; results.json has its own,
-    /// `StudyResults.format`).
-    static let format = "negclip.reproduce v2"
+    /// study.json and timings.json (v3: the early-stopping budget in the settings; results.json has
+    /// its own, `StudyResults.format`).
+    static let format = "negclip.reproduce v3"
 
     /// The study's Provenance: the base model, the world folder and the combined hash of its files.
     static func provenance(_ c: ReproduceConfig, modelSHA: String, dataSHA: [String: String], createdUTC: String) -> Provenance {
@@ -197,8 +197,18 @@ public enum Reproduce {
         guard !config.seeds.isEmpty, Set(config.seeds).count == config.seeds.count else {
             throw ReproduceError.settings("reproduce seeds: expected at least one seed, no repeats; found \(config.seeds)")
         }
-        guard config.steps >= 1, config.batch >= 1 else {
-            throw ReproduceError.settings("reproduce: steps and batch must be at least 1, found steps \(config.steps) batch \(config.batch)")
+        guard config.maxSteps >= 1, config.batch >= 1 else {
+            throw ReproduceError.settings("reproduce: max steps and batch must be at least 1, found max steps \(config.maxSteps) batch \(config.batch)")
+        }
+        let s = config.stopping
+        guard s.evalEvery >= 1, s.patience >= 1, s.minDelta >= 0, s.bound >= 0 else {
+            throw ReproduceError.settings("reproduce early stopping: expected eval every >= 1, patience >= 1, min delta >= 0, bound >= 0; found \(s.evalEvery), \(s.patience), \(s.minDelta), \(s.bound)")
+        }
+        guard config.defaultLearningRate > 0 else {
+            throw ReproduceError.settings("reproduce: the default learning rate must be positive, found \(config.defaultLearningRate)")
+        }
+        guard config.trainer != nil else {
+            throw ReproduceError.settings("reproduce: no trainer given (ReproduceConfig.trainer); the CLI builds SweepTrainer from Reproduce.sweepConfig")
         }
         let captions = config.world.appendingPathComponent("captions.jsonl")
         let queries = config.world.appendingPathComponent("queries.jsonl")
@@ -246,6 +256,7 @@ public enum Reproduce {
             if config.stopAfter == s { progress(.stopped(after: s)); return true }
             return false
         }
+        let resultsURL = config.out.appendingPathComponent("results.json")
 
         // 1. probe-layers -> layers.json
         let layersURL = config.out.appendingPathComponent("layers.json")
@@ -259,6 +270,9 @@ public enum Reproduce {
             sweep.steps = config.probeSweepSteps
             sweep.seeds = config.probeSweepSeeds
             sweep.blocks = config.probeSweepBlocks
+            // INTEGRATOR (issue 19 part 5): `negclip reproduce` always runs probe-layers in thorough
+            // mode; when the selector's request field lands, set it on this one line:
+            // sweep.thorough = config.probeThorough
             let request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
                                                      tasks: config.tasks, options: config.probeOptions,
                                                      randomSeed: config.probeRandomSeed, sweep: sweep, commandLine: config.commandLine)
@@ -271,88 +285,159 @@ public enum Reproduce {
             timings[ReproduceStage.probe.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
-        if stop(.probe) { return config.out.appendingPathComponent("results.json") }
+        if stop(.probe) { return resultsURL }
 
         let selection = try JSONDecoder().decode(LayerSelection.self, from: Data(contentsOf: layersURL))
+        let extras = try StudySelectionExtras.read(layersURL)
         let selectedGroups = try selection.trainableGroups(layers: L, file: layersURL.path)
         let selectedBlocks = selectedGroups.compactMap { g -> Int? in if case let .block(k) = g { return k } else { return nil } }.sorted()
         let selectedExtras = selectedGroups.filter { if case .block = $0 { return false } else { return true } }
-        guard !selectedBlocks.isEmpty else {
-            throw ReproduceError.folder(file: layersURL.path, message: "groups \(selection.groups): expected at least one text block to train, found none")
+        guard !selectedBlocks.isEmpty || !selectedExtras.isEmpty else {
+            throw ReproduceError.folder(file: layersURL.path, message: "groups \(selection.groups): expected at least one group to train, found none")
+        }
+        var sweepRates = StudySweepRates.read(sweepResult: probeOut.appendingPathComponent("sweep").appendingPathComponent("result.json"),
+                                              relativeTo: config.out, bound: config.stopping.bound)
+        if sweepRates.source == nil {
+            sweepRates = StudySweepRates.read(report: probeOut.appendingPathComponent("report.json"), relativeTo: config.out, bound: config.stopping.bound)
         }
 
-        // 2-5. The training stages.
-        let variants = Self.variants(selectedBlocks: selectedBlocks, selectedExtras: selectedExtras, windows: windows,
-                                     singles: singles, peers: config.peers)
-        var clock = StudyClock(runsTotal: variants.count * config.seeds.count, evalsTotal: variants.count * config.seeds.count + 1)
-        clock.runsDone = variants.reduce(0) { n, v in n + config.seeds.filter { fm.fileExists(atPath: Self.checkpoint(config, v, seed: $0).path) }.count }
-        for (i, stage) in [ReproduceStage.selected, .windows, .peers, .hinge].enumerated() {
-            let inStage = variants.filter { $0.stage == stage }
-            let folders = inStage.reduce(into: [String]()) { if !$0.contains($1.folder) { $0.append($1.folder) } }
-            let done = folders.allSatisfy { fm.fileExists(atPath: Self.trainFolder(config, $0).appendingPathComponent("result.json").path) }
+        // 2-6. The training stages: one row at a time, each seed to early stopping.
+        let variants = Self.variants(config, selectedBlocks: selectedBlocks, selectedExtras: selectedExtras, windows: windows,
+                                     singles: singles, extras: extras, rates: sweepRates)
+        let trained = variants.filter { $0.stage != .wise }
+        var clock = StudyClock(runsTotal: trained.count, evalsTotal: variants.count * config.seeds.count + 1)
+        clock.runsDone = trained.filter { fm.fileExists(atPath: Self.rowFile(config, $0).path) }.count
+        var trainers: [String: any UnitTrainer] = [:]
+        func trainer(_ loss: LossSettings) throws -> any UnitTrainer {
+            let key = "\(loss.kind.rawValue)/\(loss.hinge.rawValue)"
+            if let t = trainers[key] { return t }
+            guard let make = config.trainer else {
+                throw ReproduceError.settings("reproduce: no trainer given (ReproduceConfig.trainer); the CLI builds SweepTrainer from Reproduce.sweepConfig")
+            }
+            let t = try make(loss)
+            trainers[key] = t
+            return t
+        }
+        for (i, stage) in ReproduceStage.training.enumerated() {
+            let inStage = trained.filter { $0.stage == stage }
+            let done = inStage.allSatisfy { fm.fileExists(atPath: Self.rowFile(config, $0).path) }
             progress(.stage(stage, index: 2 + i, total: stages.count, alreadyDone: done))
             if !done {
                 let t0 = Date()
-                for folder in folders {
-                    let units = inStage.filter { $0.folder == folder }
-                    try Self.train(config, folder: folder, units: units, captions: captions, queries: queries, windows: windows,
-                                   clock: &clock, progress: progress)
+                for v in inStage {
+                    if fm.fileExists(atPath: Self.rowFile(config, v).path) { continue }
+                    progress(.training(row: v.row, stage: stage, index: trained.firstIndex { $0.row == v.row }! + 1, total: trained.count,
+                                       learningRate: v.learningRate, overall: clock.fraction, eta: clock.eta))
+                    let tr = Date()
+                    _ = try Self.trainRow(config, v, trainer: try trainer(v.loss), provenance: provenance, progress: progress)
+                    clock.runsDone += 1; clock.runSeconds += Date().timeIntervalSince(tr); clock.runsTimed += 1
                 }
                 timings[stage.rawValue] = Date().timeIntervalSince(t0)
                 try saveTimings()
             }
-            if stop(stage) { return config.out.appendingPathComponent("results.json") }
+            if stop(stage) { return resultsURL }
         }
+        trainers = [:]
 
-        // 6. Evaluation on the test split.
+        // 7. The selected run's WiSE-FT point: each seed's kept weights interpolated with the base.
+        let wise = variants.filter { $0.stage == .wise }
+        let wiseDone = wise.allSatisfy { v in config.seeds.allSatisfy { fm.fileExists(atPath: Self.checkpoint(config, v, seed: $0).path) } }
+        progress(.stage(.wise, index: 7, total: stages.count, alreadyDone: wiseDone))
+        if !wiseDone, let v = wise.first, let alpha = extras.wiseAlpha, let selected = variants.first(where: { $0.stage == .selected }) {
+            let t0 = Date()
+            for seed in config.seeds where !fm.fileExists(atPath: Self.checkpoint(config, v, seed: seed).path) {
+                try WiseInterpolation.write(base: config.model, tuned: Self.checkpoint(config, selected, seed: seed), alpha: alpha,
+                                            to: Self.checkpoint(config, v, seed: seed),
+                                            metadata: ["seed": "\(seed)", "base_sha256": modelSHA, "command_line": config.commandLine])
+            }
+            timings[ReproduceStage.wise.rawValue] = Date().timeIntervalSince(t0)
+            try saveTimings()
+        }
+        if stop(.wise) { return resultsURL }
+
+        // 8. Evaluation on the test split.
         let evalDone = fm.fileExists(atPath: Self.evalURL(config, nil, seed: 0).path)
             && variants.allSatisfy { v in config.seeds.allSatisfy { fm.fileExists(atPath: Self.evalURL(config, v, seed: $0).path) } }
-        progress(.stage(.evaluate, index: 6, total: stages.count, alreadyDone: evalDone))
+        progress(.stage(.evaluate, index: 8, total: stages.count, alreadyDone: evalDone))
         if !evalDone {
             let t0 = Date()
             try Self.evaluate(config, variants: variants, files: evalFiles, provenance: provenance, clock: &clock, progress: progress)
             timings[ReproduceStage.evaluate.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }
-        if stop(.evaluate) { return config.out.appendingPathComponent("results.json") }
+        if stop(.evaluate) { return resultsURL }
 
-        // 7. results.json (always regenerated from the stage outputs: it is a pure function of them).
-        progress(.stage(.report, index: 7, total: stages.count, alreadyDone: false))
+        // 9. results.json (always regenerated from the stage outputs: it is a pure function of them).
+        progress(.stage(.report, index: 9, total: stages.count, alreadyDone: false))
         let t0 = Date()
-        let results = try ReproduceResults.build(config, settings: settings, variants: variants, selection: selection,
-                                                 layers: L, provenance: provenance, dataSHA: dataSHA,
+        var rowTraining: [String: RowTraining] = [:]
+        for v in trained {
+            let url = Self.rowFile(config, v)
+            do { rowTraining[v.row] = try JSONDecoder().decode(RowTraining.self, from: Data(contentsOf: url)) } catch {
+                throw ReproduceError.folder(file: url.path, message: "expected a \(RowTraining.format) file: \(error)")
+            }
+        }
+        let results = try ReproduceResults.build(config, settings: settings, variants: variants, training: rowTraining,
+                                                 selection: selection, extras: extras, rates: sweepRates, layers: L,
+                                                 provenance: provenance, dataSHA: dataSHA,
                                                  report: probeOut.appendingPathComponent("report.json"))
-        let url = config.out.appendingPathComponent("results.json")
-        try JSONOutput.write(results, to: url)
+        try JSONOutput.write(results, to: resultsURL)
         timings[ReproduceStage.report.rawValue] = Date().timeIntervalSince(t0)
         timings["total_this_process"] = Date().timeIntervalSince(started)
         try saveTimings()
         progress(.finished(seconds: Date().timeIntervalSince(started)))
-        return url
+        return resultsURL
     }
 
-    /// Every trained variant, in report order.
-    static func variants(selectedBlocks: [Int], selectedExtras: Set<TrainableGroup>, windows: [String: [Int]], singles: [Int],
-                         peers: [LossKind]) -> [ReproduceVariant] {
+    /// Every row, in report order, each with its learning rate and where the rate came from.
+    static func variants(_ c: ReproduceConfig, selectedBlocks: [Int], selectedExtras: Set<TrainableGroup>, windows: [String: [Int]],
+                         singles: [Int], extras: StudySelectionExtras, rates: StudySweepRates) -> [ReproduceVariant] {
         let omni = LossSettings()
         var shifted = LossSettings(); shifted.hinge = .shifted
-        var out = [ReproduceVariant(stage: .selected, row: "selected", folder: "omni-released-selected", unit: "selected",
-                                    loss: omni, blocks: selectedBlocks, extraGroups: selectedExtras)]
+        let selectedRate = extras.learningRate ?? c.defaultLearningRate
+        let selectedSource = extras.learningRate != nil ? "layers.json learning_rate" : "default (layers.json has no learning_rate)"
+        func rate(_ blocks: [Int]) -> (Double, String) {
+            if let e = rates.best(blocks: blocks) { return (e.learningRate, "sweep best rate of \(e.unit)") }
+            return (c.defaultLearningRate, rates.source == nil ? "default (no sweep result)" : "default (no sweep unit of these blocks)")
+        }
+        var out = [ReproduceVariant(stage: .selected, row: "selected", folder: "selected", unit: "selected", loss: omni,
+                                    blocks: selectedBlocks, extraGroups: selectedExtras, learningRate: selectedRate, rateSource: selectedSource)]
         for name in ReproduceWindows.order(Array(windows.keys)) {
-            out.append(ReproduceVariant(stage: .windows, row: name, folder: "omni-released-windows", unit: name, loss: omni,
-                                        blocks: windows[name]!.sorted(), extraGroups: []))
+            let b = windows[name]!.sorted(), (lr, src) = rate(b)
+            out.append(ReproduceVariant(stage: .windows, row: name, folder: name, unit: name, loss: omni, blocks: b, extraGroups: [],
+                                        learningRate: lr, rateSource: src))
         }
         for k in singles.sorted() {
-            out.append(ReproduceVariant(stage: .windows, row: "block.\(k)", folder: "omni-released-windows", unit: "block.\(k)",
-                                        loss: omni, blocks: [k], extraGroups: []))
+            let (lr, src) = rate([k])
+            out.append(ReproduceVariant(stage: .windows, row: "block.\(k)", folder: "block.\(k)", unit: "block.\(k)", loss: omni,
+                                        blocks: [k], extraGroups: [], learningRate: lr, rateSource: src))
         }
-        for p in peers {
+        for p in c.peers {
             var l = LossSettings(); l.kind = p
             out.append(ReproduceVariant(stage: .peers, row: "\(p.rawValue) (selected)", folder: "\(p.rawValue)-selected", unit: "selected",
-                                        loss: l, blocks: selectedBlocks, extraGroups: selectedExtras))
+                                        loss: l, blocks: selectedBlocks, extraGroups: selectedExtras, learningRate: selectedRate,
+                                        rateSource: "the selected set's (\(selectedSource))"))
         }
-        out.append(ReproduceVariant(stage: .hinge, row: "shifted hinge (selected)", folder: "omni-shifted-selected", unit: "selected",
-                                    loss: shifted, blocks: selectedBlocks, extraGroups: selectedExtras))
+        out.append(ReproduceVariant(stage: .hinge, row: "shifted hinge (selected)", folder: "shifted-hinge-selected", unit: "selected",
+                                    loss: shifted, blocks: selectedBlocks, extraGroups: selectedExtras, learningRate: selectedRate,
+                                    rateSource: "the selected set's (\(selectedSource))"))
+        // layers.json's Pareto front (validation): a unit trained above already is that row; another
+        // one (a spread set, the embeddings, a window of other blocks) becomes a row of its own.
+        let omniRows = out.filter { $0.loss == omni }
+        var seen = Set<String>()
+        for e in extras.paretoFront where seen.insert(e.unit).inserted {
+            if omniRows.contains(where: { $0.blocks == e.blocks.sorted() && ($0.row == "selected" || $0.extraGroups.isEmpty) }) { continue }
+            let safe = e.unit.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "-" }
+            let groups: Set<TrainableGroup> = e.blocks.isEmpty && e.unit == "embeddings" ? [.embeddings] : []
+            out.append(ReproduceVariant(stage: .pareto, row: "pareto \(e.unit)", folder: "pareto-\(String(safe))", unit: e.unit, loss: omni,
+                                        blocks: e.blocks.sorted(), extraGroups: groups, learningRate: e.learningRate,
+                                        rateSource: "layers.json pareto_front"))
+        }
+        if let alpha = extras.wiseAlpha {
+            out.append(ReproduceVariant(stage: .wise, row: "selected WiSE-FT α=\(ReproduceReport.f(alpha, 2))", folder: "selected-wise",
+                                        unit: "selected", loss: omni, blocks: selectedBlocks, extraGroups: selectedExtras,
+                                        learningRate: selectedRate, rateSource: "the selected run's weights, layers.json wise_alpha \(alpha)"))
+        }
         return out
     }
 
@@ -360,57 +445,19 @@ public enum Reproduce {
         c.out.appendingPathComponent("train").appendingPathComponent(folder)
     }
 
+    /// The kept weights of one seed of a row (an HF CLIPModel folder).
     static func checkpoint(_ c: ReproduceConfig, _ v: ReproduceVariant, seed: UInt64) -> URL {
-        trainFolder(c, v.folder).appendingPathComponent("runs").appendingPathComponent(Sweep.runFolderName(window: v.unit, learningRate: c.learningRate, seed: seed))
-            .appendingPathComponent("checkpoint-\(c.steps)")
+        trainFolder(c, v.folder).appendingPathComponent("seed-\(seed)")
     }
 
-    /// OUT/eval/base.json (variant nil) or OUT/eval/<folder>/<unit>.seed-<s>.json.
+    /// OUT/eval/base.json (variant nil) or OUT/eval/<folder>/seed-<s>.json.
     static func evalURL(_ c: ReproduceConfig, _ v: ReproduceVariant?, seed: UInt64) -> URL {
         let root = c.out.appendingPathComponent("eval")
         guard let v else { return root.appendingPathComponent("base.json") }
-        return root.appendingPathComponent(v.folder).appendingPathComponent("\(v.unit).seed-\(seed).json")
+        return root.appendingPathComponent(v.folder).appendingPathComponent("seed-\(seed).json")
     }
 
-    /// One Sweep folder: its units, all seeds, checkpoints kept for the evaluation stage.
-    static func train(_ c: ReproduceConfig, folder: String, units: [ReproduceVariant], captions: URL, queries: URL,
-                      windows: [String: [Int]], clock: inout StudyClock, progress: (ReproduceProgress) -> Void) throws {
-        let out = trainFolder(c, folder)
-        if FileManager.default.fileExists(atPath: out.appendingPathComponent("result.json").path) { return }
-        var sweep = SweepConfig(model: c.model, trainData: captions, evalData: [captions, queries], out: out)
-        sweep.trainSplit = c.trainSplit
-        // the sweep's own measurement (4 metrics) is on the validation split; the study's numbers
-        // come from the evaluation stage on the test split
-        sweep.evalSplit = c.probeSplit
-        sweep.seeds = c.seeds
-        sweep.steps = c.steps; sweep.batch = c.batch; sweep.learningRate = c.learningRate; sweep.warmup = c.resolvedWarmup
-        sweep.weightDecay = c.weightDecay
-        sweep.loss = units[0].loss
-        sweep.extraGroups = units[0].extraGroups
-        sweep.keepCheckpoints = true
-        sweep.commandLine = c.commandLine
-        let singles = units.filter { $0.unit.hasPrefix("block.") }.map { $0.blocks[0] }
-        let named = units.filter { !$0.unit.hasPrefix("block.") }
-        sweep.blocks = singles
-        sweep.windows = Dictionary(uniqueKeysWithValues: named.map { ($0.unit, $0.blocks) })
-        sweep.layerCache = c.layerCache ?? false
-        var local = clock
-        try Sweep.run(sweep) { event in
-            switch event {
-            case let .step(_, _, _, _, _, _, eta):
-                local.sweepETA = eta
-            case let .runFinished(_, _, _, seconds, reused, eta):
-                local.sweepETA = eta
-                if !reused { local.runsDone += 1; local.runSeconds += seconds; local.runsTimed += 1 }
-            default: break
-            }
-            progress(.sweep(units[0].stage, label: folder, event, overall: local.fraction, eta: local.eta))
-        }
-        local.sweepETA = nil
-        clock = local
-    }
-
-    /// Stage 6: the base and every checkpoint on the evaluation split, one file each (by rename).
+    /// Stage 8: the base and every kept checkpoint on the evaluation split, one file each (by rename).
     static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], provenance: Provenance, clock: inout StudyClock,
                          progress: (ReproduceProgress) -> Void) throws {
         let fm = FileManager.default
@@ -460,7 +507,7 @@ public enum Reproduce {
                 let ts = Date()
                 let ckpt = checkpoint(c, v, seed: seed)
                 guard fm.fileExists(atPath: ckpt.appendingPathComponent("config.json").path) else {
-                    throw ReproduceError.folder(file: ckpt.path, message: "expected the final checkpoint of \(v.row) seed \(seed) (training stage output), found none; rerun to train it")
+                    throw ReproduceError.folder(file: ckpt.path, message: "expected the kept checkpoint of \(v.row) seed \(seed) (the trainer writes it; an HF CLIPModel folder), found none; delete \(Self.rowFile(c, v).lastPathComponent) in its train folder and rerun to train it again")
                 }
                 let loaded = try CLIPModel.load(directory: ckpt)
                 let tuned = TunedTextModel(text: try CLIPEmbeddingModel(loaded), images: images)
@@ -481,8 +528,9 @@ public enum Reproduce {
         [
             "model_sha256": modelSHA, "world_fingerprint": c.worldFingerprint,
             "data_sha256": dataSHA.keys.sorted().map { "\($0)=\(dataSHA[$0]!)" }.joined(separator: ","),
-            "seeds": c.seeds.map(String.init).joined(separator: ","), "steps": "\(c.steps)", "batch": "\(c.batch)",
-            "lr": "\(c.learningRate)", "warmup": "\(c.resolvedWarmup)", "weight_decay": "\(c.weightDecay)",
+            "seeds": c.seeds.map(String.init).joined(separator: ","), "max_steps": "\(c.maxSteps)", "batch": "\(c.batch)",
+            "early_stopping": "eval every \(c.stopping.evalEvery) patience \(c.stopping.patience) min delta \(c.stopping.minDelta) bound \(c.stopping.bound)",
+            "default_lr": "\(c.defaultLearningRate)", "warmup": "\(c.resolvedWarmup)", "weight_decay": "\(c.weightDecay)",
             "text_blocks": "\(L)", "blocks": singles.sorted().map(String.init).joined(separator: ","),
             "windows": windows.keys.sorted().map { "\($0)=\(windows[$0]!.sorted().map(String.init).joined(separator: ","))" }.joined(separator: ";"),
             "peers": c.peers.map(\.rawValue).joined(separator: ","), "policy": c.policy.description,
@@ -491,19 +539,18 @@ public enum Reproduce {
             "probe_cv": "folds \(c.probeOptions.settings.folds) seeds \(c.probeOptions.settings.seeds.map(String.init).joined(separator: ",")) bootstrap \(c.probeOptions.settings.bootstrapResamples)",
             "probe_tasks": c.tasks.map(\.name).sorted().joined(separator: ","),
             "bootstrap": "\(c.bootstrapResamples)",
-            "layer_cache": c.layerCache.map { $0 ? "on" : "off" } ?? "off",
+            "probe_mode": c.probeThorough ? "thorough" : "default",
         ]
     }
 }
 
-/// The study's ETA: mean seconds per finished training run and per evaluation in this process,
-/// times what is left (the current sweep's own ETA covers its remaining runs).
+/// The study's ETA: mean seconds per row trained and per evaluation in this process, times what
+/// is left.
 struct StudyClock {
     var runsTotal: Int, evalsTotal: Int
     var runsDone = 0, evalsDone = 0
     var runSeconds = 0.0, runsTimed = 0
     var evalSeconds = 0.0, evalsTimed = 0
-    var sweepETA: Double?
 
     init(runsTotal: Int, evalsTotal: Int) { self.runsTotal = runsTotal; self.evalsTotal = evalsTotal }
 
@@ -512,10 +559,10 @@ struct StudyClock {
     }
 
     var eta: Double? {
-        guard runsTimed > 0 || evalsTimed > 0 || sweepETA != nil else { return nil }
+        guard runsTimed > 0 || evalsTimed > 0 else { return nil }
         let perRun = runsTimed > 0 ? runSeconds / Double(runsTimed) : 0
-        // an evaluation costs about a tenth of a run until one is timed
-        let perEval = evalsTimed > 0 ? evalSeconds / Double(evalsTimed) : perRun / 10
+        // an evaluation costs about a twentieth of a row (all its seeds) until one is timed
+        let perEval = evalsTimed > 0 ? evalSeconds / Double(evalsTimed) : perRun / 20
         let runsLeft = Double(max(0, runsTotal - runsDone))
         let evalsLeft = Double(max(0, evalsTotal - evalsDone))
         return runsLeft * perRun + evalsLeft * perEval

@@ -11,7 +11,7 @@ import TestSupport
         let env = ["NEGCLIP_MODEL": dir.appendingPathComponent("nowhere").path, "NEGCLIP_CACHE": dir.path]
         let stage = try CLIRunner.run("negclip", ["reproduce", "--stop-after", "nope"], environment: env)
         #expect(stage.status != 0)
-        #expect(stage.stderr.contains("--stop-after: expected one of probe-layers, train-selected, train-windows, train-peers, train-hinge, evaluate, report, found nope"), "\(stage.stderr)")
+        #expect(stage.stderr.contains("--stop-after: expected one of probe-layers, train-selected, train-windows, train-peers, train-hinge, train-pareto, wise, evaluate, report, found nope"), "\(stage.stderr)")
         // --seeds is a list (as in sweep and probe-layers), not a count
         let seeds = try CLIRunner.run("negclip", ["reproduce", "--seeds", "3x"], environment: env)
         #expect(seeds.status != 0 && seeds.stderr.contains("--seeds 3x: expected a comma list of unsigned integers like 0,1,2"), "\(seeds.stderr)")
