@@ -3,8 +3,9 @@ import Testing
 import TestSupport
 
 /// probe-layers' numbers do not move: Tests/Fixtures/probe-layers/tiny-clip-sweep-report.json is the
-/// report.json of the command below made by the binary before the Probing split (commit 121c458,
-/// 2026-12-07), its keys rewritten to v2 by scripts/fixtures/probe_report_v2.py (numbers untouched).
+/// report.json of the command below. First made by the binary before the Probing split (commit 121c458,
+/// 2026-12-07); regenerated (report v3) when the probes changed to nested C, text-grouped folds and
+/// per-type controls: separation and sweep numbers were unchanged, the probe numbers moved.
 /// The same command now must give the same numbers: separation, every probe and baseline, the
 /// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside).
 @Suite(.serialized) struct ProbeLayersGoldenCLITests {
