@@ -10,7 +10,8 @@ import Yams
 ///     image: none
 ///     row: eos
 ///     composition: true
-///     control: caption
+///     control: object
+///     c_grid: [0.01, 0.1, 1, 10]   # optional; default: the run's --c-grid
 public struct ProbeTask: Codable, Sendable, Equatable {
     /// Which caption of a `caption` record an item is.
     public enum Item: String, Codable, Sendable, CaseIterable {
