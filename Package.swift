@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "negclip-bench", dependencies: ["SeededRandom", 
-            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "Probing", "SafeTensors", "TensorKernels", "Training",
+            "CLIP", "BPETokenizer", "CLIPImage", "HiddenStateStore", "NegationData", "Probing", "SafeTensors", "TensorKernels", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -32,8 +32,37 @@ public enum GroupBootstrap {
 
 /// Pair-grouped k-fold assignment (scikit-learn `GroupKFold` with shuffled groups): the distinct
 /// groups are shuffled with the seed and dealt to folds in turn, so a caption and its negation
-/// (same pair id) are always on the same side of a split.
+/// (same pair id) are always on the same side of a split. The probes' groups are first merged by
+/// caption text (`merged(groups:keys:)`), so one text is never on both sides either.
 public enum GroupKFold {
+    /// Connected components of "same group or same key" (union-find): items that share a pair id
+    /// or an identical caption text end up in one group. Groups are renumbered 0..<count in order
+    /// of first appearance.
+    public static func merged(groups: [Int], keys: [String]) -> [Int] {
+        precondition(groups.count == keys.count)
+        var parent = Array(0..<groups.count)
+        func find(_ i: Int) -> Int {
+            var r = i
+            while parent[r] != r { r = parent[r] }
+            var j = i
+            while parent[j] != r { let next = parent[j]; parent[j] = r; j = next }
+            return r
+        }
+        func union(_ a: Int, _ b: Int) { let ra = find(a), rb = find(b); if ra != rb { parent[max(ra, rb)] = min(ra, rb) } }
+        var firstOfGroup: [Int: Int] = [:], firstOfKey: [String: Int] = [:]
+        for i in groups.indices {
+            if let j = firstOfGroup[groups[i]] { union(i, j) } else { firstOfGroup[groups[i]] = i }
+            if let j = firstOfKey[keys[i]] { union(i, j) } else { firstOfKey[keys[i]] = i }
+        }
+        var number: [Int: Int] = [:]
+        return groups.indices.map { i in
+            let r = find(i)
+            if let n = number[r] { return n }
+            number[r] = number.count
+            return number.count - 1
+        }
+    }
+
     public static func folds(groups: [Int], k: Int, seed: UInt64) -> [Int] {
         let distinct = Array(Set(groups)).sorted()
         var order = distinct
@@ -56,7 +85,7 @@ public enum FeatureMap: Sendable {
     /// bilinear terms t^T M v with M restricted to the leading components.
     case paired(text: [Double], d: Int, image: [Double], p: Int, rank: Int)
 
-    var rows: Int {
+    public var rows: Int {
         switch self {
         case let .plain(x, d): return d > 0 ? x.count / d : 0
         case let .paired(t, d, _, _, _): return d > 0 ? t.count / d : 0
@@ -64,7 +93,7 @@ public enum FeatureMap: Sendable {
     }
 
     /// (train [train.count, D], test [test.count, D], D), everything fitted on `train` rows only.
-    func build(train: [Int], test: [Int]) -> ([Double], [Double], Int) {
+    public func build(train: [Int], test: [Int]) -> ([Double], [Double], Int) {
         switch self {
         case let .plain(x, d):
             let s = Standardizer(x: x, d: d, rows: train)
@@ -146,65 +175,3 @@ enum PCA {
     }
 }
 
-/// Settings of the probes' cross-validation.
-public struct ProbeSettings: Codable, Sendable, Equatable {
-    public var folds: Int = 5
-    public var seeds: [UInt64] = [0, 1]
-    public var C: Double = 1.0
-    public var maxIterations: Int = 100
-    public var tolerance: Double = 1e-4
-    public var bootstrapResamples: Int = 1000
-
-    public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case folds, seeds, C = "c", maxIterations = "max_iterations", tolerance, bootstrapResamples = "bootstrap_resamples"
-    }
-}
-
-/// Out-of-fold result of one probe: each item's correctness averaged over the seeds (every seed
-/// tests each item exactly once), and the accuracy with a pair-bootstrap interval.
-public struct ProbeOutcome: Sendable {
-    public var correct: [Double]
-    public var accuracy: Estimate
-    /// The last fold's model: a warm start for the next layer's probe (adjacent layers are close).
-    public var last: LogisticRegression.Model?
-}
-
-public enum CrossValidation {
-    /// Grouped k-fold cross-validated accuracy, repeated over `settings.seeds`.
-    public static func run(_ features: FeatureMap, labels: [Int], classes: Int, groups: [Int],
-                           settings: ProbeSettings, bootstrapSeed: UInt64, start: LogisticRegression.Model? = nil) -> ProbeOutcome {
-        let n = labels.count
-        precondition(features.rows == n && groups.count == n)
-        let k = max(2, min(settings.folds, Set(groups).count))
-        var correct = [Double](repeating: 0, count: n)
-        let lr = LogisticRegression(C: settings.C, maxIterations: settings.maxIterations, tolerance: settings.tolerance)
-        var previous = start
-        for seed in settings.seeds {
-            let fold = GroupKFold.folds(groups: groups, k: k, seed: seed)
-            for f in 0..<k {
-                let test = (0..<n).filter { fold[$0] == f }, train = (0..<n).filter { fold[$0] != f }
-                if test.isEmpty || train.isEmpty { continue }
-                let (xtr, xte, D) = features.build(train: train, test: test)
-                let ytr = train.map { labels[$0] }
-                let pred: [Int]
-                if Set(ytr).count < 2 {
-                    // one class in the training fold: the only sensible prediction is that class
-                    pred = Array(repeating: ytr.first ?? 0, count: test.count)
-                } else {
-                    let model = lr.fit(x: xtr, n: train.count, d: D, y: ytr, classes: classes, start: previous)
-                    previous = model
-                    pred = model.predict(xte, n: test.count)
-                }
-                for (i, r) in test.enumerated() where pred[i] == labels[r] { correct[r] += 1 }
-            }
-        }
-        let s = Double(max(settings.seeds.count, 1))
-        correct = correct.map { $0 / s }
-        return ProbeOutcome(correct: correct,
-                            accuracy: GroupBootstrap.estimate(values: correct, groups: groups,
-                                                              resamples: settings.bootstrapResamples, seed: bootstrapSeed),
-                            last: previous)
-    }
-}

@@ -56,10 +56,20 @@ public struct ProbeResult: Codable, Sendable {
     public var gainOverBagOfWords: [Estimate]
     /// Why the task was not run (missing labels or images); nil when it ran.
     public var unavailable: String?
+    /// Fit details per network ("model", "random", "control") and layer: the C chosen by nested
+    /// cross-validation and every fit's convergence (ProbeFit.swift); "bag_of_words" has one entry.
+    public var fits: [String: [ProbeFitSummary?]] = [:]
+    /// Online-code MDL per network ("model", "random", "control") and layer (ProbeMDL.swift).
+    public var mdl: [String: [MDLScore?]] = [:]
+    /// Every fit of this task together: how many there were and how many did not converge.
+    public var convergence = FitTally()
+    /// What the control task's types are (`ProbeTask.Control`) and how many distinct types there were.
+    public var controlTypes: Int?
 
     enum CodingKeys: String, CodingKey {
-        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable
+        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence
         case bagOfWords = "bag_of_words", gainOverRandom = "gain_over_random", gainOverBagOfWords = "gain_over_bag_of_words"
+        case controlTypes = "control_types"
     }
 }
 
@@ -154,8 +164,10 @@ public struct ProbeInputs: Codable, Sendable, Equatable {
 /// Everything probe-layers measured: the report's content.
 public struct ProbeLayersResult: Codable, Sendable {
     /// v2: snake_case sweep metrics (retrieval_t2i, retrieval_i2t), `provenance` is the shared
-    /// Provenance record, the run's other inputs moved to `inputs`.
-    public static let format = "negclip.probe-layers-report v2"
+    /// Provenance record, the run's other inputs moved to `inputs`. v3: settings `c_grid`,
+    /// `inner_folds`, `mdl_fractions`, `workers` (no `c`); per probe `fits`, `mdl`, `convergence`,
+    /// `control_types`.
+    public static let format = "negclip.probe-layers-report v3"
     public struct Layer: Codable, Sendable, Equatable { public var index: Int; public var name: String; public var hook: String }
 
     public var layers: [Layer]
@@ -249,7 +261,7 @@ public enum ProbeLayers {
     }
 
     /// Features of a task at one layer of one network.
-    static func features(_ ds: ProbeDataset, task: ProbeTask, rows x: [Float], width W: Int, corpus: ProbeCorpus) -> FeatureMap {
+    public static func features(_ ds: ProbeDataset, task: ProbeTask, rows x: [Float], width W: Int, corpus: ProbeCorpus) -> FeatureMap {
         var t = [Double](repeating: 0, count: ds.count * W)
         for (i, r) in ds.textIndex.enumerated() { for c in 0..<W { t[i * W + c] = Double(x[r * W + c]) } }
         return withImage(ds, text: t, d: W, task: task, corpus: corpus)
@@ -265,54 +277,7 @@ public enum ProbeLayers {
 
     public static func probe(_ task: ProbeTask, corpus: ProbeCorpus, states: LayerStates, random: LayerStates?,
                              options: Options, progress: (Int, Int) -> Void) -> ProbeResult {
-        let L = states.numHiddenLayers
-        let nan = [Estimate](repeating: .missing, count: L + 1)
-        let ds = ProbeDataset.build(task, corpus: corpus)
-        var result = ProbeResult(task: task, classes: ds.classNames, items: ds.count, groups: Set(ds.groups).count,
-                                 chance: ds.count > 0 ? ds.chance : .nan, bagOfWords: .missing, model: nan, random: random == nil ? [] : nan,
-                                 control: nan, selectivity: [Double](repeating: .nan, count: L + 1),
-                                 gainOverRandom: random == nil ? [] : nan, gainOverBagOfWords: nan, unavailable: ds.unavailable)
-        if ds.unavailable != nil { return result }
-        if task.row == .mean && states.mean == nil {
-            result.unavailable = "row mean needs token states (a dump made with --tokens all)"
-            return result
-        }
-        let s = options.settings, seed = options.bootstrapSeed
-        let bowAll = BagOfWords.features(ds.textIndex.map { corpus.tokenIDs[$0] })
-        let bow = CrossValidation.run(withImage(ds, text: bowAll.x, d: bowAll.d, task: task, corpus: corpus),
-                                      labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
-        result.bagOfWords = bow.accuracy
-        let controlLabels = task.control == .caption ? ds.controlLabels(texts: corpus.texts, seed: seed) : nil
-        let layers = (task.layers ?? states.layers).filter { states.layers.contains($0) }
-        let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: ds.groups, resamples: s.bootstrapResamples, seed: seed) }
-        // each of the three probes starts from its own fit at the previous layer
-        var warm: [String: LogisticRegression.Model] = [:]
-        for (done, l) in layers.enumerated() {
-            progress(done, layers.count)
-            let f = features(ds, task: task, rows: states.rows(layer: l, row: task.row)!, width: states.width, corpus: corpus)
-            let m = CrossValidation.run(f, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
-                                        bootstrapSeed: seed, start: warm["model"])
-            warm["model"] = m.last
-            result.model[l] = m.accuracy
-            result.gainOverBagOfWords[l] = est(zip(m.correct, bow.correct).map { $0 - $1 })
-            if let controlLabels {
-                let c = CrossValidation.run(f, labels: controlLabels, classes: ds.classNames.count, groups: ds.groups, settings: s,
-                                            bootstrapSeed: seed, start: warm["control"])
-                warm["control"] = c.last
-                result.control[l] = c.accuracy
-                result.selectivity[l] = m.accuracy.mean - c.accuracy.mean
-            }
-            if let random, let rows = random.rows(layer: l, row: task.row) {
-                let fr = features(ds, task: task, rows: rows, width: random.width, corpus: corpus)
-                let r = CrossValidation.run(fr, labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s,
-                                            bootstrapSeed: seed, start: warm["random"])
-                warm["random"] = r.last
-                result.random[l] = r.accuracy
-                result.gainOverRandom[l] = est(zip(m.correct, r.correct).map { $0 - $1 })
-            }
-        }
-        progress(layers.count, layers.count)
-        return result
+        ProbeFits.probe(task, corpus: corpus, states: states, random: random, options: options, progress: progress)
     }
 
     // MARK: rankings

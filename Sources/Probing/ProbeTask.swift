@@ -10,7 +10,8 @@ import Yams
 ///     image: none
 ///     row: eos
 ///     composition: true
-///     control: caption
+///     control: object
+///     c_grid: [0.01, 0.1, 1, 10]   # optional; default: the run's --c-grid
 public struct ProbeTask: Codable, Sendable, Equatable {
     /// Which caption of a `caption` record an item is.
     public enum Item: String, Codable, Sendable, CaseIterable {
@@ -45,10 +46,15 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         /// the mean over the caption's tokens (start through end-of-text)
         case mean
     }
-    /// Hewitt & Liang (2019) control task: labels reassigned at random per type.
-    public enum Control: String, Codable, Sendable {
+    /// Hewitt & Liang (2019) control task: labels reassigned at random per type (`ControlTypes`).
+    public enum Control: String, Codable, Sendable, CaseIterable {
         /// each distinct caption text gets one label drawn from the task's label distribution
+        /// (captions are nearly unique, so this control sits at chance: kept for dumps only)
         case caption
+        /// per template: the caption with its object phrases replaced by a placeholder
+        case template
+        /// per set of object phrases the caption names
+        case object
         case none
     }
 
@@ -65,6 +71,8 @@ public struct ProbeTask: Codable, Sendable, Equatable {
     public var control: Control = .caption
     /// Principal components per side in the text x image product features (image tasks only).
     public var interactionRank: Int = 16
+    /// The C grid of this task's nested cross-validation; nil = the run's (`ProbeSettings.cGrid`).
+    public var cGrid: [Double]?
 
     public init(name: String, description: String, items: [Item], label: Label, image: Image = .none,
                 row: Row = .eos, layers: [Int]? = nil, composition: Bool, control: Control = .caption,
@@ -77,6 +85,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case name, description, items, label, image, row, layers, composition, control
         case interactionRank = "interaction_rank"
+        case cGrid = "c_grid"
     }
 
     public init(from decoder: Decoder) throws {
@@ -91,6 +100,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         composition = try c.decodeIfPresent(Bool.self, forKey: .composition) ?? false
         control = try c.decodeIfPresent(Control.self, forKey: .control) ?? .caption
         interactionRank = try c.decodeIfPresent(Int.self, forKey: .interactionRank) ?? 16
+        cGrid = try c.decodeIfPresent([Double].self, forKey: .cGrid)
     }
 
     /// The label task probed on a dump when no task is named.
@@ -117,7 +127,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
             throw ProbingError.input(file: file, key: bad, expected: "one of \(known.sorted().joined(separator: ", "))", found: "an unknown key")
         }
         for (key, allowed) in [("label", Label.allCases.map(\.rawValue)), ("image", ["none", "own", "own+contrast"]),
-                               ("row", ["eos", "mean"]), ("control", ["caption", "none"])] {
+                               ("row", ["eos", "mean"]), ("control", Control.allCases.map(\.rawValue))] {
             if let v = object[key], !allowed.contains("\(v)") {
                 throw ProbingError.input(file: file, key: key, expected: "one of \(allowed.joined(separator: ", "))", found: "\"\(v)\"")
             }
@@ -140,6 +150,9 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         }
         if task.label == .negatedObject && task.items.contains(where: { $0 == .affirmative || $0 == .foil }) {
             throw ProbingError.input(file: file, key: "items", expected: "only presence_negated / absence_negated for label negated_object", found: "\(task.items.map(\.rawValue))")
+        }
+        if let grid = task.cGrid, grid.isEmpty || grid.contains(where: { !($0 > 0) || !$0.isFinite }) || Set(grid).count != grid.count {
+            throw ProbingError.input(file: file, key: "c_grid", expected: "a list of distinct positive numbers", found: "\(grid)")
         }
         if task.interactionRank < 1 {
             throw ProbingError.input(file: file, key: "interaction_rank", expected: "an integer >= 1", found: "\(task.interactionRank)")

@@ -12,6 +12,7 @@ struct NegclipBench: ParsableCommand {
             ParityDump.self,
             ProbeBench.self,
             ProbeParity.self,
+            ProbeFitsBench.self,
             TokenizeBench.self,
             TrainBench.self,
             PretrainBench.self,

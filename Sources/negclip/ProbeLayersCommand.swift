@@ -36,8 +36,9 @@ struct ProbeLayersCommand: ParsableCommand {
     var taskNames: [String] = []
     @Option(help: "Cross-validation folds (grouped by pair id).") var folds: Int = 5
     @Option(help: ArgumentHelp("Cross-validation seeds, comma-separated.", valueName: "list")) var seeds: String = "0,1"
-    @Option(name: .customLong("c"), help: "Inverse L2 strength C (scikit-learn's LogisticRegression C).") var c: Double = 1.0
-    @Option(help: "L-BFGS iterations per fit at most.") var maxIterations: Int = 100
+    @Option(name: .customLong("c"), help: "One inverse L2 strength C for every probe (scikit-learn's LogisticRegression C; default: chosen from --c-grid by nested cross-validation).") var c: Double?
+    @Option(name: .customLong("c-grid"), help: ArgumentHelp("C values the nested cross-validation chooses from, comma-separated.", valueName: "list")) var cGrid: String = ProbeSettings().cGrid.map { "\($0)" }.joined(separator: ",")
+    @Option(help: "L-BFGS iterations per fit at most (fits that stop there are counted in report.json as not converged).") var maxIterations: Int = ProbeSettings().maxIterations
     @Option(help: "Seed of the random-weights network.") var randomSeed: UInt64 = 0
     @Flag(help: "Skip the random-weights baseline.") var noRandom = false
     @Option(help: "Bootstrap resamples for the 95% intervals.") var bootstrap: Int = 1000
@@ -75,7 +76,8 @@ struct ProbeLayersCommand: ParsableCommand {
 
     func validate() throws {
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
-        if c <= 0 { throw ValidationError("--c must be positive") }
+        if let c, !(c > 0) { throw ValidationError("--c must be positive") }
+        if parsedCGrid == nil { throw ValidationError("--c-grid: expected distinct positive numbers like 0.01,0.1,1,10, found \"\(cGrid)\"") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
@@ -90,6 +92,12 @@ struct ProbeLayersCommand: ParsableCommand {
         if plan != nil && collect != nil { throw ValidationError("--plan and --collect: one at a time (plan, run the jobs, then collect)") }
         if (plan != nil || collect != nil) && out != nil { throw ValidationError("--out: the report of --plan/--collect DIR goes into DIR") }
         if plan != nil && !sweep { throw ValidationError("--plan writes the sweep's jobs; drop --no-sweep") }
+    }
+
+    var parsedCGrid: [Double]? {
+        let v = cGrid.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !v.isEmpty, v.allSatisfy({ $0 != nil && $0! > 0 && $0!.isFinite }), Set(v.map { $0! }).count == v.count else { return nil }
+        return v.map { $0! }
     }
 
     var parsedSweepSeeds: [UInt64]? {
@@ -151,7 +159,7 @@ struct ProbeLayersCommand: ParsableCommand {
         var options = ProbeLayers.Options()
         options.settings.folds = folds
         options.settings.seeds = parsedSeeds!
-        options.settings.C = c
+        options.settings.cGrid = c.map { [$0] } ?? parsedCGrid!
         options.settings.maxIterations = maxIterations
         options.settings.bootstrapResamples = bootstrap
         var sweepSettings: ProbeLayersRequest.SweepSettings?

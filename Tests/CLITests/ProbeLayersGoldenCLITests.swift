@@ -3,11 +3,9 @@ import Testing
 import TestSupport
 
 /// probe-layers' numbers do not move: Tests/Fixtures/probe-layers/tiny-clip-sweep-report.json is the
-/// report.json of the command below made by the binary before the Probing split (commit 121c458,
-/// 2026-12-07), its keys rewritten to v2 by scripts/fixtures/probe_report_v2.py (numbers untouched);
-/// regenerated on 2026-12-07 by running the command below and copying OUT/report.json, when the sweep
-/// summary gained the selector's evidence and a one-block window (front/middle/back of a 3-block
-/// tower) stopped being reported at a layer (separation and probe numbers unchanged).
+/// report.json of the command below. First made by the binary before the Probing split (commit 121c458,
+/// 2026-12-07); regenerated when the sweep summary gained the selector's evidence and when the probes
+/// changed to nested C, text-grouped folds and per-type controls (report v3).
 /// The same command now must give the same numbers: separation, every probe and baseline, the
 /// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside; the
 /// separation baselines, gradient predictors and predictive validity came later and are not in it).

@@ -109,7 +109,9 @@ struct Gauss {
                 #expect(r.selectivity[l] > 0.4, "layer \(l) selectivity \(r.selectivity[l])")
                 #expect(r.model[l].low <= r.model[l].mean && r.model[l].mean <= r.model[l].high)
             } else {
-                #expect(r.model[l].mean < r.chance + 0.1, "layer \(l) accuracy \(r.model[l].mean), chance \(r.chance)")
+                // 240 items: one standard error is 0.03; C chosen per fold (nested CV) lets a noise
+                // layer's accuracy wander a little more than with C fixed
+                #expect(r.model[l].mean < r.chance + 0.15, "layer \(l) accuracy \(r.model[l].mean), chance \(r.chance)")
                 #expect(abs(r.selectivity[l]) < 0.15, "layer \(l) selectivity \(r.selectivity[l])")
             }
         }
