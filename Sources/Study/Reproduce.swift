@@ -56,7 +56,7 @@ public struct ReproduceConfig: Sendable {
     /// always sets it.
     public var probeThorough = true
     /// How layers.json is chosen from probe-layers' report (extras: none, see `ReproduceDefaults`).
-    public var policy = SelectionPolicy.topK(SelectionPolicy.defaultK)
+    public var policy = SelectionPolicy.pareto
     /// Single blocks of stage 3; nil: every block.
     public var blocks: [Int]?
     /// Fixed windows of stage 3; nil: `ReproduceWindows.standard(layers:)`.
@@ -270,18 +270,23 @@ public enum Reproduce {
             sweep.steps = config.probeSweepSteps
             sweep.seeds = config.probeSweepSeeds
             sweep.blocks = config.probeSweepBlocks
-            // INTEGRATOR (issue 19 part 5): `negclip reproduce` always runs probe-layers in thorough
-            // mode; when the selector's request field lands, set it on this one line:
-            // sweep.thorough = config.probeThorough
-            let request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
+            if config.probeThorough { sweep.mode = .thorough }
+            var request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
                                                      tasks: config.tasks, options: config.probeOptions,
                                                      randomSeed: config.probeRandomSeed, sweep: sweep, commandLine: config.commandLine)
-            _ = try ProbeLayersRun.run(request) { progress(.probe($0)) }
             // Extras none: every unit of the study trains text blocks only, so a difference between
             // rows is a difference between layers (the released extras would train the projection
-            // in every row and let it absorb what the blocks should show).
-            try LayerSelector.select(reportAt: probeOut.appendingPathComponent("report.json"), policy: config.policy, extras: .none,
-                                     commandLine: config.commandLine).write(to: layersURL)
+            // in every row and let it absorb what the blocks should show). The selection (with its
+            // WiSE-FT curve and greedy's confirmations) trains through the sweep's own engine.
+            request.select = config.policy
+            request.selection = SelectionOptions(bound: config.stopping.bound, extras: .none)
+            let probed = try ProbeLayersRun.run(request, trainer: { try SweepTrainer($0) }) { progress(.probe($0)) }
+            let chosen = probeOut.appendingPathComponent("layers.json")
+            guard fm.fileExists(atPath: chosen.path) else {
+                throw ReproduceError.folder(file: probeOut.appendingPathComponent("report.json").path,
+                                            message: "key 'selection': no layers chosen (\(probed.selectionNote ?? "no selection made")); the study needs a selected set")
+            }
+            try LayerSelection.load(chosen).write(to: layersURL)
             timings[ReproduceStage.probe.rawValue] = Date().timeIntervalSince(t0)
             try saveTimings()
         }

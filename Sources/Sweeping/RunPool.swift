@@ -24,7 +24,7 @@ enum RunPool {
 
         let s = RunPoolState<T, Event>()
         s.running = threads
-        func emit(_ e: Event) {
+        let emit: @Sendable (Event) -> Void = { e in
             s.condition.lock()
             s.posted += 1
             let ticket = s.posted

@@ -46,7 +46,7 @@ struct ProbeLayersCommand: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run the partial fine-tuning sweep (records mode, or --dump with --model and --data; folder OUT/sweep, resumable).")
     var sweep = true
     @Option(name: .customLong("sweep-steps"), help: "Optimizer steps per sweep run.") var sweepSteps = SweepDefaults.steps
-    @Option(name: .customLong("sweep-lr"), help: "Peak AdamW learning rate of every sweep run.") var sweepLR = SweepDefaults.learningRate
+    @Option(name: .customLong("sweep-lr"), help: "One peak AdamW learning rate for every sweep run (a one-rate grid; default: the --sweep-rates grid).") var sweepLR: Double?
     @Option(name: .customLong("sweep-batch"), help: "Items per stage per step of every sweep run.") var sweepBatch = SweepDefaults.batch
     @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated (default: \(SweepDefaults.seeds.map(String.init).joined(separator: ","))).", valueName: "list"))
     var sweepSeeds: String = SweepDefaults.seeds.map(String.init).joined(separator: ",")
@@ -54,6 +54,8 @@ struct ProbeLayersCommand: ParsableCommand {
     var sweepRates: String?
     @Flag(help: "Thorough sweep: the wider rate grid and the budget check (ranking at B vs 4B steps); negclip reproduce always uses it.")
     var thorough = false
+    @Option(name: .customLong("sweep-eval-limit"), help: ArgumentHelp("Measure each sweep run on the first N caption records and N queries of the split (default: the sweep's default).", valueName: "N"))
+    var sweepEvalLimit: Int?
     @Option(name: .customLong("adaptive-seeds"), help: ArgumentHelp("Add sweep seeds one at a time until the selected unit is unchanged by the added seed, up to N seeds in all.", valueName: "N"))
     var adaptiveSeeds: Int?
     @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
@@ -166,7 +168,9 @@ struct ProbeLayersCommand: ParsableCommand {
         if sweep, modelURL != nil, dataURL != nil {
             var s = ProbeLayersRequest.SweepSettings()
             s.steps = sweepSteps
-            s.learningRate = sweepLR
+            if thorough { s.mode = .thorough }
+            if let sweepRates { s.learningRates = parsedRates(sweepRates) } else if let sweepLR { s.learningRate = sweepLR }
+            if let sweepEvalLimit { s.evaluationLimit = sweepEvalLimit }
             s.batch = sweepBatch
             s.seeds = parsedSweepSeeds!
             s.blocks = try sweepBlocks.map { try TextLayers.parseList($0, of: .block, option: "--sweep-blocks") }
@@ -194,11 +198,6 @@ struct ProbeLayersCommand: ParsableCommand {
         request.selection = SelectionOptions(bound: bound, extras: try SelectionExtras(parsing: extras, layers: Int.max / 2),
                                              wiseAlphas: noWise ? [] : SelectionOptions.defaultWiseAlphas)
         request.adaptiveSeedsCap = adaptiveSeeds
-        // The rate grid and the thorough mode are SweepConfig settings of the sweep engine
-        // (`learningRates`, `mode`); this build's SweepConfig has one rate.
-        if thorough || sweepRates != nil {
-            throw ValidationError("--thorough / --sweep-rates: this build's sweep runs one learning rate (--sweep-lr); the rate grid and the budget check come with the sweep engine's SweepConfig.learningRates / mode")
-        }
         return request
     }
 
@@ -209,10 +208,8 @@ struct ProbeLayersCommand: ParsableCommand {
         let line = ProgressLine(label: "probe-layers")
         var stageStart = Date()
         var currentStage = ""
-        // The trainer of greedy's confirmations and the WiSE-FT curve is the sweep engine's
-        // `SweepTrainer` on the sweep's config (`trainer: { try SweepTrainer($0) }`); this build has
-        // none, so greedy stops with one line and WiSE-FT is reported as not traced.
-        let result = try ProbeLayersRun.run(request, sweep: given, trainer: nil) { p in
+        // greedy's confirmations and the WiSE-FT curve train through the sweep's own engine
+        let result = try ProbeLayersRun.run(request, sweep: given, trainer: { try SweepTrainer($0) }) { p in
             switch p {
             case .stage(let s):
                 line.finish()
