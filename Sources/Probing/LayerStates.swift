@@ -20,6 +20,17 @@ public struct LayerStates: Sendable {
         switch row {
         case .eos: return eos[k]
         case .mean: return mean?[k]
+        case .negator, .negatedObject: return nil
+        }
+    }
+
+    /// Why `rows(layer:row:)` has nothing for `row`; nil when it has it.
+    public func unavailable(_ row: ProbeTask.Row) -> String? {
+        switch row {
+        case .eos: return nil
+        case .mean: return mean == nil ? "row mean needs token states (a dump made with --tokens all)" : nil
+        case .negator, .negatedObject:
+            return "row \(row.rawValue) is not implemented yet: the dump does not record role token indices (issue 20 item 2); use row eos or mean"
         }
     }
 

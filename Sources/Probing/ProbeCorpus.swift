@@ -17,6 +17,8 @@ public struct ProbeCorpus: Sendable {
         public var contrastImage: Int?
         public var negatedObject: String?
         public var absentObject: String?
+        /// The world's minimal pair of this record (items minimal_true / minimal_false).
+        public var minimalPair: MinimalPair?
     }
 
     public var texts: [String]
@@ -57,9 +59,10 @@ public struct ProbeCorpus: Sendable {
         }
         for r in records {
             var e = Entry(group: 0, texts: [:], image: image(r.image), contrastImage: r.absenceContrastImage.map(image),
-                          negatedObject: r.negatedObject, absentObject: r.absentObject)
+                          negatedObject: r.negatedObject, absentObject: r.absentObject, minimalPair: r.minimalPair)
             for (item, suffix) in [(ProbeTask.Item.affirmative, ""), (.presenceNegated, ":presence_negated"),
-                                   (.absenceNegated, ":absence_negated"), (.foil, ":foil")] {
+                                   (.absenceNegated, ":absence_negated"), (.foil, ":foil"),
+                                   (.minimalTrue, ":minimal_true"), (.minimalFalse, ":minimal_false")] {
                 if let i = row[r.id + suffix] { e.texts[item] = i }
             }
             guard let first = e.texts.values.min() else { continue }
@@ -155,11 +158,16 @@ public struct ProbeDataset: Sendable {
                     guard let ti = e.texts[item] else { continue }
                     if needsImage && e.image == nil { continue }
                     let label: String?
+                    let minimal = item == .minimalTrue || item == .minimalFalse
                     switch task.label {
                     case .negated: label = item == .affirmative ? "affirmative" : item == .foil ? nil : "negated"
-                    case .kind: label = item == .foil ? nil : item.rawValue
-                    case .negatedObject: label = item == .presenceNegated ? e.negatedObject : item == .absenceNegated ? e.absentObject : nil
-                    case .truth: label = item == .presenceNegated || item == .foil ? "false" : "true"
+                    case .kind: label = item == .foil || minimal ? nil : item.rawValue
+                    case .negatedObject:
+                        label = item == .presenceNegated ? e.negatedObject : item == .absenceNegated ? e.absentObject
+                            : minimal ? e.minimalPair?.deniedObject(inTrueCaption: item == .minimalTrue) : nil
+                    case .truth: label = item == .presenceNegated || item == .foil || item == .minimalFalse ? "false" : "true"
+                    case .pairNegated:
+                        label = minimal ? e.minimalPair.map { $0.deniesAlphabeticallyFirst(inTrueCaption: item == .minimalTrue) ? "alphabetically_first" : "alphabetically_second" } : nil
                     case .dumpLabel: label = nil
                     }
                     guard let label else { continue }

@@ -52,9 +52,11 @@ public struct ProbeResult: Codable, Sendable {
     public var gainOverBagOfWords: [Estimate]
     /// Why the task was not run (missing labels or images); nil when it ran.
     public var unavailable: String?
+    /// Bag of words, last named object, negation cue alone: same folds (ProbeBaselines.swift).
+    public var baselines: SurfaceBaselines?
 
     enum CodingKeys: String, CodingKey {
-        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable
+        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, baselines
         case bagOfWords = "bag_of_words", gainOverRandom = "gain_over_random", gainOverBagOfWords = "gain_over_bag_of_words"
     }
 }
@@ -234,8 +236,8 @@ public enum ProbeLayers {
                                  control: nan, selectivity: [Double](repeating: .nan, count: L + 1),
                                  gainOverRandom: random == nil ? [] : nan, gainOverBagOfWords: nan, unavailable: ds.unavailable)
         if ds.unavailable != nil { return result }
-        if task.row == .mean && states.mean == nil {
-            result.unavailable = "row mean needs token states (a dump made with --tokens all)"
+        if let why = states.unavailable(task.row) {
+            result.unavailable = why
             return result
         }
         let s = options.settings, seed = options.bootstrapSeed
@@ -243,6 +245,7 @@ public enum ProbeLayers {
         let bow = CrossValidation.run(withImage(ds, text: bowAll.x, d: bowAll.d, task: task, corpus: corpus),
                                       labels: ds.labels, classes: ds.classNames.count, groups: ds.groups, settings: s, bootstrapSeed: seed)
         result.bagOfWords = bow.accuracy
+        result.baselines = SurfaceBaselines.fit(ds, task: task, corpus: corpus, bagOfWords: bow.accuracy, settings: s, seed: seed)
         let controlLabels = task.control == .caption ? ds.controlLabels(texts: corpus.texts, seed: seed) : nil
         let layers = (task.layers ?? states.layers).filter { states.layers.contains($0) }
         let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: ds.groups, resamples: s.bootstrapResamples, seed: seed) }
