@@ -322,7 +322,7 @@ public final class TextDumper {
         func flush() throws {
             if batch.isEmpty { return }
             var b = TextBatch(items: batch, encoding: try encode(batch))
-            // each caption's negation cue and denied object rows (schema 3; CaptionRoles)
+            // each caption's negation cue and denied object rows (optional role datasets; CaptionRoles)
             if let roles {
                 let rows = batch.map { roles($0.caption) }
                 b.negatorIndex = rows.map { $0.negator }

@@ -356,7 +356,7 @@ public enum StoreMerger {
                 }
                 made[path] = d
             }
-            // shards of schema 1-2 have no role rows: the merge has none either
+            // shards written before role rows have none: the merge has none either
             let roles = shards.allSatisfy { $0.reader.hasRoleRows }
             for path in virtualTextPaths(layout, roles: roles) { try virtual(path, total: items, range: \.items) }
             try strings(StoreSchema.captions, total: items, read: { try $0.captions(items: $1) }, range: \.items)

@@ -228,7 +228,7 @@ public final class HiddenStateReader {
             (StoreSchema.scaleLayer, .int32, [L]),
         ]
         if l.tokens == .all { want.append((StoreSchema.tokenStates, .float32, [L, n, T, W])) }
-        // schema 3; older files (and merges of older shards) have no role rows
+        // optional; older files (and merges of older shards) have no role rows
         for role in TokenRole.allCases where ctx.exists(file!, role.path) { want.append((role.path, .int32, [n])) }
         if l.includesImages {
             want.append((StoreSchema.imageEmbeds, .float32, [info.imageCount, P]))
@@ -349,7 +349,7 @@ public final class HiddenStateReader {
     }
 
     /// Each item's token row of `role` (-1: the caption has none); nil for a file without role rows
-    /// (schema 1 or 2).
+    /// (written before role rows existed).
     public var hasRoleRows: Bool { datasets[StoreSchema.negatorIndex] != nil && datasets[StoreSchema.negatedObjectIndex] != nil }
 
     public func roleIndex(_ role: TokenRole, items: Range<Int>? = nil) throws -> [Int]? {

@@ -11,13 +11,14 @@ public enum StoreSchema {
     /// Value of the root attribute `schema_version` written by this code. Version 2 added the root
     /// attribute `tool` ("negclip") and made `tool_version` the version alone ("0.1.0"; version 1
     /// wrote "negclip 0.1.0" there and had no `tool`).
-    /// Version 3 added `/text/negator_index` and `/text/negated_object_index` (each item's token
-    /// row of its negation cue and of the object it denies, -1 for none); a version-1 or -2 file
-    /// has neither and reads as before (`HiddenStateReader.roleIndex` returns nil).
-    public static let version: Int64 = 3
+    /// The optional role datasets `/text/negator_index` and `/text/negated_object_index` (each
+    /// item's token row of its negation cue and of the object it denies, -1 for none) need no bump
+    /// (docs/hdf5-schema.md, "Versioning"): files written before them have neither and read as
+    /// before (`HiddenStateReader.roleIndex` returns nil).
+    public static let version: Int64 = 2
     /// Versions the reader opens (a version-1 file reads with `tool` taken from its `tool_version`);
     /// `--resume` continues only a file of `version`.
-    public static let readableVersions: ClosedRange<Int64> = 1...3
+    public static let readableVersions: ClosedRange<Int64> = 1...2
     /// How `layer` indices are defined, stored verbatim as the root attribute `layer_definition`.
     public static let layerDefinition = TextLayers.definition + " " + rows
     /// Which rows a dump stores (the second half of its `layer_definition`).
@@ -367,7 +368,7 @@ public enum HiddenStateStoreError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The token rows of a caption's roles that a dump records beside `/text/eos_index` (schema 3):
+/// The token rows of a caption's roles that a dump records beside `/text/eos_index` (optional datasets):
 /// any probe can read `hidden_states[l]` at these rows of `/text/token_states`.
 public enum TokenRole: String, CaseIterable, Sendable {
     /// the negation cue ("no", "not", "without")

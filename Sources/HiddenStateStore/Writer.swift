@@ -11,7 +11,7 @@ public struct TextBatch: Sendable {
     /// Links a caption to its negation (same pair id); "" when the item has no pair.
     public var pairIDs: [String]
     /// Token rows of each item's negation cue and denied object (-1: none); empty = not known
-    /// (stored as -1). Schema 3.
+    /// (stored as -1).
     public var negatorIndex: [Int32] = []
     public var negatedObjectIndex: [Int32] = []
     /// What the encoder returned for these items: unpadded input ids (at most `contextLength` each),

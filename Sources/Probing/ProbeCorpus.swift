@@ -140,7 +140,9 @@ public struct ProbeDataset: Sendable {
 
     public var count: Int { labels.count }
 
-    public static func build(_ task: ProbeTask, corpus: ProbeCorpus) -> ProbeDataset {
+    /// `roleIndex` (row negator / negated_object): each text's token row of the role; texts
+    /// without the role (-1) are left out.
+    public static func build(_ task: ProbeTask, corpus: ProbeCorpus, roleIndex: [Int]? = nil) -> ProbeDataset {
         var t: [Int] = [], img: [Int] = [], raw: [String] = [], g: [Int] = []
         let needsImage = task.image != .none
         func unavailable(_ why: String) -> ProbeDataset {
@@ -157,6 +159,7 @@ public struct ProbeDataset: Sendable {
                 for item in task.items {
                     guard let ti = e.texts[item] else { continue }
                     if needsImage && e.image == nil { continue }
+                    if let roleIndex, roleIndex[ti] < 0 { continue }
                     let label: String?
                     let minimal = item == .minimalTrue || item == .minimalFalse
                     switch task.label {

@@ -230,7 +230,7 @@ public enum ProbeLayers {
                              options: Options, progress: (Int, Int) -> Void) -> ProbeResult {
         let L = states.numHiddenLayers
         let nan = [Estimate](repeating: .missing, count: L + 1)
-        let ds = ProbeDataset.build(task, corpus: corpus)
+        let ds = ProbeDataset.build(task, corpus: corpus, roleIndex: task.row.needsTokens && task.row != .mean ? states.roleIndex[task.row] : nil)
         var result = ProbeResult(task: task, classes: ds.classNames, items: ds.count, groups: Set(ds.groups).count,
                                  chance: ds.count > 0 ? ds.chance : .nan, bagOfWords: .missing, model: nan, random: random == nil ? [] : nan,
                                  control: nan, selectivity: [Double](repeating: .nan, count: L + 1),
