@@ -99,7 +99,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["SafeTensors", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "NegationDataTests", dependencies: ["BPETokenizer", "CLIPImage", "CLIP", "CPNG", "SeededRandom", "NegationData", "Provenance", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["TensorKernels", "SeededRandom", "Training", "CLIP", "SafeTensors", "Provenance", "TestSupport"]),
-        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "Training", "CLIP", "NegationData", "SafeTensors", "TestSupport"]),
+        .testTarget(name: "ProbingTests", dependencies: ["SeededRandom", "Probing", "Selection", "Sweeping", "Training", "CLIP", "Dumping", "NegationData", "SafeTensors", "TestSupport"]),
         .testTarget(name: "SweepingTests", dependencies: ["Sweeping", "SafeTensors", "Training", "TestSupport"]),
         .testTarget(name: "SelectionTests", dependencies: ["Selection", "CLIP", "NegationData", "Provenance", "Sweeping", "TestSupport"]),
         .testTarget(name: "StudyTests", dependencies: ["Study", "Probing", "NegationData", "Provenance", "Sweeping", "Training", "TestSupport"]),

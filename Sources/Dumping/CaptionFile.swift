@@ -75,6 +75,11 @@ public struct CaptionFile: Sendable {
                                        ("absence_negated", r.absenceNegated, .absenceNegated), ("foil", r.foil, .unlabeled)] {
                 if let text { out.append(DumpItem(id: "\(r.id):\(key)", caption: text, label: label, pairID: r.id, image: r.image)) }
             }
+            // the world's minimal pair (probe splits): same words, opposite truth, same image and pair id
+            if let p = r.minimalPair {
+                out.append(DumpItem(id: "\(r.id):minimal_true", caption: p.trueCaption, pairID: r.id, image: r.image))
+                out.append(DumpItem(id: "\(r.id):minimal_false", caption: p.falseCaption, pairID: r.id, image: r.image))
+            }
             return out
         case .record(.pretrain(let r)):
             return [DumpItem(id: r.id, caption: r.caption, image: r.image)]

@@ -257,7 +257,8 @@ public final class TextDumper {
             }
         }
         try Self.run(input: input, scan: scan, writer: writer, batchSize: request.batchSize,
-                     encode: encode, encodeImages: encodeImages, items: shard?.items, images: shard?.images,
+                     encode: encode, roles: { [tok] in CaptionRoles.tokenRows($0, tokenizer: tok) },
+                     encodeImages: encodeImages, items: shard?.items, images: shard?.images,
                      progress: progress, written: sidecar == nil ? nil : { sidecar?.add($0) },
                      writtenImages: sidecar == nil ? nil : { sidecar?.addImages(ids: $0, embeds: $1) })
         if let url = request.sidecar, let sidecar { try sidecar.write(to: url) }
@@ -306,6 +307,7 @@ public final class TextDumper {
     /// `written` and `writtenImages` see exactly what is handed to the writer (the sidecar).
     public static func run(input: CaptionFile, scan: DumpScan, writer: HiddenStateWriter, batchSize: Int,
                            encode: ([DumpItem]) throws -> TextEncoding,
+                           roles: ((String) -> (negator: Int32, negatedObject: Int32))? = nil,
                            encodeImages: (([String]) throws -> [Float])? = nil,
                            items: Range<Int>? = nil, images: Range<Int>? = nil,
                            progress: (DumpProgress) -> Void = { _ in },
@@ -320,6 +322,12 @@ public final class TextDumper {
         func flush() throws {
             if batch.isEmpty { return }
             var b = TextBatch(items: batch, encoding: try encode(batch))
+            // each caption's negation cue and denied object rows (optional role datasets; CaptionRoles)
+            if let roles {
+                let rows = batch.map { roles($0.caption) }
+                b.negatorIndex = rows.map { $0.negator }
+                b.negatedObjectIndex = rows.map { $0.negatedObject }
+            }
             // Rows the writer already holds (the head of the first batch of a resumed run; all of
             // it only when the input shrank, which the count check below reports).
             let held = min(batch.count, text.held(inBatchStartingAt: batchStart))
@@ -436,7 +444,7 @@ extension TextBatch {
         eos.reserveCapacity(e.layers.count * m * W)
         for li in e.layers.indices { eos += e.eosHiddenStates[((li * n + k) * W)..<((li + 1) * n * W)] }
         let tokenRow = e.tokenOffset(k) * W  // packed [sum(lengths), width]: items k... start here
-        return TextBatch(
+        var out = TextBatch(
             ids: Array(ids.dropFirst(k)), captions: Array(captions.dropFirst(k)), labels: Array(labels.dropFirst(k)),
             pairIDs: Array(pairIDs.dropFirst(k)),
             encoding: TextEncoding(
@@ -446,5 +454,8 @@ extension TextBatch {
                 tokenHiddenStates: e.tokenHiddenStates?.map { Array($0.dropFirst(tokenRow)) },
                 lastHiddenState: e.lastHiddenState.map { Array($0.dropFirst(tokenRow)) },
                 pooled: Array(e.pooled.dropFirst(k * W)), embeds: Array(e.embeds.dropFirst(k * P))))
+        out.negatorIndex = Array(negatorIndex.dropFirst(k))
+        out.negatedObjectIndex = Array(negatedObjectIndex.dropFirst(k))
+        return out
     }
 }

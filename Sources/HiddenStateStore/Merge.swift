@@ -70,11 +70,11 @@ public enum MergeError: Error, Equatable, CustomStringConvertible {
 /// the dump's own writer, one chunk of items at a time (memory bounded by a chunk).
 public enum StoreMerger {
     /// Numeric datasets with an item axis (position 1 for the hidden states, else 0).
-    static func virtualTextPaths(_ layout: StoreLayout) -> [String] {
+    static func virtualTextPaths(_ layout: StoreLayout, roles: Bool = true) -> [String] {
         var p = [StoreSchema.scaleItem, StoreSchema.hiddenStates]
         if layout.tokens == .all { p.append(StoreSchema.tokenStates) }
         return p + [StoreSchema.pooled, StoreSchema.embeds, StoreSchema.inputIDs, StoreSchema.lengths,
-                    StoreSchema.eosIndex, StoreSchema.labels]
+                    StoreSchema.eosIndex, StoreSchema.labels] + (roles ? TokenRole.allCases.map(\.path) : [])
     }
     static let stringTextPaths = [StoreSchema.captions, StoreSchema.ids, StoreSchema.pairIDs]
 
@@ -86,6 +86,7 @@ public enum StoreMerger {
         StoreSchema.embeds: ["item", "projection"],
         StoreSchema.inputIDs: ["item", "token"],
         StoreSchema.lengths: ["item"], StoreSchema.eosIndex: ["item"], StoreSchema.captions: ["item"],
+        StoreSchema.negatorIndex: ["item"], StoreSchema.negatedObjectIndex: ["item"],
         StoreSchema.ids: ["item"], StoreSchema.labels: ["item"], StoreSchema.pairIDs: ["item"],
         StoreSchema.scaleItem: ["item"],
         StoreSchema.imageEmbeds: ["image", "projection"],
@@ -355,7 +356,9 @@ public enum StoreMerger {
                 }
                 made[path] = d
             }
-            for path in virtualTextPaths(layout) { try virtual(path, total: items, range: \.items) }
+            // shards written before role rows have none: the merge has none either
+            let roles = shards.allSatisfy { $0.reader.hasRoleRows }
+            for path in virtualTextPaths(layout, roles: roles) { try virtual(path, total: items, range: \.items) }
             try strings(StoreSchema.captions, total: items, read: { try $0.captions(items: $1) }, range: \.items)
             try strings(StoreSchema.ids, total: items, read: { try $0.itemIDs(items: $1) }, range: \.items)
             try strings(StoreSchema.pairIDs, total: items, read: { try $0.pairIDs(items: $1) }, range: \.items)
@@ -431,8 +434,11 @@ public enum StoreMerger {
                     count: n, width: W, projectionDim: layout.projectionDim, layers: layout.layers, lengths: lengths,
                     eosIndex: try r.eosIndex(items: range), inputIDs: try r.inputIDs(items: range), eosHiddenStates: eos,
                     tokenHiddenStates: tokens, pooled: try r.pooled(items: range), embeds: try r.embeds(items: range))
-                try w.append(TextBatch(ids: try r.itemIDs(items: range), captions: try r.captions(items: range),
-                                       labels: try r.labels(items: range), pairIDs: try r.pairIDs(items: range), encoding: encoding))
+                var batch = TextBatch(ids: try r.itemIDs(items: range), captions: try r.captions(items: range),
+                                      labels: try r.labels(items: range), pairIDs: try r.pairIDs(items: range), encoding: encoding)
+                batch.negatorIndex = try r.roleIndex(.negator, items: range)?.map { Int32($0) } ?? []
+                batch.negatedObjectIndex = try r.roleIndex(.negatedObject, items: range)?.map { Int32($0) } ?? []
+                try w.append(batch)
                 at += n
                 done += n
                 progress(.copying(done: done, total: items))

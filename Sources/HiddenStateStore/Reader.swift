@@ -228,6 +228,8 @@ public final class HiddenStateReader {
             (StoreSchema.scaleLayer, .int32, [L]),
         ]
         if l.tokens == .all { want.append((StoreSchema.tokenStates, .float32, [L, n, T, W])) }
+        // optional; older files (and merges of older shards) have no role rows
+        for role in TokenRole.allCases where ctx.exists(file!, role.path) { want.append((role.path, .int32, [n])) }
         if l.includesImages {
             want.append((StoreSchema.imageEmbeds, .float32, [info.imageCount, P]))
             want.append((StoreSchema.imageIDs, .string, [info.imageCount]))
@@ -344,6 +346,16 @@ public final class HiddenStateReader {
     public func eosIndex(items: Range<Int>? = nil) throws -> [Int] {
         let r = try range(items, StoreSchema.eosIndex, count: info.itemCount)
         return try (readInts(StoreSchema.eosIndex, .int32, r) as [Int32]).map { Int($0) }
+    }
+
+    /// Each item's token row of `role` (-1: the caption has none); nil for a file without role rows
+    /// (written before role rows existed).
+    public var hasRoleRows: Bool { datasets[StoreSchema.negatorIndex] != nil && datasets[StoreSchema.negatedObjectIndex] != nil }
+
+    public func roleIndex(_ role: TokenRole, items: Range<Int>? = nil) throws -> [Int]? {
+        guard datasets[role.path] != nil else { return nil }
+        let r = try range(items, role.path, count: info.itemCount)
+        return try (readInts(role.path, .int32, r) as [Int32]).map { Int($0) }
     }
 
     /// Token ids per item, trimmed to `lengths`.

@@ -11,6 +11,10 @@ public enum StoreSchema {
     /// Value of the root attribute `schema_version` written by this code. Version 2 added the root
     /// attribute `tool` ("negclip") and made `tool_version` the version alone ("0.1.0"; version 1
     /// wrote "negclip 0.1.0" there and had no `tool`).
+    /// The optional role datasets `/text/negator_index` and `/text/negated_object_index` (each
+    /// item's token row of its negation cue and of the object it denies, -1 for none) need no bump
+    /// (docs/hdf5-schema.md, "Versioning"): files written before them have neither and read as
+    /// before (`HiddenStateReader.roleIndex` returns nil).
     public static let version: Int64 = 2
     /// Versions the reader opens (a version-1 file reads with `tool` taken from its `tool_version`);
     /// `--resume` continues only a file of `version`.
@@ -38,6 +42,8 @@ public enum StoreSchema {
     static let inputIDs = "/text/input_ids"
     static let lengths = "/text/lengths"
     static let eosIndex = "/text/eos_index"
+    static let negatorIndex = "/text/negator_index"
+    static let negatedObjectIndex = "/text/negated_object_index"
     static let captions = "/text/captions"
     static let ids = "/text/ids"
     static let labels = "/text/labels"
@@ -360,4 +366,15 @@ public enum HiddenStateStoreError: Error, Equatable, CustomStringConvertible {
             return "\(file): \(detail)"
         }
     }
+}
+
+/// The token rows of a caption's roles that a dump records beside `/text/eos_index` (optional datasets):
+/// any probe can read `hidden_states[l]` at these rows of `/text/token_states`.
+public enum TokenRole: String, CaseIterable, Sendable {
+    /// the negation cue ("no", "not", "without")
+    case negator
+    /// the last token of the object phrase the cue denies
+    case negatedObject = "negated_object"
+
+    var path: String { self == .negator ? StoreSchema.negatorIndex : StoreSchema.negatedObjectIndex }
 }

@@ -10,6 +10,10 @@ public struct TextBatch: Sendable {
     public var labels: [ItemLabel]
     /// Links a caption to its negation (same pair id); "" when the item has no pair.
     public var pairIDs: [String]
+    /// Token rows of each item's negation cue and denied object (-1: none); empty = not known
+    /// (stored as -1).
+    public var negatorIndex: [Int32] = []
+    public var negatedObjectIndex: [Int32] = []
     /// What the encoder returned for these items: unpadded input ids (at most `contextLength` each),
     /// lengths, end-of-text positions, [layers, count, width] end-of-text rows, per-layer token rows
     /// (only for `TokenMode.all`), pooled and projected outputs. `lastHiddenState` is not stored.
@@ -91,6 +95,8 @@ final class StoreWriterCore {
         var inputIDs: [Int32] = []  // [n, contextLength], zero padded
         var lengths: [Int32] = []
         var eosIndex: [Int32] = []
+        var negatorIndex: [Int32] = []
+        var negatedObjectIndex: [Int32] = []
         var ids: [String] = []
         var captions: [String] = []
         var labels: [Int8] = []
@@ -237,8 +243,8 @@ final class StoreWriterCore {
         var p = [StoreSchema.scaleItem, StoreSchema.hiddenStates]
         if layout.tokens == .all { p.append(StoreSchema.tokenStates) }
         p += [StoreSchema.pooled, StoreSchema.embeds, StoreSchema.inputIDs, StoreSchema.lengths,
-              StoreSchema.eosIndex, StoreSchema.captions, StoreSchema.ids, StoreSchema.labels,
-              StoreSchema.pairIDs]
+              StoreSchema.eosIndex, StoreSchema.negatorIndex, StoreSchema.negatedObjectIndex,
+              StoreSchema.captions, StoreSchema.ids, StoreSchema.labels, StoreSchema.pairIDs]
         return p
     }
 
@@ -274,6 +280,7 @@ final class StoreWriterCore {
         let inputIDs = try make(StoreSchema.inputIDs, .int32, [0, T], [C, T], axes: "item,token")
         var perItem = [hidden, pooled, embeds, inputIDs]
         for (path, e) in [(StoreSchema.lengths, H5Element.int32), (StoreSchema.eosIndex, .int32),
+                          (StoreSchema.negatorIndex, .int32), (StoreSchema.negatedObjectIndex, .int32),
                           (StoreSchema.captions, .string), (StoreSchema.ids, .string),
                           (StoreSchema.labels, .int8), (StoreSchema.pairIDs, .string)] {
             perItem.append(try make(path, e, [0], [C], axes: "item"))
@@ -425,6 +432,8 @@ final class StoreWriterCore {
             }
             pending.lengths += e.lengths.map { Int32($0) }
             pending.eosIndex += e.eosIndex.map { Int32($0) }
+            pending.negatorIndex += batch.negatorIndex.isEmpty ? Array(repeating: -1, count: n) : batch.negatorIndex
+            pending.negatedObjectIndex += batch.negatedObjectIndex.isEmpty ? Array(repeating: -1, count: n) : batch.negatedObjectIndex
             pending.ids += batch.ids
             pending.captions += batch.captions
             pending.labels += batch.labels.map { $0.rawValue }
@@ -446,6 +455,9 @@ final class StoreWriterCore {
                          ("encoding.inputIDs", e.inputIDs.count), ("encoding.lengths", e.lengths.count), ("encoding.eosIndex", e.eosIndex.count), ("encoding.count", e.count)] where c != n {
             throw bad("\(key).count", "\(n) (ids.count)", c)
         }
+        for (key, c) in [("negatorIndex", b.negatorIndex.count), ("negatedObjectIndex", b.negatedObjectIndex.count)] where c != 0 && c != n {
+            throw bad("\(key).count", "0 (not known) or \(n) (ids.count)", c)
+        }
         if e.width != W { throw bad("encoding.width", "\(W) (the layout's width)", e.width) }
         if e.layers != layout.layers {
             throw HiddenStateStoreError.mismatch(file: partialURL.path, key: "TextBatch.encoding.layers",
@@ -458,6 +470,9 @@ final class StoreWriterCore {
             if e.inputIDs[i].count > layout.contextLength { throw bad("encoding.inputIDs[\(i)].count", "<= context_length \(layout.contextLength)", e.inputIDs[i].count) }
             if e.lengths[i] < 1 || e.lengths[i] > layout.contextLength { throw bad("encoding.lengths[\(i)]", "1...\(layout.contextLength)", e.lengths[i]) }
             if e.eosIndex[i] < 0 || e.eosIndex[i] >= e.lengths[i] { throw bad("encoding.eosIndex[\(i)]", "0..<\(e.lengths[i]) (lengths)", e.eosIndex[i]) }
+            for (key, rows) in [("negatorIndex", b.negatorIndex), ("negatedObjectIndex", b.negatedObjectIndex)] where !rows.isEmpty {
+                if rows[i] < -1 || Int(rows[i]) >= e.lengths[i] { throw bad("\(key)[\(i)]", "-1 (none) or 0..<\(e.lengths[i]) (lengths)", Int(rows[i])) }
+            }
         }
         if layout.tokens == .all {
             guard let t = e.tokenHiddenStates else {
@@ -520,6 +535,8 @@ final class StoreWriterCore {
         try put(StoreSchema.inputIDs, .int32, pending.inputIDs, [n, T], start: [start, 0])
         try put(StoreSchema.lengths, .int32, pending.lengths, [n], start: [start])
         try put(StoreSchema.eosIndex, .int32, pending.eosIndex, [n], start: [start])
+        try put(StoreSchema.negatorIndex, .int32, pending.negatorIndex, [n], start: [start])
+        try put(StoreSchema.negatedObjectIndex, .int32, pending.negatedObjectIndex, [n], start: [start])
         try put(StoreSchema.labels, .int8, pending.labels, [n], start: [start])
         try put(StoreSchema.scaleItem, .int64, (start..<end).map { Int64(itemOffset + $0) }, [n], start: [start])
         try ctx.write(datasets[StoreSchema.captions]!, StoreSchema.captions, strings: Array(pending.captions.prefix(n)), start: start)
@@ -557,6 +574,8 @@ final class StoreWriterCore {
         pending.inputIDs.removeFirst(n * T)
         pending.lengths.removeFirst(n)
         pending.eosIndex.removeFirst(n)
+        pending.negatorIndex.removeFirst(n)
+        pending.negatedObjectIndex.removeFirst(n)
         pending.labels.removeFirst(n)
         pending.ids.removeFirst(n)
         pending.captions.removeFirst(n)

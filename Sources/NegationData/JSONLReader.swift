@@ -135,6 +135,30 @@ struct FieldReader {
         return Int(n.doubleValue)
     }
 
+    /// A caption record's `minimal_pair` object (docs/data.md); nil when absent.
+    func minimalPair(_ key: String) throws -> MinimalPair? {
+        guard let raw = object[key], !(raw is NSNull) else { return nil }
+        guard let o = raw as? [String: Any] else {
+            throw fail(.wrongType, key, "expected an object (true, false, affirmed, negated, template, negated_first, tags), found \(Self.describe(raw))")
+        }
+        let r = FieldReader(object: o, file: file, line: line)
+        func prefixed<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch let e as DataError { throw fail(e.kind, "\(key).\(e.field ?? "")", e.message) }
+        }
+        return try prefixed {
+            let name = try r.string("template")
+            guard let template = NegationTemplate(rawValue: name) else {
+                throw r.fail(.invalidValue, "template", "expected one of \(NegationTemplate.allCases.map(\.rawValue).joined(separator: ", ")), found \"\(name)\"")
+            }
+            let pair = MinimalPair(trueCaption: try r.string("true"), falseCaption: try r.string("false"),
+                                   affirmed: try r.string("affirmed"), negated: try r.string("negated"), template: template,
+                                   negatedFirst: try r.bool("negated_first"), tags: try r.strings("tags", required: false) ?? [])
+            if pair.trueCaption == pair.falseCaption { throw r.fail(.invalidValue, "false", "expected a caption that differs from 'true', found the same text") }
+            if pair.affirmed == pair.negated { throw r.fail(.invalidValue, "negated", "expected an object other than 'affirmed', found the same") }
+            return pair
+        }
+    }
+
     func bool(_ key: String) throws -> Bool {
         guard let raw = object[key], !(raw is NSNull) else {
             throw fail(.missingField, key, "expected true or false, found nothing")
@@ -276,7 +300,7 @@ public enum NegationJSONL {
         let tags = try r.strings("tags", required: false) ?? []
         switch type {
         case "caption":
-            let rec = CaptionRecord(
+            var rec = CaptionRecord(
                 id: id, split: split, source: source, image: try r.string("image"),
                 caption: try r.string("caption"),
                 presenceNegated: try r.optionalString("presence_negated"),
@@ -287,6 +311,7 @@ public enum NegationJSONL {
                 absentObject: try r.optionalString("absent_object"),
                 absenceContrastImage: try r.optionalString("absence_contrast_image"),
                 contrastObjects: try r.strings("contrast_objects", required: false), tags: tags)
+            rec.minimalPair = try r.minimalPair("minimal_pair")
             for (key, value) in [("presence_negated", rec.presenceNegated), ("foil", rec.foil)] where value == rec.caption {
                 throw r.fail(.invalidValue, key, "expected a caption that differs from 'caption', found the same text")
             }

@@ -61,6 +61,8 @@ public struct CaptionRecord: Codable, Equatable, Sendable {
     public var contrastObjects: [String]?
     /// Free-form labels used to slice results (e.g. "heldout-combination", "heldout-template").
     public var tags: [String]
+    /// The world's probe splits: two captions of `image` with the same words and opposite truth.
+    public var minimalPair: MinimalPair?
 
     public init(id: String, split: String, source: String, image: String, caption: String,
                 presenceNegated: String? = nil, absenceNegated: String? = nil, foil: String? = nil,
@@ -79,6 +81,7 @@ public struct CaptionRecord: Codable, Equatable, Sendable {
         case presenceNegated = "presence_negated", absenceNegated = "absence_negated"
         case negatedObject = "negated_object", absentObject = "absent_object"
         case absenceContrastImage = "absence_contrast_image", contrastObjects = "contrast_objects"
+        case minimalPair = "minimal_pair"
     }
 }
 

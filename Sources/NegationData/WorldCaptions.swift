@@ -1,4 +1,5 @@
 import Foundation
+import SeededRandom
 
 /// What a world caption claims: every `required` kind is in the image and no `forbidden` kind is;
 /// with `exact` ("only ..."), the required kinds are all the image shows. Otherwise truth is
@@ -107,5 +108,87 @@ public enum WorldCaptions {
         }
         words.remove("x")
         return words.sorted()
+    }
+}
+
+/// A minimal pair of the world's probe splits (val, test): two negations with the same bag of
+/// words over the same image and opposite truth. The true caption affirms `affirmed` (in the image)
+/// and denies `negated` (not in it); the false caption swaps the two objects, so it affirms an
+/// absent object and denies a present one ("a red circle but no blue square" / "a blue square but
+/// no red circle"). Both objects take the same article, so the two captions are permutations of
+/// the same words. `negatedFirst`: the template names the denied object before the others
+/// (`no-only`); every other template names it last, so the position of the denied object is not
+/// the template's constant.
+public struct MinimalPair: Codable, Equatable, Sendable {
+    public var trueCaption: String
+    public var falseCaption: String
+    public var affirmed: String
+    public var negated: String
+    public var template: NegationTemplate
+    public var negatedFirst: Bool
+    /// "heldout-template" (a template training never saw) and "heldout-combination": reported
+    /// slices, never left out.
+    public var tags: [String]
+
+    public init(trueCaption: String, falseCaption: String, affirmed: String, negated: String,
+                template: NegationTemplate, negatedFirst: Bool, tags: [String]) {
+        self.trueCaption = trueCaption; self.falseCaption = falseCaption; self.affirmed = affirmed
+        self.negated = negated; self.template = template; self.negatedFirst = negatedFirst; self.tags = tags
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case affirmed, negated, template, tags
+        case trueCaption = "true", falseCaption = "false", negatedFirst = "negated_first"
+    }
+
+    /// The object a member denies: the true caption denies `negated`, the false one `affirmed`.
+    public func deniedObject(inTrueCaption: Bool) -> String { inTrueCaption ? negated : affirmed }
+
+    /// The pair's binary "which object is denied" label, free of any one object's identity: whether
+    /// the denied object is the alphabetically first of the pair's two objects.
+    public func deniesAlphabeticallyFirst(inTrueCaption: Bool) -> Bool {
+        let denied = deniedObject(inTrueCaption: inTrueCaption), other = inTrueCaption ? affirmed : negated
+        return denied < other
+    }
+}
+
+extension WorldCaptions {
+    /// The minimal pair of a scene showing `kinds` (nil when no absent object of `allowed` takes the
+    /// same article as a shown one). Every template is used, held-out ones included (tagged): half
+    /// the pairs use `no-only` (denied object named first, listing every shown object, as "only"
+    /// claims, the swapped one last), the rest one of the other four (denied object named last,
+    /// after the affirmed object and a random share of the others, in random order).
+    static func minimalPair(kinds: [ObjectKind], allowed: [ObjectKind],
+                            heldOutTemplates: [NegationTemplate], heldOut: Set<ObjectKind>,
+                            rng: inout SplitMix64) -> (MinimalPair, CaptionMeaning, CaptionMeaning)? {
+        let present = Set(kinds)
+        let x = rng.pick(kinds)
+        let candidates = allowed.filter { !present.contains($0) && article($0.name) == article(x.name) }
+        guard !candidates.isEmpty else { return nil }
+        let y = rng.pick(candidates)
+        let last = NegationTemplate.allCases.filter { $0 != .noOnly }
+        let negatedFirst = rng.chance(0.5)
+        let template: NegationTemplate = negatedFirst ? .noOnly : rng.pick(last)
+        var list: [ObjectKind]
+        var others = kinds.filter { $0 != x }
+        rng.shuffle(&others)
+        if negatedFirst {
+            // every shown object, the swapped one last: then the last object named is the
+            // affirmed one in the true caption and the absent one in the false caption, the mirror
+            // of the other templates (where it is the denied one), so "is the last object named in
+            // the image" says nothing about truth over all pairs.
+            list = others + [x]
+        } else {
+            list = [x] + others.prefix(rng.below(others.count + 1))
+            rng.shuffle(&list)
+        }
+        let affirmative = AffirmativeTemplate.allCases[rng.below(AffirmativeTemplate.allCases.count)]
+        let (t, mt) = negated(list, negating: y, affirmative: affirmative, template: template)
+        let (f, mf) = negated(list.map { $0 == x ? y : $0 }, negating: x, affirmative: affirmative, template: template)
+        var tags: [String] = []
+        if heldOutTemplates.contains(template) { tags.append("heldout-template") }
+        if (kinds + [y]).contains(where: heldOut.contains) { tags.append("heldout-combination") }
+        return (MinimalPair(trueCaption: t, falseCaption: f, affirmed: x.name, negated: y.name, template: template,
+                            negatedFirst: negatedFirst, tags: tags), mt, mf)
     }
 }

@@ -100,6 +100,22 @@ public struct WorldItem: Sendable {
     let pretrainCounts: PretrainCounts
 }
 
+extension WorldItem {
+    /// This item with its minimal pair (`MinimalPair`) in the caption record; the pair's two texts
+    /// join `meanings` (retrieval truth is unchanged: they are not queries).
+    func withMinimalPair(allowed: [ObjectKind], config: WorldConfig, heldOut: Set<ObjectKind>, rng: inout SplitMix64) -> WorldItem {
+        guard let (pair, mt, mf) = WorldCaptions.minimalPair(kinds: scene.objects.map(\.kind), allowed: allowed, heldOutTemplates: config.heldOutTemplates,
+                                                             heldOut: heldOut, rng: &rng) else { return self }
+        var record = caption
+        record.minimalPair = pair
+        var m = meanings
+        m[pair.trueCaption] = mt
+        m[pair.falseCaption] = mf
+        return WorldItem(id: id, split: split, scene: scene, contrast: contrast, caption: record, mcq: mcq, pretrain: pretrain,
+                         meanings: m, queryTexts: queryTexts, pretrainCounts: pretrainCounts)
+    }
+}
+
 /// What the pretraining stream holds, for world.json: every caption is true of its image except
 /// the noise negations whose object the image shows (`noiseNegationsShown` = false captions).
 public struct PretrainCounts: Codable, Equatable, Sendable {
@@ -148,7 +164,9 @@ public enum WorldProgress: Sendable {
 /// The synthetic world: scenes of coloured shapes, their captions, negations, MCQ items,
 /// retrieval queries and a pretraining stream, with held-out combinations and templates.
 public struct World: Sendable {
-    public static let generatorVersion = "negclip-world 2"
+    /// Version 3: val and test caption records carry a `minimal_pair` (every other record, and
+    /// every file but captions.jsonl, as version 2 made it).
+    public static let generatorVersion = "negclip-world 3"
     public let config: WorldConfig
     public let heldOutCombinations: [ObjectKind]
     public let items: [WorldItem]
@@ -178,8 +196,16 @@ public struct World: Sendable {
         for (split, count) in [(WorldSplit.train, nTrain), (.val, nVal), (.test, nTest)] {
             for i in 0..<count {
                 var g = SplitMix64.derived(seed: config.seed, stream: 1 + UInt64(WorldSplit.allCases.firstIndex(of: split)!), index: UInt64(i))
-                items.append(makeItem(id: "w\(split.rawValue.prefix(2))-\(String(format: "%06d", i))", split: split,
-                                      config: config, heldOut: heldOut, heldOutSet: heldOutSet, rng: &g))
+                var item = makeItem(id: "w\(split.rawValue.prefix(2))-\(String(format: "%06d", i))", split: split,
+                                    config: config, heldOut: heldOut, heldOutSet: heldOutSet, rng: &g)
+                // Probe splits also get a minimal pair, drawn from a stream of its own so that every
+                // other record (and the whole train split) is what generator 2 made.
+                if split != .train {
+                    var p = SplitMix64.derived(seed: config.seed, stream: 10 + UInt64(WorldSplit.allCases.firstIndex(of: split)!), index: UInt64(i))
+                    item = item.withMinimalPair(allowed: split == .test ? ObjectKind.all : ObjectKind.all.filter { !heldOutSet.contains($0) },
+                                                config: config, heldOut: heldOutSet, rng: &p)
+                }
+                items.append(item)
                 index += 1
                 if index % 500 == 0 { progress?(.scenes(done: index, total: config.size)) }
             }

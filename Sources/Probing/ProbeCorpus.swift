@@ -19,6 +19,8 @@ public struct ProbeCorpus: Sendable {
         public var absentObject: String?
         /// The record's `objects` (what the image shows), for the one-object-swap baseline.
         public var objects: [String] = []
+        /// The world's minimal pair of this record (items minimal_true / minimal_false).
+        public var minimalPair: MinimalPair?
     }
 
     public var texts: [String]
@@ -59,9 +61,10 @@ public struct ProbeCorpus: Sendable {
         }
         for r in records {
             var e = Entry(group: 0, texts: [:], image: image(r.image), contrastImage: r.absenceContrastImage.map(image),
-                          negatedObject: r.negatedObject, absentObject: r.absentObject, objects: r.objects)
+                          negatedObject: r.negatedObject, absentObject: r.absentObject, objects: r.objects, minimalPair: r.minimalPair)
             for (item, suffix) in [(ProbeTask.Item.affirmative, ""), (.presenceNegated, ":presence_negated"),
-                                   (.absenceNegated, ":absence_negated"), (.foil, ":foil")] {
+                                   (.absenceNegated, ":absence_negated"), (.foil, ":foil"),
+                                   (.minimalTrue, ":minimal_true"), (.minimalFalse, ":minimal_false")] {
                 if let i = row[r.id + suffix] { e.texts[item] = i }
             }
             guard let first = e.texts.values.min() else { continue }
@@ -139,7 +142,9 @@ public struct ProbeDataset: Sendable {
 
     public var count: Int { labels.count }
 
-    public static func build(_ task: ProbeTask, corpus: ProbeCorpus) -> ProbeDataset {
+    /// `roleIndex` (row negator / negated_object): each text's token row of the role; texts
+    /// without the role (-1) are left out.
+    public static func build(_ task: ProbeTask, corpus: ProbeCorpus, roleIndex: [Int]? = nil) -> ProbeDataset {
         var t: [Int] = [], img: [Int] = [], raw: [String] = [], g: [Int] = []
         let needsImage = task.image != .none
         func unavailable(_ why: String) -> ProbeDataset {
@@ -156,12 +161,18 @@ public struct ProbeDataset: Sendable {
                 for item in task.items {
                     guard let ti = e.texts[item] else { continue }
                     if needsImage && e.image == nil { continue }
+                    if let roleIndex, roleIndex[ti] < 0 { continue }
                     let label: String?
+                    let minimal = item == .minimalTrue || item == .minimalFalse
                     switch task.label {
                     case .negated: label = item == .affirmative ? "affirmative" : item == .foil ? nil : "negated"
-                    case .kind: label = item == .foil ? nil : item.rawValue
-                    case .negatedObject: label = item == .presenceNegated ? e.negatedObject : item == .absenceNegated ? e.absentObject : nil
-                    case .truth: label = item == .presenceNegated || item == .foil ? "false" : "true"
+                    case .kind: label = item == .foil || minimal ? nil : item.rawValue
+                    case .negatedObject:
+                        label = item == .presenceNegated ? e.negatedObject : item == .absenceNegated ? e.absentObject
+                            : minimal ? e.minimalPair?.deniedObject(inTrueCaption: item == .minimalTrue) : nil
+                    case .truth: label = item == .presenceNegated || item == .foil || item == .minimalFalse ? "false" : "true"
+                    case .pairNegated:
+                        label = minimal ? e.minimalPair.map { $0.deniesAlphabeticallyFirst(inTrueCaption: item == .minimalTrue) ? "alphabetically_first" : "alphabetically_second" } : nil
                     case .dumpLabel: label = nil
                     }
                     guard let label else { continue }

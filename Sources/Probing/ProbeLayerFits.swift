@@ -14,14 +14,14 @@ public enum ProbeFits {
                              options: ProbeLayers.Options, progress: (Int, Int) -> Void) -> ProbeResult {
         let L = states.numHiddenLayers
         let nan = [Estimate](repeating: .missing, count: L + 1)
-        let ds = ProbeDataset.build(task, corpus: corpus)
+        let ds = ProbeDataset.build(task, corpus: corpus, roleIndex: task.row.needsTokens && task.row != .mean ? states.roleIndex[task.row] : nil)
         var result = ProbeResult(task: task, classes: ds.classNames, items: ds.count, groups: 0,
                                  chance: ds.count > 0 ? ds.chance : .nan, bagOfWords: .missing, model: nan, random: random == nil ? [] : nan,
                                  control: nan, selectivity: [Double](repeating: .nan, count: L + 1),
                                  gainOverRandom: random == nil ? [] : nan, gainOverBagOfWords: nan, unavailable: ds.unavailable)
         if ds.unavailable != nil { return result }
-        if task.row == .mean && states.mean == nil {
-            result.unavailable = "row mean needs token states (a dump made with --tokens all)"
+        if let why = states.unavailable(task.row) {
+            result.unavailable = why
             return result
         }
         var s = options.settings
@@ -63,6 +63,7 @@ public enum ProbeFits {
         }
         let bow = outcomes[0].0
         result.bagOfWords = bow.accuracy
+        result.baselines = SurfaceBaselines.fit(ds, task: task, corpus: corpus, bagOfWords: bow.accuracy, settings: s, seed: seed)
         result.fits["bag_of_words"] = [bow.fit]
         result.convergence.add(bow.fit.convergence)
         let est = { (v: [Double]) in GroupBootstrap.estimate(values: v, groups: groups, resamples: s.bootstrapResamples, seed: seed) }

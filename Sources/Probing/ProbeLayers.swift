@@ -65,9 +65,11 @@ public struct ProbeResult: Codable, Sendable {
     public var convergence = FitTally()
     /// What the control task's types are (`ProbeTask.Control`) and how many distinct types there were.
     public var controlTypes: Int?
+    /// Bag of words, last named object, negation cue alone: same folds (ProbeBaselines.swift).
+    public var baselines: SurfaceBaselines?
 
     enum CodingKeys: String, CodingKey {
-        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence
+        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence, baselines
         case bagOfWords = "bag_of_words", gainOverRandom = "gain_over_random", gainOverBagOfWords = "gain_over_bag_of_words"
         case controlTypes = "control_types"
     }

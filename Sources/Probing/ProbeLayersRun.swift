@@ -172,6 +172,7 @@ public enum ProbeLayersRun {
         try fm.createDirectory(at: request.out, withIntermediateDirectories: true)
         var t0 = Date()
         let needsMean = request.tasks.contains { $0.row == .mean }
+        let needsRoles = request.tasks.contains { $0.row == .negator || $0.row == .negatedObject }
         var model: CLIPModel?
         var records: [CaptionRecord]?
         let dumpURL: URL
@@ -195,7 +196,7 @@ public enum ProbeLayersRun {
             try Data((try NegationJSONL.encode(records.map { .caption($0) }) + "\n").utf8).write(to: subset, options: .atomic)
             dumpURL = request.out.appendingPathComponent("dump.h5")
             var dr = DumpRequest(data: subset, out: dumpURL)
-            dr.tokens = needsMean ? .all : .eos
+            dr.tokens = needsMean || needsRoles ? .all : .eos
             dr.overwrite = true
             dr.batchSize = request.batchSize
             dr.modelName = m.path
@@ -214,7 +215,7 @@ public enum ProbeLayersRun {
         t0 = Date()
         progress(.stage("read"))
         var corpus = try ProbeCorpus.fromDump(reader, records: records)
-        let states = try LayerStates.read(reader, withMean: needsMean)
+        let states = try LayerStates.read(reader, withMean: needsMean, withRoles: needsRoles)
         timings["read"] = Date().timeIntervalSince(t0)
 
         if request.tasks.contains(where: { $0.image != .none }), !corpus.images.isEmpty {
@@ -235,7 +236,8 @@ public enum ProbeLayersRun {
             let dir = request.out.appendingPathComponent(".random-weights")
             defer { try? fm.removeItem(at: dir) }
             let rnd = try RandomTextTower.make(base: model, seed: seed, directory: dir)
-            random = try LayerStates.encode(rnd, ids: corpus.tokenIDs, withMean: needsMean, batch: request.batchSize) {
+            random = try LayerStates.encode(rnd, ids: corpus.tokenIDs, withMean: needsMean,
+                                            roles: needsRoles ? states.roleIndex : [:], batch: request.batchSize) {
                 progress(.step(stage: "random", done: $0, total: $1))
             }
             timings["random"] = Date().timeIntervalSince(t0)

@@ -100,6 +100,7 @@ public enum ProbeReport {
             if let why = p.unavailable { md += "Not run: \(why).\n\n"; continue }
             md += "Label `\(p.task.label.rawValue)`, items \(p.task.items.map(\.rawValue).joined(separator: ", ")), image `\(p.task.image.rawValue)`, row `\(p.task.row.rawValue)`; \(p.items) items in \(p.groups) pairs, \(p.classes.count) classes.\n\n"
             md += "Baselines: chance (majority class) **\(fmt(p.chance))**, bag of words **\(fmt(p.bagOfWords))**.\n\n"
+            md += baselinesMarkdown(p)
             md += "| layer | accuracy | random weights | gain over random | gain over bag of words | control | selectivity |\n|---|---|---|---|---|---|---|\n"
             for l in 0...L {
                 md += "| \(l) | \(fmt(at(p.model, l))) | \(fmt(at(p.random, l))) | \(fmt(at(p.gainOverRandom, l))) | \(fmt(at(p.gainOverBagOfWords, l))) | \(fmt(at(p.control, l))) | \(fmt(l < p.selectivity.count ? p.selectivity[l] : .nan)) |\n"

@@ -16,6 +16,8 @@ public struct ProbeTask: Codable, Sendable, Equatable {
     /// Which caption of a `caption` record an item is.
     public enum Item: String, Codable, Sendable, CaseIterable {
         case affirmative, presenceNegated = "presence_negated", absenceNegated = "absence_negated", foil
+        /// The two captions of a world record's `minimal_pair` (same words, opposite truth, same image).
+        case minimalTrue = "minimal_true", minimalFalse = "minimal_false"
     }
     /// What the probe predicts.
     public enum Label: String, Codable, Sendable, CaseIterable {
@@ -29,6 +31,10 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         case truth
         /// The dump's /text/labels code (affirmative / presence_negated / absence_negated).
         case dumpLabel = "dump_label"
+        /// Minimal pairs only: whether the caption denies the alphabetically first of the pair's two
+        /// swapped objects. Balanced within every pair and free of any one object's identity, so a
+        /// bag of words (identical within the pair) decodes it at chance.
+        case pairNegated = "pair_negated"
     }
     /// Which image goes with the text state (the frozen image embedding of the evaluated model).
     public enum Image: String, Codable, Sendable {
@@ -45,6 +51,13 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         case eos
         /// the mean over the caption's tokens (start through end-of-text)
         case mean
+        /// the row of the negation cue ("no", "not", "without"; `CaptionRoles`)
+        case negator
+        /// the last token of the object phrase the cue denies (`CaptionRoles`)
+        case negatedObject = "negated_object"
+
+        /// Rows other than the end-of-text row are read from every token's states.
+        public var needsTokens: Bool { self != .eos }
     }
     /// Hewitt & Liang (2019) control task: labels reassigned at random per type (`ControlTypes`).
     public enum Control: String, Codable, Sendable, CaseIterable {
@@ -127,7 +140,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
             throw ProbingError.input(file: file, key: bad, expected: "one of \(known.sorted().joined(separator: ", "))", found: "an unknown key")
         }
         for (key, allowed) in [("label", Label.allCases.map(\.rawValue)), ("image", ["none", "own", "own+contrast"]),
-                               ("row", ["eos", "mean"]), ("control", Control.allCases.map(\.rawValue))] {
+                               ("row", ["eos", "mean", "negator", "negated_object"]), ("control", Control.allCases.map(\.rawValue))] {
             if let v = object[key], !allowed.contains("\(v)") {
                 throw ProbingError.input(file: file, key: key, expected: "one of \(allowed.joined(separator: ", "))", found: "\"\(v)\"")
             }
@@ -153,6 +166,10 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         }
         if let grid = task.cGrid, grid.isEmpty || grid.contains(where: { !($0 > 0) || !$0.isFinite }) || Set(grid).count != grid.count {
             throw ProbingError.input(file: file, key: "c_grid", expected: "a list of distinct positive numbers", found: "\(grid)")
+        }
+        let minimal: Set<Item> = [.minimalTrue, .minimalFalse]
+        if task.label == .pairNegated && !task.items.allSatisfy(minimal.contains) {
+            throw ProbingError.input(file: file, key: "items", expected: "only minimal_true / minimal_false for label pair_negated", found: "\(task.items.map(\.rawValue))")
         }
         if task.interactionRank < 1 {
             throw ProbingError.input(file: file, key: "interaction_rank", expected: "an integer >= 1", found: "\(task.interactionRank)")

@@ -164,8 +164,10 @@ struct Gauss {
 @Suite struct ProbeTaskTests {
     @Test func repositoryTasksLoad() throws {
         let tasks = try ProbeTask.loadFolder(Fixtures.repoRoot.appendingPathComponent("probes"))
-        #expect(tasks.map(\.name) == ["negated", "negated_object", "negation_kind", "truth"])
-        #expect(tasks.filter(\.composition).map(\.name) == ["negated_object", "negation_kind", "truth"])
+        #expect(tasks.map(\.name) == ["negated", "negated_object", "negated_object_minimal", "negation_kind", "truth", "truth_minimal"])
+        #expect(tasks.filter(\.composition).map(\.name) == ["negated_object", "negated_object_minimal", "negation_kind", "truth", "truth_minimal"])
+        #expect(tasks.first { $0.name == "truth_minimal" }.map { $0.items == [.minimalTrue, .minimalFalse] && $0.image == .own } == true)
+        #expect(tasks.first { $0.name == "negated_object_minimal" }?.label == .pairNegated)
         #expect(tasks.first { $0.name == "truth" }?.image == .ownAndContrast)
     }
 

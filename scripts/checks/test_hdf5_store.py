@@ -136,6 +136,17 @@ def check_file(h5path: Path, jsonpath: Path):
         lengths = ds("text/lengths", (n,), np.int32, ["item"])[:]
         assert list(lengths) == want["lengths"]
         assert list(ds("text/eos_index", (n,), np.int32, ["item"])[:]) == want["eos_index"]
+        # role rows (optional datasets, docs/hdf5-schema.md "Role rows"): -1 for none or not known (a
+        # store written without them, as these synthetic ones); a row only for a caption with a cue, a
+        # text row (after the start token, before end-of-text), the cue before the denied object
+        negator = ds("text/negator_index", (n,), np.int32, ["item"])[:]
+        denied = ds("text/negated_object_index", (n,), np.int32, ["item"])[:]
+        for i, caption in enumerate(want["captions"]):
+            has_cue = any(w in ("no", "not", "without", "never", "none", "nothing") for w in caption.lower().replace(",", " ").split())
+            assert negator[i] < 0 or has_cue, (caption, negator[i])
+            if negator[i] >= 0:
+                assert 0 < negator[i] < lengths[i] - 1, (caption, negator[i])
+                assert denied[i] == -1 or negator[i] < denied[i] < lengths[i] - 1, (caption, negator[i], denied[i])
         for i in range(n):
             assert list(ids[i, :lengths[i]]) == want["input_ids"][i]
             assert not ids[i, lengths[i]:].any(), "input_ids must be zero past lengths"

@@ -109,7 +109,8 @@ def test_layout_and_provenance(dumps):
         assert [s["items"] for s in shards] == [[0, 4], [4, 12], [12, 20]]
         assert list(json.loads(json.dumps(shards[0], sort_keys=True))) == list(shards[0]), "shard records: sorted keys"
         for name in ("text/hidden_states", "text/token_states", "text/pooled", "text/embeds", "text/input_ids",
-                     "text/lengths", "text/eos_index", "text/labels", "text/item", "image/embeds", "image/item"):
+                     "text/lengths", "text/eos_index", "text/negator_index", "text/negated_object_index", "text/labels",
+                     "text/item", "image/embeds", "image/item"):
             assert f[name].is_virtual, name
             files = {s.file_name for s in f[name].virtual_sources()}
             assert files <= {"shards/part-0.h5", "shards/part-1.h5", "shards/part-2.h5"}, files

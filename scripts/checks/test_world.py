@@ -132,3 +132,36 @@ def test_every_object_colour_is_visible(world):
             for colour, n in per_colour.items():
                 close = (np.abs(px - np.array(COLOURS[colour])).max(axis=-1) <= 16).sum()
                 assert close >= 8 * n, f"{image}: {colour} covers {close} pixels for {n} object(s)"
+
+
+def test_every_minimal_pair_has_equal_words_and_opposite_truth(world):
+    """Probe splits (val, test): each caption record's minimal_pair is two captions of its own image
+    with the same multiset of words, one true and one false by the documented semantics, the false one
+    affirming an absent object; every template appears and the denied object is not always named last."""
+    checked, denied_last, templates = 0, 0, set()
+    for c in jsonl(world / "captions.jsonl"):
+        pair = c.get("minimal_pair")
+        if c["split"] == "train":
+            assert pair is None, c["id"]
+            continue
+        assert pair is not None, c["id"]
+        t, f = pair["true"], pair["false"]
+        assert sorted(t.replace(",", " , ").split()) == sorted(f.replace(",", " , ").split()), (t, f)
+        assert t != f
+        assert true_of(t, c["objects"]), (t, c["objects"])
+        assert not true_of(f, c["objects"]), (f, c["objects"])
+        present_f, absent_f, _ = read(f)
+        assert read(t)[1] == {pair["negated"]} and absent_f == {pair["affirmed"]}, pair
+        assert pair["negated"] not in c["objects"] and pair["affirmed"] in c["objects"]
+        assert pair["negated"] in present_f, "the false caption affirms an absent object"
+        # the last object named (colour + shape) is the denied one exactly when negated_first is false
+        words = t.replace(",", " ").split()
+        last = max(i for i, w in enumerate(words) if w in COLOURS and i + 1 < len(words) and words[i + 1] in SHAPES)
+        is_last = words[last] + " " + words[last + 1] == pair["negated"]
+        assert is_last == (not pair["negated_first"]), pair
+        denied_last += is_last
+        templates.add(pair["template"])
+        checked += 1
+    assert checked == 30
+    assert templates == {"but-no", "there-is-no", "without", "not", "no-only"}
+    assert 0.25 < denied_last / checked < 0.75, denied_last / checked
