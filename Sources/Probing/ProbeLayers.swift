@@ -154,9 +154,14 @@ public struct ProbeLayersResult: Codable, Sendable {
     public var format = ProbeLayersResult.format
     /// Seconds per stage (also what `negclip-bench probe` reports).
     public var timings: [String: Double]
+    /// Activation patching (ActivationPatching.swift); nil when the stage did not run.
+    public var patching: PatchingResult?
+    /// Its per-item numbers, written to probe-layers.h5 only.
+    public var patchingItems: [PatchingItemRecord] = []
 
     enum CodingKeys: String, CodingKey {
         case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings
+        case patching
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
     }
 }

@@ -55,6 +55,8 @@ public struct ProbeLayersRequest: Sendable {
     public var sweep: SweepConfig?
     /// A layer-selection policy applied to report.json afterwards (OUT/layers.json); nil = none.
     public var select: SelectionPolicy?
+    /// Activation patching (ActivationPatching.swift); nil = off (`--no-patching`).
+    public var patching: PatchingSettings? = PatchingSettings()
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -236,6 +238,17 @@ public enum ProbeLayersRun {
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
+        // MARK: activation patching stage (ActivationPatching.swift; needs the model, records and images)
+        if let settings = request.patching, settings.items > 0, let model, model.vision != nil, !corpus.entries.isEmpty {
+            t0 = Date()
+            progress(.stage("patching"))
+            let embedder = try CLIPEmbeddingModel(model)
+            (result.patching, result.patchingItems) = try ActivationPatching.run(
+                model: model, corpus: corpus, imageEmbeds: { try embedder.embedImages($0.map { ImageRequest(path: $0) }) },
+                settings: settings) { progress(.step(stage: "patching", done: $0, total: $1)) }
+            result.timings["patching"] = Date().timeIntervalSince(t0)
+        }
+        // MARK: end of the patching stage
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)

@@ -59,6 +59,7 @@ public enum ProbeReport {
                 columns: sw.windows.map(\.window),
                 values: SweepSummary.metrics.map { m in sw.windows.map { $0.gain[m]?.mean ?? .nan } })))
         }
+        out += patchingPlots(r)
         return out
     }
 
@@ -115,6 +116,7 @@ public enum ProbeReport {
         } else {
             md += "Not run (`--no-sweep`, or no sweep result).\n\n"
         }
+        md += patchingMarkdown(r, plotFiles: plotFiles)
         md += "## Timings (s)\n\n" + r.timings.sorted { $0.key < $1.key }.map { "- \($0.key): \(String(format: "%.2f", $0.value))" }.joined(separator: "\n") + "\n"
         return md
     }
@@ -220,6 +222,7 @@ public enum ProbeReport {
                             shape: [sw.windows.count, 3], axes: "window,bound")
             }
         }
+        try writePatchingH5(r, w)
         try w.finish()
     }
 

@@ -46,6 +46,9 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(name: .customLong("sweep-seeds"), help: ArgumentHelp("Sweep seeds, comma-separated.", valueName: "list")) var sweepSeeds: String = "0,1"
     @Option(name: .customLong("sweep-blocks"), help: ArgumentHelp("Single blocks the sweep runs alone, e.g. 0-3 (default: all).", valueName: "list"))
     var sweepBlocks: String?
+    @Flag(inversion: .prefixedNo, help: "Run activation patching on minimal pairs, causal tracing, mean-ablation and head patching (docs/probing.md).")
+    var patching = true
+    @Option(name: .customLong("patching-items"), help: "Items per patching experiment (minimal pairs; traced captions).") var patchingItems = PatchingSettings().items
     @Option(help: ArgumentHelp("Also choose layers: top-k | front-contiguous | threshold (writes OUT/layers.json, as negclip select-layers).", valueName: "policy"))
     var select: String?
     @Option(name: .customLong("select-k"), help: "k of top-k / front-contiguous.") var selectK: Int?
@@ -58,6 +61,7 @@ struct ProbeLayersCommand: ParsableCommand {
         if folds < 2 { throw ValidationError("--folds must be at least 2") }
         if c <= 0 { throw ValidationError("--c must be positive") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if patchingItems < 0 { throw ValidationError("--patching-items must be 0 or more (0 = no patching)") }
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
         if let sweepBlocks { _ = try TextLayers.parseList(sweepBlocks, of: .block, option: "--sweep-blocks") }
@@ -146,6 +150,7 @@ struct ProbeLayersCommand: ParsableCommand {
         }
         request.dump = dump.map { URL(fileURLWithPath: $0) }
         request.batchSize = batch
+        if patching { request.patching?.items = patchingItems } else { request.patching = nil }
         request.select = try select.map { try SelectionPolicy(name: $0, k: selectK) }
         return request
     }
