@@ -328,8 +328,8 @@ public struct PatchingResult: Codable, Sendable {
     public var decision: String
     public var roles: [String]
     public var roleRule: String
-    /// Between the two negations of a record (the true absence and the false presence negation, same
-    /// token count and role positions): clean = true, corrupted = false.
+    /// A record's absence negation "X ... no Y" (true, clean) against the same words with the shown and
+    /// the absent object swapped, "Y ... no X" (false, corrupted), same token count and role positions.
     public var minimalPairs: PatchingExperiment?
     /// Quantmeyer et al. 2024: noise on the negator's embedding, one clean state restored.
     public var causalTracing: PatchingExperiment?
@@ -381,6 +381,25 @@ public struct PatchingItemRecord: Sendable {
 }
 
 public enum ActivationPatching {
+    /// `text` with the whole-word phrases `a` and `b` exchanged; nil unless each occurs exactly once.
+    static func swap(_ text: String, _ a: String, _ b: String) -> String? {
+        func ranges(_ p: String) -> [Range<String.Index>] {
+            var out: [Range<String.Index>] = [], from = text.startIndex
+            while let r = text.range(of: p, range: from..<text.endIndex) {
+                let before = r.lowerBound == text.startIndex || !text[text.index(before: r.lowerBound)].isLetter
+                let after = r.upperBound == text.endIndex || !text[r.upperBound].isLetter
+                if before && after { out.append(r) }
+                from = r.upperBound
+            }
+            return out
+        }
+        let ra = ranges(a), rb = ranges(b)
+        guard ra.count == 1, rb.count == 1, a != b else { return nil }
+        let (first, second, firstText, secondText) = ra[0].lowerBound < rb[0].lowerBound ? (ra[0], rb[0], b, a) : (rb[0], ra[0], a, b)
+        guard first.upperBound <= second.lowerBound else { return nil }
+        return String(text[..<first.lowerBound]) + firstText + String(text[first.upperBound..<second.lowerBound]) + secondText + String(text[second.upperBound...])
+    }
+
     /// Builds the items from the corpus entries (each needing an image and both negations), runs the
     /// four experiments, and returns the result with the per-item records.
     public static func run(model: CLIPModel, corpus: ProbeCorpus, imageEmbeds: (_ paths: [String]) throws -> [Float],
@@ -399,12 +418,19 @@ public enum ActivationPatching {
             let ar = finder.find(ids: ai, eosIndex: eos(ai), object: entry.absentObject)
             if traces.count < settings.items, let pr { traces.append((e, pi, pr)) }
             if traces.count < settings.items, let ar { traces.append((e, ai, ar)) }
+            // The minimal pair: the absence negation "X ... no Y" (true: X shown, Y absent) and the same
+            // text with X and Y swapped, "Y ... no X" (false): same words, same length when the two
+            // phrases have the same token count, so every position aligns.
+            guard pairs.count < settings.items, let x = entry.negatedObject, let y = entry.absentObject, let ar else { continue }
             candidates += 1
-            guard pi.count == ai.count else { continue }
+            let xt = finder.encode(x), yt = finder.encode(y)
+            guard xt.count == yt.count, let swapped = Self.swap(corpus.texts[a], x, y) else { continue }
+            let si = tokenizer.encode(swapped)
+            guard si.count == ai.count else { continue }
             sameLength += 1
-            if pairs.count < settings.items, let pr, let ar, pr == ar { pairs.append((e, ai, pi, ar)) }
+            if let sr = finder.find(ids: si, eosIndex: eos(si), object: x), sr == ar { pairs.append((e, ai, si, ar)) }
         }
-        let selection = "minimal pairs: the absence negation (true, clean) and the presence negation (false, corrupted) of one record over its image, where both have the same token count and the same role positions: \(candidates) records with both negations, \(sameLength) of equal length, first \(pairs.count) with matching roles used; causal tracing: the first \(traces.count) negation captions (both kinds) whose roles were found"
+        let selection = "minimal pairs: a record's absence negation \"X ... no Y\" (true of its image, clean) and the same text with the shown object X (the record's negated object) and the absent object Y swapped, \"Y ... no X\" (false, corrupted), where each phrase occurs once and both have the same token count: \(candidates) records with both objects, \(sameLength) swaps of equal length, \(pairs.count) used (role positions equal; at most \(settings.items)); causal tracing: the first \(traces.count) negation captions (both kinds) whose roles were found"
         // image embeddings of the entries used
         let used = Array(Set(pairs.map(\.entry) + traces.map(\.entry))).sorted()
         let paths = used.map { corpus.images[corpus.entries[$0].image!] }

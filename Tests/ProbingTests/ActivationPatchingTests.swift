@@ -120,6 +120,15 @@ import TestSupport
         #expect(finder.find(ids: ids("a red circle"), eosIndex: 4, object: nil) == nil)
     }
 
+    @Test func minimalPairSwapsTheShownAndTheAbsentObject() {
+        #expect(ActivationPatching.swap("a purple ring and there is no blue ring", "purple ring", "blue ring") == "a blue ring and there is no purple ring")
+        #expect(ActivationPatching.swap("a red square, a red circle without a blue square", "red circle", "blue square")
+                == "a red square, a blue square without a red circle")
+        // a phrase named twice, or not at all, gives no pair
+        #expect(ActivationPatching.swap("a red circle and a red circle but no blue square", "red circle", "blue square") == nil)
+        #expect(ActivationPatching.swap("no blue square", "red circle", "blue square") == nil)
+    }
+
     @Test func ratioOfMeansAndItsInterval() {
         let e = PatchingStatistics.ratio([1, 2, 3, 4], [2, 4, 6, 8], resamples: 200, seed: 1)
         #expect(abs(e.mean - 0.5) < 1e-12 && abs(e.low - 0.5) < 1e-12 && abs(e.high - 0.5) < 1e-12 && e.n == 4)
