@@ -67,6 +67,21 @@ extension ProbeReport {
         return md
     }
 
+    /// stdout lines: per experiment and role, the layer restoring most (with its interval).
+    static func patchingSummary(_ r: ProbeLayersResult) -> String {
+        guard let p = r.patching else { return "" }
+        var s = ""
+        for (key, _, path) in patchingExperiments {
+            guard let e = p[keyPath: path] else { continue }
+            let parts = PatchRole.allCases.compactMap { role -> String? in
+                guard let v = e.restored[role.rawValue], let best = v.indices.max(by: { v[$0].mean < v[$1].mean || !v[$0].mean.isFinite }) else { return nil }
+                return "\(role.rawValue) max \(fmt(v[best])) at layer \(best)"
+            }
+            s += "patching \(key) (\(e.items) items): fraction restored, " + parts.joined(separator: "; ") + "\n"
+        }
+        return s
+    }
+
     static func writePatchingH5(_ r: ProbeLayersResult, _ w: HDF5TableWriter) throws {
         guard let p = r.patching else { return }
         func b(_ a: [Estimate]) -> [Double] { a.flatMap { [$0.mean, $0.low, $0.high] } }

@@ -258,6 +258,7 @@ public enum ProbeReport {
                 }
             }
         }
+        s += patchingSummary(r)
         return s
     }
 }

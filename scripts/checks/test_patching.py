@@ -75,10 +75,11 @@ class Hooked:
         from transformers import CLIPModel
 
         self.torch = torch
+        torch.set_num_threads(1)   # hundreds of tiny forwards: threads only contend
         self.model = CLIPModel.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
         self.layers = self.model.text_model.encoder.layers
         self.L = len(self.layers)
-        self.scale = float(self.model.logit_scale.exp())
+        self.scale = float(self.model.logit_scale.detach().exp())
         self.heads = self.model.config.text_config.num_attention_heads
 
     def run(self, ids, edits, capture=False):
@@ -176,6 +177,8 @@ def _check_model(model_dir: Path):
     with h5py.File(path, "r") as h5:
         items = _items(h5)
         assert items, f"{path}: no patching items"
+        kinds = {it["kind"] for it in items}
+        assert kinds == {"minimal_pair", "causal_tracing"}, f"{path}: items of kinds {kinds} only (both experiments must be checked)"
         heads_ref = h5["patching/items/heads"][()] if "patching/items/heads" in h5 else None
         attn_ab = h5["patching/attention_ablation"][()] if "patching/attention_ablation" in h5 else None
         mlp_ab = h5["patching/mlp_ablation"][()] if "patching/mlp_ablation" in h5 else None
@@ -230,16 +233,16 @@ def _check_model(model_dir: Path):
                     for name in ("attn_out", "mlp_out"):
                         sums[(name, k)] = sums.get((name, k), 0) + cap[(name, k)].astype(np.float64).sum(0)
         means = {key: v / rows for key, v in sums.items()}
+        def dec(it, edits_for):
+            a = m.score(m.run(it["clean"], edits_for(len(it["clean"])))[0], it["image"])
+            b = m.score(m.run(it["corrupt"], edits_for(len(it["corrupt"])))[0], it["image"])
+            return a - b
+        intacts = [dec(it, lambda n: []) for it, _ in pairs]
         for name, ref in (("attn_out", attn_ab), ("mlp_out", mlp_ab)):
             for k in range(m.L):
                 num = den = 0.0
-                for it, _ in pairs:
-                    def dec(edits_for):
-                        a = m.score(m.run(it["clean"], edits_for(len(it["clean"])))[0], it["image"])
-                        b = m.score(m.run(it["corrupt"], edits_for(len(it["corrupt"])))[0], it["image"])
-                        return a - b
-                    intact = dec(lambda n: [])
-                    ablated = dec(lambda n: [((name, k), range(n), slice(None), np.tile(means[(name, k)], (n, 1)), False)])
+                for (it, _), intact in zip(pairs, intacts):
+                    ablated = dec(it, lambda n: [((name, k), range(n), slice(None), np.tile(means[(name, k)], (n, 1)), False)])
                     num += intact - ablated
                     den += intact
                 diff = abs(num / den - ref[k, 0])
