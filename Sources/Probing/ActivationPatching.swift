@@ -359,7 +359,7 @@ public struct PatchingResult: Codable, Sendable {
 /// Settings of the probe-layers patching stage.
 public struct PatchingSettings: Sendable {
     /// Items per experiment (minimal pairs; tracing captions); 0 switches the stage off.
-    public var items = 48
+    public var items = 32
     public var noiseSamples = 2
     /// Noise std = `noiseFactor` x the std of hidden_states[0] over the items' tokens (Quantmeyer et al.: 3).
     public var noiseFactor = 3.0
