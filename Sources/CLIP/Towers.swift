@@ -118,8 +118,9 @@ public final class TextTower: @unchecked Sendable {
     /// HF's pooling rule (`TextConfig.eosIndex`).
     public func eosIndex(_ ids: [Int32]) -> Int { config.eosIndex(ids) }
 
+    /// `hooks` (TextHooks.swift) read or replace activations inside the forward; nil runs the fast path.
     public func encode(ids: [[Int32]], tokens selection: HiddenStateSelection = .eos,
-                       layers: [Int]? = nil) throws -> TextEncoding {
+                       layers: [Int]? = nil, hooks: TextHooks? = nil) throws -> TextEncoding {
         let w = config.hiddenSize
         let layerList = try resolveLayers(layers, numLayers: config.numHiddenLayers, tower: "text")
         for (n, seq) in ids.enumerated() {
@@ -161,7 +162,7 @@ public final class TextTower: @unchecked Sendable {
                 }
             }
             let rows = (start..<end).map { offsets[$0 - start] + eos[$0] }
-            encoder.forward(h, offsets: offsets, causal: true, workspace: ws) { l, hs in
+            encoder.forward(h, offsets: offsets, causal: true, workspace: ws, hooks: hooks, firstItem: start) { l, hs in
                 recorder.record(layer: l, h: hs, tokenCount: t, firstItem: start, rows: rows)
             }
             // last_hidden_state = final_layer_norm(h); pooled = its end-of-text rows

@@ -64,8 +64,15 @@ final class EncoderStack {
 
     /// Runs every layer over h: [T, W] in place. `observe(l, h)` sees hidden_states[l] for
     /// l = 0 ... L (0 = the input, l = output of layer l-1), as HF's `output_hidden_states`.
+    /// With `hooks` the unfused hooked path runs instead (TextHooks.swift); `firstItem` is the index of
+    /// the chunk's first sequence, for the hooks.
     func forward(_ h: UnsafeMutablePointer<Float>, offsets: [Int], causal: Bool, workspace ws: Workspace,
+                 hooks: TextHooks? = nil, firstItem: Int = 0,
                  observe: (Int, UnsafeMutablePointer<Float>) -> Void) {
+        if let hooks {
+            return forwardHooked(h, offsets: offsets, causal: causal, workspace: ws, hooks: hooks, firstItem: firstItem,
+                                 observe: observe)
+        }
         let t = offsets.last!, w = config.hiddenSize, i = config.intermediateSize
         let eps = config.layerNormEps
         var pendingBias: Param? = nil   // fc2 bias of the previous layer, fused into the next LayerNorm

@@ -189,6 +189,10 @@ public struct ProbeLayersResult: Codable, Sendable {
     public var format = ProbeLayersResult.format
     /// Seconds per stage (also what `negclip-bench probe` reports).
     public var timings: [String: Double]
+    /// Activation patching (ActivationPatching.swift); nil when the stage did not run.
+    public var patching: PatchingResult?
+    /// Its per-item numbers, written to probe-layers.h5 only.
+    public var patchingItems: [PatchingItemRecord] = []
     /// Predictive validity of each cheap measure (Spearman rho of its block scores with the sweep's
     /// best-rate gains), filled by the predictive-validity step and passed to the selector; a
     /// measure decides nothing unless `MeasureValidity.predicts`. Stored optional so v2 reports decode.
@@ -205,7 +209,7 @@ public struct ProbeLayersResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case format, layers, separation, probes, sweep, rankings, settings, provenance, inputs, timings, selection
-        case gradients, gradientsUnavailable = "gradients_unavailable"
+        case gradients, gradientsUnavailable = "gradients_unavailable", patching
         case combinedScore = "combined_score", combinedOf = "combined_of", rankingRules = "ranking_rules"
         case predictiveValidity = "predictive_validity", selectionNote = "selection_note"
     }

@@ -65,6 +65,8 @@ public struct ProbeLayersRequest: Sendable {
     public var adaptiveSeedsCap: Int?
     /// Gradient predictors at the base model (GradientPredictors.swift); nil = not computed.
     public var gradients: GradientPredictors.Settings? = .init()
+    /// Activation patching (ActivationPatching.swift); nil = off (`--no-patching`).
+    public var patching: PatchingSettings? = PatchingSettings()
     public var commandLine = ""
     public var toolVersion = ""
 
@@ -285,6 +287,17 @@ public enum ProbeLayersRun {
             timings["select"] = Date().timeIntervalSince(t0)
             result.timings["select"] = timings["select"]
         }
+        // MARK: activation patching stage (ActivationPatching.swift; needs the model, records and images)
+        if let settings = request.patching, settings.items > 0, let model, model.vision != nil, !corpus.entries.isEmpty {
+            t0 = Date()
+            progress(.stage("patching"))
+            let embedder = try CLIPEmbeddingModel(model)
+            (result.patching, result.patchingItems) = try ActivationPatching.run(
+                model: model, corpus: corpus, imageEmbeds: { try embedder.embedImages($0.map { ImageRequest(path: $0) }) },
+                settings: settings) { progress(.step(stage: "patching", done: $0, total: $1)) }
+            result.timings["patching"] = Date().timeIntervalSince(t0)
+        }
+        // MARK: end of the patching stage
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)

@@ -61,6 +61,7 @@ public enum ProbeReport {
                 values: SweepSummary.metrics.map { m in sw.windows.map { $0.gain[m]?.mean ?? .nan } })))
         }
         out += sweepPlots(r)
+        out += patchingPlots(r)
         return out
     }
 
@@ -109,6 +110,7 @@ public enum ProbeReport {
             if plotFiles.contains("probe-\(p.task.name).svg") { md += "![\(p.task.name)](probe-\(p.task.name).svg)\n\n" }
         }
         md += sweepSection(r, plotFiles: plotFiles)
+        md += patchingMarkdown(r, plotFiles: plotFiles)
         md += "## Timings (s)\n\n" + r.timings.sorted { $0.key < $1.key }.map { "- \($0.key): \(String(format: "%.2f", $0.value))" }.joined(separator: "\n") + "\n"
         return md
     }
@@ -216,6 +218,7 @@ public enum ProbeReport {
         }
         try writeSweepH5(r, w)
         try writeMeasuresH5(r, w)
+        try writePatchingH5(r, w)
         try w.finish()
     }
 
@@ -235,5 +238,5 @@ public enum ProbeReport {
 
     /// A few lines for stdout: the selection, then per kind of evidence what it supports
     /// (ProbeReport+Validity.swift).
-    public static func summary(_ r: ProbeLayersResult) -> String { selectionSummary(r) + evidenceSummary(r) }
+    public static func summary(_ r: ProbeLayersResult) -> String { selectionSummary(r) + evidenceSummary(r) + patchingSummary(r) }
 }

@@ -71,6 +71,9 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(help: "none | released | a comma list of groups layers.json trains beside the chosen blocks.") var extras = "none"
     @Flag(help: "Do not trace the WiSE-FT curve of the chosen set.") var noWise = false
     @Flag(help: "Do not select layers (no layers.json).") var noSelect = false
+    @Flag(inversion: .prefixedNo, help: "Run activation patching on minimal pairs, causal tracing, mean-ablation and head patching (docs/probing.md).")
+    var patching = true
+    @Option(name: .customLong("patching-items"), help: "Items per patching experiment (minimal pairs; traced captions).") var patchingItems = PatchingSettings().items
     @Option(help: ArgumentHelp("Do not run the sweep: write its runs as scheduler jobs into this folder (jobs.txt, slurm.sbatch, kubernetes-job.yaml, plan.json); docs/scale.md.", valueName: "dir"))
     var plan: String?
     @Option(help: ArgumentHelp("Build the report in a --plan folder from its jobs' outputs (every setting comes from DIR/plan.json).", valueName: "dir"))
@@ -81,6 +84,7 @@ struct ProbeLayersCommand: ParsableCommand {
         if let c, !(c > 0) { throw ValidationError("--c must be positive") }
         if parsedCGrid == nil { throw ValidationError("--c-grid: expected distinct positive numbers like 0.01,0.1,1,10, found \"\(cGrid)\"") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if patchingItems < 0 { throw ValidationError("--patching-items must be 0 or more (0 = no patching)") }
         if parsedSeeds == nil { throw ValidationError("--seeds: expected comma-separated integers like 0,1, found \"\(seeds)\"") }
         if parsedSweepSeeds == nil { throw ValidationError("--sweep-seeds: expected comma-separated integers like 0,1, found \"\(sweepSeeds)\"") }
         if let sweepBlocks { _ = try TextLayers.parseList(sweepBlocks, of: .block, option: "--sweep-blocks") }
@@ -198,6 +202,7 @@ struct ProbeLayersCommand: ParsableCommand {
         request.selection = SelectionOptions(bound: bound, extras: try SelectionExtras(parsing: extras, layers: Int.max / 2),
                                              wiseAlphas: noWise ? [] : SelectionOptions.defaultWiseAlphas)
         request.adaptiveSeedsCap = adaptiveSeeds
+        if patching { request.patching?.items = patchingItems } else { request.patching = nil }
         return request
     }
 
