@@ -33,7 +33,11 @@ swift build --build-tests || { problem "swift build --build-tests"; summary; }
 # skipped), not from the console: through a pipe, Swift Testing's per-test lines can go missing (seen with
 # `| tee`: 177 of 271 "passed" lines arrived). No report (a crash) or a non-zero exit status without a
 # failed test counts as one failure.
-swift test --skip-build --disable-xctest --xunit-output "$LOGS/swift.xml"
+# Suites run in parallel in one process and OpenBLAS's thread count is process-global: the sweep and the
+# probe fits set it to 1 while they run (and restore it), which would change the rounding of whatever another
+# suite computes at that moment. One thread for the whole suite keeps every test's numbers independent of
+# which others run beside it (the byte-identical resume tests need that).
+OPENBLAS_NUM_THREADS=1 swift test --skip-build --disable-xctest --xunit-output "$LOGS/swift.xml"
 rc=$?
 report=$LOGS/swift.xml
 [[ -s $LOGS/swift-swift-testing.xml ]] && report=$LOGS/swift-swift-testing.xml   # SwiftPM's name when XCTest also writes one

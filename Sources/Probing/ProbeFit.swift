@@ -5,7 +5,7 @@ import NegationData
 /// Settings of the probes' cross-validation.
 public struct ProbeSettings: Codable, Sendable, Equatable {
     public var folds: Int = 5
-    public var seeds: [UInt64] = [0, 1]
+    public var seeds: [UInt64] = [0]
     /// Inverse L2 strengths tried; with more than one, C is chosen per outer fold by an inner grouped
     /// cross-validation on that fold's training rows (nested CV). One value: that C, no inner CV.
     public var cGrid: [Double] = [0.01, 0.1, 1, 10]

@@ -102,7 +102,7 @@ extension ProbeLayersRequest {
             if s.mode == .thorough { config.useThoroughMode() }
             config.learningRates = s.learningRates ?? (s.mode == .thorough ? SweepDefaults.thoroughLearningRates : SweepDefaults.learningRates)
             config.parallelRuns = s.parallelRuns
-            config.evaluationLimit = s.evaluationLimit
+            config.evaluationLimit = s.mode == .thorough ? nil : s.evaluationLimit
             config.batch = s.batch
             config.seeds = s.seeds
             config.blocks = s.blocks
@@ -128,7 +128,7 @@ extension ProbeLayersRequest {
         /// Runs side by side (`SweepConfig.parallelRuns`).
         public var parallelRuns = SweepDefaults.parallelRuns
         /// Caption records and queries measured per run (`SweepConfig.evaluationLimit`; nil: all).
-        public var evaluationLimit: Int?
+        public var evaluationLimit: Int? = SweepDefaults.evaluationLimit
         public var batch = SweepDefaults.batch
         public var seeds = SweepDefaults.seeds
         /// nil: every block.

@@ -86,6 +86,10 @@ public struct ProbeTask: Codable, Sendable, Equatable {
     public var interactionRank: Int = 16
     /// The C grid of this task's nested cross-validation; nil = the run's (`ProbeSettings.cGrid`).
     public var cGrid: [Double]?
+    /// Run when no task is named (`default:` in the file, default true). The surface-solvable
+    /// originals (truth: bag of words + image; negated_object: the last named object) are false:
+    /// their minimal-pair versions run instead.
+    public var byDefault = true
 
     public init(name: String, description: String, items: [Item], label: Label, image: Image = .none,
                 row: Row = .eos, layers: [Int]? = nil, composition: Bool, control: Control = .caption,
@@ -99,6 +103,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         case name, description, items, label, image, row, layers, composition, control
         case interactionRank = "interaction_rank"
         case cGrid = "c_grid"
+        case byDefault = "default"
     }
 
     public init(from decoder: Decoder) throws {
@@ -114,6 +119,7 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         control = try c.decodeIfPresent(Control.self, forKey: .control) ?? .caption
         interactionRank = try c.decodeIfPresent(Int.self, forKey: .interactionRank) ?? 16
         cGrid = try c.decodeIfPresent([Double].self, forKey: .cGrid)
+        byDefault = try c.decodeIfPresent(Bool.self, forKey: .byDefault) ?? true
     }
 
     /// The label task probed on a dump when no task is named.

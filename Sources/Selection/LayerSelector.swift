@@ -384,7 +384,11 @@ public enum LayerSelector {
             }
         }
 
-        let selected = Set(blocks.map { TrainableGroup.block($0) })
+        // the chosen unit's own groups (the embeddings unit trains no block), else its blocks
+        var selected = Set(blocks.map { TrainableGroup.block($0) })
+        if let u = evidence.unit(named: unitName), u.blocks.sorted() == blocks {
+            for g in u.groups { if let t = try? TrainableGroup(parsing: g, layers: textBlocks) { selected.insert(t) } }
+        }
         let extraSet = Set(options.extras.groups).subtracting(selected)
         let all = selected.union(extraSet).sorted()
         if let bad = all.first(where: { if case let .block(i) = $0 { i >= textBlocks } else { false } }) {

@@ -35,7 +35,7 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(name: .customLong("task"), help: ArgumentHelp("Run only this task (repeat for several; dump_label = the dump's labels).", valueName: "name"))
     var taskNames: [String] = []
     @Option(help: "Cross-validation folds (grouped by pair id).") var folds: Int = 5
-    @Option(help: ArgumentHelp("Cross-validation seeds, comma-separated.", valueName: "list")) var seeds: String = "0,1"
+    @Option(help: ArgumentHelp("Cross-validation seeds, comma-separated.", valueName: "list")) var seeds: String = "0"
     @Option(name: .customLong("c"), help: "One inverse L2 strength C for every probe (scikit-learn's LogisticRegression C; default: chosen from --c-grid by nested cross-validation).") var c: Double?
     @Option(name: .customLong("c-grid"), help: ArgumentHelp("C values the nested cross-validation chooses from, comma-separated.", valueName: "list")) var cGrid: String = ProbeSettings().cGrid.map { "\($0)" }.joined(separator: ",")
     @Option(help: "L-BFGS iterations per fit at most (fits that stop there are counted in report.json as not converged).") var maxIterations: Int = ProbeSettings().maxIterations
@@ -154,7 +154,7 @@ struct ProbeLayersCommand: ParsableCommand {
         var all: [ProbeTask] = []
         if dump == nil || dataURL != nil { all = try ProbeTask.loadFolder(folder) }
         if dump != nil { all.append(ProbeTask.dumpLabelTask) }
-        var chosen = all
+        var chosen = all.filter(\.byDefault)
         if !taskNames.isEmpty {
             let names = Set(all.map(\.name))
             if let bad = taskNames.first(where: { !names.contains($0) }) {

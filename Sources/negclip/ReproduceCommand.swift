@@ -90,7 +90,7 @@ struct ReproduceCommand: ParsableCommand {
         logLine("model: \(model.path) (built-in); world: \(folder.path)")
         let tasksFolder = tasks.map { URL(fileURLWithPath: $0) } ?? ProbeDefaults.tasksFolder()
         var config = ReproduceConfig(model: model, world: folder, worldFingerprint: world.identity,
-                                     out: URL(fileURLWithPath: out), tasks: try ProbeTask.loadFolder(tasksFolder))
+                                     out: URL(fileURLWithPath: out), tasks: try ProbeTask.loadFolder(tasksFolder).filter(\.byDefault))
         config.seeds = try parsedSeeds()
         config.maxSteps = maxSteps; config.batch = batch; config.defaultLearningRate = lr
         config.stopping.evalEvery = evalEvery; config.stopping.patience = patience; config.stopping.minDelta = minDelta

@@ -14,7 +14,7 @@ struct SweepCommand: ParsableCommand {
         commandName: "sweep",
         abstract: "Fine-tune each text block alone, windows of blocks, the embeddings and a spread set, at each rate of a grid over seeds, and measure each on the validation split.",
         discussion: """
-        For every seed and every learning rate of the grid (--learning-rates, default 2e-4,1e-3,5e-3): \
+        For every seed and every learning rate of the grid (--learning-rates, default 5e-4,2e-3,8e-3): \
         each block k alone (0..L-1), each window (for 12 blocks front 0-3, middle 4-7, back 8-11, \
         whole 0-11; depth L: cuts at round(L/3), round(2L/3)), the spread set (as many blocks as front, \
         spread over the tower including the first and last: 0,4,8,11 for 12 blocks) and the embeddings \

@@ -33,7 +33,7 @@ import TestSupport
         let world = dir.appendingPathComponent("world")
         let w = try CLIRunner.run("negclip", ["make-world", "--size", "30", "--image-size", "32", "--out", world.path])
         #expect(w.status == 0, "\(w.stderr)")
-        // 3-block tower: block.1 alone and front/middle/back/whole, over 2 seeds = 10 runs
+        // 3-block tower: block.1 alone, front/middle/back/whole and the embeddings unit, at one rate over 2 seeds = 12 runs
         let options = ["--model", Fixtures.url("tiny-clip").path, "--data", world.appendingPathComponent("captions.jsonl").path,
                        "--split", "val", "--folds", "2", "--seeds", "0", "--bootstrap", "20",
                        "--sweep-steps", "4", "--sweep-lr", "3e-3", "--sweep-seeds", "3,4", "--sweep-blocks", "1"]
@@ -45,37 +45,38 @@ import TestSupport
         let plan = dir.appendingPathComponent("plan")
         let p = try CLIRunner.run("negclip", ["probe-layers"] + options + ["--plan", plan.path])
         #expect(p.status == 0, "\(p.stderr)")
-        #expect(p.stdout.contains("planned 10 sweep jobs (5 units x 2 seeds)"), "\(p.stdout)")
+        #expect(p.stdout.contains("planned 12 sweep jobs (6 units x 2 seeds)"), "\(p.stdout)")
         #expect(!fm.fileExists(atPath: plan.appendingPathComponent("sweep/runs").path), "--plan ran something")
         let lines = try String(contentsOf: plan.appendingPathComponent("jobs.txt"), encoding: .utf8).split(separator: "\n").map(String.init)
-        let names = ["block.1", "front", "middle", "back", "whole"].flatMap { u in ["\(u).seed-3", "\(u).seed-4"] }
-        #expect(lines.count == 10)
+        let units = ["block.1", "front", "middle", "back", "whole", "embeddings"]
+        let names = units.flatMap { u in ["\(u).lr-3e-3.seed-3", "\(u).lr-3e-3.seed-4"] }
+        #expect(lines.count == 12)
         for (line, name) in zip(lines, names) {
             #expect(line.hasPrefix(CLIRunner.binary("negclip").standardizedFileURL.resolvingSymlinksInPath().path + " sweep --model "), "\(line)")
-            #expect(line.hasSuffix(" --job \(name)") && line.contains(" --out \(plan.path)/sweep ") && line.contains(" --steps 4 --batch 16 --lr 0.003 "), "\(line)")
+            #expect(line.hasSuffix(" --job \(name)") && line.contains(" --out \(plan.path)/sweep ") && line.contains(" --steps 4 --batch 16 --learning-rates 0.003 "), "\(line)")
         }
         let sbatch = try String(contentsOf: plan.appendingPathComponent("slurm.sbatch"), encoding: .utf8)
-        #expect(sbatch.contains("#SBATCH --array=0-9\n") && sbatch.contains("$((SLURM_ARRAY_TASK_ID + 1))p"), "\(sbatch)")
+        #expect(sbatch.contains("#SBATCH --array=0-11\n") && sbatch.contains("$((SLURM_ARRAY_TASK_ID + 1))p"), "\(sbatch)")
         let yaml = try String(contentsOf: plan.appendingPathComponent("kubernetes-job.yaml"), encoding: .utf8)
-        #expect(yaml.contains("completionMode: Indexed") && yaml.contains("completions: 10"), "\(yaml)")
+        #expect(yaml.contains("completionMode: Indexed") && yaml.contains("completions: 12"), "\(yaml)")
         let planJSON = try Self.json(plan.appendingPathComponent("plan.json"))
         let sweep = try #require(planJSON["sweep"] as? [String: Any])
         let settings = try #require(sweep["settings"] as? [String: String])
-        #expect(settings["seeds"] == "3,4" && settings["steps"] == "4" && settings["lr"] == "0.003" && settings["blocks"] == "1", "\(settings)")
+        #expect(settings["steps"] == "4" && settings["learning_rates"] == "0.003" && (settings["units"] ?? "").contains("block.1") && !(settings["units"] ?? "").contains("block.0"), "\(settings)")
         let prov = try #require(planJSON["provenance"] as? [String: Any])
         #expect(prov.keys.sorted() == ["command_line", "created_utc", "data", "data_sha256", "layer_definition", "model",
                                        "model_sha256", "seeds", "tool", "tool_version"], "plan.json provenance is a Provenance record")
         #expect(prov["model_sha256"] as? String == settings["base_model_sha256"] && (prov["model_sha256"] as? String)?.count == 64)
-        #expect(planJSON["format"] as? String == "negclip.probe-layers-plan v2" && prov["seeds"] as? [Int] == [3, 4])
+        #expect(planJSON["format"] as? String == "negclip.probe-layers-plan v3" && prov["seeds"] as? [Int] == [3, 4])
         #expect((sweep["runs"] as? [[String: Any]])?.map { $0["run"] as? String } == names)
 
         // collect before any job: one line naming every job line
         let none = try CLIRunner.run("negclip", ["probe-layers", "--collect", plan.path])
         #expect(none.status == 1 && none.stderr.split(separator: "\n").count == 1, "\(none.stderr)")
-        #expect(none.stderr.contains("10 of 10 runs have no result") && none.stderr.contains("rerun job lines 1,2,3,4,5,6,7,8,9,10"), "\(none.stderr)")
+        #expect(none.stderr.contains("12 of 12 runs have no result") && none.stderr.contains("rerun job lines 1,2,3,4,5,6,7,8,9,10,11,12"), "\(none.stderr)")
 
         // the jobs as the schedulers run them: task 0 through slurm.sbatch, index 1 through the
-        // indexed Job's command, lines 3-9 as they stand, in parallel; line 10 not yet
+        // indexed Job's command, lines 3-11 as they stand, in parallel; line 12 not yet
         let a = try Self.shell("bash \(plan.path)/slurm.sbatch", environment: ["SLURM_ARRAY_TASK_ID": "0"])
         #expect(a.status == 0, "\(a.stderr)")
         let commandLine = try #require(yaml.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("command:") })
@@ -83,9 +84,9 @@ import TestSupport
         #expect(command.first == "/bin/bash" && command.count == 3, "\(command)")
         let b = try Self.shell(command[2], environment: ["JOB_COMPLETION_INDEX": "1"])
         #expect(b.status == 0, "\(b.stderr)")
-        // lines 3-9 at the same time, as an array of tasks runs them: they share the sweep folder
+        // lines 3-11 at the same time, as an array of tasks runs them: they share the sweep folder
         var running: [(Process, URL)] = []
-        for (i, line) in lines[2..<9].enumerated() {
+        for (i, line) in lines[2..<11].enumerated() {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: "/bin/bash")
             p.arguments = ["-c", line]
@@ -101,36 +102,36 @@ import TestSupport
             #expect(p.terminationStatus == 0, "\((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
         }
         // a job naming a run the sweep does not have is refused before any work
-        let bogus = try Self.shell(lines[0].replacingOccurrences(of: "--job block.1.seed-3", with: "--job block.7.seed-3"))
-        #expect(bogus.status == 1 && bogus.stderr.contains("sweep --job block.7.seed-3: no such run in this sweep; its runs are block.1.seed-3, block.1.seed-4, front.seed-3"), "\(bogus.stderr)")
-        // line 10 missing; a killed job leaves its folder without result.json
+        let bogus = try Self.shell(lines[0].replacingOccurrences(of: "--job block.1.lr-3e-3.seed-3", with: "--job block.7.lr-3e-3.seed-3"))
+        #expect(bogus.status == 1 && bogus.stderr.contains("sweep --job block.7.lr-3e-3.seed-3: no such run in this sweep; its runs are block.1.lr-3e-3.seed-3, block.1.lr-3e-3.seed-4, front.lr-3e-3.seed-3"), "\(bogus.stderr)")
+        // line 12 missing; a killed job leaves its folder without result.json
         let missing = try CLIRunner.run("negclip", ["probe-layers", "--collect", plan.path])
         #expect(missing.status == 1 && missing.stderr.split(separator: "\n").count == 1, "\(missing.stderr)")
-        #expect(missing.stderr.contains("1 of 10 runs have no result: line 10 whole.seed-4 (missing); rerun job lines 10,"), "\(missing.stderr)")
-        let killed = plan.appendingPathComponent("sweep/runs/whole.seed-4")
+        #expect(missing.stderr.contains("1 of 12 runs have no result: line 12 embeddings.lr-3e-3.seed-4 (missing); rerun job lines 12,"), "\(missing.stderr)")
+        let killed = plan.appendingPathComponent("sweep/runs/embeddings.lr-3e-3.seed-4")
         try fm.createDirectory(at: killed, withIntermediateDirectories: true)
         try "{\"step\": 1}\n".write(to: killed.appendingPathComponent("log.jsonl"), atomically: true, encoding: .utf8)
         let incomplete = try CLIRunner.run("negclip", ["probe-layers", "--collect", plan.path])
-        #expect(incomplete.stderr.contains("line 10 whole.seed-4 (incomplete: 1 of 4 steps logged, no result.json); rerun job lines 10,"), "\(incomplete.stderr)")
+        #expect(incomplete.stderr.contains("line 12 embeddings.lr-3e-3.seed-4 (incomplete: 1 of 4 steps logged, no result.json); rerun job lines 12,"), "\(incomplete.stderr)")
         try fm.removeItem(at: killed)
-        let c = try Self.shell(lines[9])
+        let c = try Self.shell(lines[11])
         #expect(c.status == 0, "\(c.stderr)")
 
         // a run of another plan (other settings hash) is refused naming the file
-        let result3 = plan.appendingPathComponent("sweep/runs/middle.seed-3/result.json")
+        let result3 = plan.appendingPathComponent("sweep/runs/middle.lr-3e-3.seed-3/result.json")
         let original = try Data(contentsOf: result3)
         var foreign = try Self.json(result3)
         foreign["settings_sha256"] = String(repeating: "0", count: 64)
         try JSONSerialization.data(withJSONObject: foreign).write(to: result3)
         let other = try CLIRunner.run("negclip", ["probe-layers", "--collect", plan.path])
-        #expect(other.status == 1 && other.stderr.contains("middle.seed-3/result.json: key 'settings_sha256'") && other.stderr.contains("another plan")
+        #expect(other.status == 1 && other.stderr.contains("middle.lr-3e-3.seed-3/result.json: key 'settings_sha256'") && other.stderr.contains("another plan")
                 && other.stderr.contains("job line 5"), "\(other.stderr)")
         try original.write(to: result3)
 
         // collect: the report of the single-process run
         let done = try CLIRunner.run("negclip", ["probe-layers", "--collect", plan.path])
         #expect(done.status == 0, "\(done.stderr)")
-        #expect(done.stderr.contains("collected 10 sweep runs"), "\(done.stderr)")
+        #expect(done.stderr.contains("collected 12 sweep runs"), "\(done.stderr)")
         for f in ["report.json", "report.md", "report.html", "probe-layers.h5", "sweep-heatmap.svg", "combined.svg", "sweep/result.json"] {
             #expect(fm.fileExists(atPath: plan.appendingPathComponent(f).path), "\(f) missing")
         }
@@ -141,15 +142,25 @@ import TestSupport
         }
         // a measured sweep, not an empty one: 5 units, each over both seeds, gains that differ
         let windows = try #require((got["sweep"] as? [String: Any])?["windows"] as? [[String: Any]])
-        #expect(windows.map { $0["window"] as? String } == ["block.1", "front", "middle", "back", "whole"], "\(windows)")
+        #expect(windows.map { $0["window"] as? String } == units, "\(windows)")
         #expect(windows.allSatisfy { $0["seeds"] as? Int == 2 })
         let sweepWant = try Self.json(single.appendingPathComponent("sweep/result.json"))["result"] as? [String: Any]
         let sweepGot = try Self.json(plan.appendingPathComponent("sweep/result.json"))["result"] as? [String: Any]
-        #expect(sweepWant != nil && NSDictionary(dictionary: sweepWant ?? [:]).isEqual(to: sweepGot ?? [:]), "sweep/result.json: \(String(describing: sweepGot)) vs \(String(describing: sweepWant))")
+        // every run's metrics equal; the loss curves within 1e-5 (their last bits vary with OpenBLAS sgemm, docs/sweep.md)
+        func strip(_ r: [String: Any]?) -> [String: Any] {
+            var r = r ?? [:]
+            r["runs"] = (r["runs"] as? [[String: Any]])?.map { run -> [String: Any] in var run = run; run["losses"] = nil; return run }
+            return r
+        }
+        #expect(sweepWant != nil && NSDictionary(dictionary: strip(sweepWant)).isEqual(to: strip(sweepGot)), "sweep/result.json: \(String(describing: sweepGot)) vs \(String(describing: sweepWant))")
+        let lossesWant = ((sweepWant?["runs"] as? [[String: Any]]) ?? []).map { $0["losses"] as? [Double] ?? [] }
+        let lossesGot = ((sweepGot?["runs"] as? [[String: Any]]) ?? []).map { $0["losses"] as? [Double] ?? [] }
+        #expect(lossesWant.count == 12 && lossesWant.map(\.count) == lossesGot.map(\.count)
+                && zip(lossesWant.joined(), lossesGot.joined()).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($0)) })
         // the runs moved the metrics, differently (so equal reports are a real check)
         let runs = try #require(sweepGot?["runs"] as? [[String: Any]])
         let metrics = runs.compactMap { $0["metrics"] as? [String: Double] }
         let base = try #require(sweepGot?["base"] as? [String: Double])
-        #expect(metrics.count == 10 && metrics.contains { $0 != base } && Set(metrics.map { $0["presence"] ?? -1 }).count > 1, "\(runs)")
+        #expect(metrics.count == 12 && metrics.contains { $0 != base } && Set(metrics.map { $0["presence"] ?? -1 }).count > 1, "\(runs)")
     }
 }
