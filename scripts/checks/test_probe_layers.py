@@ -287,7 +287,8 @@ def test_report_files_agree():
                 no_camel_case(v, f"{where}[{i}]")
     no_camel_case({k: v for k, v in report.items() if k != "ranking_rules"})
     tasks = {p["task"]["name"] for p in report["probes"]}
-    assert {"negated", "negated_object", "negation_kind", "truth"} <= tasks
+    # the default tasks: the surface-solvable truth / negated_object run only when named (default: false)
+    assert {"negated", "negated_object_minimal", "negation_kind", "truth_minimal"} <= tasks
 
     md = (out / "report.md").read_text()
     with h5py.File(out / "probe-layers.h5", "r") as f:
@@ -324,7 +325,7 @@ def test_svgs_render_and_html_is_self_contained():
     import cairosvg  # installed by scripts/python_checks.sh (needs Debian libcairo2)
     out = _report()
     svgs = sorted(out.glob("*.svg"))
-    assert {"separation.svg", "combined.svg", "probe-truth.svg"} <= {s.name for s in svgs}
+    assert {"separation.svg", "combined.svg", "probe-negated.svg"} <= {s.name for s in svgs}
     for s in svgs:
         png = cairosvg.svg2png(url=str(s))
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, s
@@ -395,7 +396,7 @@ def test_sweep_heat_map_and_layers_json_round_trip_into_train():
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     layers = json.loads((out / "layers.json").read_text())
     assert layers["format"] == "negclip.layers v3" and layers["policy"]["name"] == "top-k"
-    singles = {e["blocks"][0]: e["negation_gain"]["mean"] for e in effects if e["unit"] == f"block.{e['blocks'][0]}"}
+    singles = {e["blocks"][0]: e["negation_gain"]["mean"] for e in effects if e["blocks"] and e["unit"] == f"block.{e['blocks'][0]}"}
     chosen = layers["blocks"]
     assert len(chosen) == 2 and min(singles[b] for b in chosen) >= max(g for b, g in singles.items() if b not in chosen)
     assert layers["groups"] == [f"block.{b}" for b in chosen]
