@@ -132,14 +132,6 @@ public enum PredictiveValidity {
     }
 }
 
-extension KeyedDecodingContainer {
-    /// report.json written before `predictive_validity` existed decodes with none (the synthesised
-    /// `ProbeLayersResult` decoder calls this overload for its `[MeasureValidity]` field).
-    func decode(_ type: [MeasureValidity].Type, forKey key: Key) throws -> [MeasureValidity] {
-        try decodeIfPresent(type, forKey: key) ?? []
-    }
-}
-
 extension ProbeLayersRun {
     /// The measures-validity stages of a run: the gradient predictors when a model folder and caption
     /// records are present (the records' training split; a failure is recorded in
