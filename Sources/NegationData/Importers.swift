@@ -70,6 +70,9 @@ public struct ImportOptions: Sendable {
     /// VALSE: keep only items at least 2 of 3 annotators validated (`mturk.caption >= 2`), as VALSE's
     /// own evaluation scripts do; the others are counted in `leftOut` and listed. On by default.
     public var valseValidatedOnly: Bool = true
+    /// JSONL: keep only the records of this split, before their images are checked (a caller that
+    /// measures one split of a large file need not stat every other split's images). nil: all.
+    public var onlySplit: String?
     public init(imageRoot: URL? = nil, split: String = "test", checkImages: Bool = true, ccnegEvaluationTail: Int? = nil,
                 valseValidatedOnly: Bool = true) {
         self.imageRoot = imageRoot; self.split = split; self.checkImages = checkImages
@@ -85,6 +88,7 @@ public enum Importers {
         let format = try format ?? ImportFormat.detect(url)
         if format == .jsonl {
             var result = try NegationJSONL.read(url)
+            if let only = options.onlySplit { result.records = result.records.filter { $0.split == only } }
             // Our schema defines paths relative to the file itself; imageRoot is for peer formats.
             let base = url.deletingLastPathComponent()
             if options.checkImages { result = checkImages(result, base: base, file: url.path) }
@@ -120,8 +124,16 @@ public enum Importers {
     static func checkImages(_ input: LoadResult, base: URL, file: String) -> LoadResult {
         var out = input
         out.records = []
+        // each file checked once (a scene's image is named by its caption record and its queries)
+        var checked: [String: (kind: DataError.Kind, message: String)?] = [:]
+        func problem(_ path: String) -> (kind: DataError.Kind, message: String)? {
+            if let known = checked[path] { return known }
+            let p = imageProblem(resolveImagePath(path, relativeTo: base))
+            checked[path] = .some(p)
+            return p
+        }
         for record in input.records {
-            if let problem = record.imagePaths.lazy.compactMap({ imageProblem(resolveImagePath($0, relativeTo: base)) }).first {
+            if let problem = record.imagePaths.lazy.compactMap({ problem($0) }).first {
                 out.issues.append(DataError(problem.kind, file: file, field: "image", "record \(record.id): \(problem.message)"))
                 out.skippedImages += 1
             } else {

@@ -103,6 +103,7 @@ extension ProbeLayersRequest {
             config.learningRates = s.learningRates ?? (s.mode == .thorough ? SweepDefaults.thoroughLearningRates : SweepDefaults.learningRates)
             config.parallelRuns = s.parallelRuns
             config.evaluationLimit = s.mode == .thorough ? nil : s.evaluationLimit
+            config.rateScreenSeeds = s.mode == .thorough ? nil : s.rateScreenSeeds
             config.batch = s.batch
             config.seeds = s.seeds
             config.blocks = s.blocks
@@ -129,6 +130,8 @@ extension ProbeLayersRequest {
         public var parallelRuns = SweepDefaults.parallelRuns
         /// Caption records and queries measured per run (`SweepConfig.evaluationLimit`; nil: all).
         public var evaluationLimit: Int? = SweepDefaults.evaluationLimit
+        /// Default mode's rate screen (`SweepConfig.rateScreenSeeds`; nil: every rate on every seed).
+        public var rateScreenSeeds: Int? = SweepDefaults.rateScreenSeeds
         public var batch = SweepDefaults.batch
         public var seeds = SweepDefaults.seeds
         /// nil: every block.
@@ -250,9 +253,14 @@ public enum ProbeLayersRun {
             t0 = Date()
             progress(.stage("sweep"))
             func runSweep(_ c: SweepConfig) throws -> SweepResult {
-                try Sweep.run(c) { p in
-                    if case let .step(index, total, step, steps, _, _, _) = p {
-                        progress(.step(stage: "sweep", done: index * steps + step, total: total * steps))
+                // counted in runs of the whole sweep (a rate screen's second stage included)
+                var planned = 0
+                return try Sweep.run(c) { p in
+                    switch p {
+                    case let .prepared(_, _, _, _, runs, _, _): planned = runs
+                    case let .runFinished(index, total, _, _, _, _):
+                        progress(.step(stage: "sweep runs", done: index, total: max(total, planned)))
+                    default: break
                     }
                 }
             }

@@ -21,7 +21,7 @@ import Training
 /// (`saveEvery`) or from step 0; runs are deterministic and independent, so the SweepResult equals an
 /// uninterrupted sweep's (tested with kill -9) whatever `parallelRuns` is (tested).
 ///
-/// Cost: the training images go through the frozen vision tower once, the validation images once
+/// Cost: each training image a run uses goes through the frozen vision tower once, the validation images once
 /// (the base's image embeddings serve every run); a run whose lowest trained block is k > 0 starts
 /// from hidden_states[k], computed once per k for the training captions and for the evaluation
 /// captions, so it trains and is measured through blocks k..<L only.
@@ -106,7 +106,7 @@ public enum Sweep {
                                           remedy: "use the same settings or a new sweep folder")
         }
 
-        // 3. Data: the training set (tokenised, images embedded once) and the evaluation records.
+        // 3. Data: the training set (tokenised; each image embedded when a run first uses it) and the evaluation records.
         let tp = Date()
         let context = try SweepContext(config: config, base: base, baseParams: baseParams, cacheCapacity: 2)
         if !fm.fileExists(atPath: sweepJSON.path) || started.isEmpty {
@@ -114,10 +114,19 @@ public enum Sweep {
                                         "provenance": Self.provenance(config, settings: settings).jsonObject], to: sweepJSON)
         }
         var seeds = config.seeds
+        // Rate screening (`config.rateScreenSeeds`): every rate runs on the first seeds only; each
+        // unit then runs the rest of its seeds at the rate the screen chose (`SweepEffects.screenedRates`).
+        let screenSeeds: [UInt64]? = config.rateScreenSeeds.flatMap { n in
+            selected == nil && config.learningRates.count > 1 && n < seeds.count ? Array(seeds.prefix(max(1, n))) : nil
+        }
+        var screened: [String: Double] = [:]
+        /// The runs of `seeds`, units then rates then seeds: a seed of the screen (or no screen)
+        /// runs every rate, any other seed its unit's screened rate.
         func gridSpecs(_ seeds: [UInt64]) -> [RunSpec] {
             units.flatMap { u in
                 config.learningRates.flatMap { rate in
                     seeds.compactMap { seed -> RunSpec? in
+                        if let screenSeeds, !screenSeeds.contains(seed), screened[u.name] != rate { return nil }
                         let name = runFolderName(window: u.name, learningRate: rate, seed: seed)
                         if let selected, !selected.contains(name) { return nil }
                         return RunSpec(unit: u, rate: rate, seed: seed, steps: config.steps, folderName: name,
@@ -126,10 +135,19 @@ public enum Sweep {
                 }
             }
         }
-        var specs = gridSpecs(seeds)
+        var specs = gridSpecs(screenSeeds ?? seeds)
+        // runs after the screen, one per unit and remaining seed (for the count and the ETA)
+        let pending: [RunSpec] = screenSeeds.map { ss in
+            units.flatMap { u in
+                seeds.filter { !ss.contains($0) }.map { seed in
+                    RunSpec(unit: u, rate: config.learningRates[0], seed: seed, steps: config.steps, folderName: "pending.\(u.name).seed-\(seed)",
+                            resultFile: config.out)
+                }
+            }
+        } ?? []
         progress(.prepared(presenceItems: context.set.presence.count, absenceItems: context.set.absence.count,
-                           images: context.set.imageEmbeds.count / max(1, context.set.dim), evalRecords: context.records.count,
-                           runs: specs.count, alreadyDone: specs.filter { fm.fileExists(atPath: $0.resultFile.path) }.count,
+                           images: context.set.imageCount, evalRecords: context.records.count,
+                           runs: specs.count + pending.count, alreadyDone: specs.filter { fm.fileExists(atPath: $0.resultFile.path) }.count,
                            seconds: Date().timeIntervalSince(tp)))
 
         // 4. The base model, measured exactly as `negclip evaluate` does; its image embeddings are
@@ -145,7 +163,7 @@ public enum Sweep {
 
         // 5. The grid over the configured seeds, then (adaptive) one seed at a time.
         var clock = SweepClock(layers: context.layers, parallel: config.resolvedParallelRuns)
-        clock.plan(specs)
+        clock.plan(specs + pending)
         var done: [String: SweepRun] = [:]
         var index = 0
         func runAll(_ todo: [RunSpec]) throws {
@@ -155,11 +173,23 @@ public enum Sweep {
             index += todo.count
         }
         try runAll(specs)
+        if let screenSeeds {
+            let effects = SweepEffects.effects(specs.map { done[$0.folderName]! }, base: baseMetrics, unitOrder: units.map(\.name))
+            for e in SweepEffects.screenedRates(effects, bound: config.budgetCheckBound) { screened[e.unit] = e.learningRate }
+            let rest = gridSpecs(seeds.filter { !screenSeeds.contains($0) })
+            progress(.ratesScreened(seeds: screenSeeds, rates: units.map { ($0.name, screened[$0.name]!) }, runs: rest.count))
+            clock.forget(pending)
+            clock.plan(rest)
+            try runAll(rest)
+            specs += rest
+        }
         func result(_ seeds: [UInt64]) -> SweepResult {
             let runs = gridSpecs(seeds).map { done[$0.folderName]! }
-            return SweepResult(base: baseMetrics, units: units.map { sweepUnit($0, context: context) }, runs: runs, steps: config.steps,
-                               learningRates: config.learningRates, batch: config.batch, loss: config.loss.kind.rawValue, windows: windows,
-                               mode: config.mode.rawValue)
+            var r = SweepResult(base: baseMetrics, units: units.map { sweepUnit($0, context: context) }, runs: runs, steps: config.steps,
+                                learningRates: config.learningRates, batch: config.batch, loss: config.loss.kind.rawValue, windows: windows,
+                                mode: config.mode.rawValue)
+            r.rateScreenSeeds = screenSeeds
+            return r
         }
         if let stable, selected == nil {
             while seeds.count < maxSeeds {
@@ -414,6 +444,8 @@ public enum Sweep {
             "retrieval": SweepData.retrievalRule,
             "mode": c.mode.rawValue,
             "eval_limit": c.evaluationLimit.map { "\($0)" } ?? "all",
+            "rate_screen_seeds": c.rateScreenSeeds.map { "\($0)" } ?? "none",
+            "training_images": "embedded one at a time when a run first uses them",
         ]
         s.merge(fixed) { a, _ in a }
         if c.mode == .thorough {
@@ -452,6 +484,10 @@ struct SweepClock {
 
     mutating func plan(_ specs: [Sweep.RunSpec]) {
         for s in specs { remaining[s.folderName] = cost(s); perStepCost[s.folderName] = width(s) }
+    }
+    /// Drops planned runs that will not run under these names (the placeholders of a rate screen).
+    mutating func forget(_ specs: [Sweep.RunSpec]) {
+        for s in specs { remaining[s.folderName] = nil; perStepCost[s.folderName] = nil }
     }
     mutating func step(_ s: Sweep.RunSpec, seconds: Double) {
         let w = perStepCost[s.folderName] ?? width(s)

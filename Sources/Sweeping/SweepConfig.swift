@@ -81,6 +81,11 @@ public struct SweepConfig: Sendable {
     /// split (file order; nil: all of them). The evaluation is most of a run's cost on the built-in
     /// world (docs/performance.md, "Sweep"); the same items serve every run, so comparisons stay paired.
     public var evaluationLimit: Int?
+    /// Rate screening: with N, every rate of the grid runs on the first N seeds only; each unit then
+    /// runs its other seeds at the rate those seeds chose (`SweepEffects.screenedRates`: the largest
+    /// mean negation gain whose mean R@1 drop is within `budgetCheckBound`). nil: every rate runs
+    /// every seed (thorough mode, scheduler plans). Ignored with a one-rate grid or a run subset.
+    public var rateScreenSeeds: Int?
     /// Texts or images per forward pass in the evaluation (`negclip evaluate --batch-size`).
     public var evaluationBatchSize = 64
     /// Recorded in the provenance.
@@ -101,6 +106,7 @@ public struct SweepConfig: Sendable {
     public mutating func useThoroughMode() {
         mode = .thorough
         learningRates = SweepDefaults.thoroughLearningRates
+        rateScreenSeeds = nil
     }
 
     public var resolvedEmbeddingsUnit: Bool { embeddingsUnit ?? (windows == nil) }
@@ -134,8 +140,12 @@ public enum SweepDefaults {
     /// Thorough mode: the default grid widened by one factor-4 step each way.
     public static let thoroughLearningRates = [1.25e-4, 5e-4, 2e-3, 8e-3, 3.2e-2]
     /// Caption records and queries of the split each default-mode run is measured on (the first N
-    /// of each; thorough mode measures all). 1000 of the built-in world's 2000 validation scenes.
-    public static let evaluationLimit = 1000
+    /// of each; thorough mode measures all). 400 of the built-in world's 2000 validation scenes
+    /// (about 1,150 distinct texts): the evaluation is more than half of a run's cost.
+    public static let evaluationLimit = 400
+    /// Default mode screens the rate grid on the first 2 seeds (`SweepConfig.rateScreenSeeds`); the
+    /// other 3 seeds run each unit's screened rate (thorough mode runs every rate on every seed).
+    public static let rateScreenSeeds = 2
     /// The middle rate of the default grid (for one-rate callers).
     public static var learningRate: Double { learningRates[1] }
     /// Budget check: best-rate runs retrained at 4x the steps (thorough mode).
@@ -211,7 +221,7 @@ public enum SweepError: Error, CustomStringConvertible, Equatable {
 /// Progress of a sweep, reported to a callback (the library never prints). Run indices are 1-based
 /// over the whole sweep (N = units x rates x seeds, plus added seeds and the budget check); `eta` is the estimated seconds left for the whole sweep.
 public enum SweepProgress: Sendable {
-    /// Training data tokenised and its images embedded once (shared by every run).
+    /// Training data tokenised (its images are embedded when a run first uses them, once each; shared by every run).
     case prepared(presenceItems: Int, absenceItems: Int, images: Int, evalRecords: Int, runs: Int, alreadyDone: Int, seconds: Double)
     /// The base model measured on the validation split (the reference of every gain).
     case baseEvaluated(SweepMetrics, seconds: Double)
@@ -222,6 +232,8 @@ public enum SweepProgress: Sendable {
     case evaluationCache(layer: Int, texts: Int, seconds: Double)
     /// Adaptive seeds: the result was not yet stable, so `seed` was added (`runs` more runs).
     case seedAdded(seed: UInt64, runs: Int)
+    /// Rate screening done: each unit's rate for the seeds after `seeds` (`runs` more runs).
+    case ratesScreened(seeds: [UInt64], rates: [(unit: String, rate: Double)], runs: Int)
     /// Thorough mode: the budget check starts (each unit at its best rate, `steps` steps).
     case budgetCheck(units: [String], steps: Int, runs: Int)
     /// `step` completed steps of `steps` in run `index`.

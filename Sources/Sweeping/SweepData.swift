@@ -9,11 +9,12 @@ import Training
 /// `negclip evaluate` loads them, and the four metrics it reports (the layer cache is
 /// `CaptionTrainingSet.layerInputs`, shared with `negclip train`).
 public enum SweepData {
-    /// Caption records of `split` -> token ids + one image-embedding table, exactly as `negclip train`
-    /// builds them (same record order, same image rows, images embedded 64 at a time), so a sweep run
-    /// and `negclip train --trainable block.k --seed s` on the same settings see the same batches.
+    /// Caption records of `split` -> token ids + image rows, exactly as `negclip train` builds them
+    /// (same record order, same image rows), so a sweep run and `negclip train --trainable block.k
+    /// --seed s` on the same settings see the same batches. The image table is lazy: each run embeds
+    /// the rows its batches use, one image at a time (a short run touches a few hundred images).
     static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer) throws -> CaptionTrainingSet {
-        try CaptionTrainingData.trainingSet(url, split: split, model: model, tokenizer: tokenizer).set
+        try CaptionTrainingData.trainingSet(url, split: split, model: model, tokenizer: tokenizer, lazyImages: true).set
     }
 
     /// "Affirmative retrieval": queries tagged `affirmative` (the world tags each scene's affirmative
@@ -25,7 +26,9 @@ public enum SweepData {
     public static func evaluationRecords(_ urls: [URL], split: String) throws -> [NegationRecord] {
         var records: [NegationRecord] = []
         for url in urls {
-            let result = try Importers.load(url, options: ImportOptions())
+            var options = ImportOptions()
+            options.onlySplit = split
+            let result = try Importers.load(url, options: options)
             records += result.records.filter { $0.split == split }
         }
         let tagged = records.contains { if case let .query(q) = $0 { return q.tags.contains("affirmative") } else { return false } }

@@ -88,6 +88,9 @@ public enum SweepEffects {
     /// Each unit at its own best rate, chosen on validation: the rate with the largest mean negation
     /// gain among those within `bound` (`UnitEffect.withinBound`); when no rate is, the rate with the
     /// smallest mean retrieval drop (and the effect then fails the bound, as the report says).
+    ///
+    /// Only the rates with the unit's most seeds compete: after a rate screen
+    /// (`SweepResult.rateScreenSeeds`) that is the screened rate, which ran every seed.
     public static func bestRates(_ effects: [UnitEffect], bound: Double = defaultBound) -> [UnitEffect] {
         var order: [String] = []
         var byUnit: [String: [UnitEffect]] = [:]
@@ -96,8 +99,31 @@ public enum SweepEffects {
             byUnit[e.unit, default: []].append(e)
         }
         return order.map { u in
-            let rates = byUnit[u]!
+            let most = byUnit[u]!.map(\.seeds.count).max()!
+            let rates = byUnit[u]!.filter { $0.seeds.count == most }
             let within = rates.filter { $0.withinBound(bound) }
+            if let best = within.max(by: { ($0.negationGain.mean, -$0.learningRate) < ($1.negationGain.mean, -$1.learningRate) }) {
+                return best
+            }
+            return rates.min { ($0.retrievalDrop.mean, $0.learningRate) < ($1.retrievalDrop.mean, $1.learningRate) }!
+        }
+    }
+}
+
+extension SweepEffects {
+    /// The rate screen's choice per unit, on the screen's few seeds (whose Student t intervals are too
+    /// wide to decide on): the largest mean negation gain among rates whose mean R@1 drop is within
+    /// `bound`; when none is, the smallest mean drop. Units in input order.
+    public static func screenedRates(_ effects: [UnitEffect], bound: Double = defaultBound) -> [UnitEffect] {
+        var order: [String] = []
+        var byUnit: [String: [UnitEffect]] = [:]
+        for e in effects {
+            if byUnit[e.unit] == nil { order.append(e.unit) }
+            byUnit[e.unit, default: []].append(e)
+        }
+        return order.map { u in
+            let rates = byUnit[u]!
+            let within = rates.filter { $0.retrievalDrop.mean <= bound + 1e-12 }
             if let best = within.max(by: { ($0.negationGain.mean, -$0.learningRate) < ($1.negationGain.mean, -$1.learningRate) }) {
                 return best
             }

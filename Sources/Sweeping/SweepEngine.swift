@@ -29,58 +29,71 @@ func startLayer(_ groups: Set<TrainableGroup>, layers L: Int) -> Int? {
     }
 }
 
-/// hidden_states[k] of a fixed set of sequences per k, each computed once (a thread asking while
-/// another computes it waits) and kept while used; at most `capacity` unused layers stay cached.
+/// Which cached hidden states: layer k of the evaluation texts (`seed` nil), or of the training
+/// captions one seed's batches use in its first `steps` steps.
+struct LayerCacheKey: Hashable {
+    var layer: Int
+    var seed: UInt64? = nil
+    var steps: Int? = nil
+}
+
+/// hidden_states[k] of a set of sequences per key, each computed once (a thread asking while
+/// another computes it waits) and kept while used; at most `capacity` unused entries stay cached.
+/// An entry's sequences are sorted and cut into chunks of 256 the same way whoever asks first
+/// (BLAS's rounding depends on the chunk), so every run sees the same numbers.
 final class LayerCacheStore: @unchecked Sendable {
     typealias Value = [[Int32]: [Float]]
     private let condition = NSCondition()
-    private var values: [Int: Value] = [:]
-    private var computing: Set<Int> = []
-    private var pins: [Int: Int] = [:]
-    private var lastUse: [Int: Int] = [:]
+    private var values: [LayerCacheKey: Value] = [:]
+    private var computing: Set<LayerCacheKey> = []
+    private var pins: [LayerCacheKey: Int] = [:]
+    private var lastUse: [LayerCacheKey: Int] = [:]
     private var tick = 0
     let capacity: Int
     let sequences: [[Int32]]
     let params: TextTowerParameters<Float>
 
-    /// `sequences`: distinct, in the order the chunks are cut (fixes BLAS's rounding).
+    /// `sequences`: the entries' sequences unless `acquire` names others (distinct).
     init(sequences: [[Int32]], params: TextTowerParameters<Float>, capacity: Int) {
-        self.sequences = sequences; self.params = params; self.capacity = capacity
+        self.sequences = sequences.sorted { $0.lexicographicallyPrecedes($1) }; self.params = params; self.capacity = capacity
     }
 
-    /// The cache of layer k, pinned until `release(k)`; `computed` is the seconds spent computing it
-    /// in this call (nil when it was there).
-    func acquire(_ k: Int) throws -> (value: Value, computed: Double?) {
+    /// The entry of `key`, pinned until `release(key)`; `computed` is the seconds spent computing it
+    /// in this call (nil when it was there). `sequences`: the entry's sequences (default: the store's).
+    func acquire(_ key: LayerCacheKey, sequences: (() -> Set<[Int32]>)? = nil) throws -> (value: Value, computed: Double?) {
         condition.lock()
-        while computing.contains(k) { condition.wait() }
-        if let v = values[k] {
-            pins[k, default: 0] += 1
+        while computing.contains(key) { condition.wait() }
+        if let v = values[key] {
+            pins[key, default: 0] += 1
             condition.unlock()
             return (v, nil)
         }
-        computing.insert(k)
+        computing.insert(key)
         condition.unlock()
         let t0 = Date()
         let v: Value
-        do { v = try Self.compute(sequences, params: params, layer: k) } catch {
-            condition.lock(); computing.remove(k); condition.broadcast(); condition.unlock()
+        do {
+            let seqs = sequences.map { $0().sorted { $0.lexicographicallyPrecedes($1) } } ?? self.sequences
+            v = try Self.compute(seqs, params: params, layer: key.layer)
+        } catch {
+            condition.lock(); computing.remove(key); condition.broadcast(); condition.unlock()
             throw error
         }
         condition.lock()
-        computing.remove(k)
-        values[k] = v
-        pins[k, default: 0] += 1
+        computing.remove(key)
+        values[key] = v
+        pins[key, default: 0] += 1
         condition.broadcast()
         condition.unlock()
         return (v, Date().timeIntervalSince(t0))
     }
 
-    func release(_ k: Int) {
+    func release(_ key: LayerCacheKey) {
         condition.lock()
         defer { condition.unlock() }
-        pins[k, default: 1] -= 1
+        pins[key, default: 1] -= 1
         tick += 1
-        lastUse[k] = tick
+        lastUse[key] = tick
         let unused = values.keys.filter { (pins[$0] ?? 0) == 0 }.sorted { (lastUse[$0] ?? 0) < (lastUse[$1] ?? 0) }
         for k in unused.prefix(max(0, unused.count - capacity)) { values[k] = nil }
     }
@@ -181,7 +194,7 @@ final class SweepContext: @unchecked Sendable {
     let evaluator: Evaluator
     private let tokenizerLock = NSLock()
 
-    /// Loads the data (training set tokenised, its images embedded once; the evaluation records).
+    /// Loads the data (training set tokenised, its image table lazy; the evaluation records).
     init(config: SweepConfig, base: CLIPModel, baseParams: TextTowerParameters<Float>, cacheCapacity: Int) throws {
         self.config = config
         self.base = base
@@ -192,10 +205,8 @@ final class SweepContext: @unchecked Sendable {
         self.baseParams = baseParams
         records = SweepData.limited(try SweepData.evaluationRecords(config.evalData, split: config.evalSplit), to: config.evaluationLimit)
         set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
-        var seqs = Set<[Int32]>()
-        for p in set.presence { seqs.insert(p.caption); seqs.insert(p.negated) }
-        for a in set.absence { seqs.insert(a.original); seqs.insert(a.rewritten) }
-        trainCache = LayerCacheStore(sequences: seqs.sorted { $0.lexicographicallyPrecedes($1) }, params: baseParams, capacity: cacheCapacity)
+        // per (layer, seed, steps): the runs of one unit at every rate share a seed's entry
+        trainCache = LayerCacheStore(sequences: [], params: baseParams, capacity: max(cacheCapacity, 2 * config.seeds.count + 2))
         evalCache = LayerCacheStore(sequences: [], params: baseParams, capacity: cacheCapacity)
         images = RecordedImageEmbeddings(try CLIPEmbeddingModel(base))
         var e = Evaluator()
@@ -212,8 +223,7 @@ final class SweepContext: @unchecked Sendable {
         var ids: [String: [Int32]] = [:]
         for t in recorder.texts where ids[t] == nil { ids[t] = tokenizer.encode(t) }
         evalIDs = ids
-        evalCache = LayerCacheStore(sequences: Set(ids.values).sorted { $0.lexicographicallyPrecedes($1) }, params: baseParams,
-                                    capacity: trainCache.capacity)
+        evalCache = LayerCacheStore(sequences: Array(Set(ids.values)), params: baseParams, capacity: evalCache.capacity)
         return baseMetrics
     }
 
@@ -238,11 +248,11 @@ final class SweepContext: @unchecked Sendable {
         let k = config.layerCache ? startLayer(groups, layers: layers) : nil
         var start: (layer: Int, states: LayerCacheStore.Value)?
         if let k {
-            let (states, computed) = try evalCache.acquire(k)
+            let (states, computed) = try evalCache.acquire(LayerCacheKey(layer: k))
             if let computed { onCache(k, states.count, computed) }
             start = (k, states)
         }
-        defer { if let k { evalCache.release(k) } }
+        defer { if let k { evalCache.release(LayerCacheKey(layer: k)) } }
         let model = InMemoryTextModel(params: params, ids: evalIDs, start: start, images: images, tokenize: { [unowned self] in self.tokenize($0) })
         return try SweepData.metrics(evaluator.evaluate(model: model, name: name, records: records), file: config.evalData[0].path)
     }
@@ -260,14 +270,18 @@ final class SweepContext: @unchecked Sendable {
         let opt = TextOptimizer(parameters: params, trainable: groups, config: OptimizationConfig(
             schedule: CosineSchedule(baseLR: rate, warmup: warmup(steps: steps), steps: steps),
             adamW: AdamWConfig(weightDecay: config.weightDecay), clipNorm: nil))
+        // what this run's batches touch: their images (embedded on first use) and captions
+        let touched = batcher.touched(steps: 0..<steps)
+        try set.lazyImages?.ensure(touched.images)
         let k = config.layerCache ? startLayer(groups, layers: layers) : nil
+        let cacheKey = k.map { LayerCacheKey(layer: $0, seed: seed, steps: steps) }
         var cache: LayerCacheStore.Value?
-        if let k {
-            let (states, computed) = try trainCache.acquire(k)
-            if let computed { onCache(k, states.count, computed) }
+        if let cacheKey {
+            let (states, computed) = try trainCache.acquire(cacheKey, sequences: { touched.sequences })
+            if let computed { onCache(cacheKey.layer, states.count, computed) }
             cache = states
         }
-        defer { if let k { trainCache.release(k) } }
+        defer { if let cacheKey { trainCache.release(cacheKey) } }
 
         var losses: [Double] = []
         var log: StepLog?

@@ -37,6 +37,9 @@ extension Sweep {
     /// The runs and settings of `config`'s sweep (loads the model's config and hashes the model and
     /// the data files; trains nothing).
     public static func plan(_ config: SweepConfig) throws -> SweepPlan {
+        // a plan lists every run up front: no rate screen (its second stage depends on the first)
+        var config = config
+        config.rateScreenSeeds = nil
         try checkBudget(config)
         let base = try CLIPModel.load(directory: config.model)
         guard let text = base.config.text else {

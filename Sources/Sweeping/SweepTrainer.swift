@@ -14,7 +14,9 @@ public final class SweepTrainer: UnitTrainer {
     let progress: (SweepProgress) -> Void
     /// Final weights of fixed-budget runs (the trained groups only), so `wiseCurve` after `train`
     /// does not train again; the newest `keptRuns` are kept.
-    var trainedWeights: [String: [[Float]]] = [:]
+    var trainedWeights: [String: Kept] = [:]
+    /// A fixed-budget run's final weights (trained groups), its measured metrics and loss curve.
+    struct Kept { var weights: [[Float]]; var metrics: SweepMetrics; var losses: [Double] }
     var trainedOrder: [String] = []
     let keptRuns = 32
 
@@ -30,7 +32,7 @@ public final class SweepTrainer: UnitTrainer {
         context = try SweepContext(config: config, base: model, baseParams: params, cacheCapacity: 4)
         self.progress = progress
         progress(.prepared(presenceItems: context.set.presence.count, absenceItems: context.set.absence.count,
-                           images: context.set.imageEmbeds.count / max(1, context.set.dim), evalRecords: context.records.count,
+                           images: context.set.imageCount, evalRecords: context.records.count,
                            runs: 0, alreadyDone: 0, seconds: Date().timeIntervalSince(t0)))
         let tb = Date()
         let m = try context.evaluateBase()
@@ -89,35 +91,43 @@ public final class SweepTrainer: UnitTrainer {
         let u = try planned(unit)
         guard alphas.allSatisfy({ $0.isFinite }) else { throw SweepError.settings("wiseCurve: alphas must be finite, found \(alphas)") }
         // θ1 per seed (trained now, or kept from an earlier `train` with the same unit, rate, steps, seed)
-        var thetas: [UInt64: (weights: [[Float]], losses: [Double])] = [:]
+        var thetas: [UInt64: Kept] = [:]
         var missing: [UInt64] = []
         for seed in seeds {
-            if let w = trainedWeights[Self.key(u, rate: learningRate, steps: steps, seed: seed)] { thetas[seed] = (w, []) } else { missing.append(seed) }
+            if let w = trainedWeights[Self.key(u, rate: learningRate, steps: steps, seed: seed)] { thetas[seed] = w } else { missing.append(seed) }
         }
         if !missing.isEmpty {
             for r in try runSeeds(u, learningRate: learningRate, seeds: missing, steps: steps, stopping: nil, after: { _, _ in }) {
-                thetas[r.run.seed] = (trainedWeights[Self.key(u, rate: learningRate, steps: steps, seed: r.run.seed)]!, r.run.losses)
+                thetas[r.run.seed] = trainedWeights[Self.key(u, rate: learningRate, steps: steps, seed: r.run.seed)]!
             }
         }
         let sortedAlphas = alphas.sorted()
-        let jobs = sortedAlphas.flatMap { a in seeds.map { (alpha: a, seed: $0) } }
+        // alpha 1 is θ1 itself, measured when it was trained; alpha 0 is the base weights, the same
+        // for every seed: measured once (in memory, as every point)
+        let jobs = sortedAlphas.flatMap { a in a == 1 ? [] : (a == 0 ? [(alpha: a, seed: seeds[0])] : seeds.map { (alpha: a, seed: $0) }) }
         let ctx = context
-        let runs: [SweepRun] = try RunPool.run(count: jobs.count, threads: context.config.resolvedParallelRuns, { i, _ in
+        let measured: [SweepMetrics] = try RunPool.run(count: jobs.count, threads: context.config.resolvedParallelRuns, { i, _ in
             let job = jobs[i]
             let params = ctx.baseParams.converted(to: Float.self)
             let a = Float(job.alpha)
-            let tensors = params.tensors.filter { u.groups.contains($0.group) }
-            let base = ctx.baseParams.tensors.filter { u.groups.contains($0.group) }
-            for ((t, b), w) in zip(zip(tensors, base), thetas[job.seed]!.weights) {
-                // θ = (1 - α) θ0 + α θ1
-                for j in 0..<t.tensor.count { t.tensor.data[j] = (1 - a) * b.tensor.data[j] + a * w[j] }
+            if a != 0 {
+                let tensors = params.tensors.filter { u.groups.contains($0.group) }
+                let base = ctx.baseParams.tensors.filter { u.groups.contains($0.group) }
+                for ((t, b), w) in zip(zip(tensors, base), thetas[job.seed]!.weights) {
+                    // θ = (1 - α) θ0 + α θ1
+                    for j in 0..<t.tensor.count { t.tensor.data[j] = (1 - a) * b.tensor.data[j] + a * w[j] }
+                }
             }
-            let m = try ctx.measure(params, groups: u.groups, name: u.name)
-            return SweepRun(window: u.name, blocks: u.blocks, seed: job.seed, learningRate: learningRate, steps: steps, metrics: m,
-                            losses: thetas[job.seed]!.losses)
+            return try ctx.measure(params, groups: u.groups, name: u.name)
         }, deliver: { (_: Event) in })
-        return sortedAlphas.enumerated().map { ai, a in
-            let rs = Array(runs[(ai * seeds.count)..<((ai + 1) * seeds.count)])
+        var byJob: [Double: [UInt64: SweepMetrics]] = [:]
+        for (job, m) in zip(jobs, measured) { byJob[job.alpha, default: [:]][job.seed] = m }
+        return sortedAlphas.map { a in
+            let rs = seeds.map { seed in
+                let m = a == 1 ? thetas[seed]!.metrics : (a == 0 ? byJob[0]![seeds[0]]! : byJob[a]![seed]!)
+                return SweepRun(window: u.name, blocks: u.blocks, seed: seed, learningRate: learningRate, steps: steps, metrics: m,
+                                losses: thetas[seed]!.losses)
+            }
             return WisePoint(alpha: a, runs: rs, effect: UnitEffect(runs: rs, base: base))
         }
     }
@@ -150,7 +160,7 @@ public final class SweepTrainer: UnitTrainer {
             for r in results {
                 let key = Self.key(u, rate: learningRate, steps: steps, seed: r.run.seed)
                 if trainedWeights[key] == nil { trainedOrder.append(key) }
-                trainedWeights[key] = r.weights
+                trainedWeights[key] = Kept(weights: r.weights, metrics: r.run.metrics, losses: r.run.losses)
             }
             while trainedOrder.count > keptRuns { trainedWeights[trainedOrder.removeFirst()] = nil }
         }

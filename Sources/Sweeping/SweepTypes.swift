@@ -130,10 +130,13 @@ public struct SweepResult: Codable, Sendable, Equatable {
     /// "default" or "thorough" (wider grid and the budget check).
     public var mode: String
     public var budgetCheck: BudgetCheck?
+    /// The seeds every rate ran on when the grid was screened (`SweepConfig.rateScreenSeeds`): the
+    /// other seeds ran each unit's screened rate only. nil: every rate ran every seed.
+    public var rateScreenSeeds: [UInt64]?
 
     enum CodingKeys: String, CodingKey {
         case base, units, runs, steps, batch, loss, windows, mode
-        case learningRates = "learning_rates", budgetCheck = "budget_check"
+        case learningRates = "learning_rates", budgetCheck = "budget_check", rateScreenSeeds = "rate_screen_seeds"
     }
 
     public init(base: SweepMetrics, units: [SweepUnit], runs: [SweepRun], steps: Int, learningRates: [Double], batch: Int,

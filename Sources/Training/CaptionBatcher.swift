@@ -48,6 +48,33 @@ public final class CaptionBatcher: @unchecked Sendable {
         return .hidden(ids: ids, layer: layer, states: ids.flatMap { cached[$0]! })
     }
 
+    /// Image rows and distinct caption sequences of the batches of `steps` (what a run of those
+    /// steps touches).
+    public func touched(steps: Range<Int>) -> (images: Set<Int>, sequences: Set<[Int32]>) {
+        var images = Set<Int>(), seqs = Set<[Int32]>()
+        for step in steps {
+            if loss.kind.usesPresence {
+                for i in presenceOrder.batch(step, size: presenceBatch) {
+                    let p = data.presence[i]
+                    images.insert(p.image); seqs.insert(p.caption); seqs.insert(p.negated)
+                }
+            }
+            if loss.kind.usesAbsence {
+                for i in absenceOrder.batch(step, size: absenceBatch) {
+                    let a = data.absence[i]
+                    images.insert(a.image); seqs.insert(a.original); seqs.insert(a.rewritten)
+                }
+            }
+        }
+        return (images, seqs)
+    }
+
+    /// With a lazy image table, embeds the rows the batches of `steps` use (before `inputs(step:)`).
+    public func ensureImages(steps: Range<Int>) throws {
+        guard let lazy = data.lazyImages else { return }
+        try lazy.ensure(touched(steps: steps).images)
+    }
+
     public func inputs(step: Int) -> (any EmbeddingLoss, [LossInput<Float>]) {
         var inputs: [LossInput<Float>] = []
         if loss.kind.usesPresence {

@@ -52,17 +52,29 @@ public struct CaptionTrainingData: Sendable {
         return CaptionTrainingSet(imageEmbeds: embeds, dim: dim, presence: presence, absence: absence)
     }
 
+    /// The training set with a lazy image table (`LazyImageEmbeddings`): nothing embedded yet; each
+    /// row is embedded alone by `embedder` when a run's `ensure` asks for it.
+    public func lazyTrainingSet(embedder: CLIPEmbeddingModel, dim: Int) -> CaptionTrainingSet {
+        var set = CaptionTrainingSet(imageEmbeds: [], dim: dim, presence: presence, absence: absence)
+        set.lazyImages = LazyImageEmbeddings(paths: imagePaths, dim: dim) { try embedder.embedImages([ImageRequest(path: $0)]) }
+        return set
+    }
+
     /// The one way a caption training set is built (`negclip train` and the sweep): the caption records
     /// of `split` in `url` tokenised by `tokenizer` (record order, images numbered by first appearance),
     /// then every image embedded once by `model`'s frozen vision tower, 64 at a time. Returns the set and
     /// the reading (bad lines, truncations). Throws naming `url` when the split has no caption records.
+    /// With `lazyImages`, no image is embedded here: each run embeds the rows its batches use
+    /// (`CaptionBatcher.ensureImages`), one image at a time (the sweep's short runs).
     public static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer,
-                                   alpha: AlphaHandling = .compositeOnWhite) throws -> (set: CaptionTrainingSet, data: CaptionTrainingData) {
+                                   alpha: AlphaHandling = .compositeOnWhite, lazyImages: Bool = false) throws -> (set: CaptionTrainingSet, data: CaptionTrainingData) {
         let data = try read(url, split: split, tokenizer: tokenizer)
         guard !data.imagePaths.isEmpty else {
             throw TrainingError.input("\(url.path): field 'split': expected caption records with split \(split) to fine-tune on, found none (\(data.loaded.summary))")
         }
-        let set = try data.trainingSet(embedder: try CLIPEmbeddingModel(model, alpha: alpha), dim: model.config.projectionDim)
+        let embedder = try CLIPEmbeddingModel(model, alpha: alpha)
+        if lazyImages { return (data.lazyTrainingSet(embedder: embedder, dim: model.config.projectionDim), data) }
+        let set = try data.trainingSet(embedder: embedder, dim: model.config.projectionDim)
         return (set, data)
     }
 }

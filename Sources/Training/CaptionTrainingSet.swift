@@ -25,18 +25,73 @@ public struct AbsenceItem: Sendable, Equatable {
 /// What a text-side run trains on: the frozen image embeddings (computed once, [images, dim],
 /// not normalised) and the tokenised items that point into them.
 public struct CaptionTrainingSet: Sendable {
+    /// [images, dim]; empty when `lazyImages` embeds the rows on first use.
     public var imageEmbeds: [Float]
     public var dim: Int
     public var presence: [PresenceItem]
     public var absence: [AbsenceItem]
+    /// Image rows embedded when a run first needs them (`LazyImageEmbeddings.ensure`); nil: the
+    /// whole table is in `imageEmbeds`.
+    public var lazyImages: LazyImageEmbeddings?
     public init(imageEmbeds: [Float], dim: Int, presence: [PresenceItem], absence: [AbsenceItem]) {
         self.imageEmbeds = imageEmbeds; self.dim = dim; self.presence = presence; self.absence = absence
     }
 
-    func images(_ rows: [Int]) -> [Float] {
+    /// Rows of the image table: `imageEmbeds`, or (lazy) rows that `ensure` computed.
+    public var imageCount: Int { lazyImages?.count ?? imageEmbeds.count / max(1, dim) }
+
+    public func images(_ rows: [Int]) -> [Float] {
+        if let lazyImages { return lazyImages.rows(rows) }
         var out: [Float] = []
         out.reserveCapacity(rows.count * dim)
         for r in rows { out += imageEmbeds[(r * dim)..<((r + 1) * dim)] }
+        return out
+    }
+}
+
+/// A frozen image-embedding table filled on demand: a sweep of 10-step runs touches a few hundred of
+/// the world's 32,000 training images, so embedding all of them first was most of its start-up.
+/// Each image is embedded alone (a forward pass of one), so a row's numbers do not depend on which
+/// rows were asked for together, in which order, or by which thread: runs stay deterministic
+/// whatever runs side by side. (A row can differ from the batched table of `negclip train` in the
+/// last bits of float rounding.)
+public final class LazyImageEmbeddings: @unchecked Sendable {
+    public let paths: [String]
+    public let dim: Int
+    private let embed: (String) throws -> [Float]
+    private let lock = NSLock()
+    private var table: [Int: [Float]] = [:]
+
+    /// `embed`: one image path -> its `dim` embedding (not normalised).
+    public init(paths: [String], dim: Int, embed: @escaping (String) throws -> [Float]) {
+        self.paths = paths; self.dim = dim; self.embed = embed
+    }
+
+    public var count: Int { paths.count }
+
+    /// Rows embedded so far.
+    public var embedded: Int { lock.lock(); defer { lock.unlock() }; return table.count }
+
+    /// Embeds every row of `rows` not yet in the table (errors name the image file).
+    public func ensure<S: Sequence>(_ rows: S) throws where S.Element == Int {
+        lock.lock(); defer { lock.unlock() }
+        for r in Set(rows).sorted() where table[r] == nil {
+            let e = try embed(paths[r])
+            guard e.count == dim else {
+                throw TrainingError.input("\(paths[r]): expected a \(dim)-value image embedding, got \(e.count)")
+            }
+            table[r] = e
+        }
+    }
+
+    func rows(_ rows: [Int]) -> [Float] {
+        lock.lock(); defer { lock.unlock() }
+        var out: [Float] = []
+        out.reserveCapacity(rows.count * dim)
+        for r in rows {
+            guard let e = table[r] else { preconditionFailure("image row \(r) (\(paths[r])) used before LazyImageEmbeddings.ensure") }
+            out += e
+        }
         return out
     }
 }

@@ -33,7 +33,8 @@ struct SweepBench: ParsableCommand {
         try? FileManager.default.removeItem(at: config.out)
 
         // 1. Alone: one run at a time; training steps from the step events, the evaluation as a
-        // one-point WiSE curve at alpha 1 (the trained weights measured again, nothing trained).
+        // one-point WiSE curve at alpha 0.5 (one in-memory measurement per seed of weights of the
+        // unit's shape, nothing trained; alpha 1 would reuse the runs' own measurements).
         var alone = config
         alone.parallelRuns = 1
         var stepSeconds = 0.0
@@ -47,7 +48,7 @@ struct SweepBench: ParsableCommand {
             let before = stepSeconds
             _ = try trainer.train(unit, learningRate: lr, seeds: config.seeds, steps: steps, stopping: nil, checkpoints: nil)
             let te = Date()
-            _ = try trainer.wiseCurve(unit, learningRate: lr, seeds: config.seeds, steps: steps, alphas: [1])
+            _ = try trainer.wiseCurve(unit, learningRate: lr, seeds: config.seeds, steps: steps, alphas: [0.5])
             let e = Date().timeIntervalSince(te)
             evalSeconds += e
             let s = stepSeconds - before

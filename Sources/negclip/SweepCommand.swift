@@ -41,6 +41,8 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("train-split"), help: "Split of --data to fine-tune on.") var trainSplit = "train"
     @Option(name: .customLong("eval-limit"), help: ArgumentHelp("Measure on the first N caption records and N queries of --eval-split (default: all).", valueName: "N"))
     var evalLimit: Int?
+    @Option(name: .customLong("rate-screen-seeds"), help: ArgumentHelp("Screen the rate grid on the first N seeds; the other seeds run each unit's screened rate only (probe-layers' default mode uses 2; default: every rate on every seed).", valueName: "N"))
+    var rateScreenSeeds: Int?
     @Option(name: .customLong("eval-split"), help: "Split of --eval-data to measure on.") var evalSplit = "val"
     @Option(name: .long, help: ArgumentHelp("Sweep folder (rerun the same command to resume).", valueName: "dir")) var out: String
     @Option(name: .long, help: "Comma-separated seeds (data order); one run per unit, rate and seed.")
@@ -112,6 +114,10 @@ struct SweepCommand: ParsableCommand {
         config.budgetCheckUnits = budgetCheckUnits.map { $0.split(separator: ",").map(String.init) }
         config.parallelRuns = parallelRuns
         config.evaluationLimit = evalLimit
+        if let n = rateScreenSeeds {
+            guard n >= 1 else { throw ValidationError("--rate-screen-seeds \(n): expected at least 1 seed") }
+            config.rateScreenSeeds = n
+        }
         func onOff(_ v: String?, _ option: String) throws -> Bool? {
             switch v {
             case nil: return nil
@@ -158,7 +164,7 @@ struct SweepCommand: ParsableCommand {
         let result = try Sweep.run(config) { event in
             switch event {
             case let .prepared(p, a, images, records, runs, done, seconds):
-                logLine(String(format: "sweep: %d presence + %d absence training items, %d images embedded, %d evaluation records (%.1f s); %d runs, %d already done",
+                logLine(String(format: "sweep: %d presence + %d absence training items, %d training images (each embedded when a run first uses it), %d evaluation records (%.1f s); %d runs, %d already done",
                                p, a, images, records, seconds, runs, done))
             case let .baseEvaluated(m, seconds):
                 logLine(String(format: "base: presence %.3f absence %.3f t2i R@1 %.3f i2t R@1 %.3f (%.1f s)",
@@ -169,6 +175,9 @@ struct SweepCommand: ParsableCommand {
                 logLine(String(format: "evaluation cache: hidden_states[%d] of %d texts (%.1f s)", layer, texts, seconds))
             case let .seedAdded(seed, runs):
                 logLine("sweep: not yet stable; seed \(seed) added (\(runs) runs)")
+            case let .ratesScreened(seeds, rates, runs):
+                logLine("sweep: rates screened on seeds \(seeds.map(String.init).joined(separator: ",")): "
+                        + rates.map { "\($0.unit) \(Sweep.rateTag($0.rate))" }.joined(separator: ", ") + "; \(runs) runs at those rates")
             case let .budgetCheck(units, steps, runs):
                 logLine("sweep: budget check, \(units.count) units at their best rate for \(steps) steps (\(runs) runs)")
             case let .runStarted(index, total, window, seed, from):

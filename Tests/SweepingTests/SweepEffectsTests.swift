@@ -48,6 +48,26 @@ import Testing
         #expect(SweepEffects.bestRates(all, bound: 0.06)[1].learningRate == 1e-2)
     }
 
+    /// The screen decides on point means (two seeds' t intervals are too wide); the final best rate
+    /// compares only the rates that ran the unit's most seeds.
+    @Test func screenUsesMeansAndBestRateKeepsTheRateWithMostSeeds() {
+        var runs: [SweepRun] = []
+        for s in 0..<2 as Range<UInt64> {
+            let d = Double(s) * 0.01
+            // lr 1e-2: mean drop 1.5 points (within 2) but its 2-seed interval reaches far above
+            runs.append(run("block.0", lr: 1e-3, seed: s, presence: 0.65, absence: 0.12, t2i: 0.6, i2t: 0.4))
+            runs.append(run("block.0", lr: 1e-2, seed: s, presence: 0.8, absence: 0.2, t2i: 0.59 - d, i2t: 0.4))
+        }
+        let screen = SweepEffects.effects(runs, base: base)
+        #expect(!screen[1].withinBound(0.02))
+        #expect(SweepEffects.screenedRates(screen, bound: 0.02).map(\.learningRate) == [1e-2])
+        #expect(SweepEffects.bestRates(screen, bound: 0.02).map(\.learningRate) == [1e-3])
+        // seeds 2-4 at the screened rate: it is now the only rate with every seed
+        for s in 2..<5 as Range<UInt64> { runs.append(run("block.0", lr: 1e-2, seed: s, presence: 0.8, absence: 0.2, t2i: 0.59, i2t: 0.4)) }
+        let best = SweepEffects.bestRates(SweepEffects.effects(runs, base: base), bound: 0.02)
+        #expect(best.map(\.learningRate) == [1e-2] && best[0].seeds == [0, 1, 2, 3, 4])
+    }
+
     @Test func withinBoundUsesTheIntervalsUpperEnd() {
         // mean drop 1 point but a wide interval reaching past 2 points: not within the bound
         let runs = [run("b", lr: 1, seed: 0, presence: 0.6, absence: 0.1, t2i: 0.6, i2t: 0.4),

@@ -42,7 +42,7 @@ import Training
             let loaded = try CLIPEmbeddingModel(CLIPModel.load(directory: ckpt))
             let texts = ctx.evalIDs.keys.sorted()
             let k = startLayer(groups, layers: ctx.layers)
-            let states = try k.map { try ctx.evalCache.acquire($0).value }
+            let states = try k.map { try ctx.evalCache.acquire(LayerCacheKey(layer: $0)).value }
             let mem = InMemoryTextModel(params: trained.params, ids: ctx.evalIDs, start: k.map { ($0, states!) }, images: ctx.images,
                                         tokenize: { ctx.tokenize($0) })
             for start in stride(from: 0, to: texts.count, by: 64) {
@@ -53,7 +53,7 @@ import Training
                 let scale = b.map(abs).max() ?? 1
                 #expect(diff <= 1e-5 * max(1, scale), "\(groups): max |diff| \(diff)")
             }
-            if let k { ctx.evalCache.release(k) }
+            if let k { ctx.evalCache.release(LayerCacheKey(layer: k)) }
             var e = Evaluator()
             e.bootstrapResamples = 0
             let old = try SweepData.metrics(e.evaluate(model: TunedTextModel(text: loaded, images: ctx.images), name: "old", records: ctx.records),
@@ -159,6 +159,51 @@ import Training
         #expect(r.runs.count == 4)
         let capped = try Sweep.run(c, addSeedsUntil: { _ in false }, maxSeeds: 3)
         #expect(capped.seeds == [0, 1, 2])
+    }
+
+    /// Rate screen: every rate runs on the screen's seeds only; each unit's other seeds run the rate
+    /// the screen chose, which is then the unit's best rate (the only one with every seed).
+    @Test func rateScreenRunsTheOtherSeedsAtTheScreenedRate() throws {
+        let world = try SweepRunTests.world()
+        var c = Self.config(world, out: try Fixtures.tempDir("sweep-screen"))
+        c.learningRates = [1e-3, 3e-2]
+        c.steps = 2; c.seeds = [0, 1, 2]; c.blocks = [1, 2]; c.windows = [:]
+        c.rateScreenSeeds = 1
+        var screenedEvent: [(unit: String, rate: Double)] = []
+        let r = try Sweep.run(c) { if case let .ratesScreened(seeds, rates, runs) = $0 { #expect(seeds == [0] && runs == 4); screenedEvent = rates } }
+        #expect(r.rateScreenSeeds == [0])
+        #expect(r.runs.count == 2 * 2 * 1 + 2 * 2, "\(r.runs.map { Sweep.runFolderName(window: $0.window, learningRate: $0.learningRate, seed: $0.seed) })")
+        let screen = SweepEffects.screenedRates(SweepEffects.effects(r.runs.filter { $0.seed == 0 }, base: r.base, unitOrder: ["block.1", "block.2"]))
+        #expect(screen.map(\.unit) == screenedEvent.map(\.unit) && screen.map(\.learningRate) == screenedEvent.map(\.rate))
+        for e in screen {
+            let later = r.runs.filter { $0.window == e.unit && $0.seed > 0 }
+            #expect(later.map(\.seed).sorted() == [1, 2] && later.allSatisfy { $0.learningRate == e.learningRate })
+        }
+        let best = SweepEffects.bestRates(SweepEffects.all(r))
+        #expect(best.map(\.learningRate) == screen.map(\.learningRate) && best.allSatisfy { $0.seeds == [0, 1, 2] })
+        #expect(try Sweep.run(c) == r)   // a rerun reuses every run
+        // a plan lists every run: no screen
+        #expect(try Sweep.plan(c).runs.count == 2 * 2 * 3)
+    }
+
+    /// Training images are embedded one at a time on first use: the numbers do not depend on the
+    /// order or grouping of the requests, and equal the batched table within float rounding.
+    @Test func lazyImageRowsDoNotDependOnTheirOrder() throws {
+        let world = try SweepRunTests.world()
+        let base = try CLIPModel.load(directory: Self.model)
+        let tok = try #require(base.tokenizer)
+        let url = world.appendingPathComponent("captions.jsonl")
+        let eager = try CaptionTrainingData.trainingSet(url, split: "train", model: base, tokenizer: tok).set
+        let a = try CaptionTrainingData.trainingSet(url, split: "train", model: base, tokenizer: tok, lazyImages: true).set
+        let b = try CaptionTrainingData.trainingSet(url, split: "train", model: base, tokenizer: tok, lazyImages: true).set
+        let la = try #require(a.lazyImages), lb = try #require(b.lazyImages)
+        #expect(la.embedded == 0 && a.imageCount == eager.imageCount)
+        let rows = Array(0..<eager.imageCount)
+        try la.ensure(rows)
+        for r in rows.reversed() { try lb.ensure([r]) }
+        #expect(a.images(rows) == b.images(rows))
+        let diff = zip(a.images(rows), eager.images(rows)).map { abs($0 - $1) }.max() ?? 1
+        #expect(diff <= 1e-5, "max |lazy - batched| \(diff)")
     }
 
     /// Thorough mode: each unit at its best rate retrained at 4x the steps, with the cross-budget rho.
