@@ -63,14 +63,14 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The partial fine-tuning sweep: each block alone and windows of blocks, same budget, measured
         // on the validation split; its job plan (jobs.txt, Slurm, Kubernetes) for schedulers.
-        .target(name: "Sweeping", dependencies: ["BPETokenizer", "CBLAS", "CLIP", "NegationData", "Provenance", "Training"],
+        .target(name: "Sweeping", dependencies: ["BPETokenizer", "CBLAS", "CLIP", "NegationData", "Provenance", "TensorKernels", "Training"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The layer selector: probe-layers' report.json -> layers.json (trainable groups and why).
         .target(name: "Selection", dependencies: ["CLIP", "NegationData", "Provenance", "Sweeping"]),
         // Per-layer measurements of the text encoder (separation, linear probes, cross-validation, the
         // random-weights baseline), their ranking and the probe-layers report.
         .target(name: "Probing", dependencies: ["SeededRandom",
-            "CBLAS", "CLIP", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Selection", "Sweeping", "Training",
+            "CBLAS", "CLIP", "Dumping", "HiddenStateStore", "NegationData", "Provenance", "SafeTensors", "Selection", "Sweeping", "TensorKernels", "Training",
             .product(name: "Yams", package: "Yams"),
         ], swiftSettings: [.swiftLanguageMode(.v5)]),
         // The whole study (`negclip reproduce`): probe-layers, selection, training variants, evaluation,

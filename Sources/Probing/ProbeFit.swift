@@ -1,6 +1,7 @@
 import CBLAS
 import Foundation
 import NegationData
+import TensorKernels
 
 /// Settings of the probes' cross-validation.
 public struct ProbeSettings: Codable, Sendable, Equatable {
@@ -269,6 +270,8 @@ public enum ParallelJobs {
         let threads = openblas_get_num_threads()
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(threads) }
+        Parallel.beginOuterWorkers()
+        defer { Parallel.endOuterWorkers() }
         let shared = Shared<T>(count)
         withoutActuallyEscaping(job) { job in
             withoutActuallyEscaping(done) { done in

@@ -1,12 +1,14 @@
 import CBLAS
 import Foundation
+import TensorKernels
 
 /// Independent runs side by side: `count` tasks on `threads` worker threads, handed out in index
 /// order. Each task's events reach `deliver` on the calling thread in the order they were emitted,
 /// and the emitting task waits until its event was delivered (so a caller that stops in `deliver`
 /// stops the runs too). OpenBLAS is held to one thread per run (two runs on two cores instead of
 /// one run's GEMMs on two, and the same rounding whatever the number of runs); its setting is
-/// restored afterwards. With one thread everything runs inline on the calling thread. The first error stops handing out tasks
+/// restored afterwards, and the row-parallel kernels run inline in each run (`Parallel.withOuterWorkers`).
+/// With one thread everything runs inline on the calling thread. The first error stops handing out tasks
 /// and is rethrown once the running tasks have ended.
 enum RunPool {
     static func run<T, Event>(count: Int, threads wanted: Int,
@@ -21,6 +23,9 @@ enum RunPool {
         if threads == 1 {
             return try (0..<count).map { try body($0, deliver) }
         }
+        // the runs occupy the cores: kernels inside them run inline (no nested concurrentPerform)
+        Parallel.beginOuterWorkers()
+        defer { Parallel.endOuterWorkers() }
 
         let s = RunPoolState<T, Event>()
         s.running = threads

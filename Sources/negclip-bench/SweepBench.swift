@@ -19,6 +19,8 @@ struct SweepBench: ParsableCommand {
     @Option(help: "Learning rate of every run.") var lr = 1e-3
     @Option(help: "Seeds per unit.") var seeds = 2
     @Option(name: .customLong("parallel-runs"), help: "Runs side by side in the sweep.") var parallelRuns = SweepDefaults.parallelRuns
+    @Option(name: .customLong("eval-limit"), help: "Caption records and queries measured per run (0: the whole split; default: probe-layers' default).")
+    var evalLimit = SweepDefaults.evaluationLimit
     @Option(help: "Scratch folder for the sweep.") var out = NSTemporaryDirectory() + "negclip-sweep-bench"
 
     func run() throws {
@@ -30,6 +32,7 @@ struct SweepBench: ParsableCommand {
         config.steps = steps; config.batch = batch; config.learningRate = lr
         config.seeds = (0..<UInt64(seeds)).map { $0 }
         config.blocks = blocks; config.windows = [:]
+        config.evaluationLimit = evalLimit > 0 ? evalLimit : nil
         try? FileManager.default.removeItem(at: config.out)
 
         // 1. Alone: one run at a time; training steps from the step events, the evaluation as a
@@ -42,7 +45,7 @@ struct SweepBench: ParsableCommand {
         let trainer = try SweepTrainer(alone) { if case let .step(_, _, _, _, _, s, _) = $0 { stepSeconds += s } }
         let prep = Date().timeIntervalSince(t0)
         var evalSeconds = 0.0
-        print("sweep bench: \(blocks.count) units x \(seeds) seeds, \(steps) steps x batch \(batch), lr \(lr); preparation \(String(format: "%.1f", prep)) s")
+        print("sweep bench: \(blocks.count) units x \(seeds) seeds, \(steps) steps x batch \(batch), lr \(lr), \(config.evaluationLimit.map { "first \($0)" } ?? "all") caption records + queries measured; preparation \(String(format: "%.1f", prep)) s")
         for b in blocks {
             let unit = try trainer.unit(name: "block.\(b)", blocks: [b], groups: [])
             let before = stepSeconds
