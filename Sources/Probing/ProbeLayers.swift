@@ -100,12 +100,14 @@ public struct SweepSummary: Codable, Sendable {
     public var learningRates: [Double]?
     public var mode: String?
     public var budgetCheck: BudgetCheck?
+    /// The seeds every rate ran on when the rates were screened (`SweepResult.rateScreenSeeds`).
+    public var rateScreenSeeds: [UInt64]?
     /// Every run (not in report.json; probe-layers.h5 stores their loss curves).
     public var runs: [SweepRun] = []
 
     enum CodingKeys: String, CodingKey {
         case windows, base, settings, units, effects, steps, mode
-        case learningRates = "learning_rates", budgetCheck = "budget_check"
+        case learningRates = "learning_rates", budgetCheck = "budget_check", rateScreenSeeds = "rate_screen_seeds"
     }
 
     public static let metrics = ["presence", "absence", "retrieval_t2i", "retrieval_i2t"]
@@ -125,7 +127,7 @@ public struct SweepSummary: Codable, Sendable {
                     "batch": "\(r.batch)", "loss": r.loss, "mode": r.mode]
         let all = SweepEffects.all(r)
         units = r.units; effects = all; steps = r.steps; learningRates = r.learningRates; mode = r.mode
-        budgetCheck = r.budgetCheck; runs = r.runs
+        budgetCheck = r.budgetCheck; runs = r.runs; rateScreenSeeds = r.rateScreenSeeds
         // each unit at its own best rate (the rate the report's per-unit gains and rankings use)
         let best = SweepEffects.bestRates(all)
         windows = best.map { e in

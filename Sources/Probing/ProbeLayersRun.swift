@@ -11,6 +11,10 @@ import Provenance
 /// (models/negclip-mini, docs/data.md "Built-in model and world") on its world's validation split.
 public enum ProbeDefaults {
     public static let split = "val"
+    /// Inner folds that choose C in probe-layers' default mode (2: the nested cross-validation's
+    /// fits drop by a third, the default run's 10-minute budget); `--thorough` and `negclip
+    /// reproduce` use `ProbeSettings`' 3.
+    public static let innerFolds = 2
     /// (model folder, captions.jsonl) of the built-in run; the world is generated into the cache on
     /// first use.
     public static func modelAndData(progress: ((BuiltinWorldProgress) -> Void)? = nil) throws -> (model: URL, data: URL) {

@@ -45,6 +45,9 @@ extension ProbeReport {
         let best = SweepEffects.bestRates(effects, bound: bound)
         let seeds = Set(effects.flatMap(\.seeds)).count
         md += "Sweep mode **\(sw.mode ?? "default")**: \(sw.units?.count ?? best.count) units x \(sw.learningRates?.count ?? 1) learning rates (\(sw.learningRates?.map(rate).joined(separator: ", ") ?? "-")) x \(seeds) seeds, \(sw.steps ?? 0) steps each, measured on validation against the base model. "
+        if let screen = sw.rateScreenSeeds {
+            md += "The rates were screened on seed\(screen.count == 1 ? "" : "s") \(screen.map(String.init).joined(separator: ", ")): every rate ran there, and each unit's other seeds ran the rate the screen chose (its largest negation gain with an R@1 drop within the bound), so each unit is compared at that rate over every seed (`--thorough` runs every rate on every seed). "
+        }
         md += "Negation gain = mean of the presence and absence gains; R@1 drop = the larger of the t2i and i2t drops; intervals are 95% t intervals over seeds. The retrieval bound is \(String(format: "%.1f", bound * 100)) points, applied to the drop's interval.\n\n"
         if let s = r.selection {
             if let c = s.why.chosen {

@@ -38,6 +38,8 @@ struct ProbeLayersCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Cross-validation seeds, comma-separated.", valueName: "list")) var seeds: String = "0"
     @Option(name: .customLong("c"), help: "One inverse L2 strength C for every probe (scikit-learn's LogisticRegression C; default: chosen from --c-grid by nested cross-validation).") var c: Double?
     @Option(name: .customLong("c-grid"), help: ArgumentHelp("C values the nested cross-validation chooses from, comma-separated.", valueName: "list")) var cGrid: String = ProbeSettings().cGrid.map { "\($0)" }.joined(separator: ",")
+    @Option(name: .customLong("inner-folds"), help: ArgumentHelp("Folds of the inner cross-validation that chooses C (default: \(ProbeDefaults.innerFolds); with --thorough \(ProbeSettings().innerFolds)).", valueName: "N"))
+    var innerFolds: Int?
     @Option(help: "L-BFGS iterations per fit at most (fits that stop there are counted in report.json as not converged).") var maxIterations: Int = ProbeSettings().maxIterations
     @Option(help: "Seed of the random-weights network.") var randomSeed: UInt64 = 0
     @Flag(help: "Skip the random-weights baseline.") var noRandom = false
@@ -52,7 +54,7 @@ struct ProbeLayersCommand: ParsableCommand {
     var sweepSeeds: String = SweepDefaults.seeds.map(String.init).joined(separator: ",")
     @Option(name: .customLong("sweep-rates"), help: ArgumentHelp("Learning-rate grid every sweep unit runs, comma-separated (each unit is compared at its own best rate).", valueName: "list"))
     var sweepRates: String?
-    @Flag(help: "Thorough sweep: the wider rate grid and the budget check (ranking at B vs 4B steps); negclip reproduce always uses it.")
+    @Flag(help: "Thorough mode: the sweep's whole rate grid on every seed, the whole split measured, the budget check (ranking at B vs 4B steps), and 3 inner folds for C; negclip reproduce always uses it.")
     var thorough = false
     @Option(name: .customLong("sweep-eval-limit"), help: ArgumentHelp("Measure each sweep run on the first N caption records and N queries of the split (default: the sweep's default).", valueName: "N"))
     var sweepEvalLimit: Int?
@@ -168,6 +170,8 @@ struct ProbeLayersCommand: ParsableCommand {
         options.settings.cGrid = c.map { [$0] } ?? parsedCGrid!
         options.settings.maxIterations = maxIterations
         options.settings.bootstrapResamples = bootstrap
+        if let n = innerFolds, n < 2 { throw ValidationError("--inner-folds \(n): expected at least 2") }
+        options.settings.innerFolds = innerFolds ?? (thorough ? ProbeSettings().innerFolds : ProbeDefaults.innerFolds)
         var sweepSettings: ProbeLayersRequest.SweepSettings?
         if sweep, modelURL != nil, dataURL != nil {
             var s = ProbeLayersRequest.SweepSettings()

@@ -41,7 +41,7 @@ struct SweepCommand: ParsableCommand {
     @Option(name: .customLong("train-split"), help: "Split of --data to fine-tune on.") var trainSplit = "train"
     @Option(name: .customLong("eval-limit"), help: ArgumentHelp("Measure on the first N caption records and N queries of --eval-split (default: all).", valueName: "N"))
     var evalLimit: Int?
-    @Option(name: .customLong("rate-screen-seeds"), help: ArgumentHelp("Screen the rate grid on the first N seeds; the other seeds run each unit's screened rate only (probe-layers' default mode uses 2; default: every rate on every seed).", valueName: "N"))
+    @Option(name: .customLong("rate-screen-seeds"), help: ArgumentHelp("Screen the rate grid on the first N seeds; the other seeds run each unit's screened rate only (probe-layers' default mode uses 1; default: every rate on every seed).", valueName: "N"))
     var rateScreenSeeds: Int?
     @Option(name: .customLong("eval-split"), help: "Split of --eval-data to measure on.") var evalSplit = "val"
     @Option(name: .long, help: ArgumentHelp("Sweep folder (rerun the same command to resume).", valueName: "dir")) var out: String
