@@ -265,6 +265,52 @@ class ProbeLayers(_H5Reader):
         out["measure"] = list(g["measure"].asstr()[:])
         return out
 
+    def patching(self):
+        """The /patching group (activation patching; docs/probing.md, "Activation patching"), or None
+        when patching did not run. Every estimate array ends in a (mean, low, high) axis.
+
+        {"roles": [role names],
+         "pairs": {"source": "world_minimal_pair" | "swapped_absence_negation", "candidates",
+                   "skipped_unequal_length", "skipped_roles", "skipped_phrases", "aligned", "used", "limit": int}
+                  (None in files written before the counts),
+         "experiments": {"minimal_pairs" | "causal_tracing": {"restored": [role, layer, 3],
+                         "all_positions": [layer, 3], "decision": [3]}},
+         "slices": {"template:<name>" | "heldout-template": same as an experiment} (minimal pairs),
+         "attention_ablation", "mlp_ablation": [block, 3] or None, "heads": [block, head, 3] or None,
+         "items": {dataset name: array (strings decoded)} of /patching/items, or None}"""
+        if "patching" not in self.file:
+            return None
+        g = self.file["patching"]
+
+        def experiment(e):
+            return {k: e[k][:] for k in ("restored", "all_positions", "decision") if k in e}
+
+        out = {"roles": list(g["roles"].asstr()[:]), "pairs": None,
+               "experiments": {k: experiment(g[k]) for k in ("minimal_pairs", "causal_tracing") if k in g},
+               "slices": ({k: experiment(v) for k, v in g["minimal_pair_slices"].items()} if "minimal_pair_slices" in g else {}),
+               "attention_ablation": g["attention_ablation"][:] if "attention_ablation" in g else None,
+               "mlp_ablation": g["mlp_ablation"][:] if "mlp_ablation" in g else None,
+               "heads": g["heads"][:] if "heads" in g else None, "items": None}
+        if "pairs" in g:
+            p = g["pairs"]
+            out["pairs"] = {k: (_text(p[k].asstr()[0]) if k == "source" else int(p[k][0])) for k in p}
+        if "items" in g:
+            it = g["items"]
+            out["items"] = {k: (list(it[k].asstr()[:]) if it[k].dtype.kind in "OSU" else it[k][:]) for k in it}
+        return out
+
+    def patching_restored(self, experiment="minimal_pairs"):
+        """(layers, roles, [layer, role] mean fraction restored) of one experiment (or slice name),
+        for a layer x role heat map; None when absent."""
+        p = self.patching()
+        if p is None:
+            return None
+        e = p["experiments"].get(experiment) or p["slices"].get(experiment)
+        if e is None:
+            return None
+        restored = e["restored"][:, :, 0].T  # [layer, role]
+        return list(range(restored.shape[0])), p["roles"], restored
+
     def combined_score(self):
         return self.file["combined_score"][:]
 

@@ -323,14 +323,21 @@ public struct PatchingExperiment: Codable, Sendable {
 
 /// report.json `patching`.
 public struct PatchingResult: Codable, Sendable {
-    public static let format = "negclip.patching v1"
+    public static let format = "negclip.patching v2"  // v2: pairs (source and counts), minimal_pair_slices
     public var format = PatchingResult.format
     public var decision: String
     public var roles: [String]
     public var roleRule: String
-    /// A record's absence negation "X ... no Y" (true, clean) against the same words with the shown and
-    /// the absent object swapped, "Y ... no X" (false, corrupted), same token count and role positions.
+    /// The world's `minimal_pair` of each record: its true caption (clean) against its false caption
+    /// (corrupted), same words, same token count and role positions. Without minimal pairs in the data
+    /// (`pairSource` `swapped_absence_negation`): a record's absence negation "X ... no Y" (true, clean)
+    /// against the same words with the shown and the absent object swapped, "Y ... no X" (false).
     public var minimalPairs: PatchingExperiment?
+    /// Where the minimal pairs came from and what each filter left (nil in v1 reports).
+    public var pairs: PatchingPairCounts?
+    /// The minimal pairs' experiment per template (`template:<name>`) and for the held-out templates
+    /// (`heldout-template`); world minimal pairs only, empty otherwise (nil in v1 reports).
+    public var minimalPairSlices: [String: PatchingExperiment]?
     /// Quantmeyer et al. 2024: noise on the negator's embedding, one clean state restored.
     public var causalTracing: PatchingExperiment?
     /// [block]: fraction of the minimal-pair decision removed by mean-ablating the block's attention /
@@ -346,8 +353,9 @@ public struct PatchingResult: Codable, Sendable {
     public var seed: UInt64
 
     enum CodingKeys: String, CodingKey {
-        case format, decision, roles, heads, selection, seed
+        case format, decision, roles, heads, selection, seed, pairs
         case roleRule = "role_rule", minimalPairs = "minimal_pairs", causalTracing = "causal_tracing"
+        case minimalPairSlices = "minimal_pair_slices"
         case attentionAblation = "attention_ablation", mlpAblation = "mlp_ablation"
         case noiseStd = "noise_std", noiseSamples = "noise_samples"
     }
@@ -378,6 +386,49 @@ public struct PatchingItemRecord: Sendable {
     public var image: [Float]
     public var noise: [[Float]]?
     public var effects: PatchingItemEffects
+    /// World minimal pairs: the pair's template and tags ("heldout-template", ...); nil otherwise.
+    public var template: String? = nil
+    public var tags: [String] = []
+    /// Minimal pairs: the intact decision and, per block, the decision with the block's attention
+    /// ([k][0]) or MLP ([k][1]) output mean-ablated (`ActivationPatcher.ablate`).
+    public var ablation: (intact: Double, ablated: [[Double]])? = nil
+}
+
+/// Where the minimal pairs came from and how many each filter left (report.json `patching.pairs`).
+public struct PatchingPairCounts: Codable, Sendable, Equatable {
+    /// `world_minimal_pair` (the records' `minimal_pair`) or `swapped_absence_negation` (the fallback
+    /// for data without minimal pairs).
+    public var source: String
+    /// Records offering a pair (world: a minimal pair with both captions in the corpus and an image;
+    /// fallback: an image, an absence negation and both objects).
+    public var candidates: Int
+    /// Skipped: the two captions' token counts differ (positions would not align).
+    public var skippedUnequalLength: Int
+    /// Skipped: a role not found in one caption, or found at other positions in the other.
+    public var skippedRoles: Int
+    /// Skipped (fallback only): an object phrase not named exactly once, so no swap.
+    public var skippedPhrases: Int
+    /// Pairs that align; `used` of them (the first, in record order) were patched, at most `limit`.
+    public var aligned: Int
+    public var used: Int
+    public var limit: Int
+
+    public static let world = "world_minimal_pair", swappedAbsence = "swapped_absence_negation"
+
+    enum CodingKeys: String, CodingKey {
+        case source, candidates, aligned, used, limit
+        case skippedUnequalLength = "skipped_unequal_length", skippedRoles = "skipped_roles", skippedPhrases = "skipped_phrases"
+    }
+}
+
+/// One aligned minimal pair (clean = true caption, corrupted = false caption).
+public struct PatchingPair: Sendable {
+    public var entry: Int
+    public var clean: [Int32]
+    public var corrupt: [Int32]
+    public var roles: [PatchRole: [Int]]
+    public var template: String?
+    public var tags: [String]
 }
 
 public enum ActivationPatching {
@@ -400,6 +451,58 @@ public enum ActivationPatching {
         return String(text[..<first.lowerBound]) + firstText + String(text[first.upperBound..<second.lowerBound]) + secondText + String(text[second.upperBound...])
     }
 
+    /// The minimal pairs of `corpus`: the world's `minimal_pair` of each record (clean = its true
+    /// caption, corrupted = its false caption) when any record has one with both captions and an image;
+    /// otherwise (data without minimal pairs) the swapped absence negations. A pair is used only when its
+    /// two runs have the same token count and every role sits at the same positions in both (negated
+    /// object: the phrase each caption denies); the first `limit` aligned pairs in record order.
+    /// `encode`: the tokenizer with start and end tokens (the fallback tokenises its swapped text).
+    public static func pairs(corpus: ProbeCorpus, finder: PatchRoleFinder, eos: ([Int32]) -> Int, encode: (String) -> [Int32],
+                             limit: Int) -> ([PatchingPair], PatchingPairCounts) {
+        let world = corpus.entries.indices.filter { e in
+            let x = corpus.entries[e]
+            return x.image != nil && x.minimalPair != nil && x.texts[.minimalTrue] != nil && x.texts[.minimalFalse] != nil
+        }
+        var c = PatchingPairCounts(source: world.isEmpty ? PatchingPairCounts.swappedAbsence : PatchingPairCounts.world, candidates: 0,
+                                   skippedUnequalLength: 0, skippedRoles: 0, skippedPhrases: 0, aligned: 0, used: 0, limit: limit)
+        var out: [PatchingPair] = []
+        func add(_ e: Int, _ clean: [Int32], _ corrupt: [Int32], cleanObject: String?, corruptObject: String?, template: String?, tags: [String]) {
+            guard clean.count == corrupt.count else { c.skippedUnequalLength += 1; return }
+            guard let rc = finder.find(ids: clean, eosIndex: eos(clean), object: cleanObject),
+                  let rf = finder.find(ids: corrupt, eosIndex: eos(corrupt), object: corruptObject), rc == rf else { c.skippedRoles += 1; return }
+            c.aligned += 1
+            if out.count < limit { out.append(PatchingPair(entry: e, clean: clean, corrupt: corrupt, roles: rc, template: template, tags: tags)) }
+        }
+        if !world.isEmpty {
+            for e in world {
+                let x = corpus.entries[e], mp = x.minimalPair!
+                c.candidates += 1
+                // the true caption denies `negated`, the false one `affirmed`, at the same positions
+                add(e, corpus.tokenIDs[x.texts[.minimalTrue]!], corpus.tokenIDs[x.texts[.minimalFalse]!],
+                    cleanObject: mp.negated, corruptObject: mp.affirmed, template: mp.template.rawValue, tags: mp.tags)
+            }
+        } else {
+            for (e, x) in corpus.entries.enumerated() where x.image != nil {
+                // "X ... no Y" (true: X shown, Y absent) and the same text with X and Y swapped, "Y ... no X" (false)
+                guard let a = x.texts[.absenceNegated], let shown = x.negatedObject, let absent = x.absentObject else { continue }
+                c.candidates += 1
+                guard let swapped = Self.swap(corpus.texts[a], shown, absent) else { c.skippedPhrases += 1; continue }
+                add(e, corpus.tokenIDs[a], encode(swapped), cleanObject: absent, corruptObject: shown, template: nil, tags: [])
+            }
+        }
+        c.used = out.count
+        return (out, c)
+    }
+
+    static func selectionText(_ c: PatchingPairCounts) -> String {
+        let what = c.source == PatchingPairCounts.world
+            ? "minimal pairs from the world's `minimal_pair` of each record (clean = its true caption, corrupted = its false caption: same words, objects swapped)"
+            : "minimal pairs built from the absence negations, as the data has no `minimal_pair`: a record's absence negation \"X ... no Y\" (true of its image, clean) and the same text with the shown object X (the record's negated object) and the absent object Y swapped, \"Y ... no X\" (false, corrupted)"
+        var skipped = ["\(c.skippedUnequalLength) of unequal token length", "\(c.skippedRoles) with roles not found or at other positions"]
+        if c.source != PatchingPairCounts.world { skipped.append("\(c.skippedPhrases) with an object not named exactly once") }
+        return "\(what): \(c.candidates) candidates, skipped \(skipped.joined(separator: ", ")); \(c.aligned) aligned, \(c.used) used (at most \(c.limit))"
+    }
+
     /// Builds the items from the corpus entries (each needing an image and both negations), runs the
     /// four experiments, and returns the result with the per-item records.
     public static func run(model: CLIPModel, corpus: ProbeCorpus, imageEmbeds: (_ paths: [String]) throws -> [Float],
@@ -408,29 +511,16 @@ public enum ActivationPatching {
         guard let tokenizer = model.tokenizer else { throw ProbingError.config("activation patching needs the tokenizer of \(model.directory.path)") }
         let finder = PatchRoleFinder(encode: { tokenizer.encodeWithoutSpecialTokens($0) })
         let eos = { (ids: [Int32]) in model.config.text!.eosIndex(ids) }
-        var pairs: [(entry: Int, clean: [Int32], corrupt: [Int32], roles: [PatchRole: [Int]])] = []
+        let (pairs, pairCounts) = Self.pairs(corpus: corpus, finder: finder, eos: eos, encode: { tokenizer.encode($0) }, limit: settings.items)
         var traces: [(entry: Int, ids: [Int32], roles: [PatchRole: [Int]])] = []
-        var candidates = 0, sameLength = 0
-        for (e, entry) in corpus.entries.enumerated() where entry.image != nil {
-            guard let p = entry.texts[.presenceNegated], let a = entry.texts[.absenceNegated] else { continue }
-            let pi = corpus.tokenIDs[p], ai = corpus.tokenIDs[a]
-            let pr = finder.find(ids: pi, eosIndex: eos(pi), object: entry.negatedObject)
-            let ar = finder.find(ids: ai, eosIndex: eos(ai), object: entry.absentObject)
-            if traces.count < settings.items, let pr { traces.append((e, pi, pr)) }
-            if traces.count < settings.items, let ar { traces.append((e, ai, ar)) }
-            // The minimal pair: the absence negation "X ... no Y" (true: X shown, Y absent) and the same
-            // text with X and Y swapped, "Y ... no X" (false): same words, same length when the two
-            // phrases have the same token count, so every position aligns.
-            guard pairs.count < settings.items, let x = entry.negatedObject, let y = entry.absentObject, let ar else { continue }
-            candidates += 1
-            let xt = finder.encode(x), yt = finder.encode(y)
-            guard xt.count == yt.count, let swapped = Self.swap(corpus.texts[a], x, y) else { continue }
-            let si = tokenizer.encode(swapped)
-            guard si.count == ai.count else { continue }
-            sameLength += 1
-            if let sr = finder.find(ids: si, eosIndex: eos(si), object: x), sr == ar { pairs.append((e, ai, si, ar)) }
+        for (e, entry) in corpus.entries.enumerated() where entry.image != nil && traces.count < settings.items {
+            for (item, object) in [(ProbeTask.Item.presenceNegated, entry.negatedObject), (.absenceNegated, entry.absentObject)] {
+                guard traces.count < settings.items, let t = entry.texts[item] else { continue }
+                let ids = corpus.tokenIDs[t]
+                if let roles = finder.find(ids: ids, eosIndex: eos(ids), object: object) { traces.append((e, ids, roles)) }
+            }
         }
-        let selection = "minimal pairs: a record's absence negation \"X ... no Y\" (true of its image, clean) and the same text with the shown object X (the record's negated object) and the absent object Y swapped, \"Y ... no X\" (false, corrupted), where each phrase occurs once and both have the same token count: \(candidates) records with both objects, \(sameLength) swaps of equal length, \(pairs.count) used (role positions equal; at most \(settings.items)); causal tracing: the first \(traces.count) negation captions (both kinds) whose roles were found"
+        let selection = Self.selectionText(pairCounts) + "; causal tracing: the first \(traces.count) negation captions (both kinds) whose roles were found"
         // image embeddings of the entries used
         let used = Array(Set(pairs.map(\.entry) + traces.map(\.entry))).sorted()
         let paths = used.map { corpus.images[corpus.entries[$0].image!] }
@@ -457,7 +547,7 @@ public enum ActivationPatching {
             let item = PatchingItem(clean: p.clean, corrupt: p.corrupt, roles: p.roles, image: image[p.entry]!)
             pairItems.append(item)
             records.append(PatchingItemRecord(kind: "minimal_pair", clean: p.clean, corrupt: p.corrupt, roles: p.roles, image: item.image,
-                                              noise: nil, effects: try patcher.patch(item, heads: settings.heads)))
+                                              noise: nil, effects: try patcher.patch(item, heads: settings.heads), template: p.template, tags: p.tags))
             done += 1; progress(done, total)
         }
         for t in traces {
@@ -477,9 +567,10 @@ public enum ActivationPatching {
         if !pairItems.isEmpty {
             let means = try patcher.meanOutputs(pairItems.flatMap { [$0.clean, $0.corrupt] })
             var intact: [Double] = [], ablated: [[[Double]]] = []
-            for item in pairItems {
+            for (i, item) in pairItems.enumerated() {
                 let a = try patcher.ablate(item, means: means)
                 intact.append(a.decision); ablated.append(a.ablated)
+                records[i].ablation = (a.decision, a.ablated)   // the minimal pairs are the first records
                 done += 1; progress(done, total)
             }
             for k in 0..<patcher.blockCount {
@@ -490,8 +581,8 @@ public enum ActivationPatching {
                 }
             }
         }
-        func experiment(_ kind: String) -> PatchingExperiment? {
-            let rs = records.filter { $0.kind == kind }
+        func experiment(_ kind: String, where keep: (PatchingItemRecord) -> Bool = { _ in true }) -> PatchingExperiment? {
+            let rs = records.filter { $0.kind == kind && keep($0) }
             guard !rs.isEmpty else { return nil }
             let den = rs.map(\.effects.decision)
             let L = patcher.blockCount
@@ -514,8 +605,16 @@ public enum ActivationPatching {
                 PatchingStatistics.ratio(pr.map { $0.effects.heads[k][h] }, den, resamples: settings.bootstrapResamples, seed: settings.seed &+ UInt64(k * 31 + h))
             } }
         }
+        var slices: [String: PatchingExperiment] = [:]
+        for template in Set(pairs.compactMap(\.template)) {
+            slices["template:\(template)"] = experiment("minimal_pair") { $0.template == template }
+        }
+        if pairs.contains(where: { $0.tags.contains("heldout-template") }) {
+            slices["heldout-template"] = experiment("minimal_pair") { $0.tags.contains("heldout-template") }
+        }
         let result = PatchingResult(decision: PatchingResult.decisionDefinition, roles: PatchRole.allCases.map(\.rawValue),
                                     roleRule: PatchingResult.roleRuleText, minimalPairs: experiment("minimal_pair"),
+                                    pairs: pairCounts, minimalPairSlices: slices,
                                     causalTracing: experiment("causal_tracing"), attentionAblation: attention, mlpAblation: mlp,
                                     heads: heads, noiseStd: noiseStd, noiseSamples: settings.noiseSamples, selection: selection, seed: settings.seed)
         return (result, records)

@@ -15,7 +15,8 @@ import Sweeping
 /// replacement (the gains are means over seeds) and, for a measure with per-unit data (the gradient
 /// predictors: their batches), the units with replacement; `MeasureValidity.intervalOver` names which.
 /// The probes and the separation enter with their per-layer means (the report keeps no per-item
-/// values of them), so their intervals are over the sweep's seeds only.
+/// values of them), so their intervals are over the sweep's seeds only. Patching enters with its
+/// per-item numbers (ratio of means: `Measure.unitDenominators`), so its intervals redraw the items too.
 public enum PredictiveValidity {
     /// One measure's per-block scores.
     public struct Measure: Sendable {
@@ -26,9 +27,14 @@ public enum PredictiveValidity {
         public var units: [[Double]]?
         /// What a unit is ("gradient batches"), for `intervalOver`.
         public var unitsAre: String?
+        /// For a ratio of means (patching: restored over decision): each unit's denominator; a
+        /// replicate's block score is then the sum of its units' values over the sum of their
+        /// denominators, and `blockScores` must be that ratio over every unit.
+        public var unitDenominators: [Double]?
 
-        public init(name: String, blockScores: [Double], units: [[Double]]? = nil, unitsAre: String? = nil) {
+        public init(name: String, blockScores: [Double], units: [[Double]]? = nil, unitsAre: String? = nil, unitDenominators: [Double]? = nil) {
             self.name = name; self.blockScores = blockScores; self.units = units; self.unitsAre = unitsAre
+            self.unitDenominators = unitDenominators
         }
 
         /// A measure of layers (index = hidden_states index 0...L): block k scored by layer k + 1, times `sign`.
@@ -66,7 +72,7 @@ public enum PredictiveValidity {
         public var measuredBlocks: Int { presence.filter { !$0.isEmpty }.count }
     }
 
-    public static let rule = "Spearman rho between a measure's per-block scores (block k scored by layer k+1 for layer measures; higher = predicted better) and the sweep's per-block presence, absence and negation gains at each block's best rate; 95% percentile bootstrap redrawing the sweep's seeds per block (and the measure's batches for the gradient predictors); a measure predicts the sweep when the negation rho's interval lies above 0"
+    public static let rule = "Spearman rho between a measure's per-block scores (block k scored by layer k+1 for layer measures; higher = predicted better) and the sweep's per-block presence, absence and negation gains at each block's best rate; 95% percentile bootstrap redrawing the sweep's seeds per block (and the measure's units: batches for the gradient predictors, items for patching, as a ratio of means); a measure predicts the sweep when the negation rho's interval lies above 0"
 
     /// rho of every measure against the gains, with its interval; none when fewer than 3 blocks have
     /// sweep runs (no rank correlation to speak of).
@@ -82,9 +88,13 @@ public enum PredictiveValidity {
                 return Spearman.bootstrap(x, y, resamples: resamples, seed: seed) { rng in
                     var bx = x
                     if let units = m.units, !units.isEmpty {
-                        var sum = [Double](repeating: 0, count: L)
-                        for _ in units.indices { let u = units[rng.below(units.count)]; for k in 0..<L { sum[k] += u[k] } }
-                        bx = sum.map { $0 / Double(units.count) }
+                        var sum = [Double](repeating: 0, count: L), den = 0.0
+                        for _ in units.indices {
+                            let i = rng.below(units.count)
+                            for k in 0..<L { sum[k] += units[i][k] }
+                            den += m.unitDenominators?[i] ?? 1
+                        }
+                        bx = sum.map { $0 / den }
                     }
                     let by = side.prefix(L).map { v in v.isEmpty ? Double.nan : mean((0..<v.count).map { _ in v[rng.below(v.count)] }) }
                     return (bx, by)
@@ -128,7 +138,38 @@ public enum PredictiveValidity {
                                    unitsAre: "gradient batches"))
             }
         }
+        if let p = r.patching { out += patchingMeasures(p, items: r.patchingItems, blocks: r.layers.count - 1) }
         return out + extra
+    }
+
+    /// Patching as measures (higher = the block's output carries more of the decision):
+    /// `patching.<experiment>.<role>` scores block k by the fraction restored when hidden_states[k + 1]
+    /// (the layer block k produces) is patched at the role's rows; `patching.ablation.attention` /
+    /// `.mlp` by the fraction of the minimal-pair decision removed by mean-ablating block k's output.
+    /// With the per-item numbers (`items`, present in a run, not in a reloaded report.json) the
+    /// bootstrap also redraws the patching items (ratio of means, as the patching intervals).
+    public static func patchingMeasures(_ p: PatchingResult, items: [PatchingItemRecord], blocks L: Int) -> [Measure] {
+        var out: [Measure] = []
+        let kinds = [("minimal_pairs", "minimal_pair", p.minimalPairs), ("causal_tracing", "causal_tracing", p.causalTracing)]
+        for (key, kind, experiment) in kinds {
+            guard let e = experiment else { continue }
+            let rs = items.filter { $0.kind == kind }
+            for (j, role) in PatchRole.allCases.enumerated() {
+                guard let v = e.restored[role.rawValue], v.count == L + 1 else { continue }
+                let usable = rs.count == e.items && rs.allSatisfy { $0.effects.residual.count == L + 1 }
+                out.append(Measure(name: "patching.\(key).\(role.rawValue)", blockScores: (0..<L).map { v[$0 + 1].mean },
+                                   units: usable ? rs.map { r in (0..<L).map { r.effects.residual[$0 + 1][j] } } : nil,
+                                   unitsAre: "patching items", unitDenominators: usable ? rs.map(\.effects.decision) : nil))
+            }
+        }
+        let ablated = items.compactMap(\.ablation)
+        for (slot, name, per) in [(0, "attention", p.attentionAblation), (1, "mlp", p.mlpAblation)] where per.count == L {
+            let usable = !ablated.isEmpty && ablated.count == p.minimalPairs?.items && ablated.allSatisfy { $0.ablated.count == L }
+            out.append(Measure(name: "patching.ablation.\(name)", blockScores: per.map(\.mean),
+                               units: usable ? ablated.map { a in (0..<L).map { a.intact - a.ablated[$0][slot] } } : nil,
+                               unitsAre: "patching items", unitDenominators: usable ? ablated.map(\.intact) : nil))
+        }
+        return out
     }
 }
 

@@ -291,15 +291,8 @@ public enum ProbeLayersRun {
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
-        validityStages(&result, request: request, model: model, sweep: sweep, progress: progress)
-        if let policy = request.select {
-            t0 = Date()
-            progress(.stage("select"))
-            select(&result, policy: policy, request: request, sweep: sweep, makeTrainer: makeTrainer, progress: progress)
-            timings["select"] = Date().timeIntervalSince(t0)
-            result.timings["select"] = timings["select"]
-        }
-        // MARK: activation patching stage (ActivationPatching.swift; needs the model, records and images)
+        // MARK: activation patching stage (ActivationPatching.swift; needs the model, records and images;
+        // before the validity stages, which rank its per-block numbers)
         if let settings = request.patching, settings.items > 0, let model, model.vision != nil, !corpus.entries.isEmpty {
             t0 = Date()
             progress(.stage("patching"))
@@ -310,6 +303,14 @@ public enum ProbeLayersRun {
             result.timings["patching"] = Date().timeIntervalSince(t0)
         }
         // MARK: end of the patching stage
+        validityStages(&result, request: request, model: model, sweep: sweep, progress: progress)
+        if let policy = request.select {
+            t0 = Date()
+            progress(.stage("select"))
+            select(&result, policy: policy, request: request, sweep: sweep, makeTrainer: makeTrainer, progress: progress)
+            timings["select"] = Date().timeIntervalSince(t0)
+            result.timings["select"] = timings["select"]
+        }
         t0 = Date()
         progress(.stage("report"))
         try ProbeReport.write(result, to: request.out)

@@ -40,7 +40,7 @@ extension ProbeReport {
     static func patchingMarkdown(_ r: ProbeLayersResult, plotFiles: [String]) -> String {
         var md = "## Activation patching (causal evidence)\n\n"
         guard let p = r.patching else { return md + "Not run (`--no-patching`, or no model / image for the items).\n\n" }
-        md += "**Decision.** \(p.decision).\n\n**Roles.** \(p.roleRule).\n\n**Items.** \(p.selection). Causal tracing noise: std \(fmt(p.noiseStd)) (3 x the std of hidden_states[0]), \(p.noiseSamples) samples per item, seed \(p.seed).\n\n"
+        md += "**Decision.** \(p.decision).\n\n**Roles.** \(p.roleRule).\n\n\(pairsLine(p.pairs))**Items.** \(p.selection). Causal tracing noise: std \(fmt(p.noiseStd)) (3 x the std of hidden_states[0]), \(p.noiseSamples) samples per item, seed \(p.seed).\n\n"
         for (key, title, path) in patchingExperiments {
             guard let e = p[keyPath: path] else { md += "### \(title)\n\nNo items.\n\n"; continue }
             md += "### \(title)\n\n\(e.items) items, mean decision \(fmt(e.decision)) (logits_per_image units).\n\n"
@@ -51,6 +51,17 @@ extension ProbeReport {
             }
             md += "\n"
             if plotFiles.contains("patching-\(key).svg") { md += "![patching \(key)](patching-\(key).svg)\n\n" }
+        }
+        if let slices = p.minimalPairSlices, !slices.isEmpty {
+            md += "### Minimal pairs per template\n\nFraction restored per slice of the minimal pairs: for each role, the layer restoring most (with its interval).\n\n| slice | items | decision | " + PatchRole.allCases.map(\.rawValue).joined(separator: " | ") + " |\n|---|---|---|" + PatchRole.allCases.map { _ in "---|" }.joined() + "\n"
+            for (name, e) in slices.sorted(by: { $0.key < $1.key }) {
+                md += "| \(name) | \(e.items) | \(fmt(e.decision)) | " + PatchRole.allCases.map { role -> String in
+                    let v = e.restored[role.rawValue] ?? []
+                    guard let best = v.indices.filter({ v[$0].mean.isFinite }).max(by: { v[$0].mean < v[$1].mean }) else { return "-" }
+                    return "max \(fmt(v[best])) at layer \(best)"
+                }.joined(separator: " | ") + " |\n"
+            }
+            md += "\n"
         }
         if !p.attentionAblation.isEmpty {
             md += "### Mean-ablation per block (minimal pairs)\n\nFraction of the decision removed when the block's attention (`hook_attn_out`) or MLP (`hook_mlp_out`) output is replaced by its mean over the items' positions.\n\n| block | attention | MLP |\n|---|---|---|\n"
@@ -67,6 +78,12 @@ extension ProbeReport {
         return md
     }
 
+    static func pairsLine(_ c: PatchingPairCounts?) -> String {
+        guard let c else { return "" }
+        let phrases = c.source == PatchingPairCounts.world ? "" : ", \(c.skippedPhrases) object not named once"
+        return "**Pairs from** `\(c.source)`: \(c.used) used of \(c.aligned) aligned (\(c.candidates) candidates; skipped: \(c.skippedUnequalLength) unequal token length, \(c.skippedRoles) roles not aligned\(phrases)).\n\n"
+    }
+
     /// stdout lines: per experiment and role, the layer restoring most (with its interval).
     static func patchingSummary(_ r: ProbeLayersResult) -> String {
         guard let p = r.patching else { return "" }
@@ -77,7 +94,8 @@ extension ProbeReport {
                 guard let v = e.restored[role.rawValue], let best = v.indices.max(by: { v[$0].mean < v[$1].mean || !v[$0].mean.isFinite }) else { return nil }
                 return "\(role.rawValue) max \(fmt(v[best])) at layer \(best)"
             }
-            s += "patching \(key) (\(e.items) items): fraction restored, " + parts.joined(separator: "; ") + "\n"
+            let source = key == "minimal_pairs" ? p.pairs.map { ", pairs from \($0.source)" } ?? "" : ""
+            s += "patching \(key) (\(e.items) items\(source)): fraction restored, " + parts.joined(separator: "; ") + "\n"
         }
         return s
     }
@@ -86,9 +104,17 @@ extension ProbeReport {
         guard let p = r.patching else { return }
         func b(_ a: [Estimate]) -> [Double] { a.flatMap { [$0.mean, $0.low, $0.high] } }
         try w.write("/patching/roles", strings: p.roles)
-        for (key, _, path) in patchingExperiments {
-            guard let e = p[keyPath: path] else { continue }
-            let n = e.allPositions.count, g = "/patching/\(key)"
+        if let c = p.pairs {
+            try w.write("/patching/pairs/source", strings: [c.source])
+            for (key, v) in [("candidates", c.candidates), ("skipped_unequal_length", c.skippedUnequalLength), ("skipped_roles", c.skippedRoles),
+                             ("skipped_phrases", c.skippedPhrases), ("aligned", c.aligned), ("used", c.used), ("limit", c.limit)] {
+                try w.write("/patching/pairs/\(key)", [Double(v)], shape: [1], axes: "value")
+            }
+        }
+        let experiments = patchingExperiments.compactMap { x in p[keyPath: x.keyPath].map { ("/patching/\(x.key)", $0) } }
+            + (p.minimalPairSlices ?? [:]).sorted { $0.key < $1.key }.map { ("/patching/minimal_pair_slices/\($0.key)", $0.value) }
+        for (g, e) in experiments {
+            let n = e.allPositions.count
             try w.write("\(g)/restored", PatchRole.allCases.flatMap { role in (0..<n).flatMap { l -> [Double] in
                 let x = at(e.restored[role.rawValue] ?? [], l); return [x.mean, x.low, x.high] } },
                         shape: [PatchRole.allCases.count, n, 3], axes: "role,layer,bound")
@@ -110,6 +136,7 @@ extension ProbeReport {
         let maxRole = items.flatMap { i in PatchRole.allCases.map { i.roles[$0]?.count ?? 0 } }.max()!
         func padded(_ x: [Int32]) -> [Double] { x.map(Double.init) + Array(repeating: -1, count: len - x.count) }
         try w.write("/patching/items/kind", strings: items.map(\.kind))
+        try w.write("/patching/items/template", strings: items.map { $0.template ?? "" })
         try w.write("/patching/items/length", items.map { Double($0.clean.count) }, shape: [n], axes: "item")
         try w.write("/patching/items/clean_ids", items.flatMap { padded($0.clean) }, shape: [n, len], axes: "item,position")
         try w.write("/patching/items/corrupt_ids", items.flatMap { padded($0.corrupt) }, shape: [n, len], axes: "item,position")
@@ -124,6 +151,12 @@ extension ProbeReport {
         if let first = pairs.first {
             try w.write("/patching/items/heads", pairs.flatMap { $0.effects.heads.flatMap { $0 } },
                         shape: [pairs.count, first.effects.heads.count, first.effects.heads[0].count], axes: "minimal_pair,block,head")
+        }
+        let ablated = items.compactMap(\.ablation)
+        if let first = ablated.first {
+            try w.write("/patching/items/ablation_intact", ablated.map(\.intact), shape: [ablated.count], axes: "minimal_pair")
+            try w.write("/patching/items/ablated", ablated.flatMap { $0.ablated.flatMap { $0 } },
+                        shape: [ablated.count, first.ablated.count, 2], axes: "minimal_pair,block,output")
         }
         let traced = items.filter { $0.noise != nil }
         if let first = traced.first, let width = first.noise?.first.map({ $0.count / first.clean.count }) {

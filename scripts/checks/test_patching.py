@@ -14,8 +14,14 @@ CLIPModel recomputes each number with PyTorch forward hooks on the same inputs:
   ratio-of-means fraction removed compared with /patching/attention_ablation, /patching/mlp_ablation.
 
 The decision is s = exp(logit_scale) * cos(image_embeds, text_embeds); per item s(patched) - s(corrupt)
-must agree within 1e-4. Runs on the tiny CLIP fixture and on the built-in model (models/negclip-mini).
-Without torch/transformers it prints a loud SKIPPED line (a failure under CI).
+must agree within 1e-4. The minimal pairs must be the world's own (`minimal_pair` of the val records:
+clean = the true caption's token ids, corrupted = the false caption's). Runs on the tiny CLIP fixture
+and on the built-in model (models/negclip-mini). Without torch/transformers it prints a loud SKIPPED
+line (a failure under CI).
+
+`test_reader_matches_report_json` (no torch needed): notebooks-export/negclip_h5.py's `patching()`
+reads back every number report.json's `patching` holds (experiments, template slices, ablation,
+heads, pair counts), and plot_patching.py draws its heat map.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -34,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from negclip_cli import negclip_binary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "notebooks-export"))
 ATOL = 1e-4
 _cache: dict = {}
 
@@ -161,6 +170,7 @@ def _items(h5):
         L = lengths[i]
         roles = [[int(p) for p in g["role_positions"][i, r] if p >= 0] for r in range(g["role_positions"].shape[1])]
         item = dict(kind=kinds[i], clean=g["clean_ids"][i, :L].astype(int), corrupt=g["corrupt_ids"][i, :L].astype(int),
+                    template=(g["template"].asstr()[i] if "template" in g else ""),
                     roles=roles, image=g["image_embeds"][i], decision=float(g["decision"][i]),
                     restored=g["restored"][i], all_positions=g["all_positions"][i], noise=None)
         if kinds[i] == "causal_tracing":
@@ -180,6 +190,25 @@ def _check_model(model_dir: Path):
         kinds = {it["kind"] for it in items}
         assert kinds == {"minimal_pair", "causal_tracing"}, f"{path}: items of kinds {kinds} only (both experiments must be checked)"
         heads_ref = h5["patching/items/heads"][()] if "patching/items/heads" in h5 else None
+        ablated_ref = h5["patching/items/ablated"][()] if "patching/items/ablated" in h5 else None
+        source = h5["patching/pairs/source"].asstr()[0]
+    # the minimal pairs are the world's: each (clean, corrupt) is the tokenisation of one val record's
+    # minimal_pair (true, false)
+    assert source == "world_minimal_pair", f"{path}: pairs from {source}, expected the world's minimal_pair"
+    from transformers import CLIPTokenizer
+    tok = CLIPTokenizer.from_pretrained(str(model_dir))
+    world = {}
+    with open(_cache["world"] / "captions.jsonl") as f:
+        for line in f:
+            r = json.loads(line)
+            mp = r.get("minimal_pair")
+            if mp:
+                world[(tuple(tok(mp["true"])["input_ids"]), tuple(tok(mp["false"])["input_ids"]))] = mp["template"]
+    for it in items:
+        if it["kind"] == "minimal_pair":
+            key = (tuple(it["clean"]), tuple(it["corrupt"]))
+            assert key in world, f"{path}: minimal-pair item {key} is no record's minimal_pair"
+            assert world[key] == it["template"], f"{path}: template {it['template']} vs the record's {world[key]}"
         attn_ab = h5["patching/attention_ablation"][()] if "patching/attention_ablation" in h5 else None
         mlp_ab = h5["patching/mlp_ablation"][()] if "patching/mlp_ablation" in h5 else None
     worst = 0.0
@@ -238,17 +267,76 @@ def _check_model(model_dir: Path):
             b = m.score(m.run(it["corrupt"], edits_for(len(it["corrupt"])))[0], it["image"])
             return a - b
         intacts = [dec(it, lambda n: []) for it, _ in pairs]
-        for name, ref in (("attn_out", attn_ab), ("mlp_out", mlp_ab)):
+        for slot, (name, ref) in enumerate((("attn_out", attn_ab), ("mlp_out", mlp_ab))):
             for k in range(m.L):
                 num = den = 0.0
-                for (it, _), intact in zip(pairs, intacts):
+                for j, ((it, _), intact) in enumerate(zip(pairs, intacts)):
                     ablated = dec(it, lambda n: [((name, k), range(n), slice(None), np.tile(means[(name, k)], (n, 1)), False)])
+                    if ablated_ref is not None:
+                        diff = abs(ablated_ref[j, k, slot] - ablated)
+                        worst = max(worst, diff)
+                        assert diff <= ATOL, f"{model_dir.name} {name} ablation block {k} pair {j}: ours {ablated_ref[j, k, slot]}, transformers {ablated}"
                     num += intact - ablated
                     den += intact
                 diff = abs(num / den - ref[k, 0])
                 worst = max(worst, diff)
                 assert diff <= ATOL, f"{model_dir.name} {name} ablation block {k}: ours {ref[k, 0]}, transformers {num / den}"
     print(f"patching parity {model_dir.name}: {len(items)} items, max|diff| {worst:.2e} (tolerance {ATOL})")
+
+
+def _estimates(values):
+    """report.json estimates ({mean, low, high}; a non-finite value is null) as an [..., 3] array (NaN)."""
+    if isinstance(values, dict):
+        return np.array([np.nan if values.get(k) is None else values[k] for k in ("mean", "low", "high")], dtype=np.float64)
+    return np.stack([_estimates(v) for v in values]) if values else np.zeros((0, 3))
+
+
+def _same(name, ours, want):
+    ours, want = np.asarray(ours, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert ours.shape == want.shape, f"{name}: shape {ours.shape} in probe-layers.h5, {want.shape} in report.json"
+    # report.json writes a non-finite number as null; probe-layers.h5 keeps it (NaN or inf)
+    finite = np.isfinite(ours)
+    assert np.array_equal(finite, np.isfinite(want)), f"{name}: non-finite at other places: h5 {ours} vs report.json {want}"
+    assert np.array_equal(ours[finite], want[finite]), f"{name}: h5 {ours} vs report.json {want}"
+
+
+def test_reader_matches_report_json():
+    """negclip_h5.ProbeLayers.patching() on the tiny run gives report.json's patching numbers exactly."""
+    from negclip_h5 import open_probe_layers
+    import plot_patching
+
+    path = _report(ROOT / "Tests/Fixtures/tiny-clip")
+    rep = json.loads((path.parent / "report.json").read_text())["patching"]
+    with open_probe_layers(path) as f:
+        p = f.patching()
+        layers, roles, heat = f.patching_restored("minimal_pairs")
+    assert p is not None and p["roles"] == rep["roles"]
+    assert p["pairs"] == rep["pairs"], f"pairs: h5 {p['pairs']} vs report.json {rep['pairs']}"
+    assert p["pairs"]["source"] == "world_minimal_pair" and p["pairs"]["used"] > 0, p["pairs"]
+    checked = 0
+    named = [(k, p["experiments"][k], rep[k]) for k in ("minimal_pairs", "causal_tracing") if rep.get(k) is not None]
+    assert {k for k, _, _ in named} == set(p["experiments"]), f"experiments {set(p['experiments'])} vs report.json"
+    assert set(p["slices"]) == set(rep["minimal_pair_slices"]) and p["slices"], f"slices {set(p['slices'])}"
+    named += [(f"slice {k}", p["slices"][k], rep["minimal_pair_slices"][k]) for k in p["slices"]]
+    for name, ours, want in named:
+        _same(f"{name} restored", ours["restored"], np.stack([_estimates(want["restored"][r]) for r in rep["roles"]]))
+        _same(f"{name} all_positions", ours["all_positions"], _estimates(want["all_positions"]))
+        _same(f"{name} decision", ours["decision"], _estimates(want["decision"]))
+        checked += ours["restored"].size + ours["all_positions"].size + 3
+    for key in ("attention_ablation", "mlp_ablation"):
+        if rep[key]:
+            _same(key, p[key], _estimates(rep[key]))
+            checked += p[key].size
+    if rep["heads"]:
+        _same("heads", p["heads"], np.stack([_estimates(row) for row in rep["heads"]]))
+        checked += p["heads"].size
+    # the heat map helper is the minimal pairs' means, [layer, role]
+    _same("patching_restored", heat, p["experiments"]["minimal_pairs"]["restored"][:, :, 0].T)
+    assert roles == rep["roles"] and layers == list(range(heat.shape[0]))
+    png = path.parent / "patching.png"
+    assert plot_patching.main([str(path), "--out", str(png)]) == 0 and png.stat().st_size > 0
+    print(f"patching reader: {checked} numbers equal report.json's ({p['pairs']['used']} pairs from {p['pairs']['source']}, "
+          f"{len(p['slices'])} slices)")
 
 
 def test_patching_matches_transformers_tiny_clip():
