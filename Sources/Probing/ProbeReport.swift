@@ -11,6 +11,8 @@ public enum ProbeReport {
     public static let h5Schema = "negclip.probe_layers"
     /// 2: `tool` beside `tool_version` ("0.1.0"), `created_utc`. 3: the sweep's runs (loss curves),
     /// effects per unit x rate, budget check, and /selection (Pareto front, WiSE-FT curve, confirmations).
+    /// /probe_details (the probes' surface baselines, chosen C, convergence, MDL, tagged slices) is
+    /// a new top-level group, absent in older files; no existing key changed, so still 3.
     public static let h5SchemaVersion: Int64 = 3
 
     /// JSON with sorted keys; NaN (a layer a task skips, an interval of one value) becomes null.
@@ -106,7 +108,7 @@ public enum ProbeReport {
             for l in 0...L {
                 md += "| \(l) | \(fmt(at(p.model, l))) | \(fmt(at(p.random, l))) | \(fmt(at(p.gainOverRandom, l))) | \(fmt(at(p.gainOverBagOfWords, l))) | \(fmt(at(p.control, l))) | \(fmt(l < p.selectivity.count ? p.selectivity[l] : .nan)) |\n"
             }
-            md += "\n"
+            md += "\n" + fitsMarkdown(p, layers: L)
             if plotFiles.contains("probe-\(p.task.name).svg") { md += "![\(p.task.name)](probe-\(p.task.name).svg)\n\n" }
         }
         md += sweepSection(r, plotFiles: plotFiles)
@@ -207,6 +209,7 @@ public enum ProbeReport {
             }
             try w.write("\(g)/chance", [p.chance], shape: [1], axes: "value")
             try w.write("\(g)/bag_of_words", [p.bagOfWords.mean, p.bagOfWords.low, p.bagOfWords.high], shape: [3], axes: "bound")
+            try writeProbeFitsH5(p, group: "/probe_details/\(p.task.name)", layers: n, w)
         }
         if let sw = r.sweep, !sw.windows.isEmpty {
             try w.write("/sweep/window", strings: sw.windows.map(\.window))
