@@ -8,7 +8,9 @@ one per probe task (accuracy, random weights, control task, chance and bag-of-wo
 file holds the sweep (schema 3), OUT-sweep.png beside it: the Pareto front of negation gain vs R@1
 drop over every unit x rate, the WiSE-FT curve of the selected set and (thorough) the budget check.
 and when the report has them, OUT-measures.png adds the standardised separation, the gradient predictors per block
-and each measure's predictive validity.
+and each measure's predictive validity; when the file has /probe_details, OUT-mdl.png: per probe task
+the online code's compression per layer (trained, control task, random weights; 1 = the uniform
+code) and the trained network's accuracy on the held-out-template slice beside the rest.
 
 Plots, per stored layer (hidden_states index; 0 = embeddings), the mean cosine similarity between
 each caption and its negation at the end-of-text token (pairs linked by /text/pair_ids, grouped
@@ -117,6 +119,53 @@ def plot_probe_layers(path, out):
         fig.tight_layout()
         fig.savefig(out, dpi=110)
         plt.close(fig)
+
+
+def plot_probe_details(path, out):
+    """MDL compression per layer and the tagged slices of each probe task (/probe_details); False
+    when the file has none."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from negclip_h5 import open_probe_layers
+    from probe_h5_extras import probe_details
+
+    with open_probe_layers(path) as r:
+        details = {t: probe_details(r.file, t) for t in r.probe_tasks()}
+        details = {t: d for t, d in details.items() if d}
+        if not details:
+            return False
+        x = np.array(r.layers)
+        fig, axes = plt.subplots(2, len(details), figsize=(4.5 * len(details), 7), squeeze=False)
+        for j, (task, d) in enumerate(details.items()):
+            ax = axes[0][j]
+            for net, style in (("model", "-"), ("control", ":"), ("random", "--")):
+                if net in d.get("mdl", {}):
+                    ax.plot(x, d["mdl"][net]["compression"], style, marker="o", label=net if net != "model" else "trained")
+            ax.axhline(1, color="k", lw=0.8, ls=":", label="uniform code")
+            ax.set_title(f"MDL {task}")
+            ax.set_xlabel("layer (hidden_states index)")
+            ax.set_ylabel("compression (uniform / online bits)")
+            ax.legend(fontsize=7)
+            ax = axes[1][j]
+            for tag, s in sorted(d.get("slices", {}).items()):
+                for key, style in (("model", "-"), ("rest", "--")):
+                    arr = s[key]
+                    label = f"{tag} ({int(s['items'][0])})" if key == "model" else f"rest ({int(s['items'][1])})"
+                    ax.plot(x, arr[:, 0], style, marker="o", label=label)
+                    ax.fill_between(x, arr[:, 1], arr[:, 2], alpha=0.2)
+            if "baselines" in d:
+                for name, color in (("last_object", "tab:brown"), ("negator", "tab:pink")):
+                    ax.axhline(d["baselines"][name][0], color=color, lw=0.8, ls="-.", label=name)
+            ax.set_title(f"probe {task}: slices")
+            ax.set_xlabel("layer (hidden_states index)")
+            ax.set_ylabel("accuracy (trained)")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return True
 
 
 def plot_sweep(path, out):
@@ -254,6 +303,9 @@ def main(argv=None):
             measures = args.out.rsplit(".", 1)[0] + "-measures.png"
             if plot_measures(args.probe_layers, measures):
                 print(f"wrote {measures}", file=sys.stderr)
+            mdl = args.out.rsplit(".", 1)[0] + "-mdl.png"
+            if plot_probe_details(args.probe_layers, mdl):
+                print(f"wrote {mdl}", file=sys.stderr)
         except DumpError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -1,4 +1,5 @@
 import Foundation
+import NegationData
 import SeededRandom
 
 /// Hewitt & Liang (2019) control tasks for caption-level probes. A control task gives every *type*
@@ -9,6 +10,11 @@ import SeededRandom
 /// (which is what per-caption control labels gave: captions are nearly unique):
 /// - `template`: the caption with every object phrase replaced by a placeholder ("a X and no X");
 /// - `object`: the object phrases the caption names, as a set ("blue square|red circle");
+/// - `pair`: a minimal pair's two objects, unordered ("blue square|red circle"): the true and the
+///   false caption of a pair share it (per-caption types would give the two opposite truth labels
+///   two unrelated control labels), and it recurs across pairs (648 types for the built-in world's
+///   2,000 validation pairs), so a probe can memorise it; items without a minimal pair fall back to
+///   `object`;
 /// - `caption`: the caption text itself (kept for dumps without object names).
 public enum ControlTypes {
     /// The object phrases the corpus knows (each record's negated and absent objects), longest first.
@@ -47,11 +53,31 @@ public enum ControlTypes {
         switch kind {
         case .none: return nil
         case .caption: return texts
-        case .template, .object:
+        case .template, .object, .pair:
+            let pairs = kind == .pair ? minimalPairs(corpus) : [:]
             let phrases = objectPhrases(corpus)
-            if phrases.isEmpty { return texts }
-            return texts.map { let p = parse($0, phrases: phrases); return kind == .template ? p.template : p.objects }
+            return zip(ds.textIndex, texts).map { ti, text -> String in
+                if let m = pairs[ti] { return pairType(m) }
+                if phrases.isEmpty { return text }
+                let p = parse(text, phrases: phrases)
+                return kind == .template ? p.template : p.objects
+            }
         }
+    }
+
+    /// The `pair` type of a minimal pair: its two objects, sorted, lower-cased.
+    public static func pairType(_ m: MinimalPair) -> String {
+        [m.affirmed.lowercased(), m.negated.lowercased()].sorted().joined(separator: "|")
+    }
+
+    /// The minimal pair of every text that is a member of one (corpus text index -> pair).
+    static func minimalPairs(_ corpus: ProbeCorpus) -> [Int: MinimalPair] {
+        var out: [Int: MinimalPair] = [:]
+        for e in corpus.entries {
+            guard let m = e.minimalPair else { continue }
+            for item in [ProbeTask.Item.minimalTrue, .minimalFalse] { if let ti = e.texts[item] { out[ti] = m } }
+        }
+        return out
     }
 
     /// One label per distinct type, drawn from the empirical label distribution (seeded).

@@ -58,7 +58,7 @@ public enum ProbeFits {
             let f = ProbeLayers.features(ds, task: task, rows: net.rows(layer: job.layer, row: task.row)!, width: net.width, corpus: corpus)
             let y = job.network == .control ? controlLabels! : ds.labels
             let o = CrossValidation.run(f, labels: y, classes: classes, groups: groups, settings: s, bootstrapSeed: seed)
-            let mdl = OnlineCode.score(f, labels: y, classes: classes, groups: groups, C: o.fit.c, settings: s, seed: seed)
+            let mdl = OnlineCode.score(f, labels: y, classes: classes, groups: groups, settings: s, seed: seed)
             return (o, mdl)
         }
         let bow = outcomes[0].0
@@ -82,6 +82,10 @@ public enum ProbeFits {
             result.convergence.add(o.fit.convergence)
             if let mdl { result.convergence.add(mdl.convergence) }
         }
+        var perLayer = [[Double]?](repeating: nil, count: L + 1)
+        for l in layers { perLayer[l] = byJob["model.\(l)"]?.0.correct }
+        result.slices = ProbeSlices.compute(tags: ProbeSlices.tags(ds, corpus: corpus), correct: perLayer, groups: groups,
+                                            resamples: s.bootstrapResamples, seed: seed)
         for l in layers {
             guard let m = byJob["model.\(l)"]?.0 else { continue }
             result.model[l] = m.accuracy
@@ -120,5 +124,7 @@ extension ProbeResult {
         mdl = try c.decodeIfPresent([String: [MDLScore?]].self, forKey: .mdl) ?? [:]
         convergence = try c.decodeIfPresent(FitTally.self, forKey: .convergence) ?? FitTally()
         controlTypes = try c.decodeIfPresent(Int.self, forKey: .controlTypes)
+        baselines = try c.decodeIfPresent(SurfaceBaselines.self, forKey: .baselines)
+        slices = try c.decodeIfPresent([String: ProbeSlice].self, forKey: .slices) ?? [:]
     }
 }

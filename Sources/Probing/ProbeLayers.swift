@@ -67,9 +67,12 @@ public struct ProbeResult: Codable, Sendable {
     public var controlTypes: Int?
     /// Bag of words, last named object, negation cue alone: same folds (ProbeBaselines.swift).
     public var baselines: SurfaceBaselines?
+    /// The trained network's accuracy per tag of the minimal pairs ("heldout-template", ...) and on
+    /// the rest (ProbeSlices.swift); empty for tasks without tagged items.
+    public var slices: [String: ProbeSlice] = [:]
 
     enum CodingKeys: String, CodingKey {
-        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence, baselines
+        case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence, baselines, slices
         case bagOfWords = "bag_of_words", gainOverRandom = "gain_over_random", gainOverBagOfWords = "gain_over_bag_of_words"
         case controlTypes = "control_types"
     }

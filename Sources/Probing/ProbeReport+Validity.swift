@@ -56,12 +56,12 @@ extension ProbeReport {
                 var line = accuracy(best) + ", \(hook(best))"
                 if hasRandom { line += "; gain over random \(fmt(at(p.gainOverRandom, best)))" }
                 if hasBag { line += "; over bag of words \(fmt(at(p.gainOverBagOfWords, best)))" }
-                out.append(.init(kind: "representation", line: "probe \(p.task.name): best " + line))
+                out.append(.init(kind: "representation", line: "probe \(p.task.name): best " + line + beatsRandom(p.gainOverRandom, layers)))
             } else {
                 let randomBeaten = layers.contains { at(p.gainOverRandom, $0).low > 0 }
                 let what = hasRandom && !randomBeaten ? "the random-weights network" : "bag of words"
                 let g = top.map { hasRandom && !randomBeaten ? at(p.gainOverRandom, $0) : at(p.gainOverBagOfWords, $0) } ?? .missing
-                out.append(.init(kind: "representation", line: "probe \(p.task.name): no layer beats \(what) by its interval (best gain \(fmt(g.mean)) [\(fmt(g.low)), \(fmt(g.high))] at layer \(top.map(String.init) ?? "-")); no best layer" + (top.map { "; highest: \(accuracy($0))" } ?? "")))
+                out.append(.init(kind: "representation", line: "probe \(p.task.name): no layer beats \(what) by its interval (best gain \(fmt(g.mean)) [\(fmt(g.low)), \(fmt(g.high))] at layer \(top.map(String.init) ?? "-")); no best layer" + beatsRandom(p.gainOverRandom, layers) + (top.map { "; highest: \(accuracy($0))" } ?? "")))
             }
         }
         // representation: separation against the random-weights network
@@ -75,7 +75,7 @@ extension ProbeReport {
             }
             let layers = (0..<r.layers.count).filter { at(gain, $0).mean.isFinite }
             if let best = layers.filter({ at(gain, $0).low > 0 }).max(by: { at(gain, $0).mean < at(gain, $1).mean }) {
-                out.append(.init(kind: "representation", line: "separation.\(kind): best layer \(best) (\(hook(best))) \(what) \(fmt(at(gain, best)))"))
+                out.append(.init(kind: "representation", line: "separation.\(kind): best layer \(best) (\(hook(best))) \(what) \(fmt(at(gain, best)))" + beatsRandom(gain, layers)))
             } else {
                 let top = layers.max { at(gain, $0).mean < at(gain, $1).mean }
                 out.append(.init(kind: "representation", line: "separation.\(kind): no layer separates more than the random-weights network by its interval (\(what); best \(top.map { "\(fmt(at(gain, $0))) at layer \($0)" } ?? "-")); no best layer"))
@@ -101,6 +101,27 @@ extension ProbeReport {
             out.append(.init(kind: "validity", line: "\(v.measure): \(v.predicts ? "predicts the sweep" : "does not predict the sweep") (rho negation \(fmt(v.negation)), presence \(fmt(v.presence)), absence \(fmt(v.absence)))"))
         }
         return out
+    }
+
+    /// "; layers 1-4, 7 beat the random-weights network by their interval": every layer whose gain
+    /// over the random network has its interval above 0 ("" when none does or none was run).
+    static func beatsRandom(_ gain: [Estimate], _ layers: [Int]) -> String {
+        let up = layers.filter { at(gain, $0).hasInterval && at(gain, $0).low > 0 }
+        if up.isEmpty { return "" }
+        return "; \(up.count == 1 ? "layer" : "layers") \(layerRanges(up)) \(up.count == 1 ? "beats" : "beat") the random-weights network by \(up.count == 1 ? "its" : "their") interval"
+    }
+
+    /// Ascending layers as runs: [1, 2, 3, 5, 7, 8] -> "1-3, 5, 7-8".
+    static func layerRanges(_ layers: [Int]) -> String {
+        var parts: [String] = [], i = 0
+        let l = layers.sorted()
+        while i < l.count {
+            var j = i
+            while j + 1 < l.count && l[j + 1] == l[j] + 1 { j += 1 }
+            parts.append(j == i ? "\(l[i])" : "\(l[i])-\(l[j])")
+            i = j + 1
+        }
+        return parts.joined(separator: ", ")
     }
 
     /// The stdout summary: the combined ranking, then `evidence` line by line.

@@ -11,6 +11,8 @@ public enum ProbeReport {
     public static let h5Schema = "negclip.probe_layers"
     /// 2: `tool` beside `tool_version` ("0.1.0"), `created_utc`. 3: the sweep's runs (loss curves),
     /// effects per unit x rate, budget check, and /selection (Pareto front, WiSE-FT curve, confirmations).
+    /// /probe_details (the probes' surface baselines, chosen C, convergence, MDL, tagged slices) is
+    /// a new top-level group, absent in older files; no existing key changed, so still 3.
     public static let h5SchemaVersion: Int64 = 3
 
     /// JSON with sorted keys; NaN (a layer a task skips, an interval of one value) becomes null.
@@ -75,7 +77,7 @@ public enum ProbeReport {
         if let dump = r.inputs.dump { md += ", dump `\(dump)`" }
         md += ".\n\nCommand: `\(r.provenance.commandLine)`\n\n"
         md += "**Layers.** \(r.provenance.layerDefinition ?? TextLayers.definition) \(r.inputs.rows)\n\n"
-        md += "**Intervals.** Probe accuracies: each item's out-of-fold correctness averaged over the seeds \(r.settings.seeds) of a \(r.settings.folds)-fold cross-validation grouped by pair id and caption text (a caption and its negations, and any identical text, are never on both sides), then a percentile bootstrap over pairs (\(r.settings.bootstrapResamples) resamples) for the 95% interval; gains are paired (the per-item difference is bootstrapped). Separation: bootstrap over pairs. Sweep: t interval over seeds. Probe: multinomial (binomial for 2 classes) logistic regression, L2 with C chosen per outer fold from \(r.settings.cGrid) by a \(r.settings.innerFolds)-fold inner cross-validation (the C per layer is in report.json `fits`), features standardised on the training fold; \(r.probes.reduce(0) { $0 + $1.convergence.notConverged }) of \(r.probes.reduce(0) { $0 + $1.convergence.fits }) fits did not converge (max |gradient| <= \(r.settings.tolerance), at most \(r.settings.maxIterations) iterations).\n\n"
+        md += "**Intervals.** Probe accuracies: each item's out-of-fold correctness averaged over the seeds \(r.settings.seeds) of a \(r.settings.folds)-fold cross-validation grouped by pair id and caption text (a caption and its negations, and any identical text, are never on both sides), then a percentile bootstrap over pairs (\(r.settings.bootstrapResamples) resamples) for the 95% interval; gains are paired (the per-item difference is bootstrapped). Separation: bootstrap over pairs. Sweep: t interval over seeds. Probe: multinomial (binomial for 2 classes) logistic regression, L2 with C chosen per outer fold from \(r.settings.cGrid) by a \(r.settings.innerFolds)-fold inner cross-validation (the C per layer and network is in each probe's table below and in report.json `fits`), features standardised on the training fold; \(r.probes.reduce(0) { $0 + $1.convergence.notConverged }) of \(r.probes.reduce(0) { $0 + $1.convergence.fits }) fits did not converge (max |gradient| <= \(r.settings.tolerance), at most \(r.settings.maxIterations) iterations).\n\n"
         md += evidenceSection(r)
         md += measureSections(r)
         md += "## Rankings (hidden_states indices, best first)\n\n| measurement | ranking | rule |\n|---|---|---|\n"
@@ -106,7 +108,7 @@ public enum ProbeReport {
             for l in 0...L {
                 md += "| \(l) | \(fmt(at(p.model, l))) | \(fmt(at(p.random, l))) | \(fmt(at(p.gainOverRandom, l))) | \(fmt(at(p.gainOverBagOfWords, l))) | \(fmt(at(p.control, l))) | \(fmt(l < p.selectivity.count ? p.selectivity[l] : .nan)) |\n"
             }
-            md += "\n"
+            md += "\n" + fitsMarkdown(p, layers: L)
             if plotFiles.contains("probe-\(p.task.name).svg") { md += "![\(p.task.name)](probe-\(p.task.name).svg)\n\n" }
         }
         md += sweepSection(r, plotFiles: plotFiles)
@@ -207,6 +209,7 @@ public enum ProbeReport {
             }
             try w.write("\(g)/chance", [p.chance], shape: [1], axes: "value")
             try w.write("\(g)/bag_of_words", [p.bagOfWords.mean, p.bagOfWords.low, p.bagOfWords.high], shape: [3], axes: "bound")
+            try writeProbeFitsH5(p, group: "/probe_details/\(p.task.name)", layers: n, w)
         }
         if let sw = r.sweep, !sw.windows.isEmpty {
             try w.write("/sweep/window", strings: sw.windows.map(\.window))

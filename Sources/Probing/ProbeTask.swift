@@ -68,6 +68,10 @@ public struct ProbeTask: Codable, Sendable, Equatable {
         case template
         /// per set of object phrases the caption names
         case object
+        /// per minimal pair's two objects (affirmed and negated, unordered): both captions of a pair
+        /// get the same control label, and the type recurs across pairs (items without a minimal
+        /// pair: their object set, as `object`)
+        case pair
         case none
     }
 

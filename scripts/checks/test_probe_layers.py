@@ -324,6 +324,27 @@ def test_report_files_agree():
                 m, r = p["model"][l], p["random"][l]
                 assert f"| {l} | {m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}] | {r['mean']:.3f} [" in md
             assert f"chance (majority class) **{p['chance']:.3f}**" in md
+            # /probe_details (docs/hdf5-schema.md): chosen C, MDL, surface baselines, tagged slices
+            d = f[f"probe_details/{p['task']['name']}"]
+            for net, fits in p.get("fits", {}).items():
+                if net == "bag_of_words":
+                    continue
+                h = d[f"c/{net}"][:]
+                for l in range(n):
+                    assert _close(fits[l]["c"] if fits[l] else None, h[l], 0), (p["task"]["name"], net, l)
+            for net, mdl in p.get("mdl", {}).items():
+                h = d[f"mdl/{net}/compression"][:]
+                for l in range(n):
+                    assert _close(mdl[l]["compression"] if mdl[l] else None, h[l], 1e-12), (p["task"]["name"], net, l)
+            if p.get("baselines"):
+                for name in ("bag_of_words", "last_object", "negator"):
+                    assert _close(p["baselines"][name]["mean"], d[f"baselines/{name}"][0], 1e-12)
+            assert int(d["convergence"][0]) == p["convergence"]["fits"]
+            for tag, sl in p.get("slices", {}).items():
+                h = d[f"slices/{tag}/model"][:]
+                for l in range(n):
+                    assert _close(sl["model"][l]["mean"], h[l, 0], 1e-12), (p["task"]["name"], tag, l)
+                assert f"Slice `{tag}` ({sl['items']} items)" in md
 
 
 def test_svgs_render_and_html_is_self_contained():
@@ -350,10 +371,18 @@ def test_notebooks_export_reads_probe_layers_h5():
         sep = r.separation("presence")
         np.testing.assert_allclose(sep["model"][:, 0], [e["mean"] for e in report["separation"]["presence"]["model"]])
         assert set(r.probe_tasks()) == {p["task"]["name"] for p in report["probes"] if p.get("unavailable") is None}
+    import probe_h5_extras  # noqa: E402
+    with negclip_h5.open_probe_layers(out / "probe-layers.h5") as r:
+        for p in report["probes"]:
+            if p.get("unavailable") is None and p.get("mdl", {}).get("model"):
+                d = probe_h5_extras.probe_details(r.file, p["task"]["name"])
+                want = [m["compression"] if m else np.nan for m in p["mdl"]["model"]]
+                np.testing.assert_allclose(d["mdl"]["model"]["compression"], want)
     import plot_layers  # noqa: E402
     png = _workdir() / "probe.png"
     plot_layers.main(["--probe-layers", str(out / "probe-layers.h5"), "--out", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (_workdir() / "probe-mdl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_sweep_heat_map_and_layers_json_round_trip_into_train():
