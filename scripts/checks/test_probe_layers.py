@@ -351,7 +351,7 @@ def test_svgs_render_and_html_is_self_contained():
     import cairosvg  # installed by scripts/python_checks.sh (needs Debian libcairo2)
     out = _report()
     svgs = sorted(out.glob("*.svg"))
-    assert {"separation.svg", "combined.svg", "probe-truth_minimal.svg"} <= {s.name for s in svgs}
+    assert {"separation.svg", "combined.svg", "probe-negated.svg"} <= {s.name for s in svgs}
     for s in svgs:
         png = cairosvg.svg2png(url=str(s))
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, s
