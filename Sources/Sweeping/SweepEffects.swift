@@ -92,43 +92,37 @@ public enum SweepEffects {
     /// Only the rates with the unit's most seeds compete: after a rate screen
     /// (`SweepResult.rateScreenSeeds`) that is the screened rate, which ran every seed.
     public static func bestRates(_ effects: [UnitEffect], bound: Double = defaultBound) -> [UnitEffect] {
-        var order: [String] = []
-        var byUnit: [String: [UnitEffect]] = [:]
-        for e in effects {
-            if byUnit[e.unit] == nil { order.append(e.unit) }
-            byUnit[e.unit, default: []].append(e)
-        }
-        return order.map { u in
-            let most = byUnit[u]!.map(\.seeds.count).max()!
-            let rates = byUnit[u]!.filter { $0.seeds.count == most }
-            let within = rates.filter { $0.withinBound(bound) }
-            if let best = within.max(by: { ($0.negationGain.mean, -$0.learningRate) < ($1.negationGain.mean, -$1.learningRate) }) {
-                return best
-            }
-            return rates.min { ($0.retrievalDrop.mean, $0.learningRate) < ($1.retrievalDrop.mean, $1.learningRate) }!
+        perUnit(effects) { rates in
+            let most = rates.map(\.seeds.count).max()!
+            return choose(rates.filter { $0.seeds.count == most }) { $0.withinBound(bound) }
         }
     }
-}
 
-extension SweepEffects {
     /// The rate screen's choice per unit, on the screen's few seeds (whose Student t intervals are too
     /// wide to decide on): the largest mean negation gain among rates whose mean R@1 drop is within
     /// `bound`; when none is, the smallest mean drop. Units in input order.
     public static func screenedRates(_ effects: [UnitEffect], bound: Double = defaultBound) -> [UnitEffect] {
+        perUnit(effects) { rates in choose(rates) { $0.retrievalDrop.mean <= bound + 1e-12 } }
+    }
+
+    /// `pick` applied to each unit's effects, units in input order.
+    static func perUnit(_ effects: [UnitEffect], _ pick: ([UnitEffect]) -> UnitEffect) -> [UnitEffect] {
         var order: [String] = []
         var byUnit: [String: [UnitEffect]] = [:]
         for e in effects {
             if byUnit[e.unit] == nil { order.append(e.unit) }
             byUnit[e.unit, default: []].append(e)
         }
-        return order.map { u in
-            let rates = byUnit[u]!
-            let within = rates.filter { $0.retrievalDrop.mean <= bound + 1e-12 }
-            if let best = within.max(by: { ($0.negationGain.mean, -$0.learningRate) < ($1.negationGain.mean, -$1.learningRate) }) {
-                return best
-            }
-            return rates.min { ($0.retrievalDrop.mean, $0.learningRate) < ($1.retrievalDrop.mean, $1.learningRate) }!
+        return order.map { pick(byUnit[$0]!) }
+    }
+
+    /// The rate with the largest mean negation gain among those `within` the bound (ties: the lower
+    /// rate); when none is, the smallest mean retrieval drop.
+    static func choose(_ rates: [UnitEffect], within: (UnitEffect) -> Bool) -> UnitEffect {
+        if let best = rates.filter(within).max(by: { ($0.negationGain.mean, -$0.learningRate) < ($1.negationGain.mean, -$1.learningRate) }) {
+            return best
         }
+        return rates.min { ($0.retrievalDrop.mean, $0.learningRate) < ($1.retrievalDrop.mean, $1.learningRate) }!
     }
 }
 
