@@ -226,7 +226,7 @@ struct ProbeLayersCommand: ParsableCommand {
                 currentStage = s; stageStart = Date()
                 line.note(s)
             case let .step(stage, done, total):
-                line.update(done: done, total: total, unit: stage.hasPrefix("probe") ? "layers" : stage == "images" ? "images" : stage == "sweep" ? "steps" : "captions")
+                line.update(done: done, total: total, unit: stage.hasPrefix("probe") ? "layers" : stage == "images" ? "images" : stage == "sweep runs" ? "runs" : stage == "patching" ? "items" : stage == "gradients" ? "batches" : "captions")
             }
         }
         line.finish()
