@@ -7,7 +7,7 @@ import TensorKernels
 /// and the emitting task waits until its event was delivered (so a caller that stops in `deliver`
 /// stops the runs too). OpenBLAS is held to one thread per run (two runs on two cores instead of
 /// one run's GEMMs on two, and the same rounding whatever the number of runs); its setting is
-/// restored afterwards, and the row-parallel kernels run inline in each run (`Parallel.withOuterWorkers`).
+/// restored afterwards, and the row-parallel kernels run inline in each run (`Parallel.beginOuterWorkers`).
 /// With one thread everything runs inline on the calling thread. The first error stops handing out tasks
 /// and is rethrown once the running tasks have ended.
 enum RunPool {

@@ -8,20 +8,13 @@ public enum Parallel {
     /// Threads used for row-parallel kernels (the machine's cores).
     public static let threads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
-    /// Callers that currently run their own workers side by side (`withOuterWorkers`).
+    /// Callers that currently run their own workers side by side (`beginOuterWorkers`).
     @usableFromInline static let outerWorkers = Atomic<Int>(0)
 
-    /// Runs `body` while outer workers (independent runs or probe fits side by side, one per core)
-    /// occupy the cores: the kernels inside run inline instead of handing rows to
+    /// From here to `endOuterWorkers`, outer workers (independent runs or probe fits side by side, one
+    /// per core) occupy the cores: the kernels inside them run inline instead of handing rows to
     /// `concurrentPerform`, which would put two threads on each core. Results are the same either
     /// way (a row's arithmetic does not depend on the thread that computes it).
-    public static func withOuterWorkers<R>(_ body: () throws -> R) rethrows -> R {
-        beginOuterWorkers()
-        defer { endOuterWorkers() }
-        return try body()
-    }
-
-    /// `withOuterWorkers` in two halves, for a caller whose workers span more than one closure.
     public static func beginOuterWorkers() { outerWorkers.add(1, ordering: .sequentiallyConsistent) }
     public static func endOuterWorkers() { outerWorkers.subtract(1, ordering: .sequentiallyConsistent) }
 

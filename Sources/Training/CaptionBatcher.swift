@@ -69,12 +69,6 @@ public final class CaptionBatcher: @unchecked Sendable {
         return (images, seqs)
     }
 
-    /// With a lazy image table, embeds the rows the batches of `steps` use (before `inputs(step:)`).
-    public func ensureImages(steps: Range<Int>) throws {
-        guard let lazy = data.lazyImages else { return }
-        try lazy.ensure(touched(steps: steps).images)
-    }
-
     public func inputs(step: Int) -> (any EmbeddingLoss, [LossInput<Float>]) {
         var inputs: [LossInput<Float>] = []
         if loss.kind.usesPresence {

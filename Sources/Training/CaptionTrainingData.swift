@@ -65,7 +65,7 @@ public struct CaptionTrainingData: Sendable {
     /// then every image embedded once by `model`'s frozen vision tower, 64 at a time. Returns the set and
     /// the reading (bad lines, truncations). Throws naming `url` when the split has no caption records.
     /// With `lazyImages`, no image is embedded here: each run embeds the rows its batches use
-    /// (`CaptionBatcher.ensureImages`), one image at a time (the sweep's short runs).
+    /// (`CaptionBatcher.touched`, then `LazyImageEmbeddings.ensure`), one image at a time (the sweep's short runs).
     public static func trainingSet(_ url: URL, split: String, model: CLIPModel, tokenizer: CLIPTokenizer,
                                    alpha: AlphaHandling = .compositeOnWhite, lazyImages: Bool = false) throws -> (set: CaptionTrainingSet, data: CaptionTrainingData) {
         let data = try read(url, split: split, tokenizer: tokenizer)
