@@ -12,11 +12,14 @@ import Sweeping
 /// produces, hidden_states[k + 1] (`TextLayers.definition`), with the measure's sign (separation:
 /// lower cosine = more separated, so the score is minus the cosine).
 /// Interval: each bootstrap replicate redraws, for every block independently, the sweep's seeds with
-/// replacement (the gains are means over seeds) and, for a measure with per-unit data (the gradient
-/// predictors: their batches), the units with replacement; `MeasureValidity.intervalOver` names which.
-/// The probes and the separation enter with their per-layer means (the report keeps no per-item
-/// values of them), so their intervals are over the sweep's seeds only. Patching enters with its
-/// per-item numbers (ratio of means: `Measure.unitDenominators`), so its intervals redraw the items too.
+/// replacement (the gains are means over seeds) and the measure's own units with replacement;
+/// `MeasureValidity.intervalOver` names which. Units: the gradient predictors' batches; the probes'
+/// items by group (pair id merged with identical texts) and the raw and centred separation's
+/// caption/negation pairs by pair id (both as ratios of sums: `Measure.unitDenominators`); the
+/// standardised separation redraws its caption/negation pairs by pair id and its unrelated pairs one
+/// by one (`Measure.replicate`); patching its items (ratio of means). The per-item numbers exist in a
+/// run (`ProbeResult.itemValues`, `SeparationResult.itemValues`, `patchingItems`), not in a reloaded
+/// report.json: a measure rebuilt from report.json alone has intervals over the sweep's seeds only.
 public enum PredictiveValidity {
     /// One measure's per-block scores.
     public struct Measure: Sendable {
@@ -31,6 +34,9 @@ public enum PredictiveValidity {
         /// replicate's block score is then the sum of its units' values over the sum of their
         /// denominators, and `blockScores` must be that ratio over every unit.
         public var unitDenominators: [Double]?
+        /// A bootstrap replicate of the block scores drawn from the generator, for a statistic that is
+        /// not a mean of units (the standardised separation); takes precedence over `units`.
+        public var replicate: (@Sendable (inout SplitMix64) -> [Double])?
 
         public init(name: String, blockScores: [Double], units: [[Double]]? = nil, unitsAre: String? = nil, unitDenominators: [Double]? = nil) {
             self.name = name; self.blockScores = blockScores; self.units = units; self.unitsAre = unitsAre
@@ -72,7 +78,7 @@ public enum PredictiveValidity {
         public var measuredBlocks: Int { presence.filter { !$0.isEmpty }.count }
     }
 
-    public static let rule = "Spearman rho between a measure's per-block scores (block k scored by layer k+1 for layer measures; higher = predicted better) and the sweep's per-block presence, absence and negation gains at each block's best rate; 95% percentile bootstrap redrawing the sweep's seeds per block (and the measure's units: batches for the gradient predictors, items for patching, as a ratio of means); a measure predicts the sweep when the negation rho's interval lies above 0"
+    public static let rule = "Spearman rho between a measure's per-block scores (block k scored by layer k+1 for layer measures; higher = predicted better) and the sweep's per-block presence, absence and negation gains at each block's best rate; 95% percentile bootstrap redrawing the sweep's seeds per block and the measure's own units (batches for the gradient predictors; items by group for the probes; caption/negation pairs by pair id for separation, plus the unrelated pairs for the standardised separation; items for patching; means as ratios of sums); a measure predicts the sweep when the negation rho's interval lies above 0"
 
     /// rho of every measure against the gains, with its interval; none when fewer than 3 blocks have
     /// sweep runs (no rank correlation to speak of).
@@ -87,7 +93,9 @@ public enum PredictiveValidity {
                 let y = side.prefix(L).map(mean)
                 return Spearman.bootstrap(x, y, resamples: resamples, seed: seed) { rng in
                     var bx = x
-                    if let units = m.units, !units.isEmpty {
+                    if let replicate = m.replicate {
+                        bx = replicate(&rng)
+                    } else if let units = m.units, !units.isEmpty {
                         var sum = [Double](repeating: 0, count: L), den = 0.0
                         for _ in units.indices {
                             let i = rng.below(units.count)
@@ -102,7 +110,7 @@ public enum PredictiveValidity {
             }
             var v = MeasureValidity(measure: m.name, blockScores: x, presence: rho(gains.presence), absence: rho(gains.absence),
                                     negation: rho(gains.negation))
-            v.intervalOver = m.units == nil ? "sweep seeds" : "sweep seeds and \(m.unitsAre ?? "units")"
+            v.intervalOver = m.units == nil && m.replicate == nil ? "sweep seeds" : "sweep seeds and \(m.unitsAre ?? "units")"
             return v
         }
     }
@@ -110,20 +118,51 @@ public enum PredictiveValidity {
     /// Every measure of a probe-layers result, plus `extra` (another measure added by name).
     public static func measures(_ r: ProbeLayersResult, extra: [Measure] = []) -> [Measure] {
         var out: [Measure] = []
+        /// A layer measure whose bootstrap also redraws items when their per-item values are there.
+        func layers(_ name: String, _ perLayer: [Double], sign: Double = 1, groups: [Int]?, unitsAre: String,
+                    value: (Int) -> [Double]?) -> Measure {
+            let plain = Measure.layers(name, perLayer, sign: sign)
+            guard let groups else { return plain }
+            return itemMeasure(name, blockScores: plain.blockScores, groups: groups, sign: sign, unitsAre: unitsAre, value: value)
+        }
+        func minus(_ a: [Double]?, _ b: [Double]?) -> [Double]? {
+            guard let a, let b, a.count == b.count else { return nil }
+            return zip(a, b).map { $0 - $1 }
+        }
+        func at(_ v: [[Double]?]?, _ l: Int) -> [Double]? { v.flatMap { l < $0.count ? $0[l] : nil } }
         for p in r.probes where p.unavailable == nil {
-            let name = "probe.\(p.task.name).\(p.task.row.rawValue)"
-            out.append(.layers("\(name).accuracy", p.model.map(\.mean)))
-            if p.selectivity.contains(where: \.isFinite) { out.append(.layers("\(name).selectivity", p.selectivity)) }
-            if !p.random.isEmpty { out.append(.layers("\(name).gain_over_random", p.gainOverRandom.map(\.mean))) }
+            let name = "probe.\(p.task.name).\(p.task.row.rawValue)", items = p.itemValues, unitsAre = "probe items (by group)"
+            out.append(layers("\(name).accuracy", p.model.map(\.mean), groups: items?.groups, unitsAre: unitsAre) { at(items?.model, $0) })
+            if p.selectivity.contains(where: \.isFinite) {
+                out.append(layers("\(name).selectivity", p.selectivity, groups: items?.groups, unitsAre: unitsAre) {
+                    minus(at(items?.model, $0), at(items?.control, $0))
+                })
+            }
+            if !p.random.isEmpty {
+                out.append(layers("\(name).gain_over_random", p.gainOverRandom.map(\.mean), groups: items?.groups, unitsAre: unitsAre) {
+                    minus(at(items?.model, $0), at(items?.random, $0))
+                })
+            }
         }
         for (kind, s) in r.separation.sorted(by: { $0.key > $1.key }) {
-            out.append(.layers("separation.\(kind).raw", s.model.map(\.mean), sign: -1))
-            if !s.random.isEmpty { out.append(.layers("separation.\(kind).gain_over_random", s.gainOverRandom.map(\.mean))) }
+            let items = s.itemValues, unitsAre = "caption/negation pairs (by pair id)"
+            out.append(layers("separation.\(kind).raw", s.model.map(\.mean), sign: -1, groups: items?.groups, unitsAre: unitsAre) {
+                at(items?.model, $0)
+            })
+            if !s.random.isEmpty {
+                out.append(layers("separation.\(kind).gain_over_random", s.gainOverRandom.map(\.mean), groups: items?.groups, unitsAre: unitsAre) {
+                    minus(at(items?.random, $0), at(items?.model, $0))
+                })
+            }
             if let b = s.baselines {
-                out.append(.layers("separation.\(kind).standardised", b.model.standardised.map(\.mean), sign: -1))
-                out.append(.layers("separation.\(kind).centred", b.model.centred.map(\.mean), sign: -1))
+                let z = Measure.layers("separation.\(kind).standardised", b.model.standardised.map(\.mean), sign: -1)
+                out.append(items.flatMap { standardisedMeasure(z.name, blockScores: z.blockScores, items: $0, gainOverRandom: false) } ?? z)
+                out.append(layers("separation.\(kind).centred", b.model.centred.map(\.mean), sign: -1, groups: items?.groups, unitsAre: unitsAre) {
+                    at(items?.centred, $0)
+                })
                 if !b.standardisedGainOverRandom.isEmpty {
-                    out.append(.layers("separation.\(kind).standardised_gain_over_random", b.standardisedGainOverRandom.map(\.mean)))
+                    let g = Measure.layers("separation.\(kind).standardised_gain_over_random", b.standardisedGainOverRandom.map(\.mean))
+                    out.append(items.flatMap { standardisedMeasure(g.name, blockScores: g.blockScores, items: $0, gainOverRandom: true) } ?? g)
                 }
             }
         }

@@ -86,6 +86,9 @@ public enum ProbeFits {
         for l in layers { perLayer[l] = byJob["model.\(l)"]?.0.correct }
         result.slices = ProbeSlices.compute(tags: ProbeSlices.tags(ds, corpus: corpus), correct: perLayer, groups: groups,
                                             resamples: s.bootstrapResamples, seed: seed)
+        result.itemValues = ProbeItemValues(groups: groups, model: perLayer,
+                                            control: (0...L).map { byJob["control.\($0)"]?.0.correct },
+                                            random: (0...L).map { byJob["random.\($0)"]?.0.correct })
         for l in layers {
             guard let m = byJob["model.\(l)"]?.0 else { continue }
             result.model[l] = m.accuracy

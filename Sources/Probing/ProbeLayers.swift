@@ -28,6 +28,9 @@ public struct SeparationResult: Codable, Sendable {
     /// Unrelated-pair, one-object-swap, centred and standardised baselines (SeparationBaselines.swift);
     /// nil in reports made before them.
     public var baselines: SeparationBaselines?
+    /// The per-pair cosines behind the means, in a run only (not in report.json): predictive
+    /// validity redraws the pairs with them.
+    public var itemValues: SeparationItemValues?
 
     enum CodingKeys: String, CodingKey {
         case kind, pairs, model, random, baselines, gainOverRandom = "gain_over_random"
@@ -70,6 +73,9 @@ public struct ProbeResult: Codable, Sendable {
     /// The trained network's accuracy per tag of the minimal pairs ("heldout-template", ...) and on
     /// the rest (ProbeSlices.swift); empty for tasks without tagged items.
     public var slices: [String: ProbeSlice] = [:]
+    /// Each item's correctness per layer behind the means, in a run only (not in report.json):
+    /// predictive validity redraws the items with them.
+    public var itemValues: ProbeItemValues?
 
     enum CodingKeys: String, CodingKey {
         case task, classes, items, groups, chance, model, random, control, selectivity, unavailable, fits, mdl, convergence, baselines, slices
@@ -265,8 +271,11 @@ public enum ProbeLayers {
                     guard let a, let b else { return .missing }
                     return est(zip(a, b).map { $0 - $1 })
                 } } ?? [])
-            out[name]!.baselines = SeparationBaselines.compute(pairs: pairs, unrelated: unrelated, swaps: swaps, states: states,
-                                                               random: random, resamples: resamples, seed: seed)
+            let b = SeparationBaselines.computeWithPairs(pairs: pairs, unrelated: unrelated, swaps: swaps, states: states,
+                                                         random: random, resamples: resamples, seed: seed)
+            out[name]!.baselines = b.baselines
+            out[name]!.itemValues = SeparationItemValues(groups: groups, model: cm, random: cr ?? [], centred: b.centred,
+                                                         unrelatedModel: b.unrelatedModel, unrelatedRandom: b.unrelatedRandom)
         }
         return out
     }

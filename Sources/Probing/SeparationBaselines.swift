@@ -60,9 +60,20 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
     /// gives them; `unrelated`, `swaps`: (text, text) pairs of the corpus.
     public static func compute(pairs: [(Int, Int, Int)], unrelated: [(Int, Int)], swaps: SwapPairs,
                                states: LayerStates, random: LayerStates?, resamples: Int, seed: UInt64) -> SeparationBaselines {
+        computeWithPairs(pairs: pairs, unrelated: unrelated, swaps: swaps, states: states, random: random,
+                         resamples: resamples, seed: seed).baselines
+    }
+
+    /// `compute`, plus the per-pair cosines behind it (per hidden_states index; nil where the states
+    /// lack the layer): the centred caption/negation cosines of the trained network and the unrelated
+    /// pairs' cosines of both networks, for predictive validity's item bootstrap.
+    static func computeWithPairs(pairs: [(Int, Int, Int)], unrelated: [(Int, Int)], swaps: SwapPairs,
+                                 states: LayerStates, random: LayerStates?, resamples: Int, seed: UInt64)
+        -> (baselines: SeparationBaselines, centred: [[Double]?], unrelatedModel: [[Double]?], unrelatedRandom: [[Double]?]) {
         let groups = pairs.map(\.2)
         let cn = pairs.map { ($0.0, $0.1) }
-        func network(_ s: LayerStates) -> (Network, [[Double]?], [[Double]?]) {
+        var centredCN: [[Double]?] = []
+        func network(_ s: LayerStates, keepCentred: Bool = false) -> (Network, [[Double]?], [[Double]?]) {
             let centre = s.layers.indices.map { k in layerMean(s, k) }
             var net = Network(unrelated: [], swap: [], centred: [], centredUnrelated: [], standardised: [])
             var cosCN: [[Double]?] = [], cosU: [[Double]?] = []
@@ -71,13 +82,16 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
                     for kp in [\Network.unrelated, \.centred, \.centredUnrelated, \.standardised] { net[keyPath: kp].append(.missing) }
                     if !swaps.pairs.isEmpty { net.swap.append(.missing) }
                     cosCN.append(nil); cosU.append(nil)
+                    if keepCentred { centredCN.append(nil) }
                     continue
                 }
                 let a = cosines(s, k, cn, centre: nil), u = cosines(s, k, unrelated, centre: nil)
                 cosCN.append(a); cosU.append(u)
                 net.unrelated.append(ungrouped(u, resamples: resamples, seed: seed))
                 if !swaps.pairs.isEmpty { net.swap.append(ungrouped(cosines(s, k, swaps.pairs, centre: nil), resamples: resamples, seed: seed)) }
-                net.centred.append(GroupBootstrap.estimate(values: cosines(s, k, cn, centre: centre[k]), groups: groups, resamples: resamples, seed: seed))
+                let c = cosines(s, k, cn, centre: centre[k])
+                if keepCentred { centredCN.append(c) }
+                net.centred.append(GroupBootstrap.estimate(values: c, groups: groups, resamples: resamples, seed: seed))
                 net.centredUnrelated.append(ungrouped(cosines(s, k, unrelated, centre: centre[k]), resamples: resamples, seed: seed))
                 net.standardised.append(bootstrap(groups: groups, unrelated: u.count, resamples: resamples, seed: seed) { i, j in
                     zScore(a, u, i, j)
@@ -85,11 +99,13 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
             }
             return (net, cosCN, cosU)
         }
-        let (m, mCN, mU) = network(states)
+        let (m, mCN, mU) = network(states, keepCentred: true)
         var out = SeparationBaselines(unrelatedPairs: unrelated.count, swapPairs: swaps.pairs.count, swapUnavailable: swaps.unavailable,
                                       model: m, random: nil, standardisedGainOverRandom: [])
+        var randomU: [[Double]?] = []
         if let random {
             let (r, rCN, rU) = network(random)
+            randomU = rU
             out.random = r
             out.standardisedGainOverRandom = (0...states.numHiddenLayers).map { l in
                 guard l < mCN.count, l < rCN.count, let a = mCN[l], let u = mU[l], let ra = rCN[l], let ru = rU[l] else { return .missing }
@@ -98,7 +114,7 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
                 }
             }
         }
-        return out
+        return (out, centredCN, mU, randomU)
     }
 
     /// Per caption/negation pair, its z against the unrelated pairs of the layer (mean over pairs = z).

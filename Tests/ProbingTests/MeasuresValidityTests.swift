@@ -238,6 +238,77 @@ import Sweeping
     }
 }
 
+/// Predictive validity's intervals redraw the items of a probe or a separation as well as the sweep's
+/// seeds when the run's per-item numbers are there, and only the seeds from a reloaded report.
+@Suite struct ValidityItemBootstrapTests {
+    /// Block k's items: 0.02 k plus centred noise of sd `noise` (the block means are exactly 0.02 k,
+    /// ordered like the planted gains), one item per group.
+    static func items(blocks: Int, count: Int, noise: Double) -> [[Double]] {
+        var g = Gauss(11)
+        return (0..<blocks).map { k in
+            let z = (0..<count).map { _ in noise * g.next() }
+            let mean = z.reduce(0, +) / Double(count)
+            return z.map { 0.02 * Double(k) + $0 - mean }
+        }
+    }
+
+    @Test func noisyItemsWidenTheIntervalThatTheSeedsAloneLeaveAtOne() throws {
+        let gains = PredictiveValidity.Gains.from(PredictiveValidityTests.sweep(), blocks: 6)
+        let perBlock = Self.items(blocks: 6, count: 40, noise: 0.3)
+        let means = perBlock.map { $0.reduce(0, +) / Double($0.count) }
+        let perLayer = [0.0] + means   // layer k + 1 scores block k
+        let seedsOnly = PredictiveValidity.Measure.layers("planted.means", perLayer)
+        let withItems = PredictiveValidity.itemMeasure("planted.items", blockScores: seedsOnly.blockScores, groups: Array(0..<40),
+                                                       unitsAre: "probe items (by group)") { l in perBlock[l - 1] }
+        // the units' ratio of sums over every unit is the block's mean
+        let units = try #require(withItems.units), sizes = try #require(withItems.unitDenominators)
+        #expect(units.count == 40 && sizes.reduce(0, +) == 40)
+        for k in 0..<6 { #expect(abs(units.map { $0[k] }.reduce(0, +) / 40 - means[k]) < 1e-12) }
+        let v = PredictiveValidity.compute([seedsOnly, withItems], gains: gains, resamples: 400, seed: 3)
+        #expect(abs(v[0].negation.mean - 1) < 1e-12 && abs(v[1].negation.mean - 1) < 1e-12)
+        #expect(v[0].negation.low > 0.99, "\(v[0].negation)")
+        #expect(v[1].negation.low < 0.5, "items of sd 0.3 around steps of 0.02 cannot pin the order: \(v[1].negation)")
+        #expect(v[0].intervalOver == "sweep seeds" && v[1].intervalOver == "sweep seeds and probe items (by group)")
+        // grouped items: two items of one group are drawn together
+        let grouped = PredictiveValidity.groupedUnits(groups: [5, 5, 9], blocks: 1) { _ in [1, 2, 4] }
+        #expect(grouped?.units == [[3], [4]] && grouped?.sizes == [2, 1])
+    }
+
+    @Test func separationMeasuresCarryTheirPairsInARunAndNotFromJSON() throws {
+        let (corpus, states) = SeparationBaselineTests.planted()
+        var r = try SummaryTests.report()
+        r.layers = Array(r.layers.prefix(3))
+        r.probes = []; r.gradients = nil; r.patching = nil
+        r.separation = ProbeLayers.separation(corpus, states: states, random: states, resamples: 50, seed: 0)
+        let ms = PredictiveValidity.measures(r)
+        let s = try #require(r.separation["presence"]), b = try #require(s.baselines)
+        let raw = try #require(ms.first { $0.name == "separation.presence.raw" })
+        let units = try #require(raw.units), sizes = try #require(raw.unitDenominators)
+        #expect(units.count == 60 && raw.unitsAre == "caption/negation pairs (by pair id)")
+        for k in 0..<2 {
+            #expect(abs(units.map { $0[k] }.reduce(0, +) / sizes.reduce(0, +) - raw.blockScores[k]) < 1e-12)
+        }
+        let z = try #require(ms.first { $0.name == "separation.presence.standardised" })
+        #expect(z.blockScores == [-b.model.standardised[1].mean, -b.model.standardised[2].mean])
+        let replicate = try #require(z.replicate)
+        var rng = SplitMix64(seed: 1)
+        let drawn = replicate(&rng)
+        #expect(drawn.count == 2 && drawn.allSatisfy(\.isFinite) && drawn != z.blockScores)
+        let gain = try #require(ms.first { $0.name == "separation.presence.standardised_gain_over_random" })
+        var rng2 = SplitMix64(seed: 1)
+        // random = trained states here: z(random) - z(trained) is 0 on every draw
+        let gainReplicate = try #require(gain.replicate)
+        let gainDrawn = gainReplicate(&rng2)
+        #expect(gainDrawn == [0, 0])
+        for name in ["separation.presence.centred", "separation.presence.gain_over_random"] {
+            #expect(ms.first { $0.name == name }?.units?.count == 60, "\(name)")
+        }
+        // from report.json alone: means only, intervals over the sweep's seeds
+        let reloaded = try JSONDecoder().decode(ProbeLayersResult.self, from: JSONEncoder().encode(r))
+        for m in PredictiveValidity.measures(reloaded) { #expect(m.units == nil && m.replicate == nil, "\(m.name)") }
+    }
+}
+
 /// The stdout summary names no best layer where no layer beats its baseline by its interval.
 @Suite struct EvidenceSummaryTests {
     @Test func noBestLayerWhereNoLayerBeatsItsBaseline() throws {

@@ -93,7 +93,7 @@ struct Gauss {
         return (corpus, LayerStates(layers: Array(0...L), numHiddenLayers: L, width: W, count: n, eos: eos, mean: nil))
     }
 
-    @Test func probesRankExactlyThePlantedLayersFirst() {
+    @Test func probesRankExactlyThePlantedLayersFirst() throws {
         let signal: Set<Int> = [2, 4]
         let (corpus, states) = Self.planted(signal: signal)
         var options = ProbeLayers.Options()
@@ -116,6 +116,14 @@ struct Gauss {
             }
         }
         #expect(abs(r.chance - 1.0 / 3) < 1e-9)
+        // the per-item correctness behind each mean stays with the run (predictive validity redraws it)
+        let items = try #require(r.itemValues)
+        #expect(items.groups.count == r.items && items.random.allSatisfy { $0 == nil })
+        for l in 0...5 {
+            let m = try #require(items.model[l]), c = try #require(items.control[l])
+            #expect(abs(m.reduce(0, +) / Double(m.count) - r.model[l].mean) < 1e-12)
+            #expect(abs((m.reduce(0, +) - c.reduce(0, +)) / Double(m.count) - r.selectivity[l]) < 1e-12)
+        }
     }
 
     @Test func separationAndCombinedRanking() {
