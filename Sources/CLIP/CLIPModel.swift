@@ -15,6 +15,8 @@ public final class CLIPModel: @unchecked Sendable {
     /// ln of the logit scale (HF `logit_scale`), when the checkpoint has one.
     public let logitScale: Float?
     public let tokenizer: CLIPTokenizer?
+    /// An open_clip folder's `preprocess_cfg` (nil for HF folders).
+    public let openCLIPPreprocess: OpenCLIP.Preprocess?
     /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
     public let weightsSHA256: String
     public let configSHA256: String
@@ -39,15 +41,44 @@ public final class CLIPModel: @unchecked Sendable {
 
     public init(directory: URL, towers: Towers = .all) throws {
         self.directory = directory
-        let configURL = directory.appendingPathComponent("config.json")
-        config = try CLIPConfig.load(configURL)
-        let checkpoint = try SafeTensorsCheckpoint(url: directory)
+        let configURL: URL
+        let checkpoint: SafeTensorsCheckpoint
+        if OpenCLIP.isOpenCLIPFolder(directory) {
+            // open_clip folder (OpenCLIP.swift): its config, its safetensors file, its key layout.
+            configURL = directory.appendingPathComponent(OpenCLIP.configFileName)
+            (config, openCLIPPreprocess) = try { let c = try OpenCLIP.loadConfig(configURL); return (c.config, c.preprocess) }()
+            let weights = directory.appendingPathComponent(OpenCLIP.weightsFileName)
+            let pickle = directory.appendingPathComponent(OpenCLIP.pickleFileName)
+            let fm = FileManager.default
+            if !fm.fileExists(atPath: weights.path) {
+                throw CLIPError.input(fm.fileExists(atPath: pickle.path)
+                    ? "\(pickle.path): pickled weights are not read (a pickle can run code); convert them once: python \(OpenCLIP.converter) \(directory.path) (writes \(OpenCLIP.weightsFileName))"
+                    : "\(directory.path): no \(OpenCLIP.weightsFileName) beside \(OpenCLIP.configFileName)")
+            }
+            checkpoint = try SafeTensorsCheckpoint(url: weights)
+        } else {
+            configURL = directory.appendingPathComponent("config.json")
+            config = try CLIPConfig.load(configURL)
+            openCLIPPreprocess = nil
+            checkpoint = try SafeTensorsCheckpoint(url: directory)
+        }
         let file = checkpoint.files.count == 1 ? checkpoint.files[0].path : directory.path
         let loader = StrictLoader(checkpoint, file: file)
         switch config.modelType {
-        case "clip":
-            let textTable = WeightTable.text(config.text!) + [(WeightTable.textProjection, [config.projectionDim, config.text!.hiddenSize])]
-            let visionTable = WeightTable.vision(config.vision!) + [(WeightTable.visualProjection, [config.projectionDim, config.vision!.hiddenSize])]
+        case "clip", "open_clip":
+            var textTable = WeightTable.text(config.text!)
+            var visionTable = WeightTable.vision(config.vision!)
+            let textProjection = (key: WeightTable.textProjection, shape: [config.projectionDim, config.text!.hiddenSize])
+            let visualProjection = (key: WeightTable.visualProjection, shape: [config.projectionDim, config.vision!.hiddenSize])
+            if config.modelType == "open_clip" {
+                let layout = OpenCLIPWeights.layout(config)
+                (loader.rename, loader.fusedRename, loader.transposed) = (layout.rename, layout.fusedRename, layout.transposed)
+                textTable = OpenCLIPWeights.table(textTable, projection: textProjection, layout: layout)
+                visionTable = OpenCLIPWeights.table(visionTable, projection: visualProjection, layout: layout)
+            } else {
+                textTable.append(textProjection)
+                visionTable.append(visualProjection)
+            }
             let hint = "does config.json describe this checkpoint?"
             if towers == .vision {
                 try loader.check(textTable, hint: hint)
@@ -81,8 +112,12 @@ public final class CLIPModel: @unchecked Sendable {
         }
         try loader.finish()
         consumedKeys = loader.consumed
-        tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
-            ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+        if config.modelType == "open_clip" {
+            tokenizer = try OpenCLIP.tokenizer(directory: directory, contextLength: config.text!.maxPositionEmbeddings)
+        } else {
+            tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
+                ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+        }
         weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
         configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
     }
