@@ -1,4 +1,5 @@
 import BPETokenizer
+import CLIPImage
 import Foundation
 import SafeTensors
 import Testing
@@ -53,6 +54,26 @@ import TestSupport
             try check("vision.hidden_states.\(l)", enc.tokenHiddenStates![k], g, "vision.hidden_states.\(l)")
         }
         try check("image embeds", enc.embeds, g, "vision.embeds")
+    }
+
+    /// Image files through open_clip's preprocessing (torchvision's crop rounding) and the vision tower.
+    @Test(arguments: fixtures)
+    func imageFilesMatchOpenCLIPPreprocessingAndEmbeddings(fixture: String) throws {
+        let g = try Goldens(fixture), model = try Goldens.model(fixture)
+        let oc = try #require(model.openCLIPPreprocess), size = model.config.vision!.imageSize
+        let pre = try CLIPImagePreprocessor.openCLIP(imageSize: size, mean: oc.mean, std: oc.std, interpolation: oc.interpolation,
+                                                     resizeMode: oc.resizeMode, file: fixture)
+        let files = try #require(g.meta["image_files"] as? [String])
+        let images = try files.map { try ImageDecoder.decode(fileAt: Fixtures.url("images/src/\($0)")) }
+        let pixels = pre.batch(images)
+        try check("file pixels", pixels, g, "files.pixel_values")
+        try check("file embeds", try model.encodeImages(pixels: pixels, count: files.count).embeds, g, "files.embeds")
+        if fixture == "tiny-open-clip" {
+            // 131x97 -> 43x32 leaves a crop margin of 11: transformers' floor starts one column earlier.
+            var floor = pre
+            floor.cropRounding = .floor
+            #expect(floor.batch(images) != pixels)
+        }
     }
 
     @Test func configIsReadWithOpenCLIPDefaults() throws {
