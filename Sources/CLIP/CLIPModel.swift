@@ -73,6 +73,7 @@ public final class CLIPModel: @unchecked Sendable {
             if config.modelType == "open_clip" {
                 let layout = OpenCLIPWeights.layout(config)
                 (loader.rename, loader.fusedRename, loader.transposed) = (layout.rename, layout.fusedRename, layout.transposed)
+                loader.hintOverride = "does \(OpenCLIP.configFileName) (model_cfg: embed_dim, text_cfg, vision_cfg) describe this checkpoint?"
                 textTable = OpenCLIPWeights.table(textTable, projection: textProjection, layout: layout)
                 visionTable = OpenCLIPWeights.table(visionTable, projection: visualProjection, layout: layout)
             } else {

@@ -143,8 +143,12 @@ final class StrictLoader {
 
     func has(_ key: String) -> Bool { names.contains(resolve(key)) }
 
+    /// Replaces the towers' hints (which name config.json's HF keys) for another layout.
+    var hintOverride: String? = nil
+
     /// The checkpoint key of `tableKey` after checking that it exists with `shape`.
-    func require(_ tableKey: String, _ shape: [Int], hint: String = "") throws -> String {
+    func require(_ tableKey: String, _ shape: [Int], hint tableHint: String = "") throws -> String {
+        let hint = hintOverride ?? tableHint
         let key = resolve(tableKey)
         guard names.contains(key) else {
             throw CLIPError.missingTensor(file: file, key: key, expectedShape: shape)

@@ -177,7 +177,7 @@ import TestSupport
             let i = t.firstIndex { $0.name == "text_projection" }!
             t[i].shape = [16, 32]
         }))
-        #expect(msg.contains("open_clip_model.safetensors: tensor text_projection: expected [32, 16], found [16, 32]"), "\(msg)")
+        #expect(msg.contains("open_clip_model.safetensors: tensor text_projection: expected [32, 16], found [16, 32] - does open_clip_config.json (model_cfg"), "\(msg)")
         #expect(!msg.contains("\n"))
         let conv = try #require(loadError(try folder(config: { c in
             var m = c["model_cfg"] as! [String: Any], v = m["vision_cfg"] as! [String: Any]
