@@ -46,7 +46,7 @@ public final class CLIPModel: @unchecked Sendable {
         if OpenCLIP.isOpenCLIPFolder(directory) {
             // open_clip folder (OpenCLIP.swift): its config, its safetensors file, its key layout.
             configURL = directory.appendingPathComponent(OpenCLIP.configFileName)
-            (config, openCLIPPreprocess) = try { let c = try OpenCLIP.loadConfig(configURL); return (c.config, c.preprocess) }()
+            (config, openCLIPPreprocess) = try OpenCLIP.loadConfig(configURL)
             let weights = directory.appendingPathComponent(OpenCLIP.weightsFileName)
             let pickle = directory.appendingPathComponent(OpenCLIP.pickleFileName)
             let fm = FileManager.default

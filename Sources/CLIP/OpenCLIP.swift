@@ -143,8 +143,8 @@ public enum OpenCLIP {
         // preprocess_cfg (open_clip `PreprocessCfg` defaults: OpenAI's mean/std, bicubic, shortest).
         func floats(_ key: String, _ def: [Float]) throws -> [Float] {
             guard let raw = p[key], !(raw is NSNull) else { return def }
-            guard let list = raw as? [Any], list.count == 3,
-                  let values = Optional(list.compactMap { r.number($0)?.floatValue }), values.count == 3 else {
+            let values = (raw as? [Any])?.compactMap { r.number($0)?.floatValue } ?? []
+            guard values.count == 3, (raw as? [Any])?.count == 3 else {
                 throw CLIPError.config(file: file, key: "preprocess_cfg." + key, expected: "a list of 3 numbers, found \(raw)")
             }
             return values

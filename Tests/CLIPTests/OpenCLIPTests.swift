@@ -199,6 +199,30 @@ import TestSupport
         #expect(heads.contains("'model_cfg.vision_cfg.head_width': expected a positive divisor of width 24, found 7"), "\(heads)")
     }
 
+    @Test func badPreprocessCfgNamesTheKey() throws {
+        let msg = try #require(loadError(try folder(config: { c in
+            var p = c["preprocess_cfg"] as! [String: Any]
+            p["mean"] = [0.5, 0.5]; c["preprocess_cfg"] = p
+        })))
+        #expect(msg.contains("open_clip_config.json: config key 'preprocess_cfg.mean': expected a list of 3 numbers"), "\(msg)")
+        let missing = try #require(loadError(try folder(config: { c in c.removeValue(forKey: "model_cfg") })))
+        #expect(missing.contains("config key 'model_cfg': expected a JSON object"), "\(missing)")
+    }
+
+    @Test func aFolderWithBothLayoutsLoadsAsTransformers() throws {
+        let dir = try Fixtures.tempDir("both-layouts")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for f in try FileManager.default.contentsOfDirectory(atPath: Fixtures.url("tiny-clip").path) {
+            try FileManager.default.copyItem(at: Fixtures.url("tiny-clip/\(f)"), to: dir.appendingPathComponent(f))
+        }
+        for f in [OpenCLIP.configFileName, OpenCLIP.weightsFileName] {
+            try FileManager.default.copyItem(at: Fixtures.url("tiny-open-clip/\(f)"), to: dir.appendingPathComponent(f))
+        }
+        #expect(!OpenCLIP.isOpenCLIPFolder(dir))
+        let m = try CLIPModel.load(directory: dir)
+        #expect(m.config.modelType == "clip" && m.openCLIPPreprocess == nil)
+    }
+
     @Test func pickledWeightsAloneNameTheConverter() throws {
         let dir = try folder()
         try FileManager.default.removeItem(at: dir.appendingPathComponent(OpenCLIP.weightsFileName))
