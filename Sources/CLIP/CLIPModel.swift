@@ -15,6 +15,8 @@ public final class CLIPModel: @unchecked Sendable {
     /// ln of the logit scale (HF `logit_scale`), when the checkpoint has one.
     public let logitScale: Float?
     public let tokenizer: CLIPTokenizer?
+    /// The vocabulary files `tokenizer` was read from (for provenance; empty without a tokenizer).
+    public let tokenizerFiles: [URL]
     /// An open_clip folder's `preprocess_cfg` (nil for HF folders).
     public let openCLIPPreprocess: OpenCLIP.Preprocess?
     /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
@@ -115,9 +117,11 @@ public final class CLIPModel: @unchecked Sendable {
         consumedKeys = loader.consumed
         if config.modelType == "open_clip" {
             tokenizer = try OpenCLIP.tokenizer(directory: directory, contextLength: config.text!.maxPositionEmbeddings)
+            tokenizerFiles = OpenCLIP.tokenizerFiles(directory: directory)
         } else {
             tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
                 ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+            tokenizerFiles = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) ?? []
         }
         weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
         configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
@@ -166,7 +170,7 @@ public final class CLIPModel: @unchecked Sendable {
     public func encodeText(_ texts: [String], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {
         guard let tokenizer else {
-            throw CLIPError.input("\(directory.path): no tokenizer.json or vocab.json + merges.txt in the model folder; pass token ids or a tokenizer")
+            throw CLIPError.input("\(directory.path): no tokenizer.json or vocab.json + merges.txt\(config.modelType == "open_clip" ? " or \(OpenCLIP.openAIVocabFileName)" : "") in the model folder; pass token ids or a tokenizer")
         }
         return try encodeText(ids: texts.map { tokenizer.encode($0) }, tokens: tokens, layers: layers)
     }

@@ -178,6 +178,13 @@ public enum OpenCLIP {
         return nil
     }
 
+    /// The files `tokenizer(directory:contextLength:)` reads.
+    public static func tokenizerFiles(directory: URL) -> [URL] {
+        if let files = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) { return files }
+        let gz = directory.appendingPathComponent(openAIVocabFileName)
+        return FileManager.default.fileExists(atPath: gz.path) ? [gz] : []
+    }
+
     static func tower(width: Int, heads: Int, layers: Int, mlpRatio: Double, act: Activation, prefix: String,
                       file: String) throws -> TowerConfig {
         for (k, v) in [("width", width), ("heads", heads), ("layers", layers)] where v <= 0 {

@@ -154,7 +154,7 @@ public final class TextDumper {
             tokenizer = try CLIPTokenizer.load(modelDirectory: dir)
         }
         tokenizerDescription = "CLIP byte-level BPE (\(dir.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
-            + (try (CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
+            + (try (tokenizerDirectory == nil ? model.tokenizerFiles : CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
                 .joined(separator: ", "))
     }
 

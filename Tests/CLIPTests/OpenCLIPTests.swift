@@ -129,6 +129,23 @@ import TestSupport
         for (c, ids) in zip(captions, want) { #expect(tok.encode(c) == ids, "\(c)") }
     }
 
+    @Test func openAIVocabularyFileAloneGivesTheTokenizer() throws {
+        let dir = try Fixtures.tempDir("oc-gz")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for f in [OpenCLIP.configFileName, OpenCLIP.weightsFileName] {
+            try FileManager.default.copyItem(at: Fixtures.url("tiny-open-clip/\(f)"), to: dir.appendingPathComponent(f))
+        }
+        let none = try CLIPModel.load(directory: dir)
+        #expect(none.tokenizer == nil && none.tokenizerFiles.isEmpty)
+        #expect(throws: CLIPError.input("\(dir.path): no tokenizer.json or vocab.json + merges.txt or bpe_simple_vocab_16e6.txt.gz in the model folder; pass token ids or a tokenizer")) {
+            try none.encodeText(["a dog"])
+        }
+        let gz = dir.appendingPathComponent(OpenCLIP.openAIVocabFileName)
+        try FileManager.default.copyItem(at: Fixtures.url("openai-vocab/bpe_simple_vocab_16e6.txt.gz"), to: gz)
+        let m = try CLIPModel.load(directory: dir)
+        #expect(m.tokenizerFiles == [gz] && m.tokenizer?.vocabularySize == 49408 && m.tokenizer?.contextLength == 77)
+    }
+
     // MARK: strictness
 
     /// An open_clip folder copied from the fixture with `edit` applied to its tensors / config.
