@@ -7,6 +7,8 @@ import TensorKernels
 /// A CLIP checkpoint loaded from a Hugging Face folder: `config.json` + `model.safetensors` (or a
 /// sharded index), optional tokenizer (`tokenizer.json`, or `vocab.json` + `merges.txt`). CLIPModel, CLIPTextModel(WithProjection) and
 /// CLIPVisionModel(WithProjection) checkpoints load; weights may be F32, F16 or BF16 (computed in F32).
+/// An open_clip folder (`open_clip_config.json` + `open_clip_model.safetensors`, no config.json) loads
+/// through the same towers and key table (OpenCLIP.swift), with `config.modelType` "open_clip".
 public final class CLIPModel: @unchecked Sendable {
     public let directory: URL
     public let config: CLIPConfig
@@ -19,7 +21,8 @@ public final class CLIPModel: @unchecked Sendable {
     public let tokenizerFiles: [URL]
     /// An open_clip folder's `preprocess_cfg` (nil for HF folders).
     public let openCLIPPreprocess: OpenCLIP.Preprocess?
-    /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
+    /// sha256 of the weight file(s) and of config.json (open_clip_config.json): the model's identity in
+    /// every output.
     public let weightsSHA256: String
     public let configSHA256: String
     /// Every checkpoint key whose values the loader read (strict loading: all of them for a full load;
