@@ -7,6 +7,8 @@ import TensorKernels
 /// A CLIP checkpoint loaded from a Hugging Face folder: `config.json` + `model.safetensors` (or a
 /// sharded index), optional tokenizer (`tokenizer.json`, or `vocab.json` + `merges.txt`). CLIPModel, CLIPTextModel(WithProjection) and
 /// CLIPVisionModel(WithProjection) checkpoints load; weights may be F32, F16 or BF16 (computed in F32).
+/// An open_clip folder (`open_clip_config.json` + `open_clip_model.safetensors`, no config.json) loads
+/// through the same towers and key table (OpenCLIP.swift), with `config.modelType` "open_clip".
 public final class CLIPModel: @unchecked Sendable {
     public let directory: URL
     public let config: CLIPConfig
@@ -15,7 +17,12 @@ public final class CLIPModel: @unchecked Sendable {
     /// ln of the logit scale (HF `logit_scale`), when the checkpoint has one.
     public let logitScale: Float?
     public let tokenizer: CLIPTokenizer?
-    /// sha256 of the weight file(s) and of config.json: the model's identity in every output.
+    /// The vocabulary files `tokenizer` was read from (for provenance; empty without a tokenizer).
+    public let tokenizerFiles: [URL]
+    /// An open_clip folder's `preprocess_cfg` (nil for HF folders).
+    public let openCLIPPreprocess: OpenCLIP.Preprocess?
+    /// sha256 of the weight file(s) and of config.json (open_clip_config.json): the model's identity in
+    /// every output.
     public let weightsSHA256: String
     public let configSHA256: String
     /// Every checkpoint key whose values the loader read (strict loading: all of them for a full load;
@@ -39,15 +46,45 @@ public final class CLIPModel: @unchecked Sendable {
 
     public init(directory: URL, towers: Towers = .all) throws {
         self.directory = directory
-        let configURL = directory.appendingPathComponent("config.json")
-        config = try CLIPConfig.load(configURL)
-        let checkpoint = try SafeTensorsCheckpoint(url: directory)
+        let configURL: URL
+        let checkpoint: SafeTensorsCheckpoint
+        if OpenCLIP.isOpenCLIPFolder(directory) {
+            // open_clip folder (OpenCLIP.swift): its config, its safetensors file, its key layout.
+            configURL = directory.appendingPathComponent(OpenCLIP.configFileName)
+            (config, openCLIPPreprocess) = try OpenCLIP.loadConfig(configURL)
+            let weights = directory.appendingPathComponent(OpenCLIP.weightsFileName)
+            let pickle = directory.appendingPathComponent(OpenCLIP.pickleFileName)
+            let fm = FileManager.default
+            if !fm.fileExists(atPath: weights.path) {
+                throw CLIPError.input(fm.fileExists(atPath: pickle.path)
+                    ? "\(pickle.path): pickled weights are not read (a pickle can run code); convert them once: python \(OpenCLIP.converter) \(directory.path) (writes \(OpenCLIP.weightsFileName))"
+                    : "\(directory.path): no \(OpenCLIP.weightsFileName) beside \(OpenCLIP.configFileName)")
+            }
+            checkpoint = try SafeTensorsCheckpoint(url: weights)
+        } else {
+            configURL = directory.appendingPathComponent("config.json")
+            config = try CLIPConfig.load(configURL)
+            openCLIPPreprocess = nil
+            checkpoint = try SafeTensorsCheckpoint(url: directory)
+        }
         let file = checkpoint.files.count == 1 ? checkpoint.files[0].path : directory.path
         let loader = StrictLoader(checkpoint, file: file)
         switch config.modelType {
-        case "clip":
-            let textTable = WeightTable.text(config.text!) + [(WeightTable.textProjection, [config.projectionDim, config.text!.hiddenSize])]
-            let visionTable = WeightTable.vision(config.vision!) + [(WeightTable.visualProjection, [config.projectionDim, config.vision!.hiddenSize])]
+        case "clip", "open_clip":
+            var textTable = WeightTable.text(config.text!)
+            var visionTable = WeightTable.vision(config.vision!)
+            let textProjection = (key: WeightTable.textProjection, shape: [config.projectionDim, config.text!.hiddenSize])
+            let visualProjection = (key: WeightTable.visualProjection, shape: [config.projectionDim, config.vision!.hiddenSize])
+            if config.modelType == "open_clip" {
+                let layout = OpenCLIPWeights.layout(config)
+                (loader.rename, loader.fusedRename, loader.transposed) = (layout.rename, layout.fusedRename, layout.transposed)
+                loader.hintOverride = "does \(OpenCLIP.configFileName) (model_cfg: embed_dim, text_cfg, vision_cfg) describe this checkpoint?"
+                textTable = OpenCLIPWeights.table(textTable, projection: textProjection, layout: layout)
+                visionTable = OpenCLIPWeights.table(visionTable, projection: visualProjection, layout: layout)
+            } else {
+                textTable.append(textProjection)
+                visionTable.append(visualProjection)
+            }
             let hint = "does config.json describe this checkpoint?"
             if towers == .vision {
                 try loader.check(textTable, hint: hint)
@@ -81,8 +118,14 @@ public final class CLIPModel: @unchecked Sendable {
         }
         try loader.finish()
         consumedKeys = loader.consumed
-        tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
-            ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+        if config.modelType == "open_clip" {
+            tokenizer = try OpenCLIP.tokenizer(directory: directory, contextLength: config.text!.maxPositionEmbeddings)
+            tokenizerFiles = OpenCLIP.tokenizerFiles(directory: directory)
+        } else {
+            tokenizer = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) != nil
+                ? try CLIPTokenizer.load(modelDirectory: directory) : nil
+            tokenizerFiles = CLIPTokenizer.vocabularyFiles(modelDirectory: directory) ?? []
+        }
         weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
         configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
     }
@@ -130,7 +173,7 @@ public final class CLIPModel: @unchecked Sendable {
     public func encodeText(_ texts: [String], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {
         guard let tokenizer else {
-            throw CLIPError.input("\(directory.path): no tokenizer.json or vocab.json + merges.txt in the model folder; pass token ids or a tokenizer")
+            throw CLIPError.input("\(directory.path): no tokenizer.json or vocab.json + merges.txt\(config.modelType == "open_clip" ? " or \(OpenCLIP.openAIVocabFileName)" : "") in the model folder; pass token ids or a tokenizer")
         }
         return try encodeText(ids: texts.map { tokenizer.encode($0) }, tokens: tokens, layers: layers)
     }

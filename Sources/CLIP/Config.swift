@@ -50,14 +50,17 @@ public struct TextConfig: Sendable, Equatable {
     public var padTokenID: Int
     /// projection_dim of the text sub-config (used by CLIPTextModelWithProjection checkpoints).
     public var projectionDim: Int
+    /// Pool at the largest id whatever eos_token_id is: open_clip's `text_global_pool(pool_type='argmax')`
+    /// (OpenAI's `text.argmax(dim=-1)`; end-of-text is the largest id of its vocabulary).
+    public var poolsAtLargestID = false
     public var hiddenSize: Int { tower.hiddenSize }
     public var numHiddenLayers: Int { tower.numHiddenLayers }
 
     /// HF's pooling rule (`CLIPTextTransformer.forward`), the one place it is written: with the legacy
-    /// eos_token_id 2, the position of the largest id (first occurrence); otherwise the first position
-    /// holding eos_token_id (0 if none, as torch's argmax of an all-false row).
+    /// eos_token_id 2 (or `poolsAtLargestID`), the position of the largest id (first occurrence);
+    /// otherwise the first position holding eos_token_id (0 if none, as torch's argmax of an all-false row).
     public func eosIndex(_ ids: [Int32]) -> Int {
-        if eosTokenID == 2 {
+        if eosTokenID == 2 || poolsAtLargestID {
             var best = 0
             for (i, t) in ids.enumerated() where t > ids[best] { best = i }
             return best
@@ -152,7 +155,7 @@ public struct CLIPConfig: Sendable, Equatable {
     }
 
     /// Typed access to JSON values with errors that name the key.
-    private struct Reader {
+    struct Reader {
         let file: String
         /// A JSON number that is not a boolean (Foundation represents both as NSNumber; booleans
         /// have the Objective-C type code "c").

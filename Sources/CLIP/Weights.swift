@@ -126,15 +126,29 @@ final class StrictLoader {
     /// starting with this prefix are looked up without it.
     var prefixToStrip: String? = nil
 
+    /// Another checkpoint layout (open_clip, `OpenCLIPWeights.layout`): table key -> checkpoint key.
+    var rename: [String: String] = [:]
+    /// Groups of table keys the layout stores as one tensor stacked along the first axis (open_clip's
+    /// `attn.in_proj_weight` = [q; k; v]), keyed by the group's first table key.
+    var fusedRename: [String: String] = [:]
+    /// Table keys the layout stores transposed (open_clip's `text_projection` / `visual.proj` are
+    /// [width, embed_dim] matrices used as x @ P, HF's are Linear weights [embed_dim, width]).
+    var transposed: Set<String> = []
+
     func resolve(_ key: String) -> String {
+        if let r = rename[key] { return r }
         if let p = prefixToStrip, key.hasPrefix(p) { return String(key.dropFirst(p.count)) }
         return key
     }
 
     func has(_ key: String) -> Bool { names.contains(resolve(key)) }
 
+    /// Replaces the towers' hints (which name config.json's HF keys) for another layout.
+    var hintOverride: String? = nil
+
     /// The checkpoint key of `tableKey` after checking that it exists with `shape`.
-    func require(_ tableKey: String, _ shape: [Int], hint: String = "") throws -> String {
+    func require(_ tableKey: String, _ shape: [Int], hint tableHint: String = "") throws -> String {
+        let hint = hintOverride ?? tableHint
         let key = resolve(tableKey)
         guard names.contains(key) else {
             throw CLIPError.missingTensor(file: file, key: key, expectedShape: shape)
@@ -157,6 +171,18 @@ final class StrictLoader {
     /// The tensor as a Param of shape `as` (default: `shape`; same element order): in place when the
     /// checkpoint stores it as F32, else converted into the Param's buffer and the mapped pages released.
     func param(_ tableKey: String, _ shape: [Int], as viewShape: [Int]? = nil, hint: String = "") throws -> Param {
+        if transposed.contains(tableKey), shape.count == 2 {
+            // Stored as [cols, rows]: copied transposed into a buffer of the table's shape.
+            let key = try require(tableKey, [shape[1], shape[0]], hint: hint)
+            consumed.insert(key)
+            let stored = try checkpoint.floats(key)
+            let (r, c) = (shape[0], shape[1])
+            let param = Param(shape: viewShape ?? shape) { buf in
+                for i in 0..<r { for j in 0..<c { buf[i * c + j] = stored[j * r + i] } }
+            }
+            try checkpoint.releasePages(key)
+            return param
+        }
         let key = try require(tableKey, shape, hint: hint)
         consumed.insert(key)
         let target = viewShape ?? shape
@@ -172,6 +198,9 @@ final class StrictLoader {
     /// [3W, W]); each source's mapped pages are released once it is copied, so the fused matrix
     /// replaces the three originals in the resident set.
     func fused(_ tableKeys: [String], _ shape: [Int], hint: String = "") throws -> Param {
+        if let first = tableKeys.first, let stacked = fusedRename[first] {
+            return try param(stacked, [tableKeys.count * shape[0]] + shape.dropFirst(), hint: hint)
+        }
         let keys = try tableKeys.map { try require($0, shape, hint: hint) }
         let n = shape.reduce(1, *)
         let param = try Param(shape: [keys.count * shape[0]] + shape.dropFirst()) { buf in

@@ -170,12 +170,46 @@ public struct CLIPImagePreprocessor: Sendable {
         return PILResampler.resize(image, width: w, height: h, filter: resample, order: passOrder)
     }
 
-    /// HF `center_crop`: top = (H - cropH) // 2 (floor), and when the crop is larger than the image
-    /// the image is first zero-padded with ceil((new - old) / 2) before the crop window is applied.
+    /// How the centre crop's offset is rounded when the margin is odd: HF `center_crop` floors
+    /// ((H - cropH) // 2); torchvision's `CenterCrop` (open_clip's preprocessing) takes
+    /// int(round((H - cropH) / 2.0)), Python's round half to even (a margin of 19 starts the crop at 10).
+    public enum CropRounding: String, Sendable { case floor, halfToEven }
+    public var cropRounding: CropRounding = .floor
+
+    /// open_clip's `image_transform` for inference with resize_mode 'shortest' (open_clip 3.3
+    /// `transform.py`): bicubic resize of the shortest edge to `imageSize`, torchvision's
+    /// `CenterCrop` (`cropRounding` .halfToEven), ToTensor, Normalize(mean, std). Other
+    /// interpolations or resize modes are refused, naming `file` and the preprocess_cfg key.
+    public static func openCLIP(imageSize: Int, mean: [Float], std: [Float], interpolation: String,
+                                resizeMode: String, file: String) throws -> CLIPImagePreprocessor {
+        guard interpolation == "bicubic" else {
+            throw PreprocessorConfigError(file: file, key: "preprocess_cfg.interpolation", expected: "\"bicubic\"", found: "\"\(interpolation)\"")
+        }
+        guard resizeMode == "shortest" else {
+            throw PreprocessorConfigError(file: file, key: "preprocess_cfg.resize_mode", expected: "\"shortest\"", found: "\"\(resizeMode)\"")
+        }
+        var p = CLIPImagePreprocessor()
+        p.shortestEdge = imageSize; p.cropHeight = imageSize; p.cropWidth = imageSize
+        p.mean = mean; p.std = std
+        p.cropRounding = .halfToEven
+        return p
+    }
+
+    /// The crop offset for a margin (image size minus crop size) of `m`.
+    func cropOffset(_ m: Int) -> Int {
+        let half = floorDiv(m, 2)
+        // torchvision: round((2k + 1) / 2) = round(k + 0.5) = the even one of k and k + 1
+        if cropRounding == .halfToEven && m >= 0 && m % 2 == 1 && half % 2 == 1 { return half + 1 }
+        return half
+    }
+
+    /// HF `center_crop`: top = (H - cropH) // 2 (floor; see `cropRounding`), and when the crop is larger
+    /// than the image the image is first zero-padded with ceil((new - old) / 2) before the crop window
+    /// is applied.
     public func centerCropped(_ image: RGBImage) -> RGBImage {
         guard doCenterCrop else { return image }
         let h = image.height, w = image.width
-        var top = floorDiv(h - cropHeight, 2), left = floorDiv(w - cropWidth, 2)
+        var top = cropOffset(h - cropHeight), left = cropOffset(w - cropWidth)
         if top >= 0 && left >= 0 && top + cropHeight <= h && left + cropWidth <= w {
             var out = [UInt8](repeating: 0, count: cropHeight * cropWidth * 3)
             for y in 0..<cropHeight {

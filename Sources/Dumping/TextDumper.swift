@@ -154,7 +154,7 @@ public final class TextDumper {
             tokenizer = try CLIPTokenizer.load(modelDirectory: dir)
         }
         tokenizerDescription = "CLIP byte-level BPE (\(dir.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
-            + (try (CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
+            + (try (tokenizerDirectory == nil ? model.tokenizerFiles : CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
                 .joined(separator: ", "))
     }
 
@@ -265,8 +265,15 @@ public final class TextDumper {
         return DumpResult(url: out, scan: scan, layout: layout, provenance: provenance, resumedAt: resumedAt)
     }
 
-    /// The folder's preprocessor_config.json when present, else CLIP's defaults at the tower's size.
+    /// The folder's preprocessor_config.json when present, else CLIP's defaults at the tower's size;
+    /// for an open_clip folder, open_clip's preprocessing from its preprocess_cfg.
     public static func imagePreprocessor(modelDirectory: URL, imageSize: Int) throws -> CLIPImagePreprocessor {
+        if OpenCLIP.isOpenCLIPFolder(modelDirectory) {
+            let url = modelDirectory.appendingPathComponent(OpenCLIP.configFileName)
+            let pre = try OpenCLIP.loadConfig(url).preprocess
+            return try .openCLIP(imageSize: imageSize, mean: pre.mean, std: pre.std, interpolation: pre.interpolation,
+                                 resizeMode: pre.resizeMode, file: url.path)
+        }
         let url = modelDirectory.appendingPathComponent("preprocessor_config.json")
         if FileManager.default.fileExists(atPath: url.path) { return try CLIPImagePreprocessor.load(preprocessorConfig: url) }
         var p = CLIPImagePreprocessor()

@@ -15,7 +15,11 @@ public final class CLIPEmbeddingModel: EmbeddingModel, @unchecked Sendable {
         self.model = model
         let url = model.directory.appendingPathComponent("preprocessor_config.json")
         var p: CLIPImagePreprocessor
-        if FileManager.default.fileExists(atPath: url.path) {
+        if let oc = model.openCLIPPreprocess {   // open_clip folder: open_clip's preprocessing
+            p = try .openCLIP(imageSize: model.config.vision?.imageSize ?? 224, mean: oc.mean, std: oc.std,
+                              interpolation: oc.interpolation, resizeMode: oc.resizeMode,
+                              file: model.directory.appendingPathComponent(OpenCLIP.configFileName).path)
+        } else if FileManager.default.fileExists(atPath: url.path) {
             p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
         } else {
             p = CLIPImagePreprocessor()

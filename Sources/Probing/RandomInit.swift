@@ -27,13 +27,34 @@ public enum RandomTextTower {
         return .none
     }
 
+    /// An open_clip text key (CLIP/OpenCLIP.swift's layout) spelt with the HF suffix its rule keys on:
+    /// the same init rules draw the same distributions on an open_clip folder (in_proj = q/k/v stacked).
+    static func openCLIPTextKeyAsHF(_ key: String) -> String? {
+        if key == "text_projection" { return "text_projection.weight" }
+        if key.hasPrefix("visual.") || key == "logit_scale" { return nil }
+        let table: [(String, String)] = [
+            ("token_embedding.weight", "token_embedding.weight"), ("positional_embedding", "position_embedding.weight"),
+            ("ln_1.weight", "layer_norm1.weight"), ("ln_1.bias", "layer_norm1.bias"),
+            ("ln_2.weight", "layer_norm2.weight"), ("ln_2.bias", "layer_norm2.bias"),
+            ("ln_final.weight", "final_layer_norm.weight"), ("ln_final.bias", "final_layer_norm.bias"),
+            ("attn.in_proj_weight", "q_proj.weight"), ("attn.in_proj_bias", "q_proj.bias"),
+            ("attn.out_proj.weight", "out_proj.weight"), ("attn.out_proj.bias", "out_proj.bias"),
+            ("mlp.c_fc.weight", "fc1.weight"), ("mlp.c_fc.bias", "fc1.bias"),
+            ("mlp.c_proj.weight", "fc2.weight"), ("mlp.c_proj.bias", "fc2.bias"),
+        ]
+        for (oc, hf) in table where key.hasSuffix(oc) { return "text_model." + hf }
+        return nil
+    }
+
     /// Writes the random checkpoint into `directory` (config, tokenizer and preprocessor files copied
     /// from `base`) and loads it.
     public static func make(base: CLIPModel, seed: UInt64, directory: URL) throws -> CLIPModel {
         guard let text = base.config.text else {
             throw ProbingError.config("\(base.directory.path): no text tower to randomise")
         }
-        let ckpt = try SafeTensorsCheckpoint(url: base.directory)
+        let openCLIP = base.config.modelType == "open_clip"
+        let weightsName = openCLIP ? OpenCLIP.weightsFileName : SafeTensorsCheckpoint.singleFileName
+        let ckpt = try SafeTensorsCheckpoint(url: openCLIP ? base.directory.appendingPathComponent(weightsName) : base.directory)
         var factor = 1.0
         if let data = try? Data(contentsOf: base.directory.appendingPathComponent("config.json")),
            let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
@@ -48,13 +69,15 @@ public enum RandomTextTower {
             let integer = info.dtype == .i32 || info.dtype == .i64
             let count = info.shape.reduce(1, *)
             var values = try ckpt.floats(name)
-            if !integer, let rule = initStd(name, width: text.hiddenSize, layers: text.numHiddenLayers, factor: factor) {
+            let ruleKey = openCLIP ? openCLIPTextKeyAsHF(name) ?? name : name
+            if !integer, let rule = initStd(ruleKey, width: text.hiddenSize, layers: text.numHiddenLayers, factor: factor) {
                 if let std = rule {
                     values = std == 0 ? [Float](repeating: 0, count: count) : (0..<count).map { _ in Float(normal() * std) }
                 } else {
                     values = [Float](repeating: 1, count: count)
                 }
-            } else if !integer && name.hasPrefix("text_model.") && !name.hasSuffix("position_ids") {
+            } else if !integer && (name.hasPrefix("text_model.") || openCLIP && !name.hasPrefix("visual.") && name != "logit_scale")
+                        && !name.hasSuffix("position_ids") {
                 throw ProbingError.config("\(ckpt.files.first?.path ?? base.directory.path): tensor \(name): no init rule for this text key; the random baseline would keep trained weights")
             }
             tensors.append((name: name, shape: info.shape, dtype: integer ? info.dtype : .f32, values: values))
@@ -72,7 +95,7 @@ public enum RandomTextTower {
         }
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt", "negclip_random_text_tower_seed": "\(seed)",
                                                         "negclip_base_weights_sha256": base.weightsSHA256],
-                                    to: directory.appendingPathComponent(SafeTensorsCheckpoint.singleFileName))
+                                    to: directory.appendingPathComponent(weightsName))
         return try CLIPModel.load(directory: directory)
     }
 }

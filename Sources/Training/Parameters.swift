@@ -111,6 +111,9 @@ public final class TextTowerParameters<T: Real>: @unchecked Sendable {
     /// Loads the text tower, text_projection and logit_scale of a CLIPModel checkpoint folder through
     /// the CLIP module's key table (every key checked for shape; vision keys are not read).
     public static func load(directory: URL) throws -> TextTowerParameters<T> {
+        if OpenCLIP.isOpenCLIPFolder(directory) {
+            throw TrainingError.checkpoint(file: directory.path, message: "training reads HF CLIPModel folders, this is an open_clip folder (dump, encode and probe-layers --no-sweep read it)")
+        }
         let config = try CLIPConfig.load(directory.appendingPathComponent("config.json"))
         guard config.modelType == "clip", let text = config.text else {
             throw TrainingError.checkpoint(file: directory.path, message: "training needs a CLIPModel checkpoint (model_type clip), found \(config.modelType)")

@@ -60,6 +60,9 @@ public final class VisionTowerParameters<T: Real>: @unchecked Sendable {
 
     /// Loads the vision tower and visual_projection of a CLIPModel checkpoint folder (shapes checked).
     public static func load(directory: URL) throws -> VisionTowerParameters<T> {
+        if OpenCLIP.isOpenCLIPFolder(directory) {
+            throw TrainingError.checkpoint(file: directory.path, message: "training reads HF CLIPModel folders, this is an open_clip folder (dump, encode and probe-layers --no-sweep read it)")
+        }
         let config = try CLIPConfig.load(directory.appendingPathComponent("config.json"))
         guard config.modelType == "clip", let vision = config.vision else {
             throw TrainingError.checkpoint(file: directory.path, message: "training needs a CLIPModel checkpoint (model_type clip), found \(config.modelType)")

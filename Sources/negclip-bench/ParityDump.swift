@@ -34,6 +34,10 @@ struct ParityDump: ParsableCommand {
         if !images.isEmpty, let vision = m.vision {
             var pre = CLIPImagePreprocessor()
             pre.shortestEdge = vision.config.imageSize; pre.cropHeight = vision.config.imageSize; pre.cropWidth = vision.config.imageSize
+            if let oc = m.openCLIPPreprocess {   // open_clip folder: open_clip's preprocessing
+                pre = try .openCLIP(imageSize: vision.config.imageSize, mean: oc.mean, std: oc.std,
+                                    interpolation: oc.interpolation, resizeMode: oc.resizeMode, file: model)
+            }
             let pixels = pre.batch(try images.map { try ImageDecoder.decode(fileAt: URL(fileURLWithPath: $0)) })
             let v = try m.encodeImages(pixels: pixels, count: images.count, tokens: .all)
             for (k, l) in v.layers.enumerated() {

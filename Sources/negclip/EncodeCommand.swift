@@ -1,6 +1,7 @@
 import ArgumentParser
 import CLIP
 import CLIPImage
+import Dumping
 import Foundation
 import NegationData
 import Provenance
@@ -132,7 +133,9 @@ struct EncodeCommand: ParsableCommand {
     func preprocessor(for imageSize: Int, model: String) throws -> CLIPImagePreprocessor {
         let url = URL(fileURLWithPath: model).appendingPathComponent("preprocessor_config.json")
         var p: CLIPImagePreprocessor
-        if FileManager.default.fileExists(atPath: url.path) {
+        if OpenCLIP.isOpenCLIPFolder(URL(fileURLWithPath: model)) {
+            p = try TextDumper.imagePreprocessor(modelDirectory: URL(fileURLWithPath: model), imageSize: imageSize)
+        } else if FileManager.default.fileExists(atPath: url.path) {
             p = try CLIPImagePreprocessor.load(preprocessorConfig: url)
         } else {
             p = CLIPImagePreprocessor()
