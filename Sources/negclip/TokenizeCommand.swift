@@ -37,13 +37,17 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        var tokenizer: CLIPTokenizer
+        var tokenizer: any CaptionTokenizer
         if let vocab {
             tokenizer = try CLIPTokenizer(openAIVocabGz: URL(fileURLWithPath: vocab))
         } else {
-            tokenizer = try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: try model ?? ModelOptions.resolvedModel()))
+            // a BERT folder (config.json model_type "bert") gets its WordPiece tokenizer
+            tokenizer = try TextModelFolder.tokenizer(try model ?? ModelOptions.resolvedModel())
         }
-        if let contextLength { tokenizer = try tokenizer.withContextLength(contextLength) }
+        if let contextLength {
+            if let clip = tokenizer as? CLIPTokenizer { tokenizer = try clip.withContextLength(contextLength) }
+            else if let bert = tokenizer as? WordPieceTokenizer { tokenizer = try bert.withContextLength(contextLength) }
+        }
 
         let lines: [String]
         if !text.isEmpty {
@@ -62,7 +66,7 @@ struct TokenizeCommand: ParsableCommand {
         }
         var out = ""
         for line in lines {
-            let ids = noTruncate ? tokenizer.encodeUnlimited(line) : tokenizer.encode(line)
+            let ids = noTruncate ? encodeUnlimited(tokenizer, line) : tokenizer.encode(line)
             out += "[" + ids.map(String.init).joined(separator: ",") + "]\n"
             if out.utf8.count > 1 << 16 { FileHandle.standardOutput.write(Data(out.utf8)); out = "" }
         }
@@ -81,9 +85,11 @@ struct TokenizeCommand: ParsableCommand {
     }
 }
 
-extension CLIPTokenizer {
-    /// `<|startoftext|> ids <|endoftext|>` without truncation.
-    func encodeUnlimited(_ text: String) -> [Int32] {
-        [bosTokenID] + encodeWithoutSpecialTokens(text) + [eosTokenID]
+/// The start token, the text's ids and the end token, without truncation.
+func encodeUnlimited(_ tokenizer: any CaptionTokenizer, _ text: String) -> [Int32] {
+    if let bert = tokenizer as? WordPieceTokenizer {
+        return [bert.clsTokenID] + bert.encodeWithoutSpecialTokens(text) + [bert.sepTokenID]
     }
+    let clip = tokenizer as! CLIPTokenizer
+    return [clip.bosTokenID] + clip.encodeWithoutSpecialTokens(text) + [clip.eosTokenID]
 }
