@@ -38,9 +38,15 @@ def texts():
 
 
 def captions():
-    """The peer and world captions (not the hand-written edge cases), without newlines (one per line)."""
+    """The peer and world captions (not the hand-written edge cases)."""
     with open(IDS, encoding="utf-8") as f:
-        return [i["text"] for i in json.load(f)["items"] if i["source"] != "edge" and "\n" not in i["text"]]
+        return [i["text"] for i in json.load(f)["items"] if i["source"] != "edge"]
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    """The all-MiniLM-L6-v2 folder, fetched once per run ($NEGCLIP_MINILM_DIR keeps it between runs)."""
+    return minilm_folder(str(tmp_path_factory.mktemp("minilm")))
 
 
 def minilm_folder(tmp_root):
@@ -115,9 +121,9 @@ def test_tiny_bert_every_layer(tmp_path):
     compare(TINY, captions()[:40], tmp_path, "tiny-bert", 64, every_token=True)
 
 
-def test_minilm_tokenizer_ids_live(tmp_path):
+def test_minilm_tokenizer_ids_live(tmp_path, minilm):
     from transformers import AutoTokenizer
-    folder = minilm_folder(str(tmp_path))
+    folder = minilm
     tok = AutoTokenizer.from_pretrained(folder)
     assert tok.is_fast
     lines = [t for t in texts() if "\n" not in t and "\r" not in t]
@@ -128,8 +134,8 @@ def test_minilm_tokenizer_ids_live(tmp_path):
     assert not bad, bad[:5]
 
 
-def test_minilm_every_layer(tmp_path):
-    folder = minilm_folder(str(tmp_path))
+def test_minilm_every_layer(tmp_path, minilm):
+    folder = minilm
     caps = captions()
     # every caption on the summary rows; every token row of every layer on a subset (file size)
     compare(folder, caps, tmp_path, "minilm", 256, every_token=False)
