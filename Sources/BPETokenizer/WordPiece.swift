@@ -41,6 +41,8 @@ public struct WordPieceTokenizer: Sendable {
     /// else 512).
     public let contextLength: Int
     public let clsTokenID: Int32, sepTokenID: Int32, padTokenID: Int32, unkTokenID: Int32
+    /// The mask token's name when the vocabulary has it (matched on the raw text like the others).
+    public let maskToken: String?
     /// Special tokens matched on the raw text, longest first.
     private let specialTokens: [(scalars: [Unicode.Scalar], id: Int32)]
     /// The files read, for provenance and errors.
@@ -79,7 +81,8 @@ public struct WordPieceTokenizer: Sendable {
         sepTokenID = try id(sepToken, "separator (end)")
         padTokenID = try id(padToken, "padding")
         var special = [unkToken, clsToken, sepToken, padToken]
-        if let maskToken, table[Array(maskToken.utf8)] != nil { special.append(maskToken) }
+        self.maskToken = maskToken.flatMap { table[Array($0.utf8)] != nil ? $0 : nil }
+        if let maskToken = self.maskToken { special.append(maskToken) }
         specialTokens = try Set(special).map { (Array($0.unicodeScalars), try id($0, "special")) }
             .sorted { $0.scalars.count > $1.scalars.count }
     }
@@ -194,7 +197,7 @@ public struct WordPieceTokenizer: Sendable {
         try WordPieceTokenizer(tokens: tokens, normalizer: normalizer, contextLength: n,
                                unkToken: tokens[Int(unkTokenID)], clsToken: tokens[Int(clsTokenID)],
                                sepToken: tokens[Int(sepTokenID)], padToken: tokens[Int(padTokenID)],
-                               maskToken: specialTokens.map { tokens[Int($0.id)] }.first { $0 == "[MASK]" },
+                               maskToken: maskToken,
                                continuingSubwordPrefix: continuingSubwordPrefix,
                                maxInputCharsPerWord: maxInputCharsPerWord, files: files)
     }

@@ -127,17 +127,21 @@ public final class BertModel: @unchecked Sendable {
         try loader.finish()
         consumedKeys = loader.consumed
         pooling = try BertPooling.load(directory: directory)
-        if WordPieceTokenizer.vocabularyFile(modelDirectory: directory) != nil {
-            var tok = try WordPieceTokenizer.load(modelDirectory: directory)
-            // Never more ids than the model has positions (or than sentence-transformers keeps).
-            let limit = min(tok.contextLength, c.maxPositionEmbeddings, pooling.maxSeqLength ?? Int.max)
-            if limit != tok.contextLength { tok = try tok.withContextLength(limit) }
-            tokenizer = tok
-        } else {
-            tokenizer = nil
-        }
+        tokenizer = WordPieceTokenizer.vocabularyFile(modelDirectory: directory) != nil
+            ? try Self.fitted(try WordPieceTokenizer.load(modelDirectory: directory), config: c, pooling: pooling) : nil
         weightsSHA256 = try SHA256Hasher.hex(filesAt: checkpoint.files)
         configSHA256 = try SHA256Hasher.hex(fileAt: configURL)
+    }
+
+    /// `tokenizer` cut to what the model takes: never more ids than it has positions, nor than
+    /// sentence-transformers keeps (sentence_bert_config.json's max_seq_length, 256 for MiniLM).
+    public func fitted(_ tokenizer: WordPieceTokenizer) throws -> WordPieceTokenizer {
+        try Self.fitted(tokenizer, config: config, pooling: pooling)
+    }
+
+    static func fitted(_ tok: WordPieceTokenizer, config c: BertConfig, pooling: BertPooling) throws -> WordPieceTokenizer {
+        let limit = min(tok.contextLength, c.maxPositionEmbeddings, pooling.maxSeqLength ?? Int.max)
+        return limit == tok.contextLength ? tok : try tok.withContextLength(limit)
     }
 
     public var numHiddenLayers: Int { config.numHiddenLayers }

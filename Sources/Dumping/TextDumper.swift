@@ -156,15 +156,15 @@ public final class TextDumper {
     /// encoder's kind of tokenizer (CLIP BPE or BERT WordPiece).
     public init(encoder: any DumpTextEncoder, tokenizerDirectory: URL? = nil) throws {
         self.encoder = encoder
+        let dir = tokenizerDirectory ?? encoder.directory
         if tokenizerDirectory == nil, let own = try encoder.folderTokenizer() {
             (tokenizer, tokenizerDescription) = own
-        } else if let dir = tokenizerDirectory ?? Optional(encoder.directory), encoder is BertModel {
-            let t = try WordPieceTokenizer.load(modelDirectory: dir)
+        } else if let bert = encoder as? BertModel {
+            let t = try bert.fitted(try WordPieceTokenizer.load(modelDirectory: dir))
             tokenizer = t
             tokenizerDescription = "BERT WordPiece (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
                 + (try t.files.map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }.joined(separator: ", "))
         } else {
-            let dir = tokenizerDirectory ?? encoder.directory
             let t = try CLIPTokenizer.load(modelDirectory: dir)
             tokenizer = t
             tokenizerDescription = try Self.describeCLIPTokenizer(t, directory: dir)

@@ -37,7 +37,7 @@ struct DumpCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
-    @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (a BERT model: tokenizer.json or vocab.txt) (default: the model folder).", valueName: "dir"))
     var tokenizer: String?
     @Option(help: ArgumentHelp("Captions: .jsonl dataset or a text file, one caption per line.", valueName: "file"))
     var data: String

@@ -8,7 +8,7 @@ import Provenance
 /// Shared `--model` option: a Hugging Face CLIP checkpoint folder, by default the built-in model.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text (default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).",
+        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text; dump and encode --text also take a BERT folder (model_type \"bert\", docs/bert.md) (default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).",
         valueName: "dir"))
     var model: String?
 

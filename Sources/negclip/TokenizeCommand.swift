@@ -14,7 +14,7 @@ struct TokenizeCommand: ParsableCommand {
             length (the end token is kept), exactly as HF CLIPTokenizer(truncation=True).
             """)
 
-    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured). Default: the built-in model (\(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)) unless --vocab is given.")
+    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured); a BERT folder (config.json model_type \"bert\") gives WordPiece ids ([CLS] ... [SEP], BertTokenizerFast). Default: the built-in model (\(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)) unless --vocab is given.")
     var model: String?
 
     @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz; used instead of --model when both are given.")

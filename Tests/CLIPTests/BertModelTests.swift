@@ -143,6 +143,19 @@ struct BertExpected: Decodable {
         #expect(!msg.contains("\n"))
     }
 
+    @Test func sentenceTransformersMaxSeqLengthCapsTheContext() throws {
+        let dir = try folder(try tensors()) { dir in
+            try #"{"max_seq_length": 8, "do_lower_case": false}"#.write(to: dir.appendingPathComponent("sentence_bert_config.json"), atomically: true, encoding: .utf8)
+        }
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try BertModel.load(directory: dir)
+        let tok = try #require(model.tokenizer)
+        #expect(tok.contextLength == 8 && model.pooling.maxSeqLength == 8)
+        let ids = try Self.expected().input_ids[2]   // 16 ids
+        #expect(tok.encode("a woman riding a horse in a field without a hat") == Array(ids.prefix(7)) + [ids.last!])
+        #expect(try BertModel.load(directory: Self.dir).tokenizer!.contextLength == 64)   // tokenizer_config's model_max_length
+    }
+
     @Test func clsPoolingAndConfigErrors() throws {
         let dir = try folder(try tensors()) { dir in
             let pool = dir.appendingPathComponent("1_Pooling/config.json")

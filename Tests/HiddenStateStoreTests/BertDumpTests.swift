@@ -67,5 +67,7 @@ import TestSupport
         let texts = json["texts"] as! [[String: Any]]
         #expect(texts[0]["input_ids"] as? [Int] == (try BertModel.load(directory: Self.model)).tokenizer!.encode("a dog but no cat").map(Int.init))
         #expect((json["text_cosine"] as! [[Double]]).count == 2)
+        let tokenize = try CLIRunner.run("negclip", ["tokenize", "--model", Self.model.path, "a dog but no cat"])
+        #expect(tokenize.status == 0 && tokenize.stdout == "[2,5,24,15,16,25,3]\n", "\(tokenize.stdout) \(tokenize.stderr)")
     }
 }
