@@ -50,6 +50,24 @@ import TestSupport
         }
     }
 
+    @Test func probeLayersRunsTheTextOnlyStagesOnABertFolder() throws {
+        let dir = try Fixtures.tempDir("bertprobe")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let world = dir.appendingPathComponent("world")
+        let made = try CLIRunner.run("negclip", ["make-world", "--seed", "3", "--size", "60", "--out", world.path])
+        #expect(made.status == 0, "\(made.stderr)")
+        let out = dir.appendingPathComponent("probe")
+        let r = try CLIRunner.run("negclip", ["probe-layers", "--model", Self.model.path, "--data",
+                                              world.appendingPathComponent("captions.jsonl").path, "--out", out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("sweep skipped (a BERT text encoder has no image tower"), "\(r.stderr)")
+        #expect(r.stderr.contains("skipped (they pair the text with image embeddings; a BERT text encoder has none)"), "\(r.stderr)")
+        let dump = try HiddenStateReader(url: out.appendingPathComponent("dump.h5"))
+        #expect(dump.info.layerDefinition.hasPrefix("BERT layer l"))
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))) as! [String: Any]
+        #expect(!report.isEmpty)
+    }
+
     @Test func commandsNeedingImagesRefuseInOneLine() throws {
         let dir = try Fixtures.tempDir("bertcli")
         defer { try? FileManager.default.removeItem(at: dir) }
