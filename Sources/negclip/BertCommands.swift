@@ -39,8 +39,8 @@ extension EncodeCommand {
         var out: [String: Any] = [
             "format": "negclip-encode 2",
             "provenance": Provenance(model: modelPath, modelSHA256: model.weightsSHA256).jsonObject,
-            "model": ["path": modelPath, "weights_sha256": model.weightsSHA256, "config_sha256": model.configSHA256,
-                      "kind": "bert", "pooling": model.pooling.mode.rawValue],
+            // the keys of CLIP's output (format unchanged); the pooling is the folder's 1_Pooling
+            "model": ["path": modelPath, "weights_sha256": model.weightsSHA256, "config_sha256": model.configSHA256],
         ]
         let truncated = tok.truncatedCount(text)
         out["truncated_captions"] = truncated
