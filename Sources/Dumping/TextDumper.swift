@@ -171,9 +171,10 @@ public final class TextDumper {
         }
     }
 
-    static func describeCLIPTokenizer(_ t: CLIPTokenizer, directory dir: URL) throws -> String {
+    /// `files`: the tokenizer files read (default: those `CLIPTokenizer.load` reads in `dir`).
+    static func describeCLIPTokenizer(_ t: CLIPTokenizer, directory dir: URL, files: [URL]? = nil) throws -> String {
         "CLIP byte-level BPE (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
-            + (try (CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
+            + (try (files ?? CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
                 .joined(separator: ", "))
     }
 
