@@ -57,7 +57,7 @@ extension CaptionRoles {
     /// whole phrase under the causal mask); -1 when the caption has no such role, when the role was
     /// cut by truncation, or when the word split does not reproduce the tokenizer's ids (a text
     /// the world-style word rule cannot place).
-    public static func tokenRows(_ text: String, tokenizer: CLIPTokenizer) -> (negator: Int32, negatedObject: Int32) {
+    public static func tokenRows(_ text: String, tokenizer: any CaptionTokenizer) -> (negator: Int32, negatedObject: Int32) {
         let w = words(text)
         var end: [Int] = [] // end[i]: tokens of words 0...i, start token excluded
         var total = 0

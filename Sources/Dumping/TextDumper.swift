@@ -137,33 +137,53 @@ public enum DumpError: Error, Equatable, CustomStringConvertible {
 /// the input is streamed twice (a scan, then the encoding pass), so memory does not grow with the
 /// number of captions (docs/performance.md).
 public final class TextDumper {
-    public let model: CLIPModel
-    public let tokenizer: CLIPTokenizer
+    /// The text encoder: CLIP's text tower or a BERT-family encoder (`DumpTextEncoder`).
+    public let encoder: any DumpTextEncoder
+    /// The CLIP model when the encoder is one (images need its vision tower).
+    public var model: CLIPModel? { encoder as? CLIPModel }
+    public let tokenizer: any CaptionTokenizer
     /// Stored as the `tokenizer` provenance attribute (folder, vocabulary size, context, hashes of the
-    /// tokenizer files read: tokenizer.json, or vocab.json + merges.txt).
+    /// tokenizer files read: tokenizer.json, or vocab.json + merges.txt, or vocab.txt).
     public let tokenizerDescription: String
 
     /// `tokenizerDirectory`: a folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).
-    public init(model: CLIPModel, tokenizerDirectory: URL? = nil) throws {
+    public convenience init(model: CLIPModel, tokenizerDirectory: URL? = nil) throws {
         guard model.text != nil else { throw CLIPError.noTower(file: model.directory.path, tower: "text") }
-        self.model = model
-        let dir = tokenizerDirectory ?? model.directory
-        if tokenizerDirectory == nil, let t = model.tokenizer {
+        try self.init(encoder: model, tokenizerDirectory: tokenizerDirectory)
+    }
+
+    /// Any text encoder; `tokenizerDirectory` (default: the model folder's own tokenizer) is read with the
+    /// encoder's kind of tokenizer (CLIP BPE or BERT WordPiece).
+    public init(encoder: any DumpTextEncoder, tokenizerDirectory: URL? = nil) throws {
+        self.encoder = encoder
+        let dir = tokenizerDirectory ?? encoder.directory
+        if tokenizerDirectory == nil, let own = try encoder.folderTokenizer() {
+            (tokenizer, tokenizerDescription) = own
+        } else if let bert = encoder as? BertModel {
+            let t = try bert.fitted(try WordPieceTokenizer.load(modelDirectory: dir))
             tokenizer = t
+            tokenizerDescription = "BERT WordPiece (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
+                + (try t.files.map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }.joined(separator: ", "))
         } else {
-            tokenizer = try CLIPTokenizer.load(modelDirectory: dir)
+            let t = try CLIPTokenizer.load(modelDirectory: dir)
+            tokenizer = t
+            tokenizerDescription = try Self.describeCLIPTokenizer(t, directory: dir)
         }
-        tokenizerDescription = "CLIP byte-level BPE (\(dir.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
-            + (try (tokenizerDirectory == nil ? model.tokenizerFiles : CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
+    }
+
+    /// `files`: the tokenizer files read (default: those `CLIPTokenizer.load` reads in `dir`).
+    static func describeCLIPTokenizer(_ t: CLIPTokenizer, directory dir: URL, files: [URL]? = nil) throws -> String {
+        "CLIP byte-level BPE (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
+            + (try (files ?? CLIPTokenizer.vocabularyFiles(modelDirectory: dir) ?? []).map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
                 .joined(separator: ", "))
     }
 
     /// Number of text blocks L: `layers` range over 0...L.
-    public var numHiddenLayers: Int { model.text!.config.numHiddenLayers }
+    public var numHiddenLayers: Int { encoder.numHiddenLayers }
 
     /// The whole dump: scan, layout, provenance, create (or resume) the file, encode, finish.
     public func dump(_ request: DumpRequest, progress: (DumpProgress) -> Void = { _ in }) throws -> DumpResult {
-        let text = model.text!
+        let encoder = self.encoder
         let out = request.out
         // Before anything is read: the rename at the end would fail on a directory.
         var isDirectory: ObjCBool = false
@@ -173,7 +193,7 @@ public final class TextDumper {
         if !request.resume && !request.overwrite && FileManager.default.fileExists(atPath: out.path) {
             throw DumpError.outputExists(file: out.path)
         }
-        let L = text.config.numHiddenLayers
+        let L = encoder.numHiddenLayers
         let layers = request.layers ?? Array(0...L)
         let input = try CaptionFile(url: request.data)
 
@@ -202,23 +222,24 @@ public final class TextDumper {
             progress(.shard(s))
         }
         progress(.scanned(scan))
-        if request.images && model.vision == nil { throw CLIPError.noTower(file: model.directory.path, tower: "vision") }
+        if request.images && model?.vision == nil { throw CLIPError.noTower(file: encoder.directory.path, tower: "vision") }
 
-        let width = text.config.hiddenSize
+        let width = encoder.hiddenWidth
         let layout = StoreLayout(
             layers: layers, numHiddenLayers: L, width: width,
-            projectionDim: text.projectionDim, contextLength: scan.maxTokens, tokens: request.tokens,
+            projectionDim: encoder.embeddingWidth, contextLength: scan.maxTokens, tokens: request.tokens,
             includesImages: request.images, compression: request.compression,
             // A small dump needs no chunk bigger than itself (edge chunks are allocated whole).
             chunkItems: request.chunkItems ?? min(max(scan.items, scan.images),
                                                   StoreLayout.defaultChunkItems(width: width, contextLength: scan.maxTokens, tokens: request.tokens)))
-        if layout.projectionDim == 0 { throw DumpError.noProjection(model: request.modelName ?? model.directory.path) }
-        let provenance = StoreProvenance(
-            toolVersion: request.toolVersion, model: request.modelName ?? model.directory.path,
-            modelConfigSHA256: model.configSHA256, modelWeightsSHA256: model.weightsSHA256,
+        if layout.projectionDim == 0 { throw DumpError.noProjection(model: request.modelName ?? encoder.directory.path) }
+        var provenance = StoreProvenance(
+            toolVersion: request.toolVersion, model: request.modelName ?? encoder.directory.path,
+            modelConfigSHA256: encoder.configSHA256, modelWeightsSHA256: encoder.weightsSHA256,
             dataset: request.datasetName ?? request.data.path, datasetSHA256: dataSHA,
             tokenizer: tokenizerDescription, commandLine: request.commandLine, seed: request.seed,
             truncatedCaptions: scan.truncated, shard: shard)
+        provenance.layerDefinition = encoder.layerDefinition
 
         // Shards of a job array write into one folder that no task has to create first.
         try HiddenStateWriter.createFolder(for: out)
@@ -234,16 +255,15 @@ public final class TextDumper {
 
         var sidecar = request.sidecar.map { _ in StoreSidecar(layout: layout, provenance: provenance) }
         let delay = request.delayPerBatchMilliseconds
-        let model = self.model
         let encode: ([DumpItem]) throws -> TextEncoding = { items in
             let ids = items.map { tok.encode($0.caption) }
-            var enc = try model.encodeText(ids: ids, tokens: request.tokens, layers: layers)
+            var enc = try encoder.encodeText(ids: ids, tokens: request.tokens, layers: layers)
             enc.lastHiddenState = nil  // not stored: do not keep it in the writer's queue
             if delay > 0 { usleep(useconds_t(delay * 1000)) }
             return enc
         }
         var encodeImages: (([String]) throws -> [Float])?
-        if request.images, let vision = model.vision {
+        if request.images, let model = self.model, let vision = model.vision {
             var pre = try Self.imagePreprocessor(modelDirectory: model.directory, imageSize: vision.config.imageSize)
             pre.alpha = request.alpha
             let base = request.data.deletingLastPathComponent()

@@ -69,11 +69,13 @@ public final class HiddenStateReader {
                     ? try ctx.readIntAttribute(f, "truncated_captions").nonNegative : nil,
                 shard: try Self.readShard(ctx, f), merge: try Self.readMerge(ctx, f))
             provenance.tool = tool
+            let layerDefinition = try ctx.readStringAttribute(f, "layer_definition")
+            provenance.layerDefinition = layerDefinition
             let info = StoreInfo(
                 schemaVersion: version, complete: complete == 1,
                 itemCount: Int(written), imageCount: Int(try ctx.readIntAttribute(f, "images_written")),
                 layout: layout, provenance: provenance, resumes: try ctx.readIntAttribute(f, "resumes"),
-                layerDefinition: try ctx.readStringAttribute(f, "layer_definition"))
+                layerDefinition: layerDefinition)
             return (f, info)
         }
         try HDF5.withLock {

@@ -187,6 +187,8 @@ public struct StoreProvenance: Sendable, Equatable {
     public var shard: StoreShard?
     /// Set in a file of `negclip merge` (root attributes `merge_mode`, `shards`).
     public var merge: StoreMerge?
+    /// The root attribute `layer_definition`: CLIP's text tower by default; a BERT encoder states its own.
+    public var layerDefinition = StoreSchema.layerDefinition
 
     public init(toolVersion: String, model: String, modelConfigSHA256: String,
                 modelWeightsSHA256: String, dataset: String, datasetSHA256: String,
@@ -212,7 +214,7 @@ public struct StoreProvenance: Sendable, Equatable {
     public var record: Provenance {
         var p = Provenance(commandLine: commandLine, createdUTC: createdUTC.isEmpty ? ToolInfo.nowUTC : createdUTC,
                            seeds: seed.map { [$0] } ?? [], model: model, modelSHA256: modelWeightsSHA256,
-                           data: dataset, dataSHA256: datasetSHA256, layerDefinition: StoreSchema.layerDefinition)
+                           data: dataset, dataSHA256: datasetSHA256, layerDefinition: layerDefinition)
         p.tool = tool
         p.toolVersion = toolVersion  // as the file's attributes say
         return p

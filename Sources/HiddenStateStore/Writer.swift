@@ -199,7 +199,7 @@ final class StoreWriterCore {
         try ctx.writeAttribute(f, "seed", seed)
         try ctx.writeAttribute(f, "truncated_captions", Int64(provenance.truncatedCaptions ?? -1))
         try ctx.writeAttribute(f, "created_utc", provenance.createdUTC.isEmpty ? Self.nowUTC() : provenance.createdUTC)
-        try ctx.writeAttribute(f, "layer_definition", StoreSchema.layerDefinition)
+        try ctx.writeAttribute(f, "layer_definition", provenance.layerDefinition)
         try ctx.writeAttribute(f, "label_names", ItemLabel.names)
         try ctx.writeAttribute(f, "dtype", "float32")
         if let shard = provenance.shard {

@@ -192,14 +192,22 @@ public enum ProbeLayersRun {
         }
         if let dump = request.dump {
             dumpURL = dump
-            if let m = request.model { model = try CLIPModel.load(directory: m) }
+            if let m = request.model, BertConfig.modelType(directory: m) != "bert" { model = try CLIPModel.load(directory: m) }
         } else {
             guard let m = request.model, let records else {
                 throw ProbingError.config("probe-layers: pass --model and --data (records mode) or --dump FILE.h5")
             }
             progress(.stage("dump"))
-            let loaded = try CLIPModel.load(directory: m)
-            model = loaded
+            // A BERT-family folder (docs/bert.md) is dumped through the same pipeline; the stages that
+            // need CLIP (random-weights tower, gradients, patching, sweep) see no model and are skipped.
+            let encoder: any DumpTextEncoder
+            if BertConfig.modelType(directory: m) == "bert" {
+                encoder = try BertModel.load(directory: m)
+            } else {
+                let loaded = try CLIPModel.load(directory: m)
+                model = loaded
+                encoder = loaded
+            }
             // The split's caption records, image paths absolute, so `--dump OUT/dump.h5 --data` reruns.
             let subset = request.out.appendingPathComponent("captions-\(request.split ?? "all").jsonl")
             try Data((try NegationJSONL.encode(records.map { .caption($0) }) + "\n").utf8).write(to: subset, options: .atomic)
@@ -211,13 +219,14 @@ public enum ProbeLayersRun {
             dr.modelName = m.path
             dr.toolVersion = request.toolVersion
             dr.commandLine = request.commandLine
-            _ = try TextDumper(model: loaded).dump(dr) { p in
+            _ = try TextDumper(encoder: encoder).dump(dr) { p in
                 if case let .text(done, total) = p { progress(.step(stage: "dump", done: done, total: total)) }
             }
             timings["dump"] = Date().timeIntervalSince(t0)
         }
         let reader = try HiddenStateReader(url: dumpURL)
-        if model == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json") {
+        if model == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json"),
+           BertConfig.modelType(directory: URL(fileURLWithPath: reader.info.provenance.model)) != "bert" {
             model = try? CLIPModel.load(directory: URL(fileURLWithPath: reader.info.provenance.model))
         }
         if request.dump != nil && dataName.isEmpty { dataName = reader.info.provenance.dataset; dataSHA = reader.info.provenance.datasetSHA256 }

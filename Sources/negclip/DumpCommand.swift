@@ -15,6 +15,9 @@ struct DumpCommand: ParsableCommand {
         Layer l means hidden_states[l]: 0 = token + position embeddings, l = output of text block l-1,
         L = last block before the final LayerNorm. Rows are taken at the end-of-text token; /text/pooled
         and /text/embeds hold the final LayerNorm and projection outputs.
+        A BERT folder (config.json model_type "bert", docs/bert.md): l = 0 is the embeddings after their
+        LayerNorm, l = output of block l-1; the row per layer is the folder's pooling (sentence-transformers'
+        1_Pooling: mean over tokens, or [CLS]); /text/pooled = /text/embeds = that row at layer L.
         The file is written as OUT.partial and renamed to OUT when complete; after an interruption,
         run the same command with --resume to continue from the last committed chunk. An existing OUT
         is refused unless --overwrite (then it is replaced only once the new dump is complete).
@@ -34,7 +37,7 @@ struct DumpCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
-    @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (default: the model folder).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (a BERT model: tokenizer.json or vocab.txt) (default: the model folder).", valueName: "dir"))
     var tokenizer: String?
     @Option(help: ArgumentHelp("Captions: .jsonl dataset or a text file, one caption per line.", valueName: "file"))
     var data: String
@@ -83,8 +86,15 @@ struct DumpCommand: ParsableCommand {
         let sharding = try ShardSpec.resolve(option: shard, shards: shards, noShard: noShard)
         if let sharding { progress.note("shard \(sharding.spec) from \(sharding.source)") }
         let modelPath = try modelOptions.path()
-        let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: images ? .all : .text)
-        let dumper = try TextDumper(model: model, tokenizerDirectory: tokenizer.map { URL(fileURLWithPath: $0) })
+        let tokenizerURL = tokenizer.map { URL(fileURLWithPath: $0) }
+        let dumper: TextDumper
+        if TextModelFolder.isBert(modelPath) {
+            if images { throw TextModelFolder.noImageTower(modelPath, "--images") }
+            dumper = try TextDumper(encoder: try BertModel.load(directory: URL(fileURLWithPath: modelPath)), tokenizerDirectory: tokenizerURL)
+        } else {
+            let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: images ? .all : .text)
+            dumper = try TextDumper(model: model, tokenizerDirectory: tokenizerURL)
+        }
         let L = dumper.numHiddenLayers
         let layerList = try layers.map { try TextLayers(blockCount: L).parseList($0, of: .layer, option: "--layers") } ?? Array(0...L)
         var request = DumpRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out))

@@ -9,7 +9,7 @@ import Provenance
 /// Shared `--model` option: a Hugging Face CLIP checkpoint folder, by default the built-in model.
 struct ModelOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp(
-        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text (default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).",
+        "HF CLIP checkpoint folder: config.json + model.safetensors (or a sharded index), tokenizer.json or vocab.json + merges.txt for text; dump and encode --text also take a BERT folder (model_type \"bert\", docs/bert.md) (default: the built-in model, \(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)).",
         valueName: "dir"))
     var model: String?
 
@@ -26,7 +26,9 @@ struct ModelOptions: ParsableArguments {
 
     /// `towers`: what the command uses; a tower it does not use is never read (docs/performance.md, memory).
     func load(towers: CLIPModel.Towers = .all) throws -> CLIPModel {
-        try CLIPModel.load(directory: URL(fileURLWithPath: try path()), towers: towers)
+        let path = try path()
+        try TextModelFolder.requireCLIP(path, for: "this command")
+        return try CLIPModel.load(directory: URL(fileURLWithPath: path), towers: towers)
     }
 }
 
@@ -75,6 +77,7 @@ struct EncodeCommand: ParsableCommand {
 
     func run() throws {
         let modelPath = try modelOptions.path()
+        if TextModelFolder.isBert(modelPath) { return try runBert(modelPath) }
         let model = try CLIPModel.load(directory: URL(fileURLWithPath: modelPath), towers: image.isEmpty ? .text : text.isEmpty ? .vision : .all)
         // format "negclip-encode 2": the one provenance record (version 1 had a `tool` object and
         // `command_line` at the top level); the model's config hash stays under `model`.

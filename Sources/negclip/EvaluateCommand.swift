@@ -79,6 +79,7 @@ struct EvaluateCommand: ParsableCommand {
         if let cache { try OutputPath.requireFolder(URL(fileURLWithPath: cache), option: "--cache") }
         // Defaults: the built-in model and the test split of its world (docs/data.md).
         let model = try self.model.isEmpty ? [ModelOptions.resolvedModel()] : self.model
+        for m in model { try TextModelFolder.requireCLIP(m, for: "evaluate (it scores images against captions)") }
         var data = self.data, split = self.split
         if data.isEmpty {
             data = BuiltinWorld.evaluationFiles(try builtinWorld()).map(\.path)

@@ -164,6 +164,11 @@ struct ProbeLayersCommand: ParsableCommand {
             }
             chosen = all.filter { taskNames.contains($0.name) }
         }
+        // A BERT text encoder has no image embeddings to pair with the text (docs/bert.md).
+        if let m = modelURL, TextModelFolder.isBert(m.path), chosen.contains(where: { $0.image != .none }) {
+            logLine("probe-layers: tasks \(chosen.filter { $0.image != .none }.map(\.name).joined(separator: ", ")) skipped (they pair the text with image embeddings; a BERT text encoder has none)")
+            chosen = chosen.filter { $0.image == .none }
+        }
         var options = ProbeLayers.Options()
         options.settings.folds = folds
         options.settings.seeds = parsedSeeds!
@@ -173,7 +178,9 @@ struct ProbeLayersCommand: ParsableCommand {
         if let n = innerFolds, n < 2 { throw ValidationError("--inner-folds \(n): expected at least 2") }
         options.settings.innerFolds = innerFolds ?? (thorough ? ProbeSettings().innerFolds : ProbeDefaults.innerFolds)
         var sweepSettings: ProbeLayersRequest.SweepSettings?
-        if sweep, modelURL != nil, dataURL != nil {
+        if sweep, let m = modelURL, TextModelFolder.isBert(m.path) {
+            logLine("probe-layers: sweep skipped (a BERT text encoder has no image tower to train against); pass --no-sweep to silence this")
+        } else if sweep, modelURL != nil, dataURL != nil {
             var s = ProbeLayersRequest.SweepSettings()
             s.steps = sweepSteps
             if thorough { s.mode = .thorough }

@@ -80,6 +80,7 @@ struct SweepCommand: ParsableCommand {
 
     /// The sweep these options describe.
     func makeConfig() throws -> SweepConfig {
+        try TextModelFolder.requireCLIP(try modelOptions.path(), for: "sweep (it trains against images)")
         let modelURL = URL(fileURLWithPath: try modelOptions.path()), dataURL = URL(fileURLWithPath: data)
         var evalURLs = evalData.map { URL(fileURLWithPath: $0) }
         if evalURLs.isEmpty {

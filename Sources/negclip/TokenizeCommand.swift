@@ -14,7 +14,7 @@ struct TokenizeCommand: ParsableCommand {
             length (the end token is kept), exactly as HF CLIPTokenizer(truncation=True).
             """)
 
-    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured). Default: the built-in model (\(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)) unless --vocab is given.")
+    @Option(name: .long, help: "HF model folder with tokenizer.json, or vocab.json + merges.txt (tokenizer.json wins when both exist, as in transformers 5; tokenizer_config.json and special_tokens_map.json are honoured); a BERT folder (config.json model_type \"bert\") gives WordPiece ids ([CLS] ... [SEP], BertTokenizerFast). Default: the built-in model (\(BuiltinModel.relativePath) or $\(BuiltinModel.environmentVariable)) unless --vocab is given.")
     var model: String?
 
     @Option(name: .long, help: "OpenAI vocabulary bpe_simple_vocab_16e6.txt.gz; used instead of --model when both are given.")
@@ -37,13 +37,17 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        var tokenizer: CLIPTokenizer
+        var tokenizer: any CaptionTokenizer
         if let vocab {
             tokenizer = try CLIPTokenizer(openAIVocabGz: URL(fileURLWithPath: vocab))
         } else {
-            tokenizer = try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: try model ?? ModelOptions.resolvedModel()))
+            // a BERT folder (config.json model_type "bert") gets its WordPiece tokenizer
+            tokenizer = try TextModelFolder.tokenizer(try model ?? ModelOptions.resolvedModel())
         }
-        if let contextLength { tokenizer = try tokenizer.withContextLength(contextLength) }
+        if let contextLength {
+            if let clip = tokenizer as? CLIPTokenizer { tokenizer = try clip.withContextLength(contextLength) }
+            else if let bert = tokenizer as? WordPieceTokenizer { tokenizer = try bert.withContextLength(contextLength) }
+        }
 
         let lines: [String]
         if !text.isEmpty {
@@ -62,7 +66,7 @@ struct TokenizeCommand: ParsableCommand {
         }
         var out = ""
         for line in lines {
-            let ids = noTruncate ? tokenizer.encodeUnlimited(line) : tokenizer.encode(line)
+            let ids = noTruncate ? encodeUnlimited(tokenizer, line) : tokenizer.encode(line)
             out += "[" + ids.map(String.init).joined(separator: ",") + "]\n"
             if out.utf8.count > 1 << 16 { FileHandle.standardOutput.write(Data(out.utf8)); out = "" }
         }
@@ -81,9 +85,11 @@ struct TokenizeCommand: ParsableCommand {
     }
 }
 
-extension CLIPTokenizer {
-    /// `<|startoftext|> ids <|endoftext|>` without truncation.
-    func encodeUnlimited(_ text: String) -> [Int32] {
-        [bosTokenID] + encodeWithoutSpecialTokens(text) + [eosTokenID]
+/// The start token, the text's ids and the end token, without truncation.
+func encodeUnlimited(_ tokenizer: any CaptionTokenizer, _ text: String) -> [Int32] {
+    if let bert = tokenizer as? WordPieceTokenizer {
+        return [bert.clsTokenID] + bert.encodeWithoutSpecialTokens(text) + [bert.sepTokenID]
     }
+    let clip = tokenizer as! CLIPTokenizer
+    return [clip.bosTokenID] + clip.encodeWithoutSpecialTokens(text) + [clip.eosTokenID]
 }

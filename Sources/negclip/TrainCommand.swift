@@ -81,6 +81,7 @@ struct TrainCommand: ParsableCommand {
         let out = URL(fileURLWithPath: self.out)
         try OutputPath.requireFolder(out, option: "--out")
         let modelPath = try modelOptions.path()
+        try TextModelFolder.requireCLIP(modelPath, for: "train (its losses compare captions with images)")
         let data = try self.data ?? BuiltinWorld.captionsFile(builtinWorld()).path
         var s = CaptionTrainingSettings(model: URL(fileURLWithPath: modelPath), data: URL(fileURLWithPath: data), out: out)
         s.split = split
