@@ -5,7 +5,9 @@ import TestSupport
 /// probe-layers' numbers do not move: Tests/Fixtures/probe-layers/tiny-clip-sweep-report.json is the
 /// report.json of the command below. First made by the binary before the Probing split (commit 121c458,
 /// 2026-12-07); regenerated when the sweep summary gained the selector's evidence and when the probes
-/// changed to nested C, text-grouped folds and per-type controls (report v3).
+/// changed to nested C, text-grouped folds and per-type controls (report v3); regenerated when the
+/// predictive-validity intervals (`selection.why.validity`) began redrawing the probe and separation
+/// items (only those intervals and two `predicts` flags moved).
 /// The same command now must give the same numbers: separation, every probe and baseline, the
 /// sweep's gains, the rankings and the combined score (provenance, inputs and timings aside; the
 /// separation baselines, gradient predictors and predictive validity came later and are not in it).
