@@ -16,26 +16,33 @@ RENDER = os.path.join(ROOT, "scripts", "real_encoder", "render.py")
 PAIRS = os.path.join(ROOT, "scripts", "real_encoder", "pairs.py")
 
 
-def render(report, study, out):
-    return subprocess.run([sys.executable, RENDER, str(report), str(study), str(out)], capture_output=True, text=True)
+FULL = os.path.join(STUDY, "valse-full")   # the second run (the whole VALSE existence file), when committed
+
+
+def render(report, study, out, *extra):
+    return subprocess.run([sys.executable, RENDER, str(report), str(study), str(out), *map(str, extra)], capture_output=True, text=True)
 
 
 def test_committed_page_is_what_the_renderer_makes(tmp_path):
     out = tmp_path / "real-encoder.md"
-    r = render(os.path.join(STUDY, "report.json"), os.path.join(STUDY, "study.json"), out)
+    extra = [os.path.join(FULL, "report.json"), os.path.join(FULL, "study.json")] if os.path.exists(os.path.join(FULL, "report.json")) else []
+    r = render(os.path.join(STUDY, "report.json"), os.path.join(STUDY, "study.json"), out, *extra)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(ROOT, "docs", "real-encoder.md")) as f:
         committed = f.read()
     assert out.read_text() == committed, \
-        "docs/real-encoder.md differs from render.py's output; rerun scripts/real_encoder/render.py docs/real-encoder/report.json docs/real-encoder/study.json docs/real-encoder.md (or the whole study: scripts/real_encoder_study.sh)"
+        "docs/real-encoder.md differs from render.py's output; rerun scripts/real_encoder/render.py docs/real-encoder/report.json docs/real-encoder/study.json docs/real-encoder.md [docs/real-encoder/valse-full/report.json docs/real-encoder/valse-full/study.json] (or the whole study: scripts/real_encoder_study.sh)"
 
 
 def test_committed_pairs_are_the_measured_data():
-    with open(os.path.join(STUDY, "report.json")) as f:
-        report = json.load(f)
-    with open(os.path.join(STUDY, "pairs.jsonl"), "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    assert report["provenance"]["data_sha256"] == sha, "docs/real-encoder/pairs.jsonl is not the file report.json measured; rerun scripts/real_encoder_study.sh"
+    for folder in [STUDY, FULL]:
+        if folder == FULL and not os.path.exists(os.path.join(FULL, "report.json")):
+            continue
+        with open(os.path.join(folder, "report.json")) as f:
+            report = json.load(f)
+        with open(os.path.join(folder, "pairs.jsonl"), "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        assert report["provenance"]["data_sha256"] == sha, f"{folder}/pairs.jsonl is not the file report.json measured; rerun scripts/real_encoder_study.sh"
 
 
 def _drop(obj, path):
@@ -97,7 +104,9 @@ def test_pairs_maps_valse_directions_and_skips_non_negation_sources(tmp_path):
     valse = _imported(tmp_path, "valse", "valse", [
         {"id": "v1", "type": "caption", "caption": "There are cars parked.", "foil": "There are no cars parked.", "image": "a.jpg", "split": "test"},
         {"id": "v2", "type": "caption", "caption": "There are no animals.", "foil": "There are animals.", "image": "a.jpg", "split": "test"},
-        {"id": "v3", "type": "caption", "caption": "There is a dog.", "foil": "There is a cat.", "image": "a.jpg", "split": "test"}])
+        {"id": "v3", "type": "caption", "caption": "There is a dog.", "foil": "There is a cat.", "image": "a.jpg", "split": "test"},
+        {"id": "v4", "type": "caption", "caption": "There is a horse.", "foil": "There is no horse.", "image": "a.jpg", "split": "test"},
+        {"id": "v5", "type": "caption", "caption": "There is the horse.", "foil": "There is no horse.", "image": "a.jpg", "split": "test"}])
     swaps = _imported(tmp_path, "tsv", "negclip", [
         {"id": "n1", "type": "caption", "caption": "a dog on a mat", "foil": "a mat on a dog", "image": "a.jpg", "split": "test"}])
     out, counts = tmp_path / "pairs.jsonl", tmp_path / "counts.json"
@@ -106,9 +115,10 @@ def test_pairs_maps_valse_directions_and_skips_non_negation_sources(tmp_path):
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert got == [
         {"id": "v1", "type": "caption", "caption": "There are cars parked.", "presence_negated": "There are no cars parked.", "image": "a.jpg", "split": "test"},
-        {"id": "v2", "type": "caption", "caption": "There are animals.", "absence_negated": "There are no animals.", "image": "a.jpg", "split": "test"}]
+        {"id": "v2", "type": "caption", "caption": "There are animals.", "absence_negated": "There are no animals.", "image": "a.jpg", "split": "test"},
+        {"id": "v4", "type": "caption", "caption": "There is a horse.", "presence_negated": "There is no horse.", "image": "a.jpg", "split": "test"}]
     c = json.loads(counts.read_text())["sources"]
-    assert (c["valse.json"]["presence_pairs"], c["valse.json"]["absence_pairs"], c["valse.json"]["dropped"]) == (1, 1, 1)
+    assert (c["valse.json"]["presence_pairs"], c["valse.json"]["absence_pairs"], c["valse.json"]["dropped"]) == (2, 1, 2)
     assert (c["tsv.json"]["imported"], c["tsv.json"]["presence_pairs"], c["tsv.json"]["absence_pairs"]) == (1, 0, 0)
     assert "word-order swaps" in c["tsv.json"]["note"]
 

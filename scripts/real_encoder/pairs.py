@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Caption/negation records for the real-language study (docs/real-encoder.md) from `negclip import` outputs.
 
-usage: pairs.py OUT.jsonl OUT.counts.json IMPORTED.jsonl...
+usage: pairs.py [--origin TEXT] OUT.jsonl OUT.counts.json IMPORTED.jsonl...
+
+--origin: where the imported files come from, recorded per source (default: the committed fixture's
+origin per format, from Tests/Fixtures/peers/README.md).
 
 Each imported file (with its OUT.provenance.json beside it, written by `negclip import`) contributes the
 records that pair a caption with its negation, as probe-layers reads them (docs/data.md: `caption` with
@@ -10,11 +13,12 @@ records that pair a caption with its negation, as probe-layers reads them (docs/
 - ccneg: `caption` + `presence_negated` (the negation denies what the image shows), kept as imported.
 - negationclip-coco: `caption` + `absence_negated` (adds an object the image does not show), kept.
 - valse (existence): `caption` + `foil`, where one of the two is the other with the word "no" inserted
-  ("There are cars parked." / "There are no cars parked."). If the caption (true of the image) is the
+  ("There are cars parked." / "There are no cars parked.") or put in place of a determiner a/an/some/any
+  ("There is a cat." / "There is no cat."). If the caption (true of the image) is the
   affirmative one, the negated foil denies a present object: `presence_negated`. If the caption is the
   negated one, it denies an absent object: `absence_negated`, paired with the affirmative foil (which
   is false of the image; the study is text-only, so only the texts and the kind are used). A pair
-  where neither text is the other plus "no" is counted in `dropped` with the reason.
+  of any other form is counted in `dropped` with the reason.
 - negclip (TSV), negbench-mcq, negbench-retrieval, negrefcocog: no caption/negation pairs (word-order
   swaps; options about different objects; paraphrased queries; negated referring phrases with no
   affirmative counterpart); their records are counted, none is used.
@@ -54,10 +58,19 @@ def words(text):
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def inserts_no(negated, affirmative):
-    """True when `negated` is `affirmative` with the single word "no" inserted (punctuation ignored)."""
+DETERMINERS = {"a", "an", "some", "any"}
+
+
+def negates(negated, affirmative):
+    """True when `negated` is `affirmative` with the word "no" inserted ("There are no cars" / "There are
+    cars") or put in place of a determiner ("There is no cat" / "There is a cat"); punctuation ignored."""
     n, a = words(negated), words(affirmative)
-    return len(n) == len(a) + 1 and any(n[i] == "no" and n[:i] + n[i + 1:] == a for i in range(len(n)))
+    if len(n) == len(a) + 1:
+        return any(n[i] == "no" and n[:i] + n[i + 1:] == a for i in range(len(n)))
+    if len(n) == len(a):
+        diff = [i for i in range(len(n)) if n[i] != a[i]]
+        return len(diff) == 1 and n[diff[0]] == "no" and a[diff[0]] in DETERMINERS
+    return False
 
 
 def fail(msg):
@@ -65,8 +78,11 @@ def fail(msg):
 
 
 def main(argv):
+    origin = None
+    if len(argv) > 2 and argv[1] == "--origin":
+        origin, argv = argv[2], argv[:1] + argv[3:]
     if len(argv) < 4:
-        fail("usage: pairs.py OUT.jsonl OUT.counts.json IMPORTED.jsonl...")
+        fail("usage: pairs.py [--origin TEXT] OUT.jsonl OUT.counts.json IMPORTED.jsonl...")
     out, counts_out, inputs = argv[1], argv[2], argv[3:]
     records, counts = [], {}
     for path in inputs:
@@ -82,7 +98,7 @@ def main(argv):
         entry = {"file": os.path.basename(prov.get("source", path)), "format": fmt,
                  "source_sha256": prov.get("source_sha256"), "imported": 0, "left_out_by_import": prov.get("left_out", 0),
                  "presence_pairs": 0, "absence_pairs": 0, "dropped": 0, "note": NOT_PAIRS.get(fmt),
-                 "origin": ORIGIN.get(fmt, "unknown")}
+                 "origin": origin or ORIGIN.get(fmt, "unknown")}
         with open(path) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
@@ -96,13 +112,13 @@ def main(argv):
                     if cap is None or foil is None:
                         fail(f"{path}:{line_no}: VALSE record: expected keys 'caption' and 'foil'")
                     r = {k: v for k, v in r.items() if k != "foil"}
-                    if inserts_no(foil, cap):
+                    if negates(foil, cap):
                         r["presence_negated"] = foil
-                    elif inserts_no(cap, foil):
+                    elif negates(cap, foil):
                         r["caption"], r["absence_negated"] = foil, cap
                     else:
                         entry["dropped"] += 1
-                        entry["note"] = "dropped: neither text is the other with 'no' inserted"
+                        entry["note"] = "dropped: neither text is the other with 'no' inserted or in place of a/an/some/any"
                         continue
                 if "presence_negated" in r:
                     entry["presence_pairs"] += 1
