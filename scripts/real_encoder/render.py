@@ -223,8 +223,7 @@ def render(report, study, rfile, sfile):
     # What it shows, from the numbers above.
     out += ["## What it shows", ""]
     for s in summaries:
-        z, unrel, raw = s["z"], s["unrel"], s["raw"]
-        last = layers - 1
+        z = s["z"]
         said = []
         if s["all_positive"]:
             said.append("At every layer a caption stays closer to its negation than to an unrelated caption (every z interval above 0).")
