@@ -168,19 +168,7 @@ public final class BertModel: @unchecked Sendable {
     /// which is exactly what transformers computes on those rows (masked keys get zero attention weight).
     public func encodeText(ids: [[Int32]], attentionMask: [[Int32]], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {
-        guard ids.count == attentionMask.count else {
-            throw CLIPError.input("attention mask has \(attentionMask.count) rows for \(ids.count) sequences")
-        }
-        let cut = try zip(ids, attentionMask).enumerated().map { n, pair -> [Int32] in
-            let (row, mask) = pair
-            guard row.count == mask.count else { throw CLIPError.input("text item \(n): \(row.count) ids but \(mask.count) mask entries") }
-            let len = mask.firstIndex(of: 0) ?? mask.count
-            guard mask[len...].allSatisfy({ $0 == 0 }), mask[..<len].allSatisfy({ $0 == 1 }) else {
-                throw CLIPError.input("text item \(n): attention mask must be ones then zeros (right padding)")
-            }
-            return Array(row[..<len])
-        }
-        return try encodeText(ids: cut, tokens: tokens, layers: layers)
+        try encodeText(ids: cutToAttentionMask(ids, attentionMask), tokens: tokens, layers: layers)
     }
 
     /// Token ids (each with its [CLS] ... [SEP]) -> per-layer summary rows, token rows (`.all`),
@@ -189,15 +177,7 @@ public final class BertModel: @unchecked Sendable {
                            layers requested: [Int]? = nil) throws -> TextEncoding {
         let c = config, w = c.hiddenSize, L = c.numHiddenLayers
         let layerList = try resolveLayers(requested, numLayers: L, tower: "text")
-        for (n, seq) in ids.enumerated() {
-            if seq.isEmpty { throw CLIPError.input("text item \(n): empty token sequence") }
-            if seq.count > c.maxPositionEmbeddings {
-                throw CLIPError.input("text item \(n): \(seq.count) tokens, more than max_position_embeddings \(c.maxPositionEmbeddings)")
-            }
-            if let bad = seq.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) {
-                throw CLIPError.input("text item \(n): token id \(bad) outside the vocabulary 0..<\(c.vocabSize)")
-            }
-        }
+        try checkTokenIDs(ids, maxPositions: c.maxPositionEmbeddings, vocabSize: c.vocabSize)
         let lengths = ids.map(\.count)
         let eos = lengths.map { pooling.mode == .mean ? $0 - 1 : 0 }
         var position: [Int: Int] = [:]

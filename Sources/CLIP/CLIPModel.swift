@@ -152,21 +152,7 @@ public final class CLIPModel: @unchecked Sendable {
     /// looks at later positions). Left padding or holes in the mask are rejected.
     public func encodeText(ids: [[Int32]], attentionMask: [[Int32]], tokens: HiddenStateSelection = .eos,
                            layers: [Int]? = nil) throws -> TextEncoding {
-        guard ids.count == attentionMask.count else {
-            throw CLIPError.input("attention mask has \(attentionMask.count) rows for \(ids.count) sequences")
-        }
-        let cut = try zip(ids, attentionMask).enumerated().map { n, pair -> [Int32] in
-            let (row, mask) = pair
-            guard row.count == mask.count else {
-                throw CLIPError.input("text item \(n): \(row.count) ids but \(mask.count) mask entries")
-            }
-            let len = mask.firstIndex(of: 0) ?? mask.count
-            guard mask[len...].allSatisfy({ $0 == 0 }), mask[..<len].allSatisfy({ $0 == 1 }) else {
-                throw CLIPError.input("text item \(n): attention mask must be ones then zeros (right padding)")
-            }
-            return Array(row[..<len])
-        }
-        return try encodeText(ids: cut, tokens: tokens, layers: layers)
+        try encodeText(ids: cutToAttentionMask(ids, attentionMask), tokens: tokens, layers: layers)
     }
 
     /// Tokenizes with the folder's vocabulary (truncating to the context length), then encodes.

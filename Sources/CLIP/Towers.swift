@@ -74,6 +74,39 @@ func resolveLayers(_ layers: [Int]?, numLayers: Int, tower: String) throws -> [I
     return layers
 }
 
+/// Every sequence of a text batch is non-empty, fits the positions and uses only vocabulary ids
+/// (CLIP's and BERT's text encoders check their input the same way).
+func checkTokenIDs(_ ids: [[Int32]], maxPositions: Int, vocabSize: Int) throws {
+    for (n, seq) in ids.enumerated() {
+        if seq.isEmpty { throw CLIPError.input("text item \(n): empty token sequence") }
+        if seq.count > maxPositions {
+            throw CLIPError.input("text item \(n): \(seq.count) tokens, more than max_position_embeddings \(maxPositions)")
+        }
+        if let bad = seq.first(where: { $0 < 0 || Int($0) >= vocabSize }) {
+            throw CLIPError.input("text item \(n): token id \(bad) outside the vocabulary 0..<\(vocabSize)")
+        }
+    }
+}
+
+/// A right-padded batch cut to each row's unmasked prefix (the mask as transformers takes it: ones,
+/// then zeros); left padding or holes in the mask are rejected.
+func cutToAttentionMask(_ ids: [[Int32]], _ attentionMask: [[Int32]]) throws -> [[Int32]] {
+    guard ids.count == attentionMask.count else {
+        throw CLIPError.input("attention mask has \(attentionMask.count) rows for \(ids.count) sequences")
+    }
+    return try zip(ids, attentionMask).enumerated().map { n, pair -> [Int32] in
+        let (row, mask) = pair
+        guard row.count == mask.count else {
+            throw CLIPError.input("text item \(n): \(row.count) ids but \(mask.count) mask entries")
+        }
+        let len = mask.firstIndex(of: 0) ?? mask.count
+        guard mask[len...].allSatisfy({ $0 == 0 }), mask[..<len].allSatisfy({ $0 == 1 }) else {
+            throw CLIPError.input("text item \(n): attention mask must be ones then zeros (right padding)")
+        }
+        return Array(row[..<len])
+    }
+}
+
 /// The text transformer: embeddings, causal pre-LN blocks, final LayerNorm, end-of-text pooling,
 /// optional text_projection (transformers `CLIPTextTransformer` + `text_projection`).
 public final class TextTower: @unchecked Sendable {
@@ -123,15 +156,7 @@ public final class TextTower: @unchecked Sendable {
                        layers: [Int]? = nil, hooks: TextHooks? = nil) throws -> TextEncoding {
         let w = config.hiddenSize
         let layerList = try resolveLayers(layers, numLayers: config.numHiddenLayers, tower: "text")
-        for (n, seq) in ids.enumerated() {
-            if seq.isEmpty { throw CLIPError.input("text item \(n): empty token sequence") }
-            if seq.count > config.maxPositionEmbeddings {
-                throw CLIPError.input("text item \(n): \(seq.count) tokens, more than max_position_embeddings \(config.maxPositionEmbeddings)")
-            }
-            if let bad = seq.first(where: { $0 < 0 || Int($0) >= config.vocabSize }) {
-                throw CLIPError.input("text item \(n): token id \(bad) outside the vocabulary 0..<\(config.vocabSize)")
-            }
-        }
+        try checkTokenIDs(ids, maxPositions: config.maxPositionEmbeddings, vocabSize: config.vocabSize)
         let lengths = ids.map(\.count)
         let eos = ids.map(eosIndex)
         var recorder = HiddenStateRecorder(layers: layerList, width: w, count: ids.count, selection: selection)
