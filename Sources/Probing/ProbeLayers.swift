@@ -162,6 +162,8 @@ public struct ProbeInputs: Codable, Sendable, Equatable {
     /// Which rows the probes read.
     public var rows: String
     public static let rowsRule = "Features are taken at the end-of-text row unless a task says otherwise."
+    /// A BERT-family dump's per-layer row is its folder's pooling of that layer (docs/bert.md).
+    public static let bertRowsRule = "Features are taken at the dump's per-layer row, the folder's sentence-transformers pooling of that layer (mean over the caption's tokens, or the [CLS] row), unless a task says otherwise."
 
     public init(modelConfigSHA256: String, split: String?, dump: String?, dumpSHA256: String?, randomWeightsSeed: UInt64?) {
         self.modelConfigSHA256 = modelConfigSHA256; self.split = split; self.dump = dump; self.dumpSHA256 = dumpSHA256

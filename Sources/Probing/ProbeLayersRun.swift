@@ -291,12 +291,15 @@ public enum ProbeLayersRun {
         }
 
         let p = reader.info.provenance
+        // A BERT-family dump states its own layers and rows (docs/bert.md); CLIP's are TextLayers'.
+        let bertDump = BertConfig.modelType(directory: URL(fileURLWithPath: p.model)) == "bert"
         let provenance = Provenance(commandLine: request.commandLine, seeds: request.options.settings.seeds,
                                     model: request.model?.path ?? p.model, modelSHA256: p.modelWeightsSHA256,
-                                    data: dataName, dataSHA256: dataSHA, layerDefinition: TextLayers.definition)
-        let inputs = ProbeInputs(modelConfigSHA256: p.modelConfigSHA256, split: request.dump == nil ? request.split : nil,
+                                    data: dataName, dataSHA256: dataSHA, layerDefinition: bertDump ? p.layerDefinition : TextLayers.definition)
+        var inputs = ProbeInputs(modelConfigSHA256: p.modelConfigSHA256, split: request.dump == nil ? request.split : nil,
                                  dump: request.dump?.path, dumpSHA256: request.dump == nil ? nil : try SHA256Hasher.hex(fileAt: dumpURL),
                                  randomWeightsSeed: random == nil ? nil : request.randomSeed)
+        if bertDump { inputs.rows = ProbeInputs.bertRowsRule }
         var result = ProbeLayers.measure(corpus: corpus, states: states, random: random, tasks: request.tasks, sweep: sweep,
                                          options: request.options, provenance: provenance, inputs: inputs,
                                          timings: &timings, progress: progress)
@@ -355,7 +358,7 @@ public enum ProbeLayersRun {
             }
             let p = result.provenance
             let prov = Provenance(commandLine: request.commandLine, seeds: sweep.seeds, model: p.model, modelSHA256: p.modelSHA256,
-                                  data: p.data, dataSHA256: p.dataSHA256, layerDefinition: TextLayers.definition)
+                                  data: p.data, dataSHA256: p.dataSHA256, layerDefinition: p.layerDefinition)
             var report: [String: String] = ["model_config_sha256": result.inputs.modelConfigSHA256, "command_line": request.commandLine,
                                             "tool_version": request.toolVersion]
             if let split = result.inputs.split { report["split"] = split }

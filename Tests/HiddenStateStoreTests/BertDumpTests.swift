@@ -65,7 +65,10 @@ import TestSupport
         let dump = try HiddenStateReader(url: out.appendingPathComponent("dump.h5"))
         #expect(dump.info.layerDefinition.hasPrefix("BERT layer l"))
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))) as! [String: Any]
-        #expect(!report.isEmpty)
+        // the report states BERT's layers and rows, not CLIP's
+        let provenance = try #require(report["provenance"] as? [String: Any]), inputs = try #require(report["inputs"] as? [String: Any])
+        #expect(provenance["layer_definition"] as? String == dump.info.layerDefinition)
+        #expect((inputs["rows"] as? String)?.contains("sentence-transformers pooling") == true, "\(inputs)")
     }
 
     @Test func commandsNeedingImagesRefuseInOneLine() throws {
