@@ -271,9 +271,11 @@ def render(report, study, rfile, sfile):
             "- **No negation scope.** None of the imported sources names the denied object, so `negated_object` "
             "(scope) is not measured; no image tasks (`negation_kind`, `truth`) on a text-only encoder; no sweep, gradient "
             "predictors or patching (they need CLIP).",
-            "- **Which rows.** Each layer's row is the mean over the text's tokens (MiniLM's pooling), not an end-of-text row; "
-            "the report.json's `layer_definition` and `inputs.rows` still state CLIP's definition, the BERT one is the "
-            "dump's (Provenance above).", ""]
+            "- **Which rows.** Each layer's row is the mean over the text's tokens (MiniLM's pooling), not an end-of-text row"
+            + ("; the report.json's `layer_definition` and `inputs.rows` still state CLIP's definition (probe-layers before "
+               "it read a BERT dump's own), the BERT one is the dump's (Provenance above)."
+               if not str(report.get("provenance", {}).get("layer_definition", "")).startswith("BERT") else
+               " (report.json's `layer_definition` and `inputs.rows` say so)."), ""]
     return "\n".join(out)
 
 
