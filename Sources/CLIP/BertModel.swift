@@ -147,9 +147,12 @@ public final class BertModel: @unchecked Sendable {
     public var numHiddenLayers: Int { config.numHiddenLayers }
     public var width: Int { config.hiddenSize }
 
+    /// How every BERT layer definition starts (a dump's `layer_definition` names its encoder).
+    public static let layerDefinitionPrefix = "BERT layer l = transformers BertModel hidden_states[l]"
+
     /// The stated layer definition (stored in dumps).
     public var layerDefinition: String {
-        "BERT layer l = transformers BertModel hidden_states[l]: 0 = word + position + token-type embeddings after their LayerNorm, "
+        Self.layerDefinitionPrefix + ": 0 = word + position + token-type embeddings after their LayerNorm, "
             + "l = output of block l-1 (post-LN; L = last_hidden_state). Row per layer: "
             + (pooling.mode == .mean ? "mean over the text's tokens ([CLS] and [SEP] included), eos_index = the [SEP] row"
                                      : "the [CLS] row (eos_index 0)")

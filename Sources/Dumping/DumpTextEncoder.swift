@@ -39,9 +39,6 @@ extension BertModel: DumpTextEncoder {
     public var embeddingWidth: Int { width }
     public func folderTokenizer() throws -> (tokenizer: any CaptionTokenizer, description: String)? {
         guard let tokenizer else { return nil }
-        let files = try tokenizer.files.map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }
-        let description = "BERT WordPiece (\(directory.path)), vocab \(tokenizer.vocabularySize), context \(tokenizer.contextLength), "
-            + files.joined(separator: ", ")
-        return (tokenizer, description)
+        return (tokenizer, try TextDumper.describeWordPiece(tokenizer, directory: directory))
     }
 }

@@ -162,13 +162,18 @@ public final class TextDumper {
         } else if let bert = encoder as? BertModel {
             let t = try bert.fitted(try WordPieceTokenizer.load(modelDirectory: dir))
             tokenizer = t
-            tokenizerDescription = "BERT WordPiece (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
-                + (try t.files.map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }.joined(separator: ", "))
+            tokenizerDescription = try Self.describeWordPiece(t, directory: dir)
         } else {
             let t = try CLIPTokenizer.load(modelDirectory: dir)
             tokenizer = t
             tokenizerDescription = try Self.describeCLIPTokenizer(t, directory: dir)
         }
+    }
+
+    /// The `tokenizer` provenance attribute of a WordPiece tokenizer read from `dir`.
+    static func describeWordPiece(_ t: WordPieceTokenizer, directory dir: URL) throws -> String {
+        "BERT WordPiece (\(dir.path)), vocab \(t.vocabularySize), context \(t.contextLength), "
+            + (try t.files.map { "\($0.lastPathComponent) sha256 \(try SHA256Hasher.hex(fileAt: $0))" }.joined(separator: ", "))
     }
 
     /// `files`: the tokenizer files read (default: those `CLIPTokenizer.load` reads in `dir`).

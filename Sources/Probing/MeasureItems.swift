@@ -87,16 +87,12 @@ extension PredictiveValidity {
                 ra.append(rx); ru.append(ry)
             }
         }
-        var members: [Int: [Int]] = [:]
-        for (i, g) in v.groups.enumerated() { members[g, default: []].append(i) }
-        let cells = members.keys.sorted().map { members[$0]! }
+        let cells = SeparationBaselines.groupCells(v.groups)
         let m = u.first?.count ?? 0
         guard cells.count > 1, m > 1 else { return nil }
         var out = Measure(name: name, blockScores: blockScores, unitsAre: "caption/negation pairs (by pair id) and unrelated pairs")
         out.replicate = { [a, u, ra, ru] rng in
-            var i: [Int] = []
-            for _ in 0..<cells.count { i += cells[rng.below(cells.count)] }
-            let j = (0..<m).map { _ in rng.below(m) }
+            let (i, j) = SeparationBaselines.draw(cells, unrelated: m, &rng)
             return (0..<L).map { k in
                 let zm = SeparationBaselines.zScore(a[k], u[k], i, j)
                 return gainOverRandom ? SeparationBaselines.zScore(ra[k], ru[k], i, j) - zm : -zm

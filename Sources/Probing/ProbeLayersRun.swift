@@ -292,7 +292,8 @@ public enum ProbeLayersRun {
 
         let p = reader.info.provenance
         // A BERT-family dump states its own layers and rows (docs/bert.md); CLIP's are TextLayers'.
-        let bertDump = BertConfig.modelType(directory: URL(fileURLWithPath: p.model)) == "bert"
+        // Read from the dump itself, so a dump whose model folder moved is still described right.
+        let bertDump = p.layerDefinition.hasPrefix(BertModel.layerDefinitionPrefix)
         let provenance = Provenance(commandLine: request.commandLine, seeds: request.options.settings.seeds,
                                     model: request.model?.path ?? p.model, modelSHA256: p.modelWeightsSHA256,
                                     data: dataName, dataSHA256: dataSHA, layerDefinition: bertDump ? p.layerDefinition : TextLayers.definition)

@@ -161,9 +161,7 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
     static func bootstrap(groups: [Int], unrelated m: Int, resamples: Int, seed: UInt64,
                           stat: ([Int]?, [Int]?) -> Double) -> Estimate {
         let point = stat(nil, nil)
-        var members: [Int: [Int]] = [:]
-        for (i, g) in groups.enumerated() { members[g, default: []].append(i) }
-        let cells = members.keys.sorted().map { members[$0]! }
+        let cells = groupCells(groups)
         guard point.isFinite, cells.count > 1, m > 1, resamples > 0 else {
             return Estimate(mean: point, low: point.isFinite ? point : .nan, high: point.isFinite ? point : .nan, n: groups.count)
         }
@@ -171,9 +169,7 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
         var values: [Double] = []
         values.reserveCapacity(resamples)
         for _ in 0..<resamples {
-            var i: [Int] = []
-            for _ in 0..<cells.count { i += cells[rng.below(cells.count)] }
-            let j = (0..<m).map { _ in rng.below(m) }
+            let (i, j) = draw(cells, unrelated: m, &rng)
             let v = stat(i, j)
             if v.isFinite { values.append(v) }
         }
@@ -183,6 +179,22 @@ public struct SeparationBaselines: Codable, Sendable, Equatable {
         let lo = values[max(0, Int((0.025 * Double(n)).rounded(.up)) - 1)]
         let hi = values[min(n - 1, Int((0.975 * Double(n)).rounded(.up)) - 1)]
         return Estimate(mean: point, low: lo, high: hi, n: groups.count)
+    }
+
+    /// The caption/negation pairs' indices per group (groups in ascending order): a replicate draws
+    /// whole groups.
+    static func groupCells(_ groups: [Int]) -> [[Int]] {
+        var members: [Int: [Int]] = [:]
+        for (i, g) in groups.enumerated() { members[g, default: []].append(i) }
+        return members.keys.sorted().map { members[$0]! }
+    }
+
+    /// One bootstrap replicate: as many groups as there are, drawn with replacement (every pair of a
+    /// drawn group), then `m` unrelated pairs drawn one by one.
+    static func draw(_ cells: [[Int]], unrelated m: Int, _ rng: inout SplitMix64) -> (pairs: [Int], unrelated: [Int]) {
+        var i: [Int] = []
+        for _ in 0..<cells.count { i += cells[rng.below(cells.count)] }
+        return (i, (0..<m).map { _ in rng.below(m) })
     }
 }
 
