@@ -106,8 +106,9 @@ extension ProbeLayersRequest {
             if s.mode == .thorough { config.useThoroughMode() }
             config.learningRates = s.learningRates ?? (s.mode == .thorough ? SweepDefaults.thoroughLearningRates : SweepDefaults.learningRates)
             config.parallelRuns = s.parallelRuns
-            config.evaluationLimit = s.mode == .thorough ? nil : s.evaluationLimit
-            config.rateScreenSeeds = s.mode == .thorough ? nil : s.rateScreenSeeds
+            config.evaluationLimit = s.evaluationLimit
+            config.rateScreenSeeds = s.rateScreenSeeds
+            config.budgetCheckUnits = s.budgetCheckUnits
             config.batch = s.batch
             config.seeds = s.seeds
             config.blocks = s.blocks
@@ -128,20 +129,42 @@ extension ProbeLayersRequest {
             get { learningRates?.first ?? SweepDefaults.learningRate }
             set { learningRates = [newValue] }
         }
-        /// `.thorough`: the budget check and the wider grid.
-        public var mode = SweepMode.standard
+        /// `.thorough`: the budget check and the wider grid (set it with `useThoroughMode()` or
+        /// `useStudyPlan(layers:)`, which also say how much of the grid is measured).
+        public private(set) var mode = SweepMode.standard
         /// Runs side by side (`SweepConfig.parallelRuns`).
         public var parallelRuns = SweepDefaults.parallelRuns
         /// Caption records and queries measured per run (`SweepConfig.evaluationLimit`; nil: all).
         public var evaluationLimit: Int? = SweepDefaults.evaluationLimit
         /// Default mode's rate screen (`SweepConfig.rateScreenSeeds`; nil: every rate on every seed).
         public var rateScreenSeeds: Int? = SweepDefaults.rateScreenSeeds
+        /// Thorough mode: the units of the budget check (`SweepConfig.budgetCheckUnits`; nil: every unit).
+        public var budgetCheckUnits: [String]?
         public var batch = SweepDefaults.batch
         public var seeds = SweepDefaults.seeds
         /// nil: every block.
         public var blocks: [Int]?
         public var trainSplit = "train"
         public init() {}
+
+        /// `probe-layers --thorough`: the wider grid with every rate on every seed, every run measured on
+        /// the whole split, the budget check on every unit (on the built-in model about 80 minutes on 2
+        /// cores; docs/reproduce.md).
+        public mutating func useThoroughMode() {
+            mode = .thorough; evaluationLimit = nil; rateScreenSeeds = nil; budgetCheckUnits = nil
+        }
+
+        /// `negclip reproduce`'s plan: thorough mode's wider grid and budget check, sized so that the
+        /// whole study fits about an hour (`ReproduceDefaults.rationale`): the rates screened on the
+        /// default mode's seed (`SweepDefaults.rateScreenSeeds`), every run measured on the default
+        /// mode's validation subset (`SweepDefaults.evaluationLimit`), the budget check on the single
+        /// blocks `0..<layers` (the question it answers: does the ranking of blocks hold at 4x the steps).
+        public mutating func useStudyPlan(layers: Int) {
+            mode = .thorough
+            evaluationLimit = SweepDefaults.evaluationLimit
+            rateScreenSeeds = SweepDefaults.rateScreenSeeds
+            budgetCheckUnits = (0..<layers).map { "block.\($0)" }
+        }
     }
 }
 

@@ -52,9 +52,12 @@ public struct ReproduceConfig: Sendable {
     public var probeSweepSeeds = SweepDefaults.seeds
     /// nil: every block.
     public var probeSweepBlocks: [Int]?
-    /// probe-layers' thorough mode (the budget check and the wider rate grids); `negclip reproduce`
-    /// always sets it.
+    /// probe-layers' thorough mode in the study's plan (the wider rate grid and the budget check,
+    /// `ProbeLayersRequest.SweepSettings.useStudyPlan`); `negclip reproduce` always sets it.
     public var probeThorough = true
+    /// Caption records and queries of the validation split that early stopping measures (the first N
+    /// of each, the records the sweep's runs were measured on; nil: the whole split).
+    public var validationLimit: Int? = ReproduceDefaults.validationLimit
     /// How layers.json is chosen from probe-layers' report (extras: none, see `ReproduceDefaults`).
     public var policy = SelectionPolicy.pareto
     /// Single blocks of stage 3; nil: every block.
@@ -270,7 +273,7 @@ public enum Reproduce {
             sweep.steps = config.probeSweepSteps
             sweep.seeds = config.probeSweepSeeds
             sweep.blocks = config.probeSweepBlocks
-            if config.probeThorough { sweep.mode = .thorough }
+            if config.probeThorough { sweep.useStudyPlan(layers: L) }
             var request = ProbeLayersRequest.records(model: config.model, data: captions, split: config.probeSplit, out: probeOut,
                                                      tasks: config.tasks, options: config.probeOptions,
                                                      randomSeed: config.probeRandomSeed, sweep: sweep, commandLine: config.commandLine)
@@ -544,7 +547,8 @@ public enum Reproduce {
             "probe_cv": "folds \(c.probeOptions.settings.folds) seeds \(c.probeOptions.settings.seeds.map(String.init).joined(separator: ",")) bootstrap \(c.probeOptions.settings.bootstrapResamples)",
             "probe_tasks": c.tasks.map(\.name).sorted().joined(separator: ","),
             "bootstrap": "\(c.bootstrapResamples)",
-            "probe_mode": c.probeThorough ? "thorough" : "default",
+            "probe_mode": c.probeThorough ? "thorough (study plan: rates screened on the first \(SweepDefaults.rateScreenSeeds) seed, validation subset \(SweepDefaults.evaluationLimit), budget check on the single blocks)" : "default",
+            "validation_limit": c.validationLimit.map(String.init) ?? "all",
         ]
     }
 }

@@ -12,32 +12,29 @@ public enum ReproduceDefaults {
     /// The rate of a row whose unit has no measured best rate (no layers.json `learning_rate`, no
     /// sweep unit with the same blocks).
     public static let learningRate = 5e-4
-    /// Validation every 20 steps, stop after 2 measurements without a gain of more than 0.2 points
+    /// Validation every 10 steps (the sweep's budget, so the first measurement comes where the sweep
+    /// measured each unit's rate), stop after 3 measurements without a gain of more than 0.2 points
     /// of the criterion, under the 2-point retrieval bound (`EarlyStopping.criterion`).
-    public static let stopping = EarlyStopping(evalEvery: 20, patience: 2, minDelta: 0.002, bound: SweepEffects.defaultBound)
+    public static let stopping = EarlyStopping(evalEvery: SweepDefaults.steps, patience: 3, minDelta: 0.002, bound: SweepEffects.defaultBound)
+    /// Early stopping measures the first 400 caption records and queries of the validation split, the
+    /// records every sweep run was measured on (`SweepDefaults.evaluationLimit`).
+    public static let validationLimit: Int? = SweepDefaults.evaluationLimit
 
     /// Why this budget, with the measurements it rests on (written into results.json and the report).
     public static let rationale = """
-        The paper trains 30 epochs of batch 128 per stage at lr 1e-6 with 50 warm-up steps (RESEARCH.md); this study trains 22 \
-        rows (the selected set, 5 windows, 12 single blocks, 3 peers, the shifted hinge, plus any unit of \
-        layers.json's Pareto front not among them) x 5 seeds after probe-layers on 2 shared cores, so every run \
-        trains until the validation criterion stops improving: measured every 20 steps, stopped after 2 \
-        measurements without a gain of more than 0.2 points, at most 120 steps of one presence and one \
-        absence batch of 16 (at most 1,920 items per stage, 12% of the built-in world's 16,000-scene training \
-        split), each \
-        unit at its own learning rate (layers.json's for the selected set, the sweep's best rate for a window \
-        or block, else 5e-4), linear warm-up over the first 12 steps and a cosine decay to 0 at step 120, \
-        weight decay 0.2 as the paper. Sized from per-step timings measured before on this 2-core \
-        machine, estimated, not measured for this study: negclip-bench train on the built-in model (issue 19) \
-        does a block-0 step in about 0.15 s and a block-11 step from cached hidden states in about 0.02 s; \
-        interpolating over the blocks and scaling by the blocks a row trains gives about 2.4 s per step for \
-        one seed of all 22 rows, so 110 runs at the 120-step cap take about 24 minutes of training, their \
-        validation measurements (at most 6 per run, in memory from cached hidden states, about 1 s each) \
-        about 11 more, the 116 test-split evaluations about 8 (3.9 s each, measured in the v2 study), and \
-        probe-layers in thorough mode the rest of an hour. Under load (the v2 study's numbers without the \
-        cache, release build, load 6-7: 255 ms per step for block 0, 121 ms for block 11, 458 ms for the \
-        whole tower) training would take about twice as long. Runs that stop early make it shorter; the \
-        steps each row actually trained are in the table and the wall time per stage in timings.json. \
+        The paper trains 30 epochs of batch 128 per stage at lr 1e-6 with 50 warm-up steps (RESEARCH.md); this study trains about \
+        22 rows (the selected set, the windows, 12 single blocks, 3 peers, the shifted hinge, plus any unit of layers.json's \
+        Pareto front not among them) x 5 seeds after probe-layers on 2 shared cores, so every run trains until the validation \
+        criterion stops improving: measured every 10 steps (the sweep's budget, where each unit's rate was chosen) on the \
+        first 400 validation records and queries (those the sweep measured), stopped after 3 measurements without a gain \
+        of more than 0.2 points, at most 120 steps of one presence and one absence batch of 16 (at most 1,920 items per \
+        stage, 12% of the built-in world's 16,000-scene training split), each unit at its own learning rate (layers.json's \
+        for the selected set, the sweep's best rate for a window or block, else 5e-4), linear warm-up over the first 12 \
+        steps and a cosine decay to 0 at step 120, weight decay 0.2 as the paper. probe-layers runs in thorough mode on the \
+        study's plan: the 5-rate grid screened on one seed, every sweep run measured on those 400 validation records, the \
+        budget check (4x the steps) on the 12 single blocks. The exhaustive thorough mode (every rate on every seed, the \
+        whole validation split, the budget check on every unit) took 81 minutes for probe-layers alone on this machine \
+        (docs/reproduce.md), which is why the study does not use it. The wall time of each stage is in timings.json. \
         Absolute gains are those of a short run, not of the paper's 30 epochs.
         """
 }

@@ -194,7 +194,8 @@ public typealias StudyTrainerFactory = @Sendable (LossSettings) throws -> any Un
 
 extension Reproduce {
     /// The SweepConfig a `SweepTrainer` of the study is built from: the study's data, batch, warm-up,
-    /// weight decay and `loss`, measured on validation (`probeSplit`), no extras beyond a unit's groups.
+    /// weight decay and `loss`, measured on validation (`probeSplit`, its first `validationLimit`
+    /// records), no extras beyond a unit's groups.
     public static func sweepConfig(_ c: ReproduceConfig, loss: LossSettings) -> SweepConfig {
         let captions = c.world.appendingPathComponent("captions.jsonl"), queries = c.world.appendingPathComponent("queries.jsonl")
         var s = SweepConfig(model: c.model, trainData: captions, evalData: [captions, queries],
@@ -209,6 +210,7 @@ extension Reproduce {
         s.weightDecay = c.weightDecay
         s.loss = loss
         s.extraGroups = []
+        s.evaluationLimit = c.validationLimit
         s.commandLine = c.commandLine
         return s
     }

@@ -183,7 +183,7 @@ struct ProbeLayersCommand: ParsableCommand {
         } else if sweep, modelURL != nil, dataURL != nil {
             var s = ProbeLayersRequest.SweepSettings()
             s.steps = sweepSteps
-            if thorough { s.mode = .thorough }
+            if thorough { s.useThoroughMode() }
             if let sweepRates { s.learningRates = parsedRates(sweepRates) } else if let sweepLR { s.learningRate = sweepLR }
             if let sweepEvalLimit { s.evaluationLimit = sweepEvalLimit }
             s.batch = sweepBatch
