@@ -158,12 +158,13 @@ extension ProbeLayersRequest {
         /// whole study fits about an hour (`ReproduceDefaults.rationale`): the rates screened on the
         /// default mode's seed (`SweepDefaults.rateScreenSeeds`), every run measured on the default
         /// mode's validation subset (`SweepDefaults.evaluationLimit`), the budget check on the single
-        /// blocks `0..<layers` (the question it answers: does the ranking of blocks hold at 4x the steps).
+        /// blocks the sweep trains (`blocks`, nil: all `layers`; the question it answers: does the
+        /// ranking of blocks hold at 4x the steps).
         public mutating func useStudyPlan(layers: Int) {
             mode = .thorough
             evaluationLimit = SweepDefaults.evaluationLimit
             rateScreenSeeds = SweepDefaults.rateScreenSeeds
-            budgetCheckUnits = (0..<layers).map { "block.\($0)" }
+            budgetCheckUnits = (blocks ?? Array(0..<layers)).map { "block.\($0)" }
         }
     }
 }
