@@ -129,6 +129,13 @@ def main(argv):
         counts[entry["file"]] = entry
     if not records:
         fail("no caption/negation pairs in " + ", ".join(inputs))
+    # image paths relative to the pairs file's folder (how negclip reads a relative path), so the
+    # committed file names no machine's folders; the study is text-only and never opens them
+    here = os.path.dirname(os.path.abspath(out))
+    for r in records:
+        for key in ("image", "absence_contrast_image"):
+            if isinstance(r.get(key), str) and os.path.isabs(r[key]):
+                r[key] = os.path.relpath(r[key], here)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         for r in records:

@@ -24,6 +24,19 @@ class InputError(Exception):
     pass
 
 
+
+def shown_command(line):
+    """The command line with the binary named as `negclip` (its build folder is the machine's)."""
+    head, _, rest = line.partition(" ")
+    return (os.path.basename(head) + " " + rest) if rest else os.path.basename(head)
+
+
+def repo_relative(path):
+    """A path inside a checkout of this repository, from the repository root (any checkout's
+    absolute prefix, e.g. a helper's worktree, dropped); another path as it is."""
+    marker = "/docs/real-encoder/"
+    return path[path.index(marker) + 1:] if marker in path else path
+
 def need(obj, path, file):
     """obj[path] for a dotted path ("separation.presence.model"); a one-line InputError when absent."""
     cur = obj
@@ -146,8 +159,8 @@ def render(report, study, rfile, sfile):
            "## Provenance", "",
            f"- model: `{prov['model']}`, weights sha256 `{prov['model_sha256']}`, config.json sha256 `{config_sha}`",
            f"- tokenizer: {need(study, 'dump.tokenizer', sfile)}",
-           f"- data: `{prov['data']}` (split `{split}`), sha256 `{prov['data_sha256']}`",
-           f"- probe-layers: `{prov['command_line']}` ({prov['tool']} {prov['tool_version']}, {prov['created_utc']}, seeds {prov.get('seeds')})",
+           f"- data: `{repo_relative(prov['data'])}` (split `{split}`), sha256 `{prov['data_sha256']}`",
+           f"- probe-layers: `{shown_command(prov['command_line'])}` ({prov['tool']} {prov['tool_version']}, {prov['created_utc']}, seeds {prov.get('seeds')})",
            f"- layers: {need(study, 'dump.layer_definition', sfile)}",
            "", "## Data: what each source contributes", "",
            f"{need(study, 'data_description', sfile)} `negclip import` converted each file (images not needed: "
