@@ -233,7 +233,13 @@ extension ProbeLayersRun {
                 }
                 result.timings["gradients"] = Date().timeIntervalSince(t0)
             } else {
-                result.gradientsUnavailable = model == nil ? "no model folder" : "no caption records (--data)"
+                if model != nil {
+                    result.gradientsUnavailable = "no caption records (--data)"
+                } else if let folder = request.model, BertConfig.modelType(directory: folder) == "bert" {
+                    result.gradientsUnavailable = "a BERT text encoder (they need CLIP's contrastive loss and image tower)"
+                } else {
+                    result.gradientsUnavailable = "no model folder"
+                }
             }
         }
         if let sweep {

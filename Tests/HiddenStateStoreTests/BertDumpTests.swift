@@ -69,6 +69,9 @@ import TestSupport
         let provenance = try #require(report["provenance"] as? [String: Any]), inputs = try #require(report["inputs"] as? [String: Any])
         #expect(provenance["layer_definition"] as? String == dump.info.layerDefinition)
         #expect((inputs["rows"] as? String)?.contains("sentence-transformers pooling") == true, "\(inputs)")
+        // why the gradient predictors are missing: the encoder, not a missing folder
+        let md = try String(contentsOf: out.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(md.contains("a BERT text encoder (they need CLIP's contrastive loss and image tower)") && !md.contains("no model folder"))
     }
 
     @Test func commandsNeedingImagesRefuseInOneLine() throws {
