@@ -45,7 +45,7 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .long, help: "Problems listed on stderr (all are counted).")
     var maxIssues = 20
 
-    @Option(name: .long, help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (e.g. the model's): count the captions longer than its context (77 tokens for CLIP), which dump/train/evaluate will truncate; recorded in the provenance (null without it).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp("Folder with tokenizer.json or vocab.json + merges.txt (e.g. the model's; a BERT folder: its WordPiece vocabulary): count the captions longer than its context (77 tokens for CLIP), which dump/train/evaluate will truncate; recorded in the provenance (null without it).", valueName: "dir"))
     var tokenizer: String?
 
     func validate() throws {
@@ -82,7 +82,7 @@ struct ImportCommand: ParsableCommand {
         let records = result.records.map { record in
             mappingImagePaths(record) { $0.hasPrefix(folder) ? String($0.dropFirst(folder.count)) : $0 }
         }
-        let tok = try tokenizer.map { try CLIPTokenizer.load(modelDirectory: URL(fileURLWithPath: $0)) }
+        let tok = try tokenizer.map { try TextModelFolder.tokenizer($0) }
         let truncated = tok.map { $0.truncatedCount(records.flatMap(\.texts)) }
         if let tok, let truncated, truncated > 0 { logLine(truncationLine(truncated, contextLength: tok.contextLength)) }
         let text = try NegationJSONL.encode(records)

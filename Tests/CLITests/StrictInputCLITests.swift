@@ -33,6 +33,22 @@ import TestSupport
         return out
     }
 
+    @Test func importCountsTruncationWithABertFoldersWordPiece() throws {
+        let dir = try Fixtures.tempDir("truncation-bert")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let csv = dir.appendingPathComponent("cc.csv")
+        try "image_path,caption,negated_caption\na.png,\(Self.long),there is no red square\nb.png,a blue square,no blue square\n"
+            .write(to: csv, atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("cc.jsonl")
+        let r = try CLIRunner.run("negclip", ["import", "--data", csv.path, "--out", out.path, "--keep-missing-images",
+                                              "--tokenizer", Fixtures.url("tiny-bert").path])
+        #expect(r.status == 0, "\(r.stderr)")
+        // 119 words, each at least one WordPiece, against tiny-bert's context of 64
+        #expect(r.stderr.contains("1 caption longer than 64 tokens was truncated\n"), "\(r.stderr)")
+        let prov = try json(URL(fileURLWithPath: out.path + ".provenance.json"))
+        #expect(prov["truncated_captions"] as? Int == 1 && (prov["tokenizer"] as? String)?.hasSuffix("tiny-bert") == true)
+    }
+
     @Test func importEvaluateTrainAndEncodeCountAndRecordTruncation() throws {
         let dir = try Fixtures.tempDir("truncation")
         defer { try? FileManager.default.removeItem(at: dir) }
