@@ -2,7 +2,8 @@
 # Python-side checks (scripts/checks/test_*.py; notebooks-export/negclip_h5.py is checked by
 # scripts/checks/test_hdf5_store.py and test_shard_merge.py). Small packages (numpy,
 # h5py, pytest) are always installed into the venv; torch comes only from a local CPU wheel (never a
-# multi-GB download in CI), transformers from PyPI with the pinned versions.
+# multi-GB download in CI), transformers from PyPI with the pinned versions, open_clip_torch and torchvision
+# from PyPI without their dependencies into $VENV/open-clip-site (the open_clip parity check).
 #
 # Without torch the transformers checks skip, with a loud SKIPPED line. Under
 # NEGCLIP_REQUIRE_PYTHON_CHECKS=1 (set by .ci/run) a check that does not run is a failure instead: no
@@ -18,6 +19,9 @@ cd "$(dirname "$0")/../.."
 REQUIRE=${NEGCLIP_REQUIRE_PYTHON_CHECKS:-0}
 VENV=${NEGCLIP_VENV:-.venv}
 WHEELS=${NEGCLIP_TORCH_WHEELS:-/opt/wheels}
+# open_clip and torchvision live here, outside the venv's site-packages (see below); the check reads the
+# same default (sys.prefix/open-clip-site) unless NEGCLIP_OPEN_CLIP_SITE is set.
+OPEN_CLIP_SITE=${NEGCLIP_OPEN_CLIP_SITE:-$VENV/open-clip-site}
 PASSED=0 FAILED=0 SKIPPED=0
 
 finish() {
@@ -51,6 +55,16 @@ if [[ -n $TORCH_WHEEL ]]; then
         || problem "pip install $TORCH_WHEEL failed"
     $PY -c "import transformers" 2>/dev/null || $PY -m pip install -q --disable-pip-version-check -r scripts/fixtures/requirements.txt \
         || problem "pip install -r scripts/fixtures/requirements.txt failed"
+    # open_clip for scripts/checks/test_open_clip_parity.py (9 MB of wheels): --no-deps, since a --target
+    # install resolves on its own and torchvision's torch==2.13.0 would put a second torch (PyPI's CUDA
+    # build) into the folder (open_clip's other imports, regex tqdm safetensors huggingface_hub numpy
+    # pillow, come from the venv; timm is optional), and --target beside the venv, not in it: with torchvision
+    # importable, transformers' image processors switch to it and its compiled operators do not load
+    # beside the CPU torch. Only the check's open_clip subprocess puts this folder on its path.
+    [[ -d $OPEN_CLIP_SITE/open_clip_torch-3.3.0.dist-info && -d $OPEN_CLIP_SITE/torchvision-0.28.0.dist-info ]] \
+        || $PY -m pip install -q --disable-pip-version-check --no-deps --upgrade --target "$OPEN_CLIP_SITE" \
+            open_clip_torch==3.3.0 torchvision==0.28.0 ftfy==6.3.1 wcwidth==0.7.0 \
+        || problem "pip install --no-deps --target $OPEN_CLIP_SITE open_clip_torch==3.3.0 torchvision==0.28.0 ... failed"
 fi
 if ! $PY -c "import torch, transformers" 2>/dev/null; then
     if [[ $REQUIRE == 1 ]]; then
