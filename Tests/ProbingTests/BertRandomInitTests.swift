@@ -1,6 +1,7 @@
 // The random-weights baseline of a BERT-family encoder (RandomBert, Sources/Probing/RandomInit.swift)
 // on Tests/Fixtures/tiny-bert: transformers' BertPreTrainedModel init statistics, one network per
-// seed, LayerStates over it with the rows the BERT dump stores, and probe-layers reporting it.
+// seed, LayerStates over it with the rows the BERT dump stores (probe-layers reporting it:
+// BertDumpTests.probeLayersRunsTheTextOnlyStagesOnABertFolder).
 // Statistics only: transformers draws with torch's generator, so no bit-for-bit parity exists.
 import CLIP
 import Dumping
@@ -84,35 +85,5 @@ import TestSupport
             let diff = zip(random.eos[k], encoded.eos[k]).map { abs($0 - $1) }.max()!
             #expect(diff > 1e-2, "layer \(k): the random network's rows equal the trained ones (max diff \(diff))")
         }
-    }
-
-    @Test func probeLayersReportsTheRandomBaselineOnABertFolder() throws {
-        let dir = try Fixtures.tempDir("random-bert-probe")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let world = dir.appendingPathComponent("world")
-        let made = try CLIRunner.run("negclip", ["make-world", "--seed", "3", "--size", "60", "--out", world.path])
-        #expect(made.status == 0, "\(made.stderr)")
-        let out = dir.appendingPathComponent("probe")
-        let r = try CLIRunner.run("negclip", ["probe-layers", "--model", Self.model.path, "--data",
-                                              world.appendingPathComponent("captions.jsonl").path, "--out", out.path,
-                                              "--random-seed", "5"])
-        #expect(r.status == 0, "\(r.stderr)")
-        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report.json"))) as! [String: Any]
-        let inputs = try #require(report["inputs"] as? [String: Any])
-        #expect(inputs["random_weights_seed"] as? Int == 5, "\(inputs)")
-        let separation = try #require(report["separation"] as? [String: [String: Any]])
-        #expect(!separation.isEmpty)
-        for (kind, s) in separation {
-            #expect((s["random"] as? [Any])?.count == 3 && (s["gain_over_random"] as? [Any])?.count == 3, "separation.\(kind)")
-        }
-        let probes = try #require(report["probes"] as? [[String: Any]])
-        #expect(!probes.isEmpty)
-        for p in probes where (p["model"] as? [Any])?.isEmpty == false {
-            #expect((p["random"] as? [Any])?.count == (p["model"] as? [Any])?.count, "\(p["task"] ?? "")")
-            #expect((p["gain_over_random"] as? [Any])?.isEmpty == false, "\(p["task"] ?? "")")
-        }
-        let md = try String(contentsOf: out.appendingPathComponent("report.md"), encoding: .utf8)
-        #expect(md.contains("gain over random") && !md.contains("no random-weights baseline"), "\(md)")
-        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent(".random-weights").path))
     }
 }
