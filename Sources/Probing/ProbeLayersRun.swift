@@ -255,9 +255,9 @@ public enum ProbeLayersRun {
             timings["dump"] = Date().timeIntervalSince(t0)
         }
         let reader = try HiddenStateReader(url: dumpURL)
-        if model == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json"),
-           BertConfig.modelType(directory: URL(fileURLWithPath: reader.info.provenance.model)) != "bert" {
-            model = try? CLIPModel.load(directory: URL(fileURLWithPath: reader.info.provenance.model))
+        if model == nil, bert == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json") {
+            let folder = URL(fileURLWithPath: reader.info.provenance.model)
+            if BertConfig.modelType(directory: folder) == "bert" { bert = try? BertModel.load(directory: folder) } else { model = try? CLIPModel.load(directory: folder) }
         }
         if request.dump != nil && dataName.isEmpty { dataName = reader.info.provenance.dataset; dataSHA = reader.info.provenance.datasetSHA256 }
         t0 = Date()

@@ -87,6 +87,18 @@ import TestSupport
         }
         #expect(md.contains("gain over random") && !md.contains("no random-weights baseline"))
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent(".random-weights").path))
+        // --dump mode draws the same random network from the dump's recorded model folder
+        let again = dir.appendingPathComponent("again")
+        let d = try CLIRunner.run("negclip", ["probe-layers", "--dump", out.appendingPathComponent("dump.h5").path, "--data",
+                                              world.appendingPathComponent("captions.jsonl").path, "--out", again.path,
+                                              "--task", "negated", "--no-sweep"])
+        #expect(d.status == 0, "\(d.stderr)")
+        let reread = try JSONSerialization.jsonObject(with: Data(contentsOf: again.appendingPathComponent("report.json"))) as! [String: Any]
+        let rs = try #require(reread["separation"] as? [String: [String: Any]])
+        for (kind, s) in separation {
+            let a = try JSONSerialization.data(withJSONObject: s["random"]!, options: .sortedKeys)
+            #expect(try a == JSONSerialization.data(withJSONObject: rs[kind]?["random"] ?? [], options: .sortedKeys), "separation.\(kind).random")
+        }
     }
 
     @Test func commandsNeedingImagesRefuseInOneLine() throws {
