@@ -5,13 +5,13 @@
 #   2. scripts/real_encoder/pairs.py keeps the caption/negation pairs -> docs/real-encoder/pairs.jsonl;
 #   3. `negclip probe-layers --model <MiniLM> --data pairs.jsonl --split test --task negated --no-sweep`
 #      (separation with its unrelated-pair baseline, the negated-vs-affirmative probe with its surface
-#      baselines) -> docs/real-encoder/report.json;
+#      baselines, both against a random-weights BERT of the same config, seed 0) -> docs/real-encoder/report.json;
 #   4. study.json (per-source counts, the dump's BERT layer definition and tokenizer, this command);
 #   5. with VALSE_EXISTENCE_JSON (the whole real VALSE data/existence.json at commit 2152d90d, sha256
 #      checked; not committed, 420 kB), steps 1-4 again on it -> docs/real-encoder/valse-full/; without
 #      it an existing valse-full/ is kept as it is and rendered again;
 #   6. scripts/real_encoder/render.py -> docs/real-encoder.md.
-# About 10 s (40 s with the VALSE file) after the build and the MiniLM download (scripts/get-minilm.sh, 83 MB, cached).
+# About 30 s (2 min with the VALSE file; drawing the random-weights BERT is 10-20 s of each run) after the build and the MiniLM download (scripts/get-minilm.sh, 83 MB, cached).
 #
 # usage: scripts/real_encoder_study.sh [VALSE_EXISTENCE_JSON]
 #   the file: https://raw.githubusercontent.com/Heidelberg-NLP/VALSE/2152d90d4aecd11f7f74cf03420abcb63efff9c5/data/existence.json

@@ -1,4 +1,5 @@
 import CLIP
+import Dumping
 import Foundation
 import HiddenStateStore
 
@@ -39,11 +40,13 @@ public struct LayerStates: Sendable {
         }
     }
 
-    /// Encodes token ids with `model` in batches (eos rows; token means with `withMean`).
-    public static func encode(_ model: CLIPModel, ids: [[Int32]], withMean: Bool, roles: [ProbeTask.Row: [Int]] = [:], batch: Int = 64,
+    /// Encodes token ids with `model` in batches: its per-layer summary rows, the rows its dumps store
+    /// (CLIP: the end-of-text row; BERT: its pooling, docs/bert.md), token means with `withMean`,
+    /// role rows for `roles`.
+    public static func encode(_ model: any DumpTextEncoder, ids: [[Int32]], withMean: Bool, roles: [ProbeTask.Row: [Int]] = [:], batch: Int = 64,
                               progress: (Int, Int) -> Void) throws -> LayerStates {
-        guard let text = model.text else { throw CLIPError.noTower(file: model.directory.path, tower: "text") }
-        let L = text.config.numHiddenLayers, W = text.config.hiddenSize, n = ids.count
+        guard model.hiddenWidth > 0 else { throw CLIPError.noTower(file: model.directory.path, tower: "text") }
+        let L = model.numHiddenLayers, W = model.hiddenWidth, n = ids.count
         let layers = Array(0...L)
         var eos = [[Float]](repeating: [Float](repeating: 0, count: n * W), count: L + 1)
         var mean: [[Float]]? = withMean ? [[Float]](repeating: [Float](repeating: 0, count: n * W), count: L + 1) : nil

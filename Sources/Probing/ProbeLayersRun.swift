@@ -207,6 +207,8 @@ public enum ProbeLayersRun {
         let needsMean = request.tasks.contains { $0.row == .mean }
         let needsRoles = request.tasks.contains { $0.row == .negator || $0.row == .negatedObject }
         var model: CLIPModel?
+        // a BERT-family folder: no CLIP stages, but its random-weights twin (RandomBert)
+        var bert: BertModel?
         var records: [CaptionRecord]?
         let dumpURL: URL
         var dataSHA = "", dataName = request.data?.path ?? ""
@@ -216,17 +218,21 @@ public enum ProbeLayersRun {
         }
         if let dump = request.dump {
             dumpURL = dump
-            if let m = request.model, BertConfig.modelType(directory: m) != "bert" { model = try CLIPModel.load(directory: m) }
+            if let m = request.model {
+                if BertConfig.modelType(directory: m) == "bert" { bert = try BertModel.load(directory: m) } else { model = try CLIPModel.load(directory: m) }
+            }
         } else {
             guard let m = request.model, let records else {
                 throw ProbingError.config("probe-layers: pass --model and --data (records mode) or --dump FILE.h5")
             }
             progress(.stage("dump"))
             // A BERT-family folder (docs/bert.md) is dumped through the same pipeline; the stages that
-            // need CLIP (random-weights tower, gradients, patching, sweep) see no model and are skipped.
+            // need CLIP (gradients, patching, sweep) see no model and are skipped.
             let encoder: any DumpTextEncoder
             if BertConfig.modelType(directory: m) == "bert" {
-                encoder = try BertModel.load(directory: m)
+                let loaded = try BertModel.load(directory: m)
+                bert = loaded
+                encoder = loaded
             } else {
                 let loaded = try CLIPModel.load(directory: m)
                 model = loaded
@@ -249,9 +255,9 @@ public enum ProbeLayersRun {
             timings["dump"] = Date().timeIntervalSince(t0)
         }
         let reader = try HiddenStateReader(url: dumpURL)
-        if model == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json"),
-           BertConfig.modelType(directory: URL(fileURLWithPath: reader.info.provenance.model)) != "bert" {
-            model = try? CLIPModel.load(directory: URL(fileURLWithPath: reader.info.provenance.model))
+        if model == nil, bert == nil, fm.fileExists(atPath: reader.info.provenance.model + "/config.json") {
+            let folder = URL(fileURLWithPath: reader.info.provenance.model)
+            if BertConfig.modelType(directory: folder) == "bert" { bert = try? BertModel.load(directory: folder) } else { model = try? CLIPModel.load(directory: folder) }
         }
         if request.dump != nil && dataName.isEmpty { dataName = reader.info.provenance.dataset; dataSHA = reader.info.provenance.datasetSHA256 }
         t0 = Date()
@@ -272,12 +278,12 @@ public enum ProbeLayersRun {
         }
 
         var random: LayerStates?
-        if let seed = request.randomSeed, let model {
+        if let seed = request.randomSeed, let base: any DumpTextEncoder = model ?? bert {
             t0 = Date()
             progress(.stage("random"))
             let dir = request.out.appendingPathComponent(".random-weights")
             defer { try? fm.removeItem(at: dir) }
-            let rnd = try RandomTextTower.make(base: model, seed: seed, directory: dir)
+            let rnd = try RandomWeights.make(base: base, seed: seed, directory: dir)
             random = try LayerStates.encode(rnd, ids: corpus.tokenIDs, withMean: needsMean,
                                             roles: needsRoles ? states.roleIndex : [:], batch: request.batchSize) {
                 progress(.step(stage: "random", done: $0, total: $1))

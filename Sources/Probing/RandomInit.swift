@@ -1,5 +1,6 @@
 import SeededRandom
 import CLIP
+import Dumping
 import Foundation
 import NegationData
 import SafeTensors
@@ -55,47 +56,137 @@ public enum RandomTextTower {
         let openCLIP = base.config.modelType == "open_clip"
         let weightsName = openCLIP ? OpenCLIP.weightsFileName : SafeTensorsCheckpoint.singleFileName
         let ckpt = try SafeTensorsCheckpoint(url: openCLIP ? base.directory.appendingPathComponent(weightsName) : base.directory)
-        var factor = 1.0
-        if let data = try? Data(contentsOf: base.directory.appendingPathComponent("config.json")),
-           let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            let tc = obj["text_config"] as? [String: Any] ?? obj
-            factor = (tc["initializer_factor"] as? Double) ?? (obj["initializer_factor"] as? Double) ?? 1.0
+        let factor = RandomCheckpoint.configNumber(base.directory, "initializer_factor", section: "text_config") ?? 1.0
+        let tensors = try RandomCheckpoint.draw(ckpt, seed: seed) { name in
+            let ruleKey = openCLIP ? openCLIPTextKeyAsHF(name) ?? name : name
+            if let rule = initStd(ruleKey, width: text.hiddenSize, layers: text.numHiddenLayers, factor: factor) {
+                guard let std = rule else { return .ones }
+                return std == 0 ? .zeros : .normal(std: std)
+            }
+            if (name.hasPrefix("text_model.") || openCLIP && !name.hasPrefix("visual.") && name != "logit_scale")
+                && !name.hasSuffix("position_ids") {
+                throw ProbingError.config("\(ckpt.files.first?.path ?? base.directory.path): tensor \(name): no init rule for this text key; the random baseline would keep trained weights")
+            }
+            return nil
         }
+        try RandomCheckpoint.write(tensors, seed: seed, baseWeightsSHA256: base.weightsSHA256, base: base.directory,
+                                   directory: directory, weightsName: weightsName)
+        return try CLIPModel.load(directory: directory)
+    }
+}
+
+/// The random-weights baseline of a BERT-family encoder (CLIP/BertModel.swift): the same config,
+/// tokenizer and pooling, every tensor drawn as transformers' `BertPreTrainedModel._init_weights`
+/// (`PreTrainedModel._init_weights`) draws it: Linear and Embedding weights normal(0,
+/// initializer_range) (config.json, default 0.02), biases 0, LayerNorm weight 1 and bias 0, the
+/// word embeddings' padding row (pad_token_id) zeroed; the torch buffers (position and token-type
+/// ids) kept. Same seeded generator and seed meaning as `RandomTextTower`; transformers' own random
+/// BERT uses torch's generator, so the two agree in distribution, not bit for bit.
+public enum RandomBert {
+    static func initRule(_ key: String, range: Double) -> InitRule? {
+        if BertWeightTable.knownBuffers.contains(key) { return nil }
+        if key.contains("LayerNorm.") { return key.hasSuffix(".weight") ? .ones : .zeros }
+        if key.hasSuffix(".bias") { return .zeros }
+        return key.hasSuffix(".weight") ? .normal(std: range) : nil
+    }
+
+    public static func make(base: BertModel, seed: UInt64, directory: URL) throws -> BertModel {
+        let ckpt = try SafeTensorsCheckpoint(url: base.directory)
+        let range = RandomCheckpoint.configNumber(base.directory, "initializer_range").flatMap { $0 > 0 ? $0 : nil } ?? 0.02
+        let word = "embeddings.word_embeddings.weight", pad = base.config.padTokenID, w = base.width
+        let tensors = try RandomCheckpoint.draw(ckpt, seed: seed, rule: { name in
+            if let rule = initRule(name, range: range) { return rule }
+            guard BertWeightTable.knownBuffers.contains(name) else {
+                throw ProbingError.config("\(ckpt.files.first?.path ?? base.directory.path): tensor \(name): no BERT init rule for this key; the random baseline would keep trained weights")
+            }
+            return nil
+        }, adjust: { name, values in
+            if name == word, pad >= 0, (pad + 1) * w <= values.count {
+                values.replaceSubrange((pad * w)..<((pad + 1) * w), with: repeatElement(0, count: w))
+            }
+        })
+        // the pooling module's files live in a sub-folder (1_Pooling/config.json)
+        let root = base.directory.standardizedFileURL.path + "/"
+        let pooling = base.pooling.files.map(\.standardizedFileURL.path).filter { $0.hasPrefix(root) }.map { String($0.dropFirst(root.count)) }
+        try RandomCheckpoint.write(tensors, seed: seed, baseWeightsSHA256: base.weightsSHA256, base: base.directory,
+                                   directory: directory, weightsName: SafeTensorsCheckpoint.singleFileName, alsoCopy: pooling)
+        return try BertModel.load(directory: directory)
+    }
+}
+
+/// The random-weights network of a loaded text encoder (CLIP, open_clip or BERT), for probe-layers'
+/// `random` stage.
+public enum RandomWeights {
+    public static func make(base: any DumpTextEncoder, seed: UInt64, directory: URL) throws -> any DumpTextEncoder {
+        switch base {
+        case let clip as CLIPModel: return try RandomTextTower.make(base: clip, seed: seed, directory: directory)
+        case let bert as BertModel: return try RandomBert.make(base: bert, seed: seed, directory: directory)
+        default: throw ProbingError.config("\(base.directory.path): no random-weights rule for this encoder")
+        }
+    }
+}
+
+/// How a random baseline draws one tensor.
+enum InitRule: Equatable { case normal(std: Double), zeros, ones }
+
+/// What the random baselines share: drawing a checkpoint's tensors by rule from one seeded stream,
+/// and writing them into a folder beside copies of the base folder's other files.
+enum RandomCheckpoint {
+    /// Every tensor of `ckpt` in sorted name order. A tensor whose `rule` is nil (and every integer
+    /// tensor) keeps its stored values; `.normal` draws one normal per element, in order, from
+    /// SplitMix64(seed ^ 0x7A4D_0A11) (Box-Muller); `adjust` may then edit a drawn tensor.
+    static func draw(_ ckpt: SafeTensorsCheckpoint, seed: UInt64, rule: (String) throws -> InitRule?,
+                     adjust: (String, inout [Float]) -> Void = { _, _ in }) throws -> [SafeTensorsWriter.Tensor] {
         var rng = SplitMix64(seed: seed ^ 0x7A4D_0A11)
-        func normal() -> Double { rng.normal() }
         var tensors: [SafeTensorsWriter.Tensor] = []
         for name in ckpt.names.sorted() {
             let info = try ckpt.info(name)
             let integer = info.dtype == .i32 || info.dtype == .i64
             let count = info.shape.reduce(1, *)
             var values = try ckpt.floats(name)
-            let ruleKey = openCLIP ? openCLIPTextKeyAsHF(name) ?? name : name
-            if !integer, let rule = initStd(ruleKey, width: text.hiddenSize, layers: text.numHiddenLayers, factor: factor) {
-                if let std = rule {
-                    values = std == 0 ? [Float](repeating: 0, count: count) : (0..<count).map { _ in Float(normal() * std) }
-                } else {
-                    values = [Float](repeating: 1, count: count)
+            if !integer, let r = try rule(name) {
+                switch r {
+                case .ones: values = [Float](repeating: 1, count: count)
+                case .zeros: values = [Float](repeating: 0, count: count)
+                case let .normal(std): values = (0..<count).map { _ in Float(rng.normal() * std) }
                 }
-            } else if !integer && (name.hasPrefix("text_model.") || openCLIP && !name.hasPrefix("visual.") && name != "logit_scale")
-                        && !name.hasSuffix("position_ids") {
-                throw ProbingError.config("\(ckpt.files.first?.path ?? base.directory.path): tensor \(name): no init rule for this text key; the random baseline would keep trained weights")
+                adjust(name, &values)
             }
             tensors.append((name: name, shape: info.shape, dtype: integer ? info.dtype : .f32, values: values))
         }
+        return tensors
+    }
+
+    /// Writes `tensors` as `directory/weightsName` (metadata: the seed and the base weights' sha256),
+    /// after copying the base folder's top-level files other than weights, and `alsoCopy` (paths
+    /// relative to `base`).
+    static func write(_ tensors: [SafeTensorsWriter.Tensor], seed: UInt64, baseWeightsSHA256: String, base: URL,
+                      directory: URL, weightsName: String, alsoCopy: [String] = []) throws {
         let fm = FileManager.default
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
-        for item in try fm.contentsOfDirectory(atPath: base.directory.path)
+        var items: [String] = []
+        for item in try fm.contentsOfDirectory(atPath: base.path)
         where !item.hasSuffix(".safetensors") && item != SafeTensorsCheckpoint.indexFileName {
-            let src = base.directory.appendingPathComponent(item)
             var isDir: ObjCBool = false
-            if fm.fileExists(atPath: src.path, isDirectory: &isDir), isDir.boolValue { continue }
+            if fm.fileExists(atPath: base.appendingPathComponent(item).path, isDirectory: &isDir), isDir.boolValue { continue }
+            items.append(item)
+        }
+        for item in items + alsoCopy {
             let dst = directory.appendingPathComponent(item)
+            try fm.createDirectory(at: dst.deletingLastPathComponent(), withIntermediateDirectories: true)
             if fm.fileExists(atPath: dst.path) { try fm.removeItem(at: dst) }
-            try fm.copyItem(at: src, to: dst)
+            try fm.copyItem(at: base.appendingPathComponent(item), to: dst)
         }
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt", "negclip_random_text_tower_seed": "\(seed)",
-                                                        "negclip_base_weights_sha256": base.weightsSHA256],
+                                                        "negclip_base_weights_sha256": baseWeightsSHA256],
                                     to: directory.appendingPathComponent(weightsName))
-        return try CLIPModel.load(directory: directory)
+    }
+
+    /// A number of the base folder's config.json (in `section` when it has one, else at the top), or nil.
+    static func configNumber(_ base: URL, _ key: String, section: String? = nil) -> Double? {
+        guard let data = try? Data(contentsOf: base.appendingPathComponent("config.json")),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        let inner = section.flatMap { obj[$0] as? [String: Any] } ?? obj
+        return (inner[key] as? Double) ?? (obj[key] as? Double)
     }
 }

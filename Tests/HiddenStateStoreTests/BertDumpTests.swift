@@ -72,6 +72,33 @@ import TestSupport
         // why the gradient predictors are missing: the encoder, not a missing folder
         let md = try String(contentsOf: out.appendingPathComponent("report.md"), encoding: .utf8)
         #expect(md.contains("a BERT text encoder (they need CLIP's contrastive loss and image tower)") && !md.contains("no model folder"))
+        // the random-weights baseline (RandomBert): its seed recorded, its columns and gains in every table
+        #expect(inputs["random_weights_seed"] as? Int == 0, "\(inputs)")
+        let separation = try #require(report["separation"] as? [String: [String: Any]])
+        #expect(!separation.isEmpty)
+        for (kind, s) in separation {
+            #expect((s["random"] as? [Any])?.count == 3 && (s["gain_over_random"] as? [Any])?.count == 3, "separation.\(kind)")
+        }
+        let probes = try #require(report["probes"] as? [[String: Any]])
+        #expect(!probes.isEmpty)
+        for p in probes where (p["model"] as? [Any])?.isEmpty == false {
+            #expect((p["random"] as? [Any])?.count == (p["model"] as? [Any])?.count, "\(p["task"] ?? "")")
+            #expect((p["gain_over_random"] as? [Any])?.isEmpty == false, "\(p["task"] ?? "")")
+        }
+        #expect(md.contains("gain over random") && !md.contains("no random-weights baseline"))
+        #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent(".random-weights").path))
+        // --dump mode draws the same random network from the dump's recorded model folder
+        let again = dir.appendingPathComponent("again")
+        let d = try CLIRunner.run("negclip", ["probe-layers", "--dump", out.appendingPathComponent("dump.h5").path, "--data",
+                                              world.appendingPathComponent("captions.jsonl").path, "--out", again.path,
+                                              "--task", "negated", "--no-sweep"])
+        #expect(d.status == 0, "\(d.stderr)")
+        let reread = try JSONSerialization.jsonObject(with: Data(contentsOf: again.appendingPathComponent("report.json"))) as! [String: Any]
+        let rs = try #require(reread["separation"] as? [String: [String: Any]])
+        for (kind, s) in separation {
+            let a = try JSONSerialization.data(withJSONObject: s["random"]!, options: .sortedKeys)
+            #expect(try a == JSONSerialization.data(withJSONObject: rs[kind]?["random"] ?? [], options: .sortedKeys), "separation.\(kind).random")
+        }
     }
 
     @Test func commandsNeedingImagesRefuseInOneLine() throws {

@@ -64,6 +64,24 @@ def estimates(obj, path, file, count):
     return xs
 
 
+def optional_estimates(obj, path, file, count):
+    """Like `estimates`, but an absent or empty list (no random-weights network was run) gives None."""
+    try:
+        xs = need(obj, path, file)
+    except InputError:
+        return None
+    return estimates(obj, path, file, count) if xs else None
+
+
+def against(e, name):
+    """Where a gain's interval lies against 0: above / below `name`, or not resolved."""
+    return f"above {name}" if e["low"] > 0 else f"below {name}" if e["high"] < 0 else "not resolved"
+
+
+def layers_named(ls):
+    return f"layer{'s' if len(ls) > 1 else ''} {', '.join(map(str, ls))}"
+
+
 def est(e, digits=3):
     return f"{e['mean']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}]"
 
@@ -90,19 +108,26 @@ def separation_section(report, rfile, kind, layers, hooks):
     unrel = estimates(report, f"{base}.baselines.model.unrelated", rfile, layers)
     z = estimates(report, f"{base}.baselines.model.standardised", rfile, layers)
     centred = estimates(report, f"{base}.baselines.model.centred", rfile, layers)
+    # the random-weights network (same config, transformers' init), when the run has one
+    gain = optional_estimates(report, f"{base}.baselines.standardised_gain_over_random", rfile, layers)
+    zr = estimates(report, f"{base}.baselines.random.standardised", rfile, layers) if gain else None
     lines = [f"### {kind.capitalize()} negations ({pairs} caption/negation pairs, {unrelated_pairs} unrelated pairs)", "",
-             "| layer | hook | cos(caption, negation) | cos(unrelated pair) | standardised z | centred cos(caption, negation) | z against 0 |",
-             "|---|---|---|---|---|---|---|"]
+             "| layer | hook | cos(caption, negation) | cos(unrelated pair) | standardised z | centred cos(caption, negation) | z against 0 |"
+             + (" z random weights | z gain over random | against random |" if gain else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|---|" if gain else "")]
     for l in range(layers):
         verdict = "closer than unrelated" if z[l]["low"] > 0 else "farther than unrelated" if z[l]["high"] < 0 else "not resolved from 0"
-        lines.append(f"| {l} | `{hooks[l]}` | {est(raw[l])} | {est(unrel[l])} | {est(z[l], 2)} | {est(centred[l])} | {verdict} |")
+        row = f"| {l} | `{hooks[l]}` | {est(raw[l])} | {est(unrel[l])} | {est(z[l], 2)} | {est(centred[l])} | {verdict} |"
+        if gain:
+            row += f" {est(zr[l], 2)} | {est(gain[l], 2)} | {against(gain[l], 'random')} |"
+        lines.append(row)
     best = min(range(layers), key=lambda l: z[l]["mean"])
     worst = max(range(layers), key=lambda l: z[l]["mean"])
     tied = [l for l in range(layers) if l != best and overlaps(z[l], z[best])]
     apart = [l for l in range(layers) if z[l]["low"] > z[best]["high"]]
     summary = {"kind": kind, "pairs": pairs, "best": best, "best_z": z[best], "tied": tied, "apart": apart,
                "worst": worst, "worst_z": z[worst], "raw_min": min(range(layers), key=lambda l: raw[l]["mean"]),
-               "raw": raw, "unrel": unrel, "z": z, "all_positive": all(e["low"] > 0 for e in z)}
+               "raw": raw, "unrel": unrel, "z": z, "all_positive": all(e["low"] > 0 for e in z), "gain": gain}
     lines += ["", f"Lowest standardised z (most separated relative to unrelated captions): layer {best}, z = {est(z[best], 2)}. "
               + (f"Its interval overlaps those of layer{'s' if len(tied) > 1 else ''} {', '.join(map(str, tied))}: not resolved among them. " if tied else "No other layer's interval overlaps it. ")
               + (f"Resolved as less separated (interval entirely above layer {best}'s): layer{'s' if len(apart) > 1 else ''} {', '.join(map(str, apart))}." if apart else "No layer is resolved as less separated."), ""]
@@ -124,10 +149,17 @@ def raw_note(s, layers):
         notes.append(f"The last layer, the pooled sentence embedding, gives part of that separation back: z = {est(s['z'][last], 2)}, "
                      f"resolved above layer {best}'s.")
     if s["worst"] == last and last in s["apart"]:
+        gain = s["gain"]
+        if gain is None:
+            origin = "; without a random-weights baseline this is not shown to come from training."
+        elif gain[last]["high"] < 0:
+            origin = (f"; the random-weights network separates them more there (z gain over random {est(gain[last], 2)}, "
+                      "below 0 by its interval): training pulled a caption and its negation together at the output.")
+        else:
+            origin = f"; against the random-weights network its gain is {est(gain[last], 2)} ({against(gain[last], 'random')})."
         notes.append(f"The last layer (the pooled sentence embedding) is where a caption and its negation are least apart "
                      "relative to unrelated captions, as one expects of an output trained for sentence similarity (a "
-                     "sentence and its negation share topic and words); without a random-weights baseline this is not "
-                     "shown to come from training.")
+                     "sentence and its negation share topic and words)" + origin)
     return " ".join(notes)
 
 
@@ -162,6 +194,10 @@ def render(report, study, rfile, sfile):
            f"- data: `{repo_relative(prov['data'])}` (split `{split}`), sha256 `{prov['data_sha256']}`",
            f"- probe-layers: `{shown_command(prov['command_line'])}` ({prov['tool']} {prov['tool_version']}, {prov['created_utc']}, seeds {prov.get('seeds')})",
            f"- layers: {need(study, 'dump.layer_definition', sfile)}",
+           (f"- random-weights baseline: a BertModel of the same config.json and tokenizer, every tensor drawn as transformers' "
+            f"`BertPreTrainedModel._init_weights` draws it (normal(0, initializer_range) weights, zero biases, LayerNorm 1 and 0), "
+            f"seed {report['inputs']['random_weights_seed']} (`--random-seed`; negclip's SplitMix64, not torch's generator)"
+            if report.get("inputs", {}).get("random_weights_seed") is not None else "- random-weights baseline: not run"),
            "", "## Data: what each source contributes", "",
            f"{need(study, 'data_description', sfile)} `negclip import` converted each file (images not needed: "
            "`--keep-missing-images`, the study is text-only), then `scripts/real_encoder/pairs.py` kept the records that pair a "
@@ -189,7 +225,11 @@ def render(report, study, rfile, sfile):
             "captions of different records; the standardised separation is z = (mean cos(caption, negation) - mean "
             "cos(unrelated)) / sd cos(unrelated): 0 = a caption is as close to its negation as to an unrelated caption, "
             "lower = more separated (docs/probing.md, \"Separation against baselines\"). 95% percentile bootstrap intervals "
-            f"({need(report, 'settings.bootstrap_resamples', rfile)} resamples; pairs by pair id, unrelated pairs one by one).", ""]
+            f"({need(report, 'settings.bootstrap_resamples', rfile)} resamples; pairs by pair id, unrelated pairs one by one)."
+            + (" The random-weights columns: z of the random BERT (Provenance) on the same pairs, and the gain z(random) - "
+               "z(trained), bootstrapped with the same resamples: above 0 = the trained layer keeps a caption and its negation "
+               "further apart, relative to unrelated captions, than the same architecture with random weights does."
+               if report.get("inputs", {}).get("random_weights_seed") is not None else ""), ""]
     summaries = []
     for kind in ("presence", "absence"):
         lines, summary = separation_section(report, rfile, kind, layers, hooks)
@@ -202,6 +242,8 @@ def render(report, study, rfile, sfile):
         raise InputError(f"{rfile}: missing key 'probes[task.name = negated]' (run probe-layers with --task negated)")
     acc = estimates(task, "model", f"{rfile}: probes.negated", layers)
     gain = estimates(task, "gain_over_bag_of_words", f"{rfile}: probes.negated", layers)
+    rgain = optional_estimates(task, "gain_over_random", f"{rfile}: probes.negated", layers)
+    racc = estimates(task, "random", f"{rfile}: probes.negated", layers) if rgain else None
     control = estimates(task, "control", f"{rfile}: probes.negated", layers)
     bow = need(task, "bag_of_words", f"{rfile}: probes.negated")
     negator = need(task, "baselines.negator", f"{rfile}: probes.negated")
@@ -217,13 +259,19 @@ def render(report, study, rfile, sfile):
             "cannot run on this data: `negation_kind` and `truth` need image embeddings (MiniLM has no image tower), "
             "`negated_object` (negation scope) needs the denied object named in each record, which no imported source gives.", "",
             f"Baselines on the same folds: chance {chance:.3f}; bag of words {est(bow)}; negator word alone {est(negator)}; "
-            f"last object phrase {est(last_object)}.", "",
-            "| layer | accuracy | gain over bag of words | control task | verdict |", "|---|---|---|---|---|"]
+            f"last object phrase {est(last_object)}."
+            + (" Random weights: the same probe on the random BERT's rows; gain over random: paired per text." if rgain else ""), "",
+            "| layer | accuracy | gain over bag of words | control task | verdict |"
+            + (" random weights | gain over random | against random |" if rgain else ""),
+            "|---|---|---|---|---|" + ("---|---|---|" if rgain else "")]
     verdicts = []
     for l in range(layers):
         v = "above bag of words" if gain[l]["low"] > 0 else "below bag of words" if gain[l]["high"] < 0 else "not resolved"
         verdicts.append(v)
-        out.append(f"| {l} | {est(acc[l])} | {est(gain[l])} | {est(control[l])} | {v} |")
+        row = f"| {l} | {est(acc[l])} | {est(gain[l])} | {est(control[l])} | {v} |"
+        if rgain:
+            row += f" {est(racc[l])} | {est(rgain[l])} | {against(rgain[l], 'random')} |"
+        out.append(row)
     perfect = [l for l in range(layers) if acc[l]["mean"] == 1]
     out.append("")
     if perfect:
@@ -249,6 +297,12 @@ def render(report, study, rfile, sfile):
                     + f"; the highest at layer {s['worst']} ({est(s['worst_z'], 2)})"
                     + (f", resolved as less separated than layer {s['best']}" if s["worst"] in s["apart"] else "") + ".")
         said.append(raw_note(s, layers))
+        if s["gain"]:
+            up = [l for l in range(layers) if s["gain"][l]["low"] > 0]
+            down = [l for l in range(layers) if s["gain"][l]["high"] < 0]
+            said.append("Against the random-weights network (standardised gain): "
+                        + (f"{layers_named(up)} separate more by the interval" if up else "no layer separates more by its interval")
+                        + (f"; {layers_named(down)} less" if down else "") + ".")
         out.append(f"- **Separation, {s['kind']}** ({s['pairs']} pairs): " + " ".join(said))
     n_above = sum(v == "above bag of words" for v in verdicts)
     n_below = sum(v == "below bag of words" for v in verdicts)
@@ -261,6 +315,12 @@ def render(report, study, rfile, sfile):
     else:
         above = [str(l) for l in range(layers) if verdicts[l] == "above bag of words"]
         probe_line += f" Above bag of words by the interval: layer{'s' if len(above) > 1 else ''} {', '.join(above)}."
+    if rgain:
+        up = [l for l in range(layers) if rgain[l]["low"] > 0]
+        down = [l for l in range(layers) if rgain[l]["high"] < 0]
+        probe_line += (" Against the random-weights network: "
+                       + (f"{layers_named(up)} beat it by the interval" if up else "no layer beats it by its interval")
+                       + (f", {layers_named(down)} fall below it" if down else "") + ".")
     out.append(probe_line)
     used = sorted(n for n in sources if sources[n]["presence_pairs"] + sources[n]["absence_pairs"] > 0)
     origin_note = "; ".join(f"`{n}`: {sources[n]['origin']} ({sources[n]['presence_pairs'] + sources[n]['absence_pairs']} pairs)" for n in used)
@@ -278,9 +338,7 @@ def render(report, study, rfile, sfile):
              + (". Every pair is one template family (\"There is/are (no) X ...\"), so the separation is measured on one "
                 "construction of negation, not on negation in general." if len(used) == 1 else ".")),
             *(["- **Percentile bootstrap at the edge.** An all-correct layer gets the interval [1, 1]; see the bound above."] if perfect else []),
-            "- **No random-weights baseline for BERT.** probe-layers builds its random-weights network from a CLIP config, so "
-            "there is no gain over random weights here: a separation or probe score is not split into what training put in "
-            "and what the architecture gives anyway; no best layer is claimed by probe-layers' own rule.",
+            *random_limit(summaries, rgain, racc, layers),
             "- **No negation scope.** None of the imported sources names the denied object, so `negated_object` "
             "(scope) is not measured; no image tasks (`negation_kind`, `truth`) on a text-only encoder; no sweep, gradient "
             "predictors or patching (they need CLIP).",
@@ -290,6 +348,27 @@ def render(report, study, rfile, sfile):
                if not str(report.get("provenance", {}).get("layer_definition", "")).startswith("BERT") else
                " (report.json's `layer_definition` and `inputs.rows` say so)."), ""]
     return "\n".join(out)
+
+
+def random_limit(summaries, rgain, racc, layers):
+    """The Limits item on the random-weights baseline: what it now says, or that it was not run."""
+    if rgain is None and not any(s["gain"] for s in summaries):
+        return ["- **No random-weights baseline.** This run has no random-weights network (`--random-seed`), so a separation "
+                "or probe score is not split into what training put in and what the architecture gives anyway."]
+    parts = []
+    for s in summaries:
+        if s["gain"]:
+            up = [l for l in range(layers) if s["gain"][l]["low"] > 0]
+            parts.append(f"separation ({s['kind']}): {layers_named(up) if up else 'no layer'} beat{'' if len(up) > 1 else 's'} it by the interval")
+    if rgain:
+        up = [l for l in range(layers) if rgain[l]["low"] > 0]
+        parts.append(f"probe: {layers_named(up) if up else 'no layer'} beat{'' if len(up) > 1 else 's'} it by the interval"
+                     + (" (the random network itself reads it at 1.000 at every layer: the negation word is decodable "
+                        "without training)" if racc and all(e["mean"] == 1 for e in racc) else ""))
+    return ["- **One random-weights network.** The gain over random compares with one random BERT of the same config "
+            "(transformers' init, one seed): its intervals cover the resampling of pairs and texts, not the draw of the random "
+            "network. What it says here: " + "; ".join(parts) + ". A layer that does not beat it is not shown to hold "
+            "more than the architecture gives with random weights."]
 
 
 def render_page(rfile, sfile, extra):
