@@ -441,7 +441,8 @@ public enum Reproduce {
                                         blocks: e.blocks.sorted(), extraGroups: groups, learningRate: e.learningRate,
                                         rateSource: "layers.json pareto_front"))
         }
-        if let alpha = extras.wiseAlpha {
+        // alpha 1 is the selected weights themselves: no row of its own (it would repeat the selected row)
+        if let alpha = extras.wiseAlpha, alpha < 1 {
             out.append(ReproduceVariant(stage: .wise, row: "selected WiSE-FT α=\(ReproduceReport.f(alpha, 2))", folder: "selected-wise",
                                         unit: "selected", loss: omni, blocks: selectedBlocks, extraGroups: selectedExtras,
                                         learningRate: selectedRate, rateSource: "the selected run's weights, layers.json wise_alpha \(alpha)"))

@@ -79,3 +79,19 @@ extension StudyPlanTests {
         #expect(try #require(Self.sweepConfig(s)).budgetCheckUnits == ["block.0", "block.2"])
     }
 }
+
+extension StudyPlanTests {
+    /// A WiSE-FT alpha of 1 is the selected weights: the study adds no row for it (the v3 study
+    /// evaluated the selected weights twice); any alpha below 1 gets its row.
+    @Test func wiseRowOnlyBelowAlphaOne() {
+        let m = Fixtures.url("tiny-clip")
+        let c = ReproduceConfig(model: m, world: m, worldFingerprint: "x", out: URL(fileURLWithPath: "/tmp/none"), tasks: [])
+        func wiseRows(_ alpha: Double?) -> Int {
+            Reproduce.variants(c, selectedBlocks: [1], selectedExtras: [], windows: ["front": [0]], singles: [0, 1],
+                               extras: StudySelectionExtras(learningRate: 1e-3, wiseAlpha: alpha), rates: StudySweepRates())
+                .filter { $0.stage == .wise }.count
+        }
+        #expect(wiseRows(1) == 0 && wiseRows(nil) == 0)
+        #expect(wiseRows(0.5) == 1 && wiseRows(0.75) == 1)
+    }
+}
