@@ -467,19 +467,17 @@ public enum Reproduce {
     }
 
     /// Stage 8: the base and every kept checkpoint on the evaluation split, one file each (by rename).
+    /// The base is measured as `negclip evaluate` measures it; the checkpoints in memory, side by side,
+    /// from the base's hidden_states[k] below their lowest changed block (`CheckpointEvaluation`).
     static func evaluate(_ c: ReproduceConfig, variants: [ReproduceVariant], files: [URL], provenance: Provenance, clock: inout StudyClock,
                          progress: (ReproduceProgress) -> Void) throws {
         let fm = FileManager.default
         try fm.createDirectory(at: c.out.appendingPathComponent("eval"), withIntermediateDirectories: true)
         let records = try SweepData.evaluationRecords(files, split: c.evalSplit)
-        let base = try CLIPModel.load(directory: c.model)
-        // The vision tower never trains: the base's image embeddings serve every checkpoint.
-        let images = RecordedImageEmbeddings(try CLIPEmbeddingModel(base))
-        var evaluator = Evaluator()
-        evaluator.bootstrapResamples = c.bootstrapResamples
-        let total = variants.count * c.seeds.count + 1
         let t0 = Date()
-        let baseReport = try evaluator.evaluate(model: images, name: "base", data: [EvaluationData(file: "", records: records)])
+        // The vision tower never trains: the base's image embeddings serve every checkpoint.
+        let shared = try CheckpointEvaluation(model: c.model, records: records, bootstrapResamples: c.bootstrapResamples)
+        let total = variants.count * c.seeds.count + 1
         let baseURL = evalURL(c, nil, seed: 0)
         let reusedBase = fm.fileExists(atPath: baseURL.path)
         // each evaluation file's provenance: the model measured (base or checkpoint), the world, the
@@ -490,8 +488,9 @@ public enum Reproduce {
             return p.jsonObject
         }
         if !reusedBase {
-            var object = ReproduceFiles.evaluation(baseReport.report, baseReport.items)
-            object["provenance"] = fileProvenance(model: c.model, sha: base.weightsSHA256, seeds: [evaluator.bootstrapSeed])
+            var object = ReproduceFiles.evaluation(shared.baseReport, shared.baseItems)
+            object["provenance"] = fileProvenance(model: c.model, sha: try CLIPModel.load(directory: c.model).weightsSHA256,
+                                                  seeds: [Evaluator().bootstrapSeed])
             try ReproduceFiles.writeObject(object, to: baseURL)
         }
         func report(_ label: String, _ index: Int, _ m: [String: Estimate], _ s: Double, _ reused: Bool) {
@@ -500,8 +499,8 @@ public enum Reproduce {
                                 seconds: s, reused: reused, overall: clock.fraction, eta: clock.eta))
         }
         clock.evalsDone += 1; clock.evalSeconds += Date().timeIntervalSince(t0); clock.evalsTimed += 1
-        report("base", 1, baseReport.report.metrics, Date().timeIntervalSince(t0), reusedBase)
-        evaluator.bootstrapResamples = 0   // per-checkpoint intervals come from the seeds and the paired items
+        report("base", 1, shared.baseReport.metrics, Date().timeIntervalSince(t0), reusedBase)
+        var jobs: [(index: Int, label: String, variant: ReproduceVariant, seed: UInt64, url: URL, checkpoint: URL)] = []
         var index = 1
         for v in variants {
             for seed in c.seeds {
@@ -513,23 +512,26 @@ public enum Reproduce {
                     report("\(v.row) seed \(seed)", index, m.mapValues { Estimate(mean: $0, low: .nan, high: .nan, n: 0) }, 0, true)
                     continue
                 }
-                let ts = Date()
                 let ckpt = checkpoint(c, v, seed: seed)
                 guard fm.fileExists(atPath: ckpt.appendingPathComponent("config.json").path) else {
                     throw ReproduceError.folder(file: ckpt.path, message: "expected the kept checkpoint of \(v.row) seed \(seed) (the trainer writes it; an HF CLIPModel folder), found none; delete \(Self.rowFile(c, v).lastPathComponent) in its train folder and rerun to train it again")
                 }
-                let loaded = try CLIPModel.load(directory: ckpt)
-                let tuned = TunedTextModel(text: try CLIPEmbeddingModel(loaded), images: images)
-                let r = try evaluator.evaluate(model: tuned, name: v.row, data: [EvaluationData(file: "", records: records)])
-                try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-                var object = ReproduceFiles.evaluation(r.report, r.items)
-                object["provenance"] = fileProvenance(model: ckpt, sha: loaded.weightsSHA256, seeds: [seed])
-                try ReproduceFiles.writeObject(object, to: url)
-                let s = Date().timeIntervalSince(ts)
-                clock.evalsDone += 1; clock.evalSeconds += s; clock.evalsTimed += 1
-                report("\(v.row) seed \(seed)", index, r.report.metrics, s, false)
+                jobs.append((index, "\(v.row) seed \(seed)", v, seed, url, ckpt))
             }
         }
+        var timed = clock
+        try shared.measure(jobs.map { (name: $0.variant.row, folder: $0.checkpoint) }, threads: ReproduceDefaults.parallelEvaluations) { i, m, seconds in
+            let job = jobs[i]
+            try fm.createDirectory(at: job.url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            var object = ReproduceFiles.evaluation(m.report, m.items)
+            object["provenance"] = fileProvenance(model: job.checkpoint, sha: m.weightsSHA256, seeds: [job.seed])
+            try ReproduceFiles.writeObject(object, to: job.url)
+            // side by side: the study's clock counts wall seconds per evaluation
+            timed.evalsDone += 1; timed.evalSeconds += seconds / Double(max(1, ReproduceDefaults.parallelEvaluations)); timed.evalsTimed += 1
+            clock = timed
+            report(job.label, job.index, m.report.metrics, seconds, false)
+        }
+        clock = timed
     }
 
     static func settings(_ c: ReproduceConfig, layers L: Int, windows: [String: [Int]], singles: [Int], modelSHA: String,

@@ -35,6 +35,8 @@ struct LayerCacheKey: Hashable {
     var layer: Int
     var seed: UInt64? = nil
     var steps: Int? = nil
+    /// The first step of a segment of an early-stopped run (nil: steps 0..<steps).
+    var from: Int? = nil
 }
 
 /// hidden_states[k] of a set of sequences per key, each computed once (a thread asking while
@@ -98,16 +100,46 @@ final class LayerCacheStore: @unchecked Sendable {
         for k in unused.prefix(max(0, unused.count - capacity)) { values[k] = nil }
     }
 
+    /// Computes the entries of the store's own sequences at every layer of `layers` not cached yet
+    /// in one pass through the blocks (each entry as `acquire` would compute it, bit for bit), and
+    /// keeps them unpinned (the capacity must hold them to keep them).
+    func preload(layers: Set<Int>) throws {
+        condition.lock()
+        let missing = layers.filter { values[LayerCacheKey(layer: $0)] == nil && !computing.contains(LayerCacheKey(layer: $0)) }
+        for l in missing { computing.insert(LayerCacheKey(layer: l)) }
+        condition.unlock()
+        var computed: [Int: Value] = [:]
+        do { computed = try Self.compute(sequences, params: params, layers: missing) } catch {
+            condition.lock(); for l in missing { computing.remove(LayerCacheKey(layer: l)) }; condition.broadcast(); condition.unlock()
+            throw error
+        }
+        condition.lock()
+        for (l, v) in computed {
+            let key = LayerCacheKey(layer: l)
+            computing.remove(key); values[key] = v
+            tick += 1; lastUse[key] = tick
+        }
+        condition.broadcast()
+        condition.unlock()
+    }
+
     /// hidden_states[layer] of `seqs` in chunks of 256 (as `CaptionTrainingSet.layerInputs`).
     static func compute(_ seqs: [[Int32]], params: TextTowerParameters<Float>, layer: Int) throws -> Value {
+        try compute(seqs, params: params, layers: [layer])[layer] ?? [:]
+    }
+
+    /// hidden_states[l] of `seqs` for each l of `layers`, chunk by chunk in one pass per chunk.
+    static func compute(_ seqs: [[Int32]], params: TextTowerParameters<Float>, layers: Set<Int>) throws -> [Int: Value] {
         let C = params.config.hiddenSize
-        var out: Value = [:]
-        out.reserveCapacity(seqs.count)
+        var out: [Int: Value] = [:]
+        for l in layers { out[l] = Value(minimumCapacity: seqs.count) }
+        guard !layers.isEmpty else { return out }
         for start in stride(from: 0, to: seqs.count, by: 256) {
             let part = Array(seqs[start..<min(seqs.count, start + 256)])
-            let h = try params.hiddenStates(ids: part, layer: layer)
-            var o = 0
-            for s in part { out[s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
+            for (l, h) in try params.hiddenStates(ids: part, layers: layers) {
+                var o = 0
+                for s in part { out[l]![s] = Array(h[o..<(o + s.count * C)]); o += s.count * C }
+            }
         }
         return out
     }
@@ -205,8 +237,9 @@ final class SweepContext: @unchecked Sendable {
         self.baseParams = baseParams
         records = SweepData.limited(try SweepData.evaluationRecords(config.evalData, split: config.evalSplit), to: config.evaluationLimit)
         set = try SweepData.trainingSet(config.trainData, split: config.trainSplit, model: base, tokenizer: tokenizer)
-        // per (layer, seed, steps): the runs of one unit at every rate share a seed's entry
-        trainCache = LayerCacheStore(sequences: [], params: baseParams, capacity: max(cacheCapacity, 2 * config.seeds.count + 2))
+        // per (layer, seed, steps): the runs of one unit at every rate share a seed's entry (an
+        // early-stopped run has an entry per segment, hence the room for four per seed and run)
+        trainCache = LayerCacheStore(sequences: [], params: baseParams, capacity: 4 * max(cacheCapacity, 2 * config.seeds.count + 2))
         evalCache = LayerCacheStore(sequences: [], params: baseParams, capacity: cacheCapacity)
         images = RecordedImageEmbeddings(try CLIPEmbeddingModel(base))
         var e = Evaluator()
@@ -270,16 +303,32 @@ final class SweepContext: @unchecked Sendable {
         let opt = TextOptimizer(parameters: params, trainable: groups, config: OptimizationConfig(
             schedule: CosineSchedule(baseLR: rate, warmup: warmup(steps: steps), steps: steps),
             adamW: AdamWConfig(weightDecay: config.weightDecay), clipNorm: nil))
-        // what this run's batches touch: their images (embedded on first use) and captions
-        let touched = batcher.touched(steps: 0..<steps)
-        try set.lazyImages?.ensure(touched.images)
+        // What this run's batches touch: their images (embedded on first use) and captions, whose
+        // hidden_states[k] are computed once for every run starting there. A fixed-budget run takes
+        // all its steps at once; an early-stopped one a segment of `evalEvery` steps at a time, since
+        // it usually stops long before its cap (the first segment is the sweep's 0..<evalEvery).
         let k = config.layerCache ? startLayer(groups, layers: layers) : nil
-        let cacheKey = k.map { LayerCacheKey(layer: $0, seed: seed, steps: steps) }
+        let segment = stopping.map { max(1, $0.evalEvery) } ?? steps
+        func segmentKey(_ step: Int) -> (key: LayerCacheKey?, range: Range<Int>) {
+            let range = segment >= steps ? 0..<steps : (step / segment * segment)..<min(steps, (step / segment + 1) * segment)
+            let key = k.map { LayerCacheKey(layer: $0, seed: seed, steps: range.upperBound, from: range.lowerBound == 0 ? nil : range.lowerBound) }
+            return (key, range)
+        }
+        var cacheKey: LayerCacheKey?
+        var cacheRange = 0..<0
         var cache: LayerCacheStore.Value?
-        if let cacheKey {
-            let (states, computed) = try trainCache.acquire(cacheKey, sequences: { touched.sequences })
-            if let computed { onCache(cacheKey.layer, states.count, computed) }
-            cache = states
+        func enterSegment(_ step: Int) throws {
+            if let cacheKey { trainCache.release(cacheKey) }
+            cacheKey = nil; cache = nil
+            let (key, range) = segmentKey(step)
+            let touched = batcher.touched(steps: range)
+            try set.lazyImages?.ensure(touched.images)
+            cacheRange = range
+            if let key {
+                let (states, computed) = try trainCache.acquire(key, sequences: { touched.sequences })
+                if let computed { onCache(key.layer, states.count, computed) }
+                cacheKey = key; cache = states
+            }
         }
         defer { if let cacheKey { trainCache.release(cacheKey) } }
 
@@ -306,6 +355,7 @@ final class SweepContext: @unchecked Sendable {
 
         while opt.step < steps {
             let t0 = Date()
+            if !cacheRange.contains(opt.step) { try enterSegment(opt.step) }
             var (loss, inputs) = batcher.inputs(step: opt.step)
             if let k, let cache {
                 // hidden_states[k] of each caption, computed once for every run starting there

@@ -180,9 +180,17 @@ extension TextTowerParameters {
     /// 0..<layer through two ping-pong caches): the fixed input of block `layer` when everything below
     /// it is frozen.
     public func hiddenStates(ids seqs: [[Int32]], layer: Int) throws -> [T] {
-        guard (0...blocks.count).contains(layer) else {
+        try hiddenStates(ids: seqs, layers: [layer])[layer]!
+    }
+
+    /// hidden_states[l] of every sequence for each l of `layers`, from one pass through the blocks
+    /// below the highest: each equals `hiddenStates(ids:layer:)` of that l bit for bit (the same
+    /// operations on the same rows).
+    public func hiddenStates(ids seqs: [[Int32]], layers: Set<Int>) throws -> [Int: [T]] {
+        if let layer = layers.first(where: { !(0...blocks.count).contains($0) }) {
             throw TrainingError.input("hidden_states[\(layer)]: the text tower has \(blocks.count) blocks (layers 0...\(blocks.count))")
         }
+        guard let layer = layers.max() else { return [:] }
         let C = config.hiddenSize, I = config.tower.intermediateSize, NH = config.tower.numAttentionHeads
         var offsets = [0]
         for s in seqs { offsets.append(offsets.last! + s.count) }
@@ -193,11 +201,14 @@ extension TextTowerParameters {
         let scratch = Tensor<T>(shape: [N, C])
         // h = token_embedding[ids] + position_embedding[positions]
         Ops.embeddingForward(caches[0].hIn.data, ids, positions, tokenEmbedding.p, positionEmbedding.p, C)
+        var out: [Int: [T]] = [:]
+        if layers.contains(0) { out[0] = caches[0].hIn.array }
         for l in 0..<layer {
             blocks[l].forward(caches[(l + 1) % 2].hIn.data, caches[l % 2], scratch: scratch, offsets: offsets,
                               config: config.tower, causal: true)
+            if layers.contains(l + 1) { out[l + 1] = caches[(l + 1) % 2].hIn.array }
         }
-        return caches[layer % 2].hIn.array
+        return out
     }
 
     /// Backward from dL/dembeds [B, projectionDim], ADDING weight gradients of the `trainable` groups
