@@ -63,7 +63,7 @@ let package = Package(
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The partial fine-tuning sweep: each block alone and windows of blocks, same budget, measured
         // on the validation split; its job plan (jobs.txt, Slurm, Kubernetes) for schedulers.
-        .target(name: "Sweeping", dependencies: ["BPETokenizer", "CBLAS", "CLIP", "NegationData", "Provenance", "TensorKernels", "Training"],
+        .target(name: "Sweeping", dependencies: ["BPETokenizer", "CBLAS", "CLIP", "NegationData", "Provenance", "SafeTensors", "TensorKernels", "Training"],
                 swiftSettings: [.swiftLanguageMode(.v5)]),
         // The layer selector: probe-layers' report.json -> layers.json (trainable groups and why).
         .target(name: "Selection", dependencies: ["CLIP", "NegationData", "Provenance", "Sweeping"]),

@@ -489,8 +489,7 @@ public enum Reproduce {
         }
         if !reusedBase {
             var object = ReproduceFiles.evaluation(shared.baseReport, shared.baseItems)
-            object["provenance"] = fileProvenance(model: c.model, sha: try CLIPModel.load(directory: c.model).weightsSHA256,
-                                                  seeds: [Evaluator().bootstrapSeed])
+            object["provenance"] = fileProvenance(model: c.model, sha: shared.baseWeightsSHA256, seeds: [shared.baseBootstrapSeed])
             try ReproduceFiles.writeObject(object, to: baseURL)
         }
         func report(_ label: String, _ index: Int, _ m: [String: Estimate], _ s: Double, _ reused: Bool) {
@@ -519,7 +518,6 @@ public enum Reproduce {
                 jobs.append((index, "\(v.row) seed \(seed)", v, seed, url, ckpt))
             }
         }
-        var timed = clock
         try shared.measure(jobs.map { (name: $0.variant.row, folder: $0.checkpoint) }, threads: ReproduceDefaults.parallelEvaluations) { i, m, seconds in
             let job = jobs[i]
             try fm.createDirectory(at: job.url.deletingLastPathComponent(), withIntermediateDirectories: true)
@@ -527,11 +525,9 @@ public enum Reproduce {
             object["provenance"] = fileProvenance(model: job.checkpoint, sha: m.weightsSHA256, seeds: [job.seed])
             try ReproduceFiles.writeObject(object, to: job.url)
             // side by side: the study's clock counts wall seconds per evaluation
-            timed.evalsDone += 1; timed.evalSeconds += seconds / Double(max(1, ReproduceDefaults.parallelEvaluations)); timed.evalsTimed += 1
-            clock = timed
+            clock.evalsDone += 1; clock.evalSeconds += seconds / Double(max(1, ReproduceDefaults.parallelEvaluations)); clock.evalsTimed += 1
             report(job.label, job.index, m.report.metrics, seconds, false)
         }
-        clock = timed
     }
 
     static func settings(_ c: ReproduceConfig, layers L: Int, windows: [String: [Int]], singles: [Int], modelSHA: String,

@@ -3,6 +3,7 @@ import CLIP
 import Foundation
 import NegationData
 import Provenance
+import SafeTensors
 import Training
 
 /// Fine-tuned checkpoints of one base measured on one evaluation set, sharing what does not change
@@ -18,6 +19,9 @@ public final class CheckpointEvaluation: @unchecked Sendable {
     /// The base measured through the CLIP module (`negclip evaluate`'s path), with its item scores.
     public let baseReport: EvaluationReport
     public let baseItems: ItemScores
+    /// sha256 of the base's weight files and the seed of its item resamples (its provenance).
+    public let baseWeightsSHA256: String
+    public let baseBootstrapSeed: UInt64
     let baseParams: TextTowerParameters<Float>
     let images: RecordedImageEmbeddings
     let evaluator: Evaluator
@@ -25,7 +29,8 @@ public final class CheckpointEvaluation: @unchecked Sendable {
     let tokenizerLock = NSLock()
     let ids: [String: [Int32]]
     let store: LayerCacheStore
-    let tokenizerFiles: [URL]
+    /// The base's vocab.json and merges.txt with their bytes (a checkpoint must carry the same).
+    let tokenizerFiles: [(url: URL, bytes: Data)]
 
     /// What one checkpoint measured.
     public struct Measured {
@@ -48,7 +53,8 @@ public final class CheckpointEvaluation: @unchecked Sendable {
             throw SweepError.data(file: model.path, message: "no vocab.json + merges.txt; measuring fine-tuned text towers needs the base's tokenizer")
         }
         self.tokenizer = tokenizer
-        tokenizerFiles = CLIPTokenizer.vocabularyFiles(modelDirectory: model) ?? []
+        tokenizerFiles = try (CLIPTokenizer.vocabularyFiles(modelDirectory: model) ?? []).map { ($0, try Data(contentsOf: $0)) }
+        baseWeightsSHA256 = base.weightsSHA256
         baseParams = try TextTowerParameters<Float>.load(directory: model)
         images = RecordedImageEmbeddings(try CLIPEmbeddingModel(base))
         var e = Evaluator()
@@ -56,7 +62,7 @@ public final class CheckpointEvaluation: @unchecked Sendable {
         e.bootstrapResamples = bootstrapResamples
         let recorder = TextRecordingModel(images)
         let r = try e.evaluate(model: recorder, name: "base", data: [EvaluationData(file: "", records: records)])
-        baseReport = r.report; baseItems = r.items
+        baseReport = r.report; baseItems = r.items; baseBootstrapSeed = e.bootstrapSeed
         var ids: [String: [Int32]] = [:]
         for t in recorder.texts where ids[t] == nil { ids[t] = tokenizer.encode(t) }
         self.ids = ids
@@ -95,9 +101,9 @@ public final class CheckpointEvaluation: @unchecked Sendable {
                                   message: "text config differs from the base's (\(model.path)); expected a fine-tuned copy of the base")
         }
         for f in tokenizerFiles {
-            let mine = folder.appendingPathComponent(f.lastPathComponent)
-            guard (try? Data(contentsOf: mine)) == (try? Data(contentsOf: f)) else {
-                throw SweepError.data(file: mine.path, message: "expected the base's \(f.lastPathComponent) (\(f.path)), found a different or missing file")
+            let mine = folder.appendingPathComponent(f.url.lastPathComponent)
+            guard (try? Data(contentsOf: mine)) == f.bytes else {
+                throw SweepError.data(file: mine.path, message: "expected the base's \(f.url.lastPathComponent) (\(f.url.path)), found a different or missing file")
             }
         }
         return params
@@ -119,7 +125,8 @@ public final class CheckpointEvaluation: @unchecked Sendable {
             return self.tokenizer.encode($0)
         })
         let r = try evaluator.evaluate(model: text, name: name, data: [EvaluationData(file: "", records: records)])
-        let sha = try CLIPModel.load(directory: folder, towers: .text).weightsSHA256
+        // as CLIPModel.weightsSHA256 hashes them, without loading the model a second time
+        let sha = try SHA256Hasher.hex(filesAt: SafeTensorsCheckpoint(url: folder).files)
         return Measured(report: r.report, items: r.items, weightsSHA256: sha, startLayer: k)
     }
 
